@@ -1,0 +1,5 @@
+"""Errors of the accounts domain."""
+
+from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
+
+__all__ = ["Conflict", "Forbidden", "NotFound", "Unauthorized", "ValidationError"]

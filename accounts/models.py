@@ -1,0 +1,69 @@
+"""Accounts: users with a role and a scope, and API bearer tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.types import UTCDateTime, intpk, utc_datetime, utcnow
+from extensions import db
+from org.models import Member, OrgUnit, Site
+
+ROLES = ("admin", "organizer", "trainer", "site_operator", "member")
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[intpk]
+    username: Mapped[str] = mapped_column(String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(100), default="")
+    #: admin, organizer, trainer, site_operator or member
+    role: Mapped[str] = mapped_column(String(20))
+    #: An organizer's scope: this org unit and everything below it.
+    org_unit_id: Mapped[int | None] = mapped_column(ForeignKey("org_units.id"), index=True)
+    #: A site operator's scope: this one site.
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    #: A member user's roster entry.
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    #: UI language, "zh" or "en"; None follows the browser, then Chinese.
+    locale: Mapped[str | None] = mapped_column(String(10))
+    created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
+
+    org_unit: Mapped[OrgUnit | None] = relationship()
+    site: Mapped[Site | None] = relationship()
+    member: Mapped[Member | None] = relationship()
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login
+        return self.active
+
+    def __repr__(self) -> str:
+        return f"<User {self.username} {self.role}>"
+
+
+class ApiToken(db.Model):
+    """A bearer token. Only its SHA-256 is stored, so it survives restarts and leaks nothing."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[intpk]
+    #: The user a login token acts as; None for a site-screen token.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    #: The meeting room a site-screen token ("site") stands for.
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: "api" (a user's login token) or "site" (a meeting-room screen).
+    purpose: Mapped[str] = mapped_column(String(20), default="api")
+    created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked: Mapped[bool] = mapped_column(default=False)
+
+    user: Mapped[User | None] = relationship(back_populates="tokens")
+    site: Mapped[Site | None] = relationship()

@@ -1,0 +1,35 @@
+"""API schemas of the accounts domain."""
+
+from marshmallow import Schema, fields, validate
+
+from accounts.models import ROLES
+
+
+class TokenRequest(Schema):
+    username = fields.String(required=True)
+    password = fields.String(required=True, load_only=True)
+
+
+class TokenResponse(Schema):
+    token = fields.String(required=True)
+
+
+class UserIn(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=80))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(min=8))
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    display_name = fields.String(load_default="")
+    org_unit_id = fields.Integer(load_default=None, allow_none=True)
+    site_id = fields.Integer(load_default=None, allow_none=True)
+    member_id = fields.Integer(load_default=None, allow_none=True)
+
+
+class UserOut(Schema):
+    id = fields.Integer()
+    username = fields.String()
+    display_name = fields.String()
+    role = fields.String()
+    org_unit_id = fields.Integer(allow_none=True)
+    site_id = fields.Integer(allow_none=True)
+    member_id = fields.Integer(allow_none=True)
+    active = fields.Boolean()

@@ -1,0 +1,222 @@
+"""Accounts: users, passwords, bearer tokens, and who may see or change what.
+
+Scope rules, in one place:
+- admin: everything.
+- organizer: the org unit named on the user and its whole subtree (its sites, members,
+  and the sessions aimed at them).
+- trainer: the sessions he trains; reads the org tree and sites to aim them.
+- site_operator: his one site (its screen, roll call, attendance).
+- member: his own roster entry, attendance and calendar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
+from accounts.models import ROLES, ApiToken, User
+from org.models import Member, OrgUnit, Site
+
+MIN_PASSWORD_LENGTH = 8
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(
+    session: Session,
+    *,
+    username: str,
+    password: str,
+    role: str,
+    display_name: str = "",
+    org_unit_id: int | None = None,
+    site_id: int | None = None,
+    member_id: int | None = None,
+) -> User:
+    """Create a user, checking that the role has the scope it needs."""
+    username = (username or "").strip()
+    if not username or len(username) > 80:
+        raise ValidationError("用户名不能为空，且不超过 80 个字符", field="username")
+    if role not in ROLES:
+        raise ValidationError(f"未知角色：{role}", field="role", details={"allowed": list(ROLES)})
+    if not password or len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(f"密码至少 {MIN_PASSWORD_LENGTH} 位", field="password")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"用户名已存在：{username}", details={"field": "username"})
+    required_scope = {
+        "organizer": (OrgUnit, org_unit_id, "org_unit_id", "组织管理员需要指定所管理的组织"),
+        "site_operator": (Site, site_id, "site_id", "学习点管理员需要指定学习点"),
+        "member": (Member, member_id, "member_id", "党员账号需要关联花名册中的党员"),
+    }.get(role)
+    if required_scope:
+        model, value, field, message = required_scope
+        if value is None or session.get(model, value) is None:
+            raise ValidationError(f"{message}（{field}）", field=field)
+    user = User(
+        username=username,
+        password_hash=generate_password_hash(password),
+        role=role,
+        display_name=display_name or username,
+        org_unit_id=org_unit_id if role == "organizer" else None,
+        site_id=site_id if role == "site_operator" else None,
+        member_id=member_id if role == "member" else None,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def set_password(user: User, password: str) -> None:
+    if not password or len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(f"密码至少 {MIN_PASSWORD_LENGTH} 位", field="password")
+    user.password_hash = generate_password_hash(password)
+
+
+def authenticate(session: Session, username: str, password: str) -> User:
+    """The active user with that username and password, or Unauthorized."""
+    user = session.scalar(select(User).where(User.username == (username or "").strip()))
+    if user is None or not user.active or not check_password_hash(user.password_hash,
+                                                                  password or ""):
+        raise Unauthorized("用户名或密码错误", code="invalid_credentials")
+    return user
+
+
+def issue_token(session: Session, user: User) -> str:
+    """A new API bearer token for `user`; only its hash is stored."""
+    token = secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), purpose="api"))
+    session.flush()
+    return token
+
+
+def issue_site_token(session: Session, site: Site) -> str:
+    """A bearer token for a meeting-room screen (a room may have several screens)."""
+    token = secrets.token_urlsafe(32)
+    session.add(ApiToken(site_id=site.id, token_hash=hash_token(token), purpose="site"))
+    session.flush()
+    return token
+
+
+def revoke_site_tokens(session: Session, site: Site) -> int:
+    """Revoke every screen token of a site (a lost or replaced screen); returns the count."""
+    rows = session.scalars(
+        select(ApiToken).where(ApiToken.site_id == site.id, ApiToken.purpose == "site",
+                               ApiToken.revoked.is_(False))
+    ).all()
+    for row in rows:
+        row.revoked = True
+    return len(rows)
+
+
+def token_lookup(session: Session, token: str, now: dt.datetime | None = None) -> ApiToken | None:
+    """The live ApiToken for a bearer string, or None."""
+    if not token:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked:
+        return None
+    if row.user is not None and not row.user.active:
+        return None
+    return row
+
+
+def revoke_token(session: Session, token: str) -> None:
+    row = token_lookup(session, token)
+    if row is not None:
+        row.revoked = True
+
+
+# --- scope -----------------------------------------------------------------------------
+
+
+def subtree_ids(session: Session, org_unit_id: int) -> list[int]:
+    """Ids of an org unit and every unit below it."""
+    unit = session.get(OrgUnit, org_unit_id)
+    if unit is None:
+        return []
+    return list(session.scalars(select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path))))
+
+
+def managed_org_unit_ids(session: Session, user: User) -> list[int] | None:
+    """Org units a user may manage: None means all (admin), [] means none."""
+    if user.role == "admin":
+        return None
+    if user.role == "organizer" and user.org_unit_id is not None:
+        return subtree_ids(session, user.org_unit_id)
+    return []
+
+
+def can_manage_org_unit(session: Session, user: User, org_unit_id: int | None) -> bool:
+    if user.role == "admin":
+        return True
+    if org_unit_id is None:
+        return False
+    ids = managed_org_unit_ids(session, user)
+    return ids is None or org_unit_id in ids
+
+
+def require_manage_org_unit(session: Session, user: User, org_unit_id: int | None) -> None:
+    if not can_manage_org_unit(session, user, org_unit_id):
+        raise Forbidden("无权管理该组织", details={"org_unit_id": org_unit_id})
+
+
+def can_view_site(session: Session, user: User, site: Site) -> bool:
+    if user.role in ("admin", "trainer"):
+        return True
+    if user.role == "organizer":
+        return can_manage_org_unit(session, user, site.org_unit_id)
+    if user.role == "site_operator":
+        return user.site_id == site.id
+    if user.role == "member":
+        return user.member is not None and user.member.home_site_id == site.id
+    return False
+
+
+def can_operate_site(session: Session, user: User, site: Site) -> bool:
+    """Run the meeting room: roll call, screen token, check-ins."""
+    if user.role == "admin":
+        return True
+    if user.role == "organizer":
+        return can_manage_org_unit(session, user, site.org_unit_id)
+    return user.role == "site_operator" and user.site_id == site.id
+
+
+def can_view_member(session: Session, user: User, member: Member) -> bool:
+    if user.role == "admin":
+        return True
+    if user.role == "organizer":
+        return can_manage_org_unit(session, user, member.org_unit_id)
+    if user.role == "site_operator":
+        return member.home_site_id == user.site_id
+    if user.role == "member":
+        return user.member_id == member.id
+    return False
+
+
+def require_role(user: User, roles: Iterable[str]) -> None:
+    if user.role not in tuple(roles):
+        raise Forbidden("当前角色无权执行此操作", details={"role": user.role})
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"用户不存在：{user_id}")
+    return user
+
+
+def ensure_admin(session: Session, username: str, password: str) -> User | None:
+    """Create the admin named by the environment when no admin exists yet."""
+    if session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
+        return None
+    return create_user(session, username=username, password=password, role="admin",
+                       display_name="系统管理员")

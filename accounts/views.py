@@ -1,0 +1,145 @@
+"""Login pages, the token endpoint and the users API."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask.views import MethodView
+from flask_babel import gettext as _
+from flask_login import login_required, login_user, logout_user
+from flask_smorest import Blueprint as ApiBlueprint
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired
+
+from accounts import service
+from accounts.errors import Forbidden, Unauthorized
+from accounts.models import User
+from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut
+from core.api import api, current_api_user
+from core.pagination import SelectPage
+from extensions import csrf, db
+
+pages = Blueprint("accounts", __name__)
+blp = ApiBlueprint("auth", __name__, url_prefix="/api/v1", description="登录令牌与用户")
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(pages)
+    api.register_blueprint(blp)
+    csrf.exempt(blp)
+
+
+class LoginForm(FlaskForm):
+    username = StringField("用户名", validators=[DataRequired()])
+    password = PasswordField("密码", validators=[DataRequired()])
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative targets, so login cannot redirect elsewhere."""
+    if target and target.startswith("/") and not target.startswith("//") \
+            and not urlsplit(target).netloc:
+        return target
+    return url_for("sessions.dashboard")
+
+
+@pages.route("/login", methods=["GET", "POST"])
+def login():
+    """The login form; after login the browser lands on the dashboard (or ?next=)."""
+    form = LoginForm()
+    if form.validate_on_submit():
+        try:
+            user = service.authenticate(db.session, form.username.data, form.password.data)
+        except Unauthorized:
+            flash(_("用户名或密码错误"), "error")
+        else:
+            login_user(user, remember=True)
+            return redirect(_safe_next(request.args.get("next")))
+    return render_template("accounts/login.html", form=form), (400 if form.errors else 200)
+
+
+@pages.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    logout_user()
+    return redirect(url_for("accounts.login"))
+
+
+@blp.route("/auth/token", methods=["POST"])
+@blp.arguments(TokenRequest)
+@blp.response(200, TokenResponse)
+@blp.doc(security=[])
+def issue_token(data):
+    """Exchange a username and password for an API bearer token."""
+    user = service.authenticate(db.session, data["username"], data["password"])
+    token = service.issue_token(db.session, user)
+    db.session.commit()
+    return {"token": token}
+
+
+@blp.route("/users")
+class Users(MethodView):
+    @blp.response(200, UserOut(many=True))
+    @blp.paginate(SelectPage, page_size=50, max_page_size=1000)
+    def get(self):
+        """Users an admin sees all of; an organizer, those scoped inside his subtree."""
+        user = current_api_user("admin", "organizer")
+        query = select(User).order_by(User.id)
+        ids = service.managed_org_unit_ids(db.session, user)
+        if ids is not None:
+            from org.models import Member, Site
+
+            query = query.where(
+                User.org_unit_id.in_(ids)
+                | User.site_id.in_(select(Site.id).where(Site.org_unit_id.in_(ids)))
+                | User.member_id.in_(select(Member.id).where(Member.org_unit_id.in_(ids)))
+            )
+        return query
+
+    @blp.arguments(UserIn)
+    @blp.response(201, UserOut)
+    def post(self, data):
+        """Create a user. Organizers create users only inside their own subtree, never admins."""
+        caller = current_api_user("admin", "organizer")
+        if caller.role != "admin":
+            _check_organizer_may_create(caller, data)
+        user = service.create_user(db.session, **data)
+        db.session.commit()
+        return user
+
+
+@blp.route("/users/<int:user_id>")
+class UserById(MethodView):
+    @blp.response(200, UserOut)
+    def get(self, user_id: int):
+        caller = current_api_user()
+        user = service.get_user(db.session, user_id)
+        if caller.role != "admin" and caller.id != user.id:
+            _check_organizer_may_create(caller, {
+                "role": user.role, "org_unit_id": user.org_unit_id, "site_id": user.site_id,
+                "member_id": user.member_id})
+        return user
+
+
+@blp.route("/users/me")
+@blp.response(200, UserOut)
+def me():
+    """The calling user."""
+    return current_api_user()
+
+
+def _check_organizer_may_create(caller: User, data: dict) -> None:
+    from org.models import Member, Site
+
+    if caller.role != "organizer" or data["role"] in ("admin", "trainer"):
+        raise Forbidden("只有系统管理员可以创建或查看该角色的用户")
+    unit_id = data.get("org_unit_id")
+    if data["role"] == "site_operator" and data.get("site_id"):
+        site = db.session.get(Site, data["site_id"])
+        unit_id = site.org_unit_id if site else None
+    if data["role"] == "member" and data.get("member_id"):
+        member = db.session.get(Member, data["member_id"])
+        unit_id = member.org_unit_id if member else None
+    service.require_manage_org_unit(db.session, caller, unit_id)

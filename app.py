@@ -1,0 +1,176 @@
+"""Yuanjiao (远教): the app factory and the entry point of the embedded default.
+
+    python app.py            # migrate, seed demo data on first start, serve on :5000
+    flask --app app ...      # CLI: db upgrade, create-admin, import-members, seed-demo
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request, session
+from flask_login import current_user
+
+import config
+from core.api import api, http_error_payload, is_api_request
+from core.errors import DomainError
+from extensions import babel, csrf, db, login_manager, migrate, socketio
+
+log = logging.getLogger(__name__)
+
+#: Domain packages whose views.py has `init_app(app)`; events.py, where present, too.
+DOMAINS = ("accounts", "org", "sessions", "attendance", "video")
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then the environment, then `overrides` (tests)."""
+    app = Flask(__name__, instance_relative_config=True)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config.update(config.default_config(app.instance_path))
+    app.config.update(config.from_environment())
+    if overrides:
+        app.config.update(overrides)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
+            "connect_args", {"timeout": 30, "check_same_thread": False}
+        )
+
+    import models  # noqa: F401  (every table known to metadata and Alembic)
+
+    _init_extensions(app)
+    _register_error_handlers(app)
+    for name in DOMAINS:
+        module = __import__(f"{name}.views", fromlist=["init_app"])
+        module.init_app(app)
+    for name in DOMAINS:
+        try:
+            events = __import__(f"{name}.events", fromlist=["init_app"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{name}.events":
+                raise
+            continue
+        events.init_app(app)
+
+    import cli
+
+    cli.init_app(app)
+    if app.config["YUANJIAO_AUTO_MIGRATE"]:
+        import bootstrap
+
+        bootstrap.bootstrap(app)
+    return app
+
+
+def _instance_secret(instance: Path) -> str:
+    """A secret key kept under instance/, so sessions and feed tokens survive restarts."""
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _init_extensions(app: Flask) -> None:
+    db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        from sqlalchemy import event
+
+        with app.app_context():
+
+            @event.listens_for(db.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record) -> None:
+                # WAL lets readers go on while attendance is written; NORMAL is durable
+                # across an app crash (only a power loss may lose the last commit).
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+    migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "accounts.login"
+    login_manager.login_message = None
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=_select_locale)
+    api.init_app(app)
+    socketio.init_app(
+        app,
+        async_mode="threading",
+        message_queue=app.config.get("REDIS_URL"),
+        cors_allowed_origins=None,
+        # Connections are many and idle; ping often enough to notice a dead screen.
+        ping_interval=20,
+        ping_timeout=20,
+    )
+
+    @login_manager.user_loader
+    def _load_user(user_id: str):
+        from accounts.models import User
+
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.active else None
+
+    @app.context_processor
+    def _inject() -> dict[str, Any]:
+        from flask_babel import get_locale
+
+        return {"current_locale": str(get_locale()), "languages": app.config["LANGUAGES"]}
+
+
+def _select_locale() -> str:
+    """Chinese unless the user chose English (his profile, ?lang=, or the session)."""
+    lang = request.args.get("lang")
+    if lang in ("zh", "en"):
+        session["lang"] = lang
+        return lang
+    if current_user and getattr(current_user, "is_authenticated", False) and current_user.locale:
+        return current_user.locale
+    return session.get("lang", "zh")
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError):
+        db.session.rollback()
+        if is_api_request() or request.accept_mimetypes.best == "application/json":
+            return jsonify(error.to_dict()), error.status
+        return render_template("error.html", error=error), error.status
+
+    @app.errorhandler(500)
+    def _server_error(error):
+        db.session.rollback()
+        log.exception("unhandled error on %s", request.path)
+        if is_api_request():
+            return jsonify({"error": "internal_error", "message": "服务器内部错误",
+                            "details": {}}), 500
+        return render_template("error.html", error=None), 500
+
+    from flask_wtf.csrf import CSRFError
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(error: CSRFError):
+        if is_api_request():
+            return jsonify(http_error_payload(error)), 400
+        return render_template("error.html", error=None, message=error.description), 400
+
+
+def main() -> None:
+    """`python app.py`: the embedded default, on YUANJIAO_HOST:YUANJIAO_PORT."""
+    logging.basicConfig(level=os.environ.get("YUANJIAO_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app()
+    host, port = app.config["YUANJIAO_HOST"], app.config["YUANJIAO_PORT"]
+    log.info("Yuanjiao serving at http://%s:%s", host, port)
+    socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""First start of the embedded default: migrate, ensure an admin, seed demo data."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import select
+
+from extensions import db
+
+log = logging.getLogger(__name__)
+
+INITIAL_ADMIN_FILE = "initial-admin.txt"
+
+
+def bootstrap(app: Flask) -> None:
+    """Bring the database to the latest migration, then make sure someone can log in."""
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+        ensure_admin(app)
+        if app.config["YUANJIAO_DEMO"]:
+            import demo
+
+            if demo.is_empty(db.session):
+                demo.seed(db.session)
+                db.session.commit()
+                click.echo("已载入演示数据 (demo data seeded)")
+        db.session.remove()
+
+
+def ensure_admin(app: Flask) -> None:
+    """Create the admin the environment names, or a generated one, when none exists."""
+    from accounts.models import User
+    from accounts.service import ensure_admin as create_admin
+
+    username = app.config.get("YUANJIAO_ADMIN_USERNAME")
+    password = app.config.get("YUANJIAO_ADMIN_PASSWORD")
+    has_admin = db.session.scalar(select(User.id).where(User.role == "admin").limit(1))
+    note = Path(app.instance_path) / INITIAL_ADMIN_FILE
+    if has_admin is None:
+        generated = not (username and password)
+        username = username or "admin"
+        password = password or secrets.token_urlsafe(9)
+        create_admin(db.session, username, password)
+        db.session.commit()
+        if generated:
+            note.write_text(f"{username}\n{password}\n")
+            note.chmod(0o600)
+        else:
+            click.echo(f"管理员账号 (admin login): {username} / (YUANJIAO_ADMIN_PASSWORD)")
+    if note.exists():
+        saved_user, saved_password = note.read_text().split("\n")[:2]
+        click.echo(f"管理员账号 (admin login): {saved_user} / {saved_password}"
+                   f"  — change it, then delete {note}")

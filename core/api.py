@@ -1,0 +1,126 @@
+"""The JSON API: flask-smorest with our error format, and bearer-token authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import g, request
+from flask_login import current_user
+from flask_smorest import Api as SmorestApi
+from werkzeug.exceptions import HTTPException
+
+from core.errors import Forbidden, Unauthorized
+from extensions import csrf, db
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def is_api_request() -> bool:
+    return request.path.startswith(("/api/", "/whip/", "/whep/"))
+
+
+def http_error_payload(error: HTTPException) -> dict[str, Any]:
+    """Our `{"error", "message", "details"}` body for a werkzeug/webargs HTTP error."""
+    data = getattr(error, "data", None) or {}
+    details: dict[str, Any] = {}
+    message = error.description or error.name
+    messages = data.get("messages") or data.get("errors")
+    if messages:
+        # webargs: {"json": {"field": ["msg", ...]}}; flatten to field -> messages
+        fields: dict[str, Any] = {}
+        for location, per_field in messages.items():
+            if isinstance(per_field, dict):
+                fields.update(per_field)
+            else:
+                fields[location] = per_field
+        details["fields"] = fields
+        first_field, first_msgs = next(iter(fields.items()))
+        first = first_msgs[0] if isinstance(first_msgs, list) and first_msgs else first_msgs
+        if isinstance(first, dict):  # nested schema
+            first = next(iter(first.values()))
+        message = f"{first_field}: {first}"
+        details["field"] = first_field
+    elif data.get("message"):
+        message = data["message"]
+    return {"error": ERROR_CODES.get(error.code or 500, "error"), "message": message,
+            "details": details}
+
+
+class Api(SmorestApi):
+    """flask-smorest's Api, answering API errors in our format and leaving pages alone."""
+
+    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
+        if not is_api_request():
+            return error
+        headers = {}
+        if error.code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return http_error_payload(error), error.code, headers
+
+
+api = Api()
+
+
+@dataclass(frozen=True)
+class SiteScreen:
+    """The principal behind a meeting-room screen's token: one site, no user."""
+
+    site_id: int
+    role: str = "site_screen"
+    id: None = None
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return None
+
+
+def current_principal(*, allow_session: bool = True):
+    """The caller: a User or a SiteScreen, from the bearer token or the login session.
+
+    Cookie sessions on unsafe methods must carry the CSRF token (X-CSRFToken header),
+    so that a page on another site cannot act for a logged-in organizer.
+    """
+    if "principal" in g:
+        return g.principal
+    from accounts.service import token_lookup  # local: core must not depend on domains
+
+    token = bearer_token()
+    principal = None
+    if token:
+        row = token_lookup(db.session, token)
+        if row is None:
+            raise Unauthorized("令牌无效或已吊销", code="invalid_token")
+        principal = row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+    elif allow_session and current_user.is_authenticated:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            csrf.protect()
+        principal = current_user._get_current_object()
+    if principal is None:
+        raise Unauthorized("需要登录或 Bearer 令牌", code="login_required")
+    g.principal = principal
+    return principal
+
+
+def current_api_user(*roles: str):
+    """The calling User (not a site screen), optionally limited to `roles`."""
+    principal = current_principal()
+    if isinstance(principal, SiteScreen):
+        raise Forbidden("学习点屏幕令牌不能执行此操作")
+    if roles and principal.role not in roles:
+        raise Forbidden("当前角色无权执行此操作", details={"role": principal.role})
+    return principal

@@ -1,0 +1,1 @@
+"""Video: stream keys and recordings (filled in by the video work)."""
