@@ -58,6 +58,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         events.init_app(app)
 
     import cli
+    from core import sockets
+
+    sockets.init_app(app)
 
     cli.init_app(app)
     if app.config["YUANJIAO_AUTO_MIGRATE"]:
