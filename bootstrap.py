@@ -27,9 +27,11 @@ def bootstrap(app: Flask) -> None:
             import demo
 
             if demo.is_empty(db.session):
-                demo.seed(db.session)
+                lines = demo.seed(db.session) or []
                 db.session.commit()
                 click.echo("已载入演示数据 (demo data seeded)")
+                for line in lines:
+                    click.echo(f"  {line}")
         db.session.remove()
 
 

@@ -12,5 +12,6 @@ def is_empty(session: Session) -> bool:
     return session.scalar(select(OrgUnit.id).limit(1)) is None
 
 
-def seed(session: Session) -> None:
-    """Seed the demo organization."""
+def seed(session: Session) -> list[str]:
+    """Seed the demo organization; returns lines (demo logins) to print."""
+    return []
