@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from app import create_app
@@ -63,10 +64,45 @@ def app_config(tmp_path, database_url_base) -> dict:
     }
 
 
+class IsolatedClient(FlaskClient):
+    """A test client whose every request runs in a fresh app context.
+
+    The `app` fixture keeps an app context pushed for the test's own service calls; Flask
+    would reuse it for requests, sharing `g` (the logged-in user, the API principal) and
+    the database session between the test and its requests. A real server never does.
+    Commit in the test before a request should see the data (factory.headers commits).
+    """
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
+class IsolatedSocketClient:
+    """Flask-SocketIO's test client, each call in a fresh app context (see IsolatedClient)."""
+
+    def __init__(self, app, **kwargs) -> None:
+        self._app = app
+        with app.app_context():
+            self._client = socketio.test_client(app, **kwargs)
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with self._app.app_context():
+                return attr(*args, **kwargs)
+
+        return call
+
+
 @pytest.fixture
 def app(app_config):
     """A Flask app on an empty database with every table created."""
     app = create_app(app_config)
+    app.test_client_class = IsolatedClient
     with app.app_context():
         db.create_all()
         yield app
@@ -96,11 +132,13 @@ def runner(app):
 
 @pytest.fixture
 def socket_client_factory(app, client):
-    """Make Flask-SocketIO test clients: factory(namespace=..., auth=..., flask_client=...)."""
+    """Make Flask-SocketIO test clients: factory(namespace=..., auth=..., flask_client=...).
+
+    Each call of a client runs in a fresh app context, as on a real server."""
     made = []
 
     def make(namespace: str | None = None, auth: dict | None = None, flask_client=None):
-        sc = socketio.test_client(app, namespace=namespace, auth=auth,
+        sc = IsolatedSocketClient(app, namespace=namespace, auth=auth,
                                   flask_test_client=flask_client or client)
         made.append(sc)
         return sc
@@ -210,10 +248,11 @@ class LiveServer:
         self.log = tmp / "server.log"
 
     def start(self) -> LiveServer:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")], cwd=str(self.tmp), env=self.env,
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "app.py")], cwd=str(self.tmp), env=self.env,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
