@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import uuid
 
 import pytest
 import requests
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
 
 import config
 from app import create_app
 from extensions import db
+from tests.conftest import PG_URL
 
 
 def test_environment_overrides_defaults(monkeypatch, tmp_path):
@@ -35,15 +38,32 @@ def test_defaults_are_embedded_sqlite(tmp_path):
     assert defaults["BABEL_DEFAULT_LOCALE"] == "zh"
 
 
-def test_migrations_match_models(app_config):
+@pytest.fixture
+def empty_database_url(tmp_path) -> str:
+    """A database with no tables at all: a new SQLite file, or a new PostgreSQL database."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'migrated.sqlite3'}"
+        return
+    name = f"yj_migrate_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_migrations_match_models(app_config, empty_database_url):
     """Alembic's migrations build exactly the schema the models describe."""
-    app = create_app(app_config)
+    app = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": empty_database_url})
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
         db.engine.dispose()
-    assert diff == [], f"models and migrations differ; run `flask db migrate`: {diff}"
+    summary = [(d[0], getattr(d[1], "name", "")) if isinstance(d, tuple) else d for d in diff]
+    assert diff == [], f"models and migrations differ; run `flask db migrate`: {summary}"
 
 
 def test_interface_is_chinese_by_default_and_english_on_request(client):
