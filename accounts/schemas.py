@@ -33,3 +33,10 @@ class UserOut(Schema):
     site_id = fields.Integer(allow_none=True)
     member_id = fields.Integer(allow_none=True)
     active = fields.Boolean()
+
+
+class UserPatch(Schema):
+    display_name = fields.String()
+    active = fields.Boolean()
+    password = fields.String(load_only=True, validate=validate.Length(min=8))
+    locale = fields.String(validate=validate.OneOf(["zh", "en", ""]))

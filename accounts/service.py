@@ -81,6 +81,33 @@ def set_password(user: User, password: str) -> None:
     user.password_hash = generate_password_hash(password)
 
 
+def update_user(
+    user: User,
+    *,
+    display_name: str | None = None,
+    active: bool | None = None,
+    password: str | None = None,
+    locale: str | None = None,
+) -> User:
+    """Change what may change on a user; role and scope stay (create a new user instead)."""
+    if display_name is not None:
+        if not display_name.strip() or len(display_name) > 100:
+            raise ValidationError("姓名不能为空，且不超过 100 个字符", field="display_name")
+        user.display_name = display_name.strip()
+    if active is not None:
+        user.active = active
+        if not active:
+            for token in user.tokens:
+                token.revoked = True
+    if password is not None:
+        set_password(user, password)
+    if locale is not None:
+        if locale not in ("zh", "en", ""):
+            raise ValidationError("界面语言只能是 zh 或 en", field="locale")
+        user.locale = locale or None
+    return user
+
+
 def authenticate(session: Session, username: str, password: str) -> User:
     """The active user with that username and password, or Unauthorized."""
     user = session.scalar(select(User).where(User.username == (username or "").strip()))

@@ -17,7 +17,7 @@ from wtforms.validators import DataRequired
 from accounts import service
 from accounts.errors import Forbidden, Unauthorized
 from accounts.models import User
-from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut
+from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut, UserPatch
 from core.api import api, current_api_user
 from core.pagination import SelectPage
 from extensions import csrf, db
@@ -120,6 +120,26 @@ class UserById(MethodView):
             _check_organizer_may_create(caller, {
                 "role": user.role, "org_unit_id": user.org_unit_id, "site_id": user.site_id,
                 "member_id": user.member_id})
+        return user
+
+    @blp.arguments(UserPatch)
+    @blp.response(200, UserOut)
+    def patch(self, data, user_id: int):
+        """Rename, (de)activate, reset the password of, or set the language of a user.
+
+        A user may change his own name, password and language; admins and organizers
+        (within their subtree, never admins or trainers) may change others."""
+        caller = current_api_user()
+        user = service.get_user(db.session, user_id)
+        if caller.id == user.id:
+            if "active" in data:
+                raise Forbidden("不能停用自己的账号")
+        elif caller.role != "admin":
+            _check_organizer_may_create(caller, {
+                "role": user.role, "org_unit_id": user.org_unit_id, "site_id": user.site_id,
+                "member_id": user.member_id})
+        service.update_user(user, **data)
+        db.session.commit()
         return user
 
 
