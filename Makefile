@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # Two cores: run the plain tests in two workers, the media and browser tests one at a time.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help setup setup-dev run test test-sqlite test-postgres test-live lint format bench vendor translations clean
+.PHONY: help extract-messages setup setup-dev run test test-sqlite test-postgres test-live lint format bench vendor translations clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ vendor: static/vendor/.stamp ## Copy front-end libraries from npm into static/ve
 translations: $(VENV)/.runtime ## Compile the English catalogue (Chinese is the source language)
 	$(BIN)/pybabel compile -f -d translations -D messages
 
+extract-messages: $(VENV)/.runtime ## Update translations/en from the Chinese source strings
+	$(BIN)/pybabel extract -q -F babel.cfg -k _l -o translations/messages.pot --ignore-dirs=".venv node_modules static tests bench migrations" .
+	$(BIN)/pybabel update -q -i translations/messages.pot -d translations -l en --no-fuzzy-matching
+
 setup: $(VENV)/.runtime vendor translations ## Install what the app needs
 
 setup-dev: $(VENV)/.dev vendor translations ## Install what the tests need too
@@ -47,13 +51,13 @@ test: setup-dev ## Run every test: SQLite, PostgreSQL, then media and browser te
 	$(MAKE) --no-print-directory test-sqlite test-postgres test-live
 
 test-sqlite: setup-dev
-	$(BIN)/python -m pytest -m "not browser and not media" -n $(PYTEST_WORKERS) -q
+	$(BIN)/python -m pytest -m "not browser and not media and not live" -n $(PYTEST_WORKERS) -q
 
 test-postgres: setup-dev
-	YUANJIAO_TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest -m "not browser and not media" -n $(PYTEST_WORKERS) -q
+	YUANJIAO_TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest -m "not browser and not media and not live" -n $(PYTEST_WORKERS) -q
 
 test-live: setup-dev
-	$(BIN)/python -m pytest -m "browser or media" -q
+	$(BIN)/python -m pytest -m "browser or media or live" -q
 
 lint: setup-dev ## ruff
 	$(BIN)/ruff check .

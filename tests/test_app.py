@@ -74,7 +74,7 @@ def test_interface_is_chinese_by_default_and_english_on_request(client):
     assert "Log in" in client.get("/login").get_data(as_text=True)
 
 
-@pytest.mark.browser
+@pytest.mark.live
 def test_started_app_creates_env_admin_and_tokens_survive_restart(live_server_factory):
     """`python app.py` with YUANJIAO_ADMIN_*: the admin logs in; his token outlives a restart."""
     server = live_server_factory({"YUANJIAO_MEDIA": "off"})
