@@ -1,0 +1,625 @@
+"""The media engine: aiortc on one long-lived asyncio loop in a daemon thread.
+
+Every aiortc object is created and used on that loop. Callers on other threads use the
+synchronous methods of `MediaEngine`, which run coroutines on the loop with
+`run_coroutine_threadsafe(...).result(timeout)`. The engine never touches the database:
+it reports what happens (publisher connected, site joined or left, broadcast ended with
+its recording) through the `on_event` callback, which the caller must make thread-safe
+(the web app puts events on a queue that a worker drains inside an app context).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import SessionDescription
+
+from video.relay import (
+    AUDIO_TIME_BASE,
+    VIDEO_CODECS,
+    PacketSource,
+    Recorder,
+    SharedAudioEncoder,
+    SharedVideoEncoder,
+    SubscriberTrack,
+)
+
+log = logging.getLogger(__name__)
+
+#: A publisher whose connection drops gets this long to come back before the broadcast ends.
+PUBLISHER_GRACE_SECONDS = 15.0
+CALL_TIMEOUT = 20.0
+
+
+class MediaError(Exception):
+    """A refused media request; `code` maps to an HTTP status in the service."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_offer(sdp: str) -> SessionDescription:
+    """The parsed offer, or MediaError("bad_sdp") naming what is wrong."""
+    if not sdp or not sdp.strip().startswith("v=0"):
+        raise MediaError("bad_sdp", "SDP offer must start with v=0")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:
+        raise MediaError("bad_sdp", f"unparsable SDP offer: {exc}") from exc
+    if not any(m.kind in ("audio", "video") for m in parsed.media):
+        raise MediaError("bad_sdp", "SDP offer has no audio or video section")
+    for media in parsed.media:
+        if media.kind in ("audio", "video") and not (media.ice.usernameFragment
+                                                     and media.dtls):
+            raise MediaError("bad_sdp", f"{media.kind} section lacks ICE or DTLS attributes")
+    return parsed
+
+
+def ice_configuration(ice_servers: list[dict[str, Any]] | None) -> RTCConfiguration:
+    """aiortc's configuration; an empty list (never None, which means Google's STUN)."""
+    servers = []
+    for entry in ice_servers or []:
+        urls = entry.get("urls") or entry.get("url")
+        if urls:
+            servers.append(RTCIceServer(urls=urls, username=entry.get("username"),
+                                        credential=entry.get("credential")))
+    return RTCConfiguration(iceServers=servers)
+
+
+class Subscriber:
+    """One site (or viewer) watching a broadcast."""
+
+    def __init__(self, resource_id: str, pc: RTCPeerConnection, info: dict[str, Any],
+                 codec: str) -> None:
+        self.resource_id = resource_id
+        self.pc = pc
+        self.info = info
+        self.codec = codec
+        self.tracks: list[Any] = []
+        self.joined_at = time.time()
+        self.requested_at = time.monotonic()
+        self.connected = False
+
+    def describe(self) -> dict[str, Any]:
+        video = next((t for t in self.tracks if t.kind == "video"), None)
+        first = getattr(video, "first_packet_at", None)
+        return {
+            "resource_id": self.resource_id, "codec": self.codec,
+            "state": self.pc.connectionState, "joined_at": self.joined_at,
+            "first_frame_ms": round((first - self.requested_at) * 1000) if first else None,
+            "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
+            **self.info,
+        }
+
+
+class Broadcast:
+    """One occurrence on air: the trainer's connection, the shared encoders, the sites."""
+
+    def __init__(self, engine: MediaEngine, occurrence_id: int, options: dict[str, Any]) -> None:
+        self.engine = engine
+        self.occurrence_id = occurrence_id
+        self.options = options
+        self.publisher_id: str | None = None
+        self.publisher_pc: RTCPeerConnection | None = None
+        self.publisher_user: Any = options.get("user_id")
+        self.subscribers: dict[str, Subscriber] = {}
+        self.started_at = time.time()
+        self.t0 = time.monotonic()
+        self.mode = options.get("relay", engine.relay_mode)
+        self.bitrate_kbps = int(options.get("bitrate_kbps") or 1200)
+        self.height = int(options.get("height") or 480)
+        self.video_encoders: dict[str, SharedVideoEncoder] = {}
+        self.video_sources: dict[str, PacketSource] = {}
+        self.audio_encoder = SharedAudioEncoder()
+        self.audio_source = PacketSource("audio")
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"encode-{occurrence_id}")
+        self.recorder: Recorder | None = None
+        self.record_path: str | None = options.get("record_path")
+        if self.record_path:
+            os.makedirs(os.path.dirname(self.record_path) or ".", exist_ok=True)
+            self.recorder = Recorder(self.record_path, self.audio_encoder.extradata)
+        self.tasks: set[asyncio.Task] = set()
+        self.grace_task: asyncio.Task | None = None
+        self.ended = False
+        self.frames_in = 0
+        self.frames_encoded = 0
+        self._fps_window: list[float] = []
+        self.last_pts = -1
+        # Baseline mode (bench): aiortc's MediaRelay, one encoder per site.
+        self.media_relay: MediaRelay | None = None
+        self.relay_sources: dict[str, Any] = {}
+        self._video_pump_track: Any = None
+        self.ensure_video_source("vp8")
+
+    # --- sources -----------------------------------------------------------------------
+
+    def ensure_video_source(self, codec: str) -> PacketSource:
+        if codec not in self.video_sources:
+            encoder = SharedVideoEncoder(codec, bitrate_kbps=self.bitrate_kbps,
+                                         height=self.height)
+            self.video_encoders[codec] = encoder
+            self.video_sources[codec] = PacketSource("video", encoder.request_keyframe)
+        return self.video_sources[codec]
+
+    # --- publisher ---------------------------------------------------------------------
+
+    def attach_publisher(self, resource_id: str, pc: RTCPeerConnection) -> None:
+        self.publisher_id = resource_id
+        self.publisher_pc = pc
+        if self.grace_task is not None:
+            self.grace_task.cancel()
+            self.grace_task = None
+
+    def on_publisher_track(self, track: Any, resource_id: str) -> None:
+        if self.mode == "mediarelay":
+            if self.media_relay is None:
+                self.media_relay = MediaRelay()
+            self.relay_sources[track.kind] = track
+            return
+        pump = self._pump_video if track.kind == "video" else self._pump_audio
+        task = asyncio.ensure_future(pump(track, resource_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _pts(self, clock_rate: int) -> int:
+        return int((time.monotonic() - self.t0) * clock_rate)
+
+    async def _pump_video(self, track: Any, resource_id: str) -> None:
+        """Decoded trainer frames → one encode per codec in use → every site."""
+        loop = asyncio.get_running_loop()
+        while not self.ended and self.publisher_id == resource_id:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            # Frames queued while we were encoding are stale: keep only the newest.
+            queue = getattr(track, "_queue", None)
+            while queue is not None and queue.qsize() > 0:
+                newer = queue.get_nowait()
+                if newer is None:
+                    break
+                frame = newer
+            self.frames_in += 1
+            pts = max(self._pts(90000), self.last_pts + 1)
+            self.last_pts = pts
+            codecs = [c for c, s in self.video_sources.items() if s.tracks or c == "vp8"]
+            for codec in codecs:
+                encoder = self.video_encoders[codec]
+                try:
+                    packets = await loop.run_in_executor(self.executor, encoder.encode,
+                                                         frame, pts)
+                except Exception:
+                    log.exception("video encode failed (occurrence %s)", self.occurrence_id)
+                    continue
+                source = self.video_sources[codec]
+                for packet in packets:
+                    source.publish(packet)
+                    if codec == "vp8" and self.recorder is not None:
+                        self.recorder.write_video(packet, encoder.width, encoder.height)
+            self.frames_encoded += 1
+            now = time.monotonic()
+            self._fps_window.append(now)
+            while self._fps_window and self._fps_window[0] < now - 2:
+                self._fps_window.pop(0)
+
+    async def _pump_audio(self, track: Any, resource_id: str) -> None:
+        """Decoded trainer audio → one Opus encode → every site."""
+        while not self.ended and self.publisher_id == resource_id:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            try:
+                packets = self.audio_encoder.encode(frame, self._pts(48000))
+            except Exception:
+                log.exception("audio encode failed (occurrence %s)", self.occurrence_id)
+                continue
+            for packet in packets:
+                self.audio_source.publish(packet)
+                if self.recorder is not None:
+                    if self.recorder._audio_extradata is None:
+                        self.recorder._audio_extradata = self.audio_encoder.extradata
+                    self.recorder.write_audio(packet)
+
+    # --- stats and end -----------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        vp8 = self.video_encoders.get("vp8")
+        elapsed = max(0.001, time.monotonic() - self.t0)
+        window = self._fps_window
+        fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and \
+            window[-1] > window[0] else 0.0
+        video_bytes = sum(s.bytes for s in self.video_sources.values())
+        return {
+            "state": "live",
+            "occurrence_id": self.occurrence_id,
+            "mode": self.mode,
+            "publisher_connected": self.publisher_pc is not None
+            and self.publisher_pc.connectionState == "connected",
+            "started_at": self.started_at,
+            "subscribers": len(self.subscribers),
+            "sites": [s.describe() for s in self.subscribers.values()],
+            "fps": round(fps, 1),
+            "frames_in": self.frames_in,
+            "width": vp8.width if vp8 else 0,
+            "height": vp8.height if vp8 else 0,
+            "target_bitrate_kbps": self.bitrate_kbps,
+            "bitrate_kbps": round(video_bytes * 8 / elapsed / 1000 / max(1, len(
+                [s for s in self.video_sources.values() if s.packets])), 1),
+            "keyframes": sum(s.keyframes for s in self.video_sources.values()),
+            "codecs": sorted(c for c, s in self.video_sources.items() if s.tracks or c == "vp8"),
+            "recording": self.record_path,
+        }
+
+
+class MediaEngine:
+    """The synchronous face of the loop thread. Thread-safe; create one per process."""
+
+    def __init__(self, *, ice_servers: list[dict[str, Any]] | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 relay_mode: str = "encoded") -> None:
+        self.ice_servers = list(ice_servers or [])
+        self.on_event = on_event
+        self.relay_mode = relay_mode
+        self.broadcasts: dict[int, Broadcast] = {}
+        self.resources: dict[str, tuple[str, int]] = {}  # resource id -> (kind, occurrence)
+        self.ended: dict[int, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- loop thread -------------------------------------------------------------------
+
+    def start(self) -> MediaEngine:
+        """Start the loop thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return self
+            ready = threading.Event()
+
+            def run() -> None:
+                self._loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(self._loop)
+                ready.set()
+                self._loop.run_forever()
+
+            self._thread = threading.Thread(target=run, name="media-engine", daemon=True)
+            self._thread.start()
+            ready.wait()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def call(self, coro: Any, timeout: float = CALL_TIMEOUT) -> Any:
+        """Run a coroutine on the loop and wait for its result."""
+        if self._loop is None:
+            self.start()
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def shutdown(self) -> None:
+        """End every broadcast and stop the loop (tests, process exit)."""
+        if self._loop is None:
+            return
+        with contextlib.suppress(Exception):
+            self.call(self._shutdown(), timeout=15)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._thread = None
+        self._loop = None
+
+    async def _shutdown(self) -> None:
+        for occurrence_id in list(self.broadcasts):
+            await self._end_broadcast(occurrence_id, reason="shutdown")
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("media event handler failed for %s", event.get("type"))
+
+    # --- sync interface ----------------------------------------------------------------
+
+    def publish(self, occurrence_id: int, offer_sdp: str,
+                options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Take the trainer's offer; returns {answer, resource_id, started, replaced}."""
+        parse_offer(offer_sdp)
+        return self.call(self._publish(int(occurrence_id), offer_sdp, dict(options or {})))
+
+    def subscribe(self, occurrence_id: int, offer_sdp: str,
+                  subscriber_info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Add a site; returns {answer, resource_id}. MediaError("not_live") when off air."""
+        parse_offer(offer_sdp)
+        return self.call(self._subscribe(int(occurrence_id), offer_sdp,
+                                         dict(subscriber_info or {})))
+
+    def stop(self, resource_id: str) -> dict[str, Any] | None:
+        """End a resource: a publisher ends the broadcast, a subscriber leaves."""
+        return self.call(self._stop(resource_id))
+
+    def end_broadcast(self, occurrence_id: int) -> bool:
+        return self.call(self._end_broadcast(int(occurrence_id), reason="ended"))
+
+    def stats(self, occurrence_id: int) -> dict[str, Any]:
+        return self.call(self._stats(int(occurrence_id)))
+
+    def resource(self, resource_id: str) -> tuple[str, int] | None:
+        return self.resources.get(resource_id)
+
+    def record(self, occurrence_id: int, path: str | None) -> bool:
+        """Start recording a live broadcast to `path` (None stops it)."""
+        return self.call(self._record(int(occurrence_id), path))
+
+    # --- coroutines on the loop --------------------------------------------------------
+
+    def _new_pc(self) -> RTCPeerConnection:
+        return RTCPeerConnection(configuration=ice_configuration(self.ice_servers))
+
+    async def _publish(self, occurrence_id: int, offer_sdp: str,
+                       options: dict[str, Any]) -> dict[str, Any]:
+        broadcast = self.broadcasts.get(occurrence_id)
+        replaced = None
+        if broadcast is not None:
+            if options.get("user_id") is not None and broadcast.publisher_user not in (
+                    None, options.get("user_id")) and not options.get("force"):
+                raise MediaError("already_live", "another publisher is live")
+            replaced = broadcast.publisher_pc
+        resource_id = uuid.uuid4().hex
+        pc = self._new_pc()
+        started = broadcast is None
+        if broadcast is None:
+            broadcast = Broadcast(self, occurrence_id, options)
+        incoming: list[Any] = []
+        try:
+            @pc.on("track")
+            def _on_track(track: Any) -> None:
+                incoming.append(track)
+
+            @pc.on("connectionstatechange")
+            async def _on_state() -> None:
+                state = pc.connectionState
+                if state == "connected":
+                    self._emit({"type": "publisher_connected", "occurrence_id": occurrence_id,
+                                "resource_id": resource_id})
+                elif state in ("failed", "closed") and broadcast.publisher_id == resource_id \
+                        and not broadcast.ended:
+                    self._emit({"type": "publisher_disconnected",
+                                "occurrence_id": occurrence_id, "resource_id": resource_id})
+                    if broadcast.grace_task is None:
+                        broadcast.grace_task = asyncio.ensure_future(
+                            self._grace(broadcast, resource_id))
+
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            if not any(t.receiver.track is not None and t.kind == "video"
+                       for t in pc.getTransceivers()):
+                raise MediaError("bad_sdp", "the publisher's offer sends no video")
+            await pc.setLocalDescription(await pc.createAnswer())
+        except MediaError:
+            await pc.close()
+            raise
+        except Exception as exc:
+            await pc.close()
+            raise MediaError("bad_sdp", f"cannot use this SDP offer: {exc}") from exc
+        if started:
+            self.broadcasts[occurrence_id] = broadcast
+            self.ended.pop(occurrence_id, None)
+        broadcast.attach_publisher(resource_id, pc)
+        for track in incoming:
+            broadcast.on_publisher_track(track, resource_id)
+        if options.get("user_id") is not None:
+            broadcast.publisher_user = options.get("user_id")
+        self.resources[resource_id] = ("publisher", occurrence_id)
+        if replaced is not None:
+            closing = asyncio.ensure_future(replaced.close())
+            broadcast.tasks.add(closing)
+            closing.add_done_callback(broadcast.tasks.discard)
+        if started:
+            self._emit({"type": "broadcast_started", "occurrence_id": occurrence_id,
+                        "resource_id": resource_id, "record_path": broadcast.record_path})
+        return {"answer": pc.localDescription.sdp, "resource_id": resource_id,
+                "started": started, "replaced": replaced is not None}
+
+    async def _grace(self, broadcast: Broadcast, resource_id: str) -> None:
+        await asyncio.sleep(PUBLISHER_GRACE_SECONDS)
+        if broadcast.publisher_id == resource_id and not broadcast.ended:
+            await self._end_broadcast(broadcast.occurrence_id, reason="publisher_lost")
+
+    async def _subscribe(self, occurrence_id: int, offer_sdp: str,
+                         info: dict[str, Any]) -> dict[str, Any]:
+        broadcast = self.broadcasts.get(occurrence_id)
+        if broadcast is None or broadcast.ended:
+            raise MediaError("not_live", "nothing is live for this occurrence")
+        offer = SessionDescription.parse(offer_sdp)
+        offered = {c.mimeType.lower() for m in offer.media if m.kind == "video"
+                   for c in m.rtp.codecs}
+        preferred = [info.get("codec", "vp8"), "vp8", "h264"]
+        codec = next((c for c in preferred if c in VIDEO_CODECS
+                      and VIDEO_CODECS[c][1].lower() in offered), None)
+        wants_video = any(m.kind == "video" for m in offer.media)
+        if wants_video and codec is None:
+            raise MediaError("bad_sdp", "the offer has neither VP8 nor H.264")
+        resource_id = uuid.uuid4().hex
+        pc = self._new_pc()
+        subscriber = Subscriber(resource_id, pc, info, codec or "none")
+        try:
+            for media in offer.media:
+                if media.kind == "video" and codec is not None:
+                    track = self._video_track_for(broadcast, codec)
+                    transceiver = pc.addTransceiver(track, direction="sendonly")
+                    caps = RTCRtpSender.getCapabilities("video").codecs
+                    mime = VIDEO_CODECS[codec][1].lower()
+                    transceiver.setCodecPreferences(
+                        [c for c in caps if c.mimeType.lower() in (mime, "video/rtx")])
+                    subscriber.tracks.append(track)
+                elif media.kind == "audio":
+                    track = self._audio_track_for(broadcast)
+                    pc.addTransceiver(track, direction="sendonly")
+                    subscriber.tracks.append(track)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            for track in subscriber.tracks:
+                track.stop()
+            await pc.close()
+            raise MediaError("bad_sdp", f"cannot use this SDP offer: {exc}") from exc
+        # One site's PLI/FIR goes to the shared encoder's rate-limited request, not to a
+        # per-sender flag (a packet track has no encoder of its own to force).
+        for transceiver in pc.getTransceivers():
+            track = transceiver.sender.track
+            if isinstance(track, SubscriberTrack):
+                transceiver.sender._send_keyframe = track.request_keyframe
+            elif track is not None and transceiver.kind == "video":
+                # mediarelay: the sender's own encoder handles its PLIs
+                pass
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            state = pc.connectionState
+            if state == "connected" and not subscriber.connected:
+                subscriber.connected = True
+                self._emit({"type": "subscriber_joined", "occurrence_id": occurrence_id,
+                            "resource_id": resource_id, "info": info})
+            elif state in ("failed", "closed"):
+                await self._remove_subscriber(broadcast, resource_id)
+
+        broadcast.subscribers[resource_id] = subscriber
+        self.resources[resource_id] = ("subscriber", occurrence_id)
+        return {"answer": pc.localDescription.sdp, "resource_id": resource_id,
+                "codec": codec}
+
+    def _video_track_for(self, broadcast: Broadcast, codec: str) -> Any:
+        if broadcast.mode == "mediarelay":
+            source = broadcast.relay_sources.get("video")
+            if source is None:
+                raise MediaError("not_live", "the publisher sends no video yet")
+            return broadcast.media_relay.subscribe(source, buffered=False)
+        source = broadcast.ensure_video_source(codec)
+        track = SubscriberTrack("video", source, as_av_packet=(codec == "h264"))
+        source.attach(track)
+        return track
+
+    def _audio_track_for(self, broadcast: Broadcast) -> Any:
+        if broadcast.mode == "mediarelay":
+            source = broadcast.relay_sources.get("audio")
+            if source is None:
+                raise MediaError("not_live", "the publisher sends no audio yet")
+            return broadcast.media_relay.subscribe(source, buffered=False)
+        track = SubscriberTrack("audio", broadcast.audio_source)
+        broadcast.audio_source.attach(track)
+        return track
+
+    async def _remove_subscriber(self, broadcast: Broadcast, resource_id: str) -> bool:
+        subscriber = broadcast.subscribers.pop(resource_id, None)
+        self.resources.pop(resource_id, None)
+        if subscriber is None:
+            return False
+        for track in subscriber.tracks:
+            track.stop()
+        await subscriber.pc.close()
+        self._emit({"type": "subscriber_left", "occurrence_id": broadcast.occurrence_id,
+                    "resource_id": resource_id, "info": subscriber.info,
+                    "was_connected": subscriber.connected})
+        return True
+
+    async def _stop(self, resource_id: str) -> dict[str, Any] | None:
+        entry = self.resources.get(resource_id)
+        if entry is None:
+            return None
+        kind, occurrence_id = entry
+        broadcast = self.broadcasts.get(occurrence_id)
+        if broadcast is None:
+            self.resources.pop(resource_id, None)
+            return None
+        if kind == "publisher":
+            if broadcast.publisher_id != resource_id:
+                self.resources.pop(resource_id, None)
+                return {"kind": kind, "occurrence_id": occurrence_id, "ended": False}
+            await self._end_broadcast(occurrence_id, reason="stopped")
+            return {"kind": kind, "occurrence_id": occurrence_id, "ended": True}
+        await self._remove_subscriber(broadcast, resource_id)
+        return {"kind": kind, "occurrence_id": occurrence_id}
+
+    async def _end_broadcast(self, occurrence_id: int, reason: str) -> bool:
+        broadcast = self.broadcasts.pop(occurrence_id, None)
+        if broadcast is None or broadcast.ended:
+            return False
+        broadcast.ended = True
+        self.ended[occurrence_id] = time.time()
+        for source in [*broadcast.video_sources.values(), broadcast.audio_source]:
+            source.end()
+        for resource_id in list(broadcast.subscribers):
+            await self._remove_subscriber(broadcast, resource_id)
+        for resource_id, (_kind, occ) in list(self.resources.items()):
+            if occ == occurrence_id:
+                self.resources.pop(resource_id, None)
+        if broadcast.publisher_pc is not None:
+            await broadcast.publisher_pc.close()
+        for task in list(broadcast.tasks):
+            task.cancel()
+        if broadcast.grace_task is not None and broadcast.grace_task is not \
+                asyncio.current_task():
+            broadcast.grace_task.cancel()
+        # Let an encode in flight finish before the file is closed.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(broadcast.executor, lambda: None)
+        broadcast.executor.shutdown(wait=False)
+        recording = None
+        if broadcast.recorder is not None:
+            duration = broadcast.recorder.close()
+            path = broadcast.recorder.path
+            size = os.path.getsize(path) if os.path.exists(path) else 0
+            ok = not broadcast.recorder.failed and broadcast.recorder.container is not None
+            recording = {"path": path, "duration_seconds": round(duration, 3),
+                         "size_bytes": size, "status": "complete" if ok else "failed"}
+        self._emit({"type": "broadcast_ended", "occurrence_id": occurrence_id,
+                    "reason": reason, "recording": recording})
+        return True
+
+    async def _stats(self, occurrence_id: int) -> dict[str, Any]:
+        broadcast = self.broadcasts.get(occurrence_id)
+        if broadcast is None:
+            state = "ended" if occurrence_id in self.ended else "waiting"
+            return {"state": state, "occurrence_id": occurrence_id, "subscribers": 0,
+                    "sites": []}
+        return broadcast.stats()
+
+    async def _record(self, occurrence_id: int, path: str | None) -> bool:
+        broadcast = self.broadcasts.get(occurrence_id)
+        if broadcast is None:
+            return False
+        if broadcast.recorder is not None:
+            broadcast.recorder.close()
+            broadcast.recorder = None
+        broadcast.record_path = path
+        if path:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            broadcast.recorder = Recorder(path, broadcast.audio_encoder.extradata)
+        return True
+
+
+__all__ = ["AUDIO_TIME_BASE", "MediaEngine", "MediaError", "parse_offer"]

@@ -1,0 +1,359 @@
+"""The relay's media plumbing, on the engine's asyncio loop: encode once, fan packets out.
+
+aiortc's `RTCRtpSender` packetizes without encoding when its track returns `av.Packet`-like
+objects instead of frames (`Encoder.pack`). So the trainer's stream is decoded once (by the
+publisher's receiver), scaled and encoded once per codec here, and every site's sender
+gets the same encoded packets through its own small queue.
+
+Everything in this module runs on the engine loop (the encoders in its executor); nothing
+here touches Flask or the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+log = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+AUDIO_TIME_BASE = fractions.Fraction(1, 48000)
+AUDIO_SAMPLES_PER_PACKET = 960  # 20 ms of Opus at 48 kHz
+#: A regular keyframe, so that a site that lost packets recovers without asking.
+KEYFRAME_INTERVAL = 2.5
+#: Keyframes asked for by joining sites or PLIs are granted at most this often.
+KEYFRAME_REQUEST_MIN_INTERVAL = 1.0
+#: A subscriber more than this many packets behind is cut back to the next keyframe.
+VIDEO_QUEUE_LIMIT = 60
+AUDIO_QUEUE_LIMIT = 100
+
+VIDEO_CODECS = {"vp8": ("libvpx", "video/VP8"), "h264": ("libx264", "video/H264")}
+
+
+class EncodedPacket:
+    """One encoded frame, shared read-only by every subscriber's sender.
+
+    It has what aiortc's `Vp8Encoder.pack`/`OpusEncoder.pack` read (`bytes()`, `pts`,
+    `time_base`); unlike an `av.Packet` it is never rebased or re-streamed by a muxer,
+    so sharing it between senders and the recorder is safe.
+    """
+
+    __slots__ = ("data", "is_keyframe", "pts", "time_base")
+
+    def __init__(self, data: bytes, pts: int, time_base: fractions.Fraction,
+                 is_keyframe: bool) -> None:
+        self.data = data
+        self.pts = pts
+        self.time_base = time_base
+        self.is_keyframe = is_keyframe
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+    def to_av(self) -> av.Packet:
+        """A fresh `av.Packet` (H.264's `pack` and the muxer want the real type)."""
+        packet = av.Packet(self.data)
+        packet.pts = packet.dts = self.pts
+        packet.time_base = self.time_base
+        packet.is_keyframe = self.is_keyframe
+        return packet
+
+
+class SubscriberTrack(MediaStreamTrack):
+    """A site's outgoing track: a bounded queue of shared packets.
+
+    A lagging site never slows the others: when its queue is full the oldest packets
+    are dropped and (for video) it waits for the next keyframe, which it asks for.
+    """
+
+    def __init__(self, kind: str, source: PacketSource, *, as_av_packet: bool = False) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source = source
+        self._queue: collections.deque[Any] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._limit = VIDEO_QUEUE_LIMIT if kind == "video" else AUDIO_QUEUE_LIMIT
+        self._waiting_for_keyframe = kind == "video"
+        self._as_av_packet = as_av_packet
+        self.packets_sent = 0
+        self.packets_dropped = 0
+        self.first_packet_at: float | None = None
+
+    def push(self, packet: EncodedPacket) -> None:
+        """Queue a packet for this site (called by the source, on the loop)."""
+        if self.readyState != "live":
+            return
+        if self._waiting_for_keyframe:
+            if not packet.is_keyframe:
+                return
+            self._waiting_for_keyframe = False
+        if len(self._queue) >= self._limit:
+            self.packets_dropped += len(self._queue)
+            self._queue.clear()
+            if self.kind == "video" and not packet.is_keyframe:
+                self._waiting_for_keyframe = True
+                self._source.request_keyframe()
+                return
+        self._queue.append(packet.to_av() if self._as_av_packet else packet)
+        self._wakeup.set()
+
+    async def recv(self) -> Any:
+        """The next packet; aiortc's sender packetizes it without encoding."""
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self.first_packet_at is None:
+            self.first_packet_at = time.monotonic()
+        self.packets_sent += 1
+        return self._queue.popleft()
+
+    def request_keyframe(self) -> None:
+        """This site's PLI/FIR: a rate-limited request on the shared encoder."""
+        self._source.request_keyframe()
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.detach(self)
+        self._wakeup.set()
+
+
+class PacketSource:
+    """The packets of one encoder (one codec), and the subscriber tracks fed from them."""
+
+    def __init__(self, kind: str, on_keyframe_request: Callable[[], None] | None = None) -> None:
+        self.kind = kind
+        self.tracks: set[SubscriberTrack] = set()
+        self._on_keyframe_request = on_keyframe_request
+        self.packets = 0
+        self.bytes = 0
+        self.keyframes = 0
+
+    def attach(self, track: SubscriberTrack) -> None:
+        self.tracks.add(track)
+        if self.kind == "video":
+            self.request_keyframe()
+
+    def detach(self, track: SubscriberTrack) -> None:
+        self.tracks.discard(track)
+
+    def request_keyframe(self) -> None:
+        if self._on_keyframe_request is not None:
+            self._on_keyframe_request()
+
+    def publish(self, packet: EncodedPacket) -> None:
+        """Hand one packet to every site (the same object, no copy)."""
+        self.packets += 1
+        self.bytes += len(packet.data)
+        if packet.is_keyframe:
+            self.keyframes += 1
+        for track in tuple(self.tracks):
+            track.push(packet)
+
+    def end(self) -> None:
+        """The broadcast ended: end every subscriber track."""
+        for track in tuple(self.tracks):
+            track.stop()
+
+
+class SharedVideoEncoder:
+    """One video encoder for every site: scales the trainer's frames and encodes them.
+
+    Keyframes come at a regular interval and on request, at most once a second, so a
+    site joining or losing packets costs every other site at most one keyframe a second.
+    """
+
+    def __init__(self, codec: str, *, bitrate_kbps: int, height: int, fps: int = 30) -> None:
+        self.codec_name = codec
+        self.bitrate = max(100, int(bitrate_kbps)) * 1000
+        self.target_height = max(90, int(height))
+        self.fps = fps
+        self.context: av.VideoCodecContext | None = None
+        self.width = 0
+        self.height = 0
+        self._last_keyframe = 0.0
+        self._keyframe_requested = True
+        self._last_request_granted = 0.0
+
+    def request_keyframe(self) -> None:
+        """Ask for a keyframe; granted at the next frame unless one was given < 1 s ago."""
+        self._keyframe_requested = True
+
+    def _size_for(self, frame: av.VideoFrame) -> tuple[int, int]:
+        height = min(self.target_height, frame.height)
+        width = round(frame.width * height / frame.height)
+        return max(2, width - width % 2), max(2, height - height % 2)
+
+    def _open(self, width: int, height: int) -> av.VideoCodecContext:
+        ctx = av.CodecContext.create(VIDEO_CODECS[self.codec_name][0], "w")
+        ctx.width, ctx.height = width, height
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = VIDEO_TIME_BASE
+        ctx.framerate = fractions.Fraction(self.fps, 1)
+        ctx.bit_rate = self.bitrate
+        # Our own keyframe clock decides; the codec must not add its own.
+        ctx.gop_size = 100000
+        if self.codec_name == "vp8":
+            ctx.qmin, ctx.qmax = 2, 56
+            ctx.options = {
+                "bufsize": str(self.bitrate), "minrate": str(self.bitrate),
+                "maxrate": str(self.bitrate), "cpu-used": "-6", "deadline": "realtime",
+                "lag-in-frames": "0", "static-thresh": "1", "undershoot-pct": "100",
+                "overshoot-pct": "15", "noise-sensitivity": "4", "partitions": "0",
+                "error-resilient": "1",
+            }
+            ctx.thread_count = 2 if width * height >= 640 * 480 else 1
+        else:
+            ctx.profile = "Baseline"
+            ctx.options = {"level": "31", "tune": "zerolatency", "preset": "veryfast"}
+        self.width, self.height = width, height
+        self._keyframe_requested = True
+        return ctx
+
+    def encode(self, frame: av.VideoFrame, pts: int) -> list[EncodedPacket]:
+        """Encode one frame (runs in the engine's executor, one encoder call at a time)."""
+        width, height = self._size_for(frame)
+        if self.context is None or (width, height) != (self.width, self.height):
+            self.context = self._open(width, height)
+        if (frame.width, frame.height) != (width, height) or frame.format.name != "yuv420p":
+            frame = frame.reformat(width=width, height=height, format="yuv420p")
+        now = time.monotonic()
+        keyframe = now - self._last_keyframe >= KEYFRAME_INTERVAL or (
+            self._keyframe_requested
+            and now - self._last_request_granted >= KEYFRAME_REQUEST_MIN_INTERVAL
+        )
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = (av.video.frame.PictureType.I if keyframe
+                           else av.video.frame.PictureType.NONE)
+        if keyframe:
+            self._last_keyframe = now
+            if self._keyframe_requested:
+                self._last_request_granted = now
+            self._keyframe_requested = False
+        out = []
+        for packet in self.context.encode(frame):
+            out.append(EncodedPacket(bytes(packet), pts, VIDEO_TIME_BASE,
+                                     bool(packet.is_keyframe)))
+        return out
+
+
+class SharedAudioEncoder:
+    """One Opus encoder for every site; packets carry 48 kHz timestamps."""
+
+    def __init__(self, bitrate: int = 64000) -> None:
+        self.context = av.CodecContext.create("libopus", "w")
+        self.context.bit_rate = bitrate
+        self.context.sample_rate = 48000
+        self.context.format = "s16"
+        self.context.layout = "stereo"
+        self.context.time_base = AUDIO_TIME_BASE
+        self.context.options = {"application": "voip"}
+        self.resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000,
+                                           frame_size=AUDIO_SAMPLES_PER_PACKET)
+        self._next_pts: int | None = None
+
+    def encode(self, frame: av.AudioFrame, wall_pts: int) -> list[EncodedPacket]:
+        """Encode; timestamps follow the sample count, resynced to the wall clock on gaps."""
+        out = []
+        for chunk in self.resampler.resample(frame):
+            for packet in self.context.encode(chunk):
+                if self._next_pts is None or abs(wall_pts - self._next_pts) > 48000 // 5:
+                    self._next_pts = wall_pts
+                out.append(EncodedPacket(bytes(packet), self._next_pts, AUDIO_TIME_BASE, True))
+                self._next_pts += AUDIO_SAMPLES_PER_PACKET
+        return out
+
+    @property
+    def extradata(self) -> bytes | None:
+        return self.context.extradata
+
+
+class Recorder:
+    """Muxes the already-encoded VP8 and Opus packets into WebM: no second encode."""
+
+    def __init__(self, path: str, audio_extradata: bytes | None) -> None:
+        self.path = path
+        self._audio_extradata = audio_extradata
+        self.container: Any = None
+        self.video_stream: Any = None
+        self.audio_stream: Any = None
+        self._pending_audio: list[EncodedPacket] = []
+        self._origin: dict[str, int] = {}
+        self.first_pts_seconds: float | None = None
+        self.last_pts_seconds = 0.0
+        self.failed = False
+
+    def _open(self, width: int, height: int) -> None:
+        self.container = av.open(self.path, mode="w", format="webm")
+        self.video_stream = self.container.add_stream("libvpx", rate=30)
+        self.video_stream.width, self.video_stream.height = width, height
+        self.video_stream.pix_fmt = "yuv420p"
+        self.video_stream.time_base = fractions.Fraction(1, 1000)
+        self.audio_stream = self.container.add_stream("libopus", rate=48000)
+        self.audio_stream.layout = "stereo"
+        self.audio_stream.time_base = fractions.Fraction(1, 1000)
+        if self._audio_extradata:
+            self.audio_stream.codec_context.extradata = self._audio_extradata
+
+    def write_video(self, packet: EncodedPacket, width: int, height: int) -> None:
+        if self.failed:
+            return
+        if self.container is None:
+            if not packet.is_keyframe:
+                return  # a recording starts on a keyframe
+            self._open(width, height)
+            self._origin["t"] = packet.pts  # 90 kHz
+            for pending in self._pending_audio:
+                self._mux(pending, self.audio_stream)
+            self._pending_audio.clear()
+        self._mux(packet, self.video_stream)
+
+    def write_audio(self, packet: EncodedPacket) -> None:
+        if self.failed:
+            return
+        if self.container is None:
+            # Keep the last second of audio until the first keyframe opens the file.
+            self._pending_audio.append(packet)
+            del self._pending_audio[:-50]
+            return
+        self._mux(packet, self.audio_stream)
+
+    def _mux(self, packet: EncodedPacket, stream: Any) -> None:
+        origin_seconds = self._origin["t"] / 90000
+        seconds = packet.pts * float(packet.time_base) - origin_seconds
+        if seconds < 0:
+            return
+        av_packet = av.Packet(packet.data)
+        av_packet.pts = av_packet.dts = round(seconds * 1000)
+        av_packet.time_base = fractions.Fraction(1, 1000)
+        av_packet.is_keyframe = packet.is_keyframe
+        av_packet.stream = stream
+        try:
+            self.container.mux(av_packet)
+        except Exception:  # a bad packet must not end the broadcast; log once, stop recording
+            log.exception("recording %s failed", self.path)
+            self.failed = True
+            return
+        if self.first_pts_seconds is None:
+            self.first_pts_seconds = seconds
+        self.last_pts_seconds = max(self.last_pts_seconds, seconds)
+
+    def close(self) -> float:
+        """Finish the file; returns the duration in seconds."""
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:
+                log.exception("closing recording %s failed", self.path)
+                self.failed = True
+        return self.last_pts_seconds - (self.first_pts_seconds or 0.0)
