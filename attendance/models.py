@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
@@ -148,24 +148,3 @@ class MakeupTask(db.Model):
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     member = relationship("Member")
-
-
-class QrUse(db.Model):
-    """A member's use of one rotating QR token: each member may use a token once.
-
-    The token itself is stateless (signed); only its uses are stored.
-    """
-
-    __tablename__ = "attendance_qr_uses"
-    __table_args__ = (UniqueConstraint("token_digest", "member_id", name="uq_qr_use_once"),)
-
-    id: Mapped[intpk]
-    occurrence_id: Mapped[int] = mapped_column(
-        ForeignKey("occurrences.id", ondelete="CASCADE"), index=True
-    )
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
-    #: SHA-256 of the token string.
-    token_digest: Mapped[str] = mapped_column(String(64))
-    slot: Mapped[int] = mapped_column(Integer)
-    used_at: Mapped[utc_datetime] = mapped_column(default=utcnow)

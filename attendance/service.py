@@ -1,13 +1,70 @@
-"""Attendance rules at the service level: append events, derive records, review."""
+"""Attendance operations: append events, derive records, leave, corrections, review, make-up.
+
+Functions take the database session, plain values and an explicit `now`; they validate,
+change, flush and return. They never commit, never read the request and never emit:
+views and socket handlers commit once, then emit.
+
+Event sources (the idempotency key is ``(occurrence_id, source, event_id)``):
+
+* ``site:<site_id>``: roll call and screen events sent over the socket for a site
+  (by its screen or its operator; ``actor_user_id`` tells who);
+* ``viewer:member:<member_id>``: a member watching alone;
+* ``qr:member:<member_id>``: QR check-ins (the event id is the token's digest, so each
+  member can use one token once);
+* ``api:user:<user_id>`` / ``api:site:<site_id>``: the REST API, per caller, so that two
+  integrations counting their event ids from 1 never swallow each other's events;
+* ``server``: facts the server observes (a screen's socket closing);
+* ``organizer:user:<user_id>``: leave decisions, corrections and locks, for the log.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from attendance.models import AttendanceEvent
+from attendance import rules as R
+from attendance.errors import (
+    CheckedInElsewhere,
+    Conflict,
+    Forbidden,
+    Locked,
+    NotFound,
+    QrRefused,
+    ValidationError,
+)
+from attendance.models import (
+    EVENT_TYPES,
+    STATUSES,
+    AttendanceEvent,
+    Correction,
+    LeaveRequest,
+    MakeupTask,
+    OccurrenceReview,
+)
+from org.models import Member, OrgUnit, Site
+from sessions.models import Occurrence
+
+log = logging.getLogger(__name__)
+
+#: A client's clock may run this far ahead of the server's.
+CLOCK_SKEW = dt.timedelta(seconds=120)
+#: Check-ins are accepted from this long before the start (members arrive early).
+EARLY_MARGIN = dt.timedelta(hours=2)
+#: ... and until this long after the end (a kiosk uploading its buffer late).
+LATE_MARGIN = dt.timedelta(hours=12)
+MEMBER_EVENT_TYPES = frozenset({"check_in", "check_out", "qr_check_in", "viewer_join",
+                                "viewer_heartbeat", "viewer_leave"})
 
 
 def occurrences_with_attendance(session: Session, occurrence_ids: Iterable[int]) -> set[int]:
@@ -24,3 +81,895 @@ def occurrences_with_attendance(session: Session, occurrence_ids: Iterable[int])
             .where(AttendanceEvent.occurrence_id.in_(chunk)).distinct()
         ))
     return found
+
+
+# --- lookups and settings ----------------------------------------------------------------
+
+
+def get_occurrence(session: Session, occurrence_id: int) -> Occurrence:
+    occurrence = session.get(Occurrence, occurrence_id)
+    if occurrence is None:
+        raise NotFound(f"学习活动不存在：{occurrence_id}", details={"occurrence_id": occurrence_id})
+    return occurrence
+
+
+def get_site(session: Session, site_id: Any) -> Site:
+    try:
+        site = session.get(Site, int(site_id))
+    except (TypeError, ValueError):
+        site = None
+    if site is None:
+        raise NotFound(f"学习点不存在：{site_id}", details={"site_id": site_id})
+    return site
+
+
+def get_member(session: Session, member_id: Any) -> Member:
+    try:
+        member = session.get(Member, int(member_id))
+    except (TypeError, ValueError):
+        member = None
+    if member is None:
+        raise NotFound(f"党员不存在：{member_id}", details={"member_id": member_id})
+    return member
+
+
+def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:
+    """The thresholds of an occurrence, from its session and the app settings."""
+    study = occurrence.session
+    return R.Rules(
+        late_after_minutes=study.late_after_minutes,
+        present_threshold_percent=study.present_threshold_percent,
+        left_early_minutes=int(config.get("YUANJIAO_LEFT_EARLY_MINUTES", 10)),
+        grace_seconds=int(config.get("YUANJIAO_ATTENDANCE_GRACE_SECONDS", 90)),
+    )
+
+
+def occurrence_site_ids(session: Session, occurrence: Occurrence) -> list[int]:
+    """Sites an occurrence is shown at: the session's sites, else its units' sites."""
+    study = occurrence.session
+    if study.sites:
+        return [s.id for s in study.sites]
+    paths = [u.path for u in study.org_units]
+    if not paths:
+        return []
+    units = select(OrgUnit.id).where(or_(*[OrgUnit.path.startswith(p) for p in paths]))
+    return list(session.scalars(
+        select(Site.id).where(Site.org_unit_id.in_(units), Site.active.is_(True))
+        .order_by(Site.id)
+    ))
+
+
+def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
+    from sessions.service import expected_member_ids as expected
+
+    return expected(session, occurrence)
+
+
+def _occurrence_unit_ids(session: Session, occurrence: Occurrence) -> set[int]:
+    study = occurrence.session
+    ids = {u.id for u in study.org_units}
+    ids.update(s.org_unit_id for s in study.sites)
+    return ids
+
+
+# --- who may --------------------------------------------------------------------------
+
+
+def is_screen(principal: Any) -> bool:
+    return getattr(principal, "role", None) == "site_screen"
+
+
+def can_manage_occurrence(session: Session, user: Any, occurrence: Occurrence) -> bool:
+    """Admins, and organizers whose scope covers a unit or site the occurrence targets."""
+    if is_screen(user):
+        return False
+    if user.role == "admin":
+        return True
+    if user.role != "organizer":
+        return False
+    from accounts.service import managed_org_unit_ids
+
+    managed = set(managed_org_unit_ids(session, user) or [])
+    return bool(managed & _occurrence_unit_ids(session, occurrence))
+
+
+def require_manage_occurrence(session: Session, user: Any, occurrence: Occurrence) -> None:
+    if not can_manage_occurrence(session, user, occurrence):
+        raise Forbidden("无权管理该学习活动的考勤", details={"occurrence_id": occurrence.id})
+
+
+def can_view_occurrence(session: Session, user: Any, occurrence: Occurrence) -> bool:
+    """Managers, the session's trainer, and operators of a targeted site."""
+    if can_manage_occurrence(session, user, occurrence):
+        return True
+    if is_screen(user):
+        return user.site_id in occurrence_site_ids(session, occurrence)
+    if user.role == "trainer":
+        return occurrence.session.trainer_id == user.id
+    if user.role == "site_operator":
+        return user.site_id in occurrence_site_ids(session, occurrence)
+    return False
+
+
+def require_view_occurrence(session: Session, user: Any, occurrence: Occurrence) -> None:
+    if not can_view_occurrence(session, user, occurrence):
+        raise Forbidden("无权查看该学习活动的考勤", details={"occurrence_id": occurrence.id})
+
+
+def require_site_of_occurrence(session: Session, occurrence: Occurrence, site: Site) -> None:
+    if site.id not in occurrence_site_ids(session, occurrence):
+        raise Forbidden("该学习点不在本次学习活动范围内",
+                        details={"occurrence_id": occurrence.id, "site_id": site.id})
+
+
+def require_operate_site(session: Session, principal: Any, occurrence: Occurrence,
+                         site: Site) -> None:
+    """Roll call at a site: admin, an organizer in scope, its operator, or its own screen."""
+    require_site_of_occurrence(session, occurrence, site)
+    if is_screen(principal):
+        if principal.site_id != site.id:
+            raise Forbidden("学习点屏幕只能操作本学习点", details={"site_id": site.id})
+        return
+    from accounts.service import can_operate_site
+
+    if can_operate_site(session, principal, site) or can_manage_occurrence(
+            session, principal, occurrence):
+        return
+    raise Forbidden("无权操作该学习点的考勤", details={"site_id": site.id})
+
+
+def member_of(principal: Any) -> Member:
+    """The roster entry of a member user; others cannot act as a member."""
+    if is_screen(principal) or getattr(principal, "role", None) != "member" \
+            or principal.member is None:
+        raise Forbidden("只有党员本人可以执行此操作")
+    return principal.member
+
+
+def api_source(principal: Any) -> str:
+    """The idempotency source of an API caller (see the module docstring)."""
+    if is_screen(principal):
+        return f"api:site:{principal.site_id}"
+    return f"api:user:{principal.id}"
+
+
+# --- the log --------------------------------------------------------------------------
+
+
+def is_locked(session: Session, occurrence_id: int) -> bool:
+    review = session.get(OccurrenceReview, occurrence_id)
+    return bool(review and review.locked)
+
+
+def require_unlocked(session: Session, occurrence_id: int) -> None:
+    if is_locked(session, occurrence_id):
+        raise Locked("该学习活动的考勤已审核锁定", details={"occurrence_id": occurrence_id})
+
+
+def find_event(session: Session, occurrence_id: int, source: str, event_id: str
+               ) -> AttendanceEvent | None:
+    return session.scalar(select(AttendanceEvent).where(
+        AttendanceEvent.occurrence_id == occurrence_id, AttendanceEvent.source == source,
+        AttendanceEvent.event_id == event_id))
+
+
+def clean_event_id(event_id: Any) -> str:
+    value = str(event_id).strip() if event_id is not None else ""
+    if not value or len(value) > 100:
+        raise ValidationError("event_id 必填，且不超过 100 个字符", field="event_id")
+    return value
+
+
+def bound_time(occurrence: Occurrence, at: dt.datetime | None, now: dt.datetime
+               ) -> dt.datetime | None:
+    """A client's time, if believable: not in the future, not far outside the occurrence."""
+    if at is None:
+        return None
+    if at > now + CLOCK_SKEW:
+        raise ValidationError("at 不能晚于服务器当前时间", field="at",
+                              details={"server_time": now.isoformat()})
+    if at < occurrence.starts_at - EARLY_MARGIN:
+        raise ValidationError("at 早于学习活动开始前的允许范围", field="at")
+    if at > occurrence.ends_at + LATE_MARGIN:
+        raise ValidationError("at 晚于学习活动结束后的允许范围", field="at")
+    return min(at, now)
+
+
+def member_events(session: Session, occurrence_id: int, member_id: int
+                  ) -> list[AttendanceEvent]:
+    return list(session.scalars(select(AttendanceEvent).where(
+        AttendanceEvent.occurrence_id == occurrence_id,
+        AttendanceEvent.member_id == member_id).order_by(AttendanceEvent.id)))
+
+
+def _insert(session: Session, event: AttendanceEvent) -> tuple[AttendanceEvent, bool]:
+    """Insert once; a concurrent duplicate (unique violation) returns the stored row."""
+    try:
+        with session.begin_nested():
+            session.add(event)
+        return event, True
+    except IntegrityError:
+        stored = find_event(session, event.occurrence_id, event.source, event.event_id)
+        if stored is None:
+            raise
+        return stored, False
+
+
+def record_event(
+    session: Session,
+    *,
+    occurrence: Occurrence,
+    type: str,
+    source: str,
+    event_id: str,
+    now: dt.datetime,
+    member_id: int | None = None,
+    site_id: int | None = None,
+    actor_user_id: int | None = None,
+    client_time: dt.datetime | None = None,
+    payload: dict | None = None,
+    check_lock: bool = True,
+) -> tuple[AttendanceEvent, bool]:
+    """Append one fact; returns (event, created). A repeat returns the stored event.
+
+    The repeat is recognised before anything else is checked, so a retry of an event
+    that was stored gets the same answer even after the occurrence was locked.
+    """
+    event_id = clean_event_id(event_id)
+    stored = find_event(session, occurrence.id, source, event_id)
+    if stored is not None:
+        return stored, False
+    if type not in EVENT_TYPES:
+        raise ValidationError(f"未知事件类型：{type}", field="type")
+    if check_lock:
+        require_unlocked(session, occurrence.id)
+    if occurrence.status == "cancelled":
+        raise Conflict("该学习活动已取消", code="occurrence_cancelled")
+    at = bound_time(occurrence, client_time, now)
+    if type in MEMBER_EVENT_TYPES:
+        if member_id is None:
+            raise ValidationError("member_id 必填", field="member_id")
+        member = get_member(session, member_id)
+        if member.status != "active":
+            raise ValidationError("该党员不在册（已转出）", field="member_id")
+        if type in ("check_in", "qr_check_in"):
+            _refuse_other_site(session, occurrence.id, member_id, site_id)
+    event = AttendanceEvent(
+        occurrence_id=occurrence.id, member_id=member_id, site_id=site_id, type=type,
+        source=source, event_id=event_id, server_time=now, client_time=at,
+        actor_user_id=actor_user_id, payload=payload or {},
+    )
+    return _insert(session, event)
+
+
+def _refuse_other_site(session: Session, occurrence_id: int, member_id: int,
+                       site_id: int | None) -> None:
+    current = R.checked_in_site(member_events(session, occurrence_id, member_id), member_id)
+    if current is not None and current != site_id:
+        other = session.get(Site, current)
+        raise CheckedInElsewhere(
+            f"该党员已在其他学习点签到：{other.name if other else current}",
+            details={"member_id": member_id, "site_id": current,
+                     "site_name": other.name if other else None},
+        )
+
+
+def roll_call(session: Session, *, occurrence: Occurrence, site: Site, member_ids: list[Any],
+              state: str, source: str, event_id: str, now: dt.datetime,
+              actor_user_id: int | None = None, client_time: dt.datetime | None = None
+              ) -> list[tuple[AttendanceEvent, bool]]:
+    """Mark one or many members present (check in) or checked out at a site.
+
+    Each member gets his own event, ``<event_id>:<member_id>``, so that a retried batch
+    stores each member once. All or nothing: a refused member refuses the batch.
+    """
+    if state not in ("present", "checked_out"):
+        raise ValidationError("state 只能是 present 或 checked_out", field="state")
+    if not isinstance(member_ids, list) or not member_ids or len(member_ids) > 1000:
+        raise ValidationError("member_ids 需为 1–1000 个党员", field="member_ids")
+    event_id = clean_event_id(event_id)
+    kind = "check_in" if state == "present" else "check_out"
+    out = []
+    for raw in dict.fromkeys(member_ids):
+        try:
+            member_id = int(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
+        out.append(record_event(
+            session, occurrence=occurrence, type=kind, source=source,
+            event_id=f"{event_id}:{member_id}"[:100], now=now, member_id=member_id,
+            site_id=site.id, actor_user_id=actor_user_id, client_time=client_time))
+    return out
+
+
+def site_presence(session: Session, *, occurrence: Occurrence, site: Site, online: bool,
+                  now: dt.datetime, event_id: str | None = None) -> AttendanceEvent | None:
+    """Log a site screen going online or offline (server-observed)."""
+    if is_locked(session, occurrence.id) or occurrence.status == "cancelled":
+        return None
+    event, _ = record_event(
+        session, occurrence=occurrence, type="site_online" if online else "site_offline",
+        source="server", event_id=event_id or uuid.uuid4().hex, now=now, site_id=site.id)
+    return event
+
+
+def events_of(session: Session, occurrence_id: int) -> list[AttendanceEvent]:
+    return list(session.scalars(select(AttendanceEvent).where(
+        AttendanceEvent.occurrence_id == occurrence_id).order_by(AttendanceEvent.id)))
+
+
+# --- QR check-in ------------------------------------------------------------------------
+
+
+def _qr_serializer(secret: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret, salt="attendance-qr")
+
+
+def qr_slot(now: dt.datetime, rotate_seconds: int) -> int:
+    return int(now.timestamp() // rotate_seconds)
+
+
+def make_qr_token(secret: str, occurrence_id: int, site_id: int, now: dt.datetime,
+                  rotate_seconds: int) -> tuple[str, dt.datetime]:
+    """The current rotating token of a site screen, and when the next one replaces it."""
+    slot = qr_slot(now, rotate_seconds)
+    token = _qr_serializer(secret).dumps({"o": occurrence_id, "s": site_id, "t": slot})
+    next_at = dt.datetime.fromtimestamp((slot + 1) * rotate_seconds, dt.UTC)
+    return token, next_at
+
+
+def read_qr_token(secret: str, token: str, now: dt.datetime, rotate_seconds: int
+                  ) -> tuple[int, int]:
+    """(occurrence_id, site_id) of a token of the current or the previous slot."""
+    try:
+        data = _qr_serializer(secret).loads(token)
+        occurrence_id, site_id, slot = int(data["o"]), int(data["s"]), int(data["t"])
+    except (BadSignature, KeyError, TypeError, ValueError) as exc:
+        raise QrRefused("二维码无效", code="qr_invalid") from exc
+    if qr_slot(now, rotate_seconds) - slot not in (0, 1):
+        raise QrRefused("二维码已过期，请扫描屏幕上的最新二维码", code="qr_expired")
+    return occurrence_id, site_id
+
+
+def qr_check_in(session: Session, *, token: str, member: Member, secret: str,
+                now: dt.datetime, rotate_seconds: int, actor_user_id: int | None = None
+                ) -> AttendanceEvent:
+    """Check a member in with a screen's QR token; each member may use a token once."""
+    occurrence_id, site_id = read_qr_token(secret, token, now, rotate_seconds)
+    occurrence = get_occurrence(session, occurrence_id)
+    site = get_site(session, site_id)
+    require_site_of_occurrence(session, occurrence, site)
+    if member.status != "active":
+        raise Forbidden("该党员不在册（已转出）")
+    source = f"qr:member:{member.id}"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if find_event(session, occurrence.id, source, digest) is not None:
+        raise QrRefused("该二维码您已使用过", code="qr_reused")
+    if now > occurrence.ends_at:
+        raise QrRefused("学习活动已结束", code="qr_expired")
+    event, _ = record_event(
+        session, occurrence=occurrence, type="qr_check_in", source=source, event_id=digest,
+        now=now, member_id=member.id, site_id=site.id, actor_user_id=actor_user_id)
+    return event
+
+
+# --- derived records ------------------------------------------------------------------
+
+
+def approved_leave_ids(session: Session, occurrence_id: int) -> set[int]:
+    return set(session.scalars(select(LeaveRequest.member_id).where(
+        LeaveRequest.occurrence_id == occurrence_id, LeaveRequest.status == "approved")))
+
+
+def overrides_of(session: Session, occurrence_id: int) -> dict[int, R.Override]:
+    """The latest correction per member."""
+    out: dict[int, R.Override] = {}
+    for c in session.scalars(select(Correction).where(
+            Correction.occurrence_id == occurrence_id).order_by(Correction.id)):
+        out[c.member_id] = R.Override(status=c.status, minutes=c.minutes, reason=c.reason)
+    return out
+
+
+def broadcast_end(session: Session, occurrence_id: int) -> dt.datetime | None:
+    """When the broadcast ended before the scheduled end (the recording's end), if known."""
+    from video.models import Recording
+
+    return session.scalar(select(Recording.ended_at).where(
+        Recording.occurrence_id == occurrence_id, Recording.ended_at.is_not(None))
+        .order_by(Recording.ended_at.desc()).limit(1))
+
+
+def records(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+            now: dt.datetime, member_ids: Iterable[int] | None = None
+            ) -> dict[int, R.MemberRecord]:
+    """Every expected member's record (derived from the log, then corrected)."""
+    events: Iterable[AttendanceEvent] = events_of(session, occurrence.id)
+    expected = expected_member_ids(session, occurrence)
+    if member_ids is not None:
+        wanted = set(member_ids)
+        expected = [m for m in expected if m in wanted] or list(wanted)
+        events = [e for e in events if e.member_id is None or e.member_id in wanted]
+    out = R.derive_records(
+        events, expected_member_ids=expected, start=occurrence.starts_at,
+        end=occurrence.ends_at, rules=rules_for(occurrence, config), now=now,
+        excused_member_ids=approved_leave_ids(session, occurrence.id),
+        overrides=overrides_of(session, occurrence.id),
+        closes_at=broadcast_end(session, occurrence.id),
+    )
+    if member_ids is not None:
+        out = {k: v for k, v in out.items() if k in wanted}
+    return out
+
+
+@dataclass
+class Row:
+    """A record with the names the sheets and the API show."""
+
+    record: R.MemberRecord
+    member: Member
+    site: Site | None
+    expected: bool
+    notes: str
+
+
+STATUS_LABELS = {"present": "出席", "late": "迟到", "left_early": "早退", "absent": "缺席",
+                 "excused": "请假"}
+
+
+def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+         now: dt.datetime) -> list[Row]:
+    """One row per expected member (and per walk-in), ordered by site then member number."""
+    recs = records(session, occurrence, config=config, now=now)
+    expected = set(expected_member_ids(session, occurrence))
+    members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(recs)))}
+    site_ids = {r.site_id for r in recs.values() if r.site_id} | {
+        m.home_site_id for m in members.values() if m.home_site_id}
+    sites = {s.id: s for s in session.scalars(select(Site).where(Site.id.in_(site_ids)))}
+    overrides = overrides_of(session, occurrence.id)
+    leave = {lr.member_id: lr for lr in session.scalars(select(LeaveRequest).where(
+        LeaveRequest.occurrence_id == occurrence.id, LeaveRequest.status == "approved"))}
+    out = []
+    for member_id, rec in recs.items():
+        member = members.get(member_id)
+        if member is None:
+            continue
+        site = sites.get(rec.site_id or 0) or sites.get(member.home_site_id or 0)
+        notes = []
+        if rec.corrected:
+            notes.append(f"更正：{overrides[member_id].reason}")
+        if member_id in leave:
+            notes.append(f"请假：{leave[member_id].reason}")
+        if rec.first_join and rec.site_id is None:
+            notes.append("个人在线观看")
+        if member_id not in expected:
+            notes.append("非应到人员")
+        extra = [STATUS_LABELS[f] for f in rec.flags if f != rec.status and f in STATUS_LABELS]
+        if extra:
+            notes.append("、".join(extra))
+        out.append(Row(rec, member, site, member_id in expected, "；".join(notes)))
+    out.sort(key=lambda r: (r.site.id if r.site else 1 << 30, r.member.member_no))
+    return out
+
+
+def present_now(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+                now: dt.datetime) -> dict[int, int | None]:
+    """Members here right now -> site id (None: watching alone)."""
+    return R.present_now(events_of(session, occurrence.id), now=now,
+                         grace_seconds=rules_for(occurrence, config).grace_seconds)
+
+
+def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+             now: dt.datetime, with_names: bool = True) -> dict[str, Any]:
+    """The live picture: per site the expected and present members; counts; lock."""
+    here = present_now(session, occurrence, config=config, now=now)
+    expected = expected_member_ids(session, occurrence)
+    member_ids = set(expected) | set(here)
+    members = {m.id: m for m in session.scalars(select(Member).where(
+        Member.id.in_(member_ids)))} if with_names else {}
+    site_ids = occurrence_site_ids(session, occurrence)
+    sites = {s.id: s for s in session.scalars(select(Site).where(Site.id.in_(site_ids)))}
+    online = _online_sites(session, occurrence.id)
+    per_site: dict[Any, dict[str, Any]] = {}
+
+    def bucket(site_id: int | None) -> dict[str, Any]:
+        key = site_id if site_id in sites else None
+        if key not in per_site:
+            site = sites.get(key) if key is not None else None
+            per_site[key] = {"site_id": key, "name": site.name if site else "个人在线/其他",
+                             "online": key in online, "expected": [], "present": []}
+        return per_site[key]
+
+    for sid in site_ids:
+        bucket(sid)
+
+    def person(mid: int) -> dict[str, Any]:
+        m = members.get(mid)
+        return {"member_id": mid, "name": m.name if m else str(mid),
+                "member_no": m.member_no if m else ""}
+
+    for mid in expected:
+        m = members.get(mid)
+        bucket(m.home_site_id if m else None)["expected"].append(person(mid))
+    for mid, sid in here.items():
+        bucket(sid)["present"].append(person(mid))
+    sites_out = []
+    for b in per_site.values():
+        b["expected_count"] = len(b["expected"])
+        b["present_count"] = len(b["present"])
+        if not with_names:
+            b.pop("expected")
+            b.pop("present")
+        sites_out.append(b)
+    sites_out.sort(key=lambda b: (b["site_id"] is None, b["site_id"] or 0))
+    return {"occurrence_id": occurrence.id, "locked": is_locked(session, occurrence.id),
+            "expected_count": len(expected), "present_count": len(here),
+            "sites": sites_out, "server_time": now.isoformat()}
+
+
+def _online_sites(session: Session, occurrence_id: int) -> set[int]:
+    state: dict[int, bool] = {}
+    for site_id, type_ in session.execute(
+            select(AttendanceEvent.site_id, AttendanceEvent.type).where(
+                AttendanceEvent.occurrence_id == occurrence_id,
+                AttendanceEvent.type.in_(("site_online", "site_offline")))
+            .order_by(AttendanceEvent.id)):
+        state[site_id] = type_ == "site_online"
+    return {s for s, on in state.items() if on}
+
+
+# --- leave, corrections, review -----------------------------------------------------------
+
+
+def file_leave(session: Session, *, occurrence: Occurrence, member: Member, reason: str,
+               filed_by_id: int | None, now: dt.datetime) -> LeaveRequest:
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 1000:
+        raise ValidationError("请假事由必填，且不超过 1000 字", field="reason")
+    require_unlocked(session, occurrence.id)
+    existing = session.scalar(select(LeaveRequest).where(
+        LeaveRequest.occurrence_id == occurrence.id, LeaveRequest.member_id == member.id,
+        LeaveRequest.status.in_(("requested", "approved"))))
+    if existing is not None:
+        raise Conflict("该党员已有请假申请", details={"leave_request_id": existing.id})
+    leave = LeaveRequest(occurrence_id=occurrence.id, member_id=member.id, reason=reason,
+                         filed_by_id=filed_by_id, filed_at=now)
+    session.add(leave)
+    session.flush()
+    return leave
+
+
+def decide_leave(session: Session, *, leave: LeaveRequest, approve: bool, user_id: int,
+                 now: dt.datetime) -> LeaveRequest:
+    require_unlocked(session, leave.occurrence_id)
+    if leave.status != "requested" and not (approve and leave.status == "rejected"):
+        raise Conflict("该请假申请已处理", details={"status": leave.status})
+    leave.status = "approved" if approve else "rejected"
+    leave.decided_by_id, leave.decided_at = user_id, now
+    occurrence = get_occurrence(session, leave.occurrence_id)
+    record_event(session, occurrence=occurrence,
+                 type="leave_approved" if approve else "leave_rejected",
+                 source=f"organizer:user:{user_id}", event_id=f"leave:{leave.id}:{leave.status}",
+                 now=now, member_id=None, actor_user_id=user_id,
+                 payload={"member_id": leave.member_id, "leave_request_id": leave.id})
+    session.flush()
+    return leave
+
+
+def correct(session: Session, *, occurrence: Occurrence, member_id: int,
+            status: str | None, minutes: float | None, reason: str, user_id: int,
+            config: Mapping[str, Any], now: dt.datetime) -> Correction:
+    """Override a member's status and/or minutes; audited with before and after."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError("更正需要填写原因", field="reason")
+    if status is None and minutes is None:
+        raise ValidationError("请给出更正后的状态或时长", field="status")
+    if status is not None and status not in STATUSES:
+        raise ValidationError(f"未知状态：{status}", field="status",
+                              details={"allowed": list(STATUSES)})
+    max_minutes = (occurrence.ends_at - occurrence.starts_at).total_seconds() / 60
+    if minutes is not None and not 0 <= minutes <= max_minutes:
+        raise ValidationError(f"时长需在 0–{max_minutes:.0f} 分钟之间", field="minutes")
+    require_unlocked(session, occurrence.id)
+    get_member(session, member_id)
+    before = records(session, occurrence, config=config, now=now, member_ids=[member_id])
+    rec = before[member_id]
+    correction = Correction(
+        occurrence_id=occurrence.id, member_id=member_id, status=status, minutes=minutes,
+        reason=reason, corrected_by_id=user_id, corrected_at=now,
+        before={"status": rec.status, "minutes": rec.minutes},
+        after={"status": status or rec.status,
+               "minutes": rec.minutes if minutes is None else round(float(minutes), 1)},
+    )
+    session.add(correction)
+    session.flush()
+    record_event(session, occurrence=occurrence, type="correction",
+                 source=f"organizer:user:{user_id}", event_id=f"correction:{correction.id}",
+                 now=now, actor_user_id=user_id,
+                 payload={"member_id": member_id, "correction_id": correction.id,
+                          "before": correction.before, "after": correction.after,
+                          "reason": reason})
+    return correction
+
+
+def set_lock(session: Session, *, occurrence: Occurrence, locked: bool, user: Any,
+             now: dt.datetime) -> OccurrenceReview:
+    """Lock a reviewed occurrence (organizer or admin); only an admin unlocks."""
+    if not locked and user.role != "admin":
+        raise Forbidden("只有系统管理员可以解锁")
+    review = session.get(OccurrenceReview, occurrence.id)
+    if review is None:
+        review = OccurrenceReview(occurrence_id=occurrence.id, locked=False)
+        session.add(review)
+    if review.locked == locked:
+        return review
+    if locked:
+        review.locked, review.locked_by_id, review.locked_at = True, user.id, now
+    else:
+        review.locked, review.unlocked_by_id, review.unlocked_at = False, user.id, now
+    session.flush()
+    record_event(session, occurrence=occurrence, type="locked" if locked else "unlocked",
+                 source=f"organizer:user:{user.id}", event_id=uuid.uuid4().hex, now=now,
+                 actor_user_id=user.id, check_lock=False)
+    return review
+
+
+# --- reports and ledger -------------------------------------------------------------------
+
+
+ATTENDED = ("present", "late", "left_early")
+
+
+def occurrences_for_units(session: Session, unit_ids: Iterable[int] | None,
+                          start: dt.datetime, end: dt.datetime) -> list[Occurrence]:
+    """Scheduled occurrences starting in [start, end) (all when unit_ids is None)."""
+    from sessions.models import StudySession, session_org_units, session_sites
+
+    q = select(Occurrence).join(StudySession).where(
+        Occurrence.starts_at >= start, Occurrence.starts_at < end,
+        Occurrence.status == "scheduled").order_by(Occurrence.starts_at)
+    if unit_ids is not None:
+        ids = list(unit_ids)
+        q = q.where(or_(
+            StudySession.id.in_(select(session_org_units.c.session_id).where(
+                session_org_units.c.org_unit_id.in_(ids))),
+            StudySession.id.in_(select(session_sites.c.session_id).join(
+                Site, Site.id == session_sites.c.site_id).where(Site.org_unit_id.in_(ids))),
+        ))
+    return list(session.scalars(q))
+
+
+def member_totals(session: Session, occurrences: Iterable[Occurrence], *,
+                  config: Mapping[str, Any], now: dt.datetime,
+                  member_filter: set[int] | None = None) -> dict[int, dict[str, float]]:
+    """Per member over occurrences: expected, attended, excused counts and minutes."""
+    totals: dict[int, dict[str, float]] = defaultdict(
+        lambda: {"expected": 0, "attended": 0, "excused": 0, "absent": 0, "minutes": 0.0})
+    for occ in occurrences:
+        for member_id, rec in records(session, occ, config=config, now=now).items():
+            if member_filter is not None and member_id not in member_filter:
+                continue
+            t = totals[member_id]
+            t["expected"] += 1
+            t["minutes"] += rec.minutes
+            if rec.status in ATTENDED:
+                t["attended"] += 1
+            elif rec.status == "excused":
+                t["excused"] += 1
+            else:
+                t["absent"] += 1
+    return totals
+
+
+def rate(attended: float, expected: float, excused: float) -> float | None:
+    """Attendance rate: attended / (expected − excused); None when nothing was due."""
+    due = expected - excused
+    return round(attended / due, 4) if due > 0 else None
+
+
+def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
+           start: dt.datetime, end: dt.datetime, config: Mapping[str, Any],
+           now: dt.datetime) -> dict[str, Any]:
+    """Attendance per member and per branch, for the members of a unit's subtree."""
+    scope_ids = unit_ids
+    if unit_id is not None:
+        from accounts.service import subtree_ids
+
+        scope_ids = subtree_ids(session, unit_id)
+    occs = [o for o in occurrences_for_units(session, scope_ids, start, end)
+            if o.starts_at <= now]
+    q = select(Member)
+    if scope_ids is not None:
+        q = q.where(Member.org_unit_id.in_(scope_ids))
+    members = {m.id: m for m in session.scalars(q)}
+    totals = member_totals(session, occs, config=config, now=now, member_filter=set(members))
+    units = {u.id: u for u in session.scalars(select(OrgUnit).where(
+        OrgUnit.id.in_({m.org_unit_id for m in members.values()})))}
+    per_member, per_unit = [], defaultdict(lambda: {"expected": 0, "attended": 0,
+                                                    "excused": 0, "members": 0})
+    for mid, t in sorted(totals.items(), key=lambda kv: members[kv[0]].member_no):
+        m = members[mid]
+        per_member.append({"member": m, "unit": units.get(m.org_unit_id), **t,
+                           "rate": rate(t["attended"], t["expected"], t["excused"])})
+        u = per_unit[m.org_unit_id]
+        u["members"] += 1
+        for k in ("expected", "attended", "excused"):
+            u[k] += t[k]
+    branches = [{"unit": units.get(uid), **u, "rate": rate(u["attended"], u["expected"],
+                                                           u["excused"])}
+                for uid, u in sorted(per_unit.items())]
+    return {"occurrences": occs, "members": per_member, "branches": branches}
+
+
+def ledger(session: Session, *, year: int, unit_ids: list[int] | None,
+           config: Mapping[str, Any], now: dt.datetime, tz: str) -> dict[str, Any]:
+    """学时台账: live study hours per member in a year, make-up hours beside them."""
+    from core.timeutil import zone
+
+    z = zone(tz)
+    start = dt.datetime(year, 1, 1, tzinfo=z).astimezone(dt.UTC)
+    end = dt.datetime(year + 1, 1, 1, tzinfo=z).astimezone(dt.UTC)
+    required = float(config.get("YUANJIAO_STUDY_HOURS_REQUIRED", 32))
+    occs = [o for o in occurrences_for_units(session, unit_ids, start, end)
+            if o.starts_at <= now]
+    q = select(Member).where(Member.status == "active")
+    if unit_ids is not None:
+        q = q.where(Member.org_unit_id.in_(unit_ids))
+    members = {m.id: m for m in session.scalars(q.order_by(Member.member_no))}
+    totals = member_totals(session, occs, config=config, now=now, member_filter=set(members))
+    makeup: dict[int, float] = defaultdict(float)
+    occ_ids = [o.id for o in occs]
+    if occ_ids:
+        for task in session.scalars(select(MakeupTask).where(
+                MakeupTask.occurrence_id.in_(occ_ids), MakeupTask.completed_at.is_not(None))):
+            makeup[task.member_id] += task.seconds_watched / 3600.0
+    units = {u.id: u for u in session.scalars(select(OrgUnit))}
+    out = []
+    for mid, m in members.items():
+        live_h = round(totals.get(mid, {}).get("minutes", 0.0) / 60.0, 2)
+        makeup_h = round(makeup.get(mid, 0.0), 2)
+        total = round(live_h + makeup_h, 2)
+        out.append({"member": m, "unit": units.get(m.org_unit_id), "live_hours": live_h,
+                    "makeup_hours": makeup_h, "total_hours": total,
+                    "shortfall": round(max(0.0, required - total), 2),
+                    "short": total < required})
+    return {"year": year, "required": required, "rows": out,
+            "short_count": sum(1 for r in out if r["short"])}
+
+
+# --- make-up study ------------------------------------------------------------------------
+
+
+def recording_for(session: Session, occurrence_id: int):
+    """The occurrence's recording (video's service when present, else the table)."""
+    try:
+        from video.service import recording_for_occurrence
+    except ImportError:
+        from video.models import Recording
+
+        return session.scalar(select(Recording).where(
+            Recording.occurrence_id == occurrence_id, Recording.status == "complete")
+            .order_by(Recording.id.desc()).limit(1))
+    return recording_for_occurrence(session, occurrence_id)
+
+
+def ensure_makeup_tasks(session: Session, occurrence: Occurrence, *,
+                        config: Mapping[str, Any], now: dt.datetime) -> list[MakeupTask]:
+    """Make-up tasks for an ended occurrence's absentees (absent or on leave)."""
+    if now < occurrence.ends_at:
+        return []
+    recording = recording_for(session, occurrence.id)
+    if recording is None:
+        return []
+    existing = {t.member_id: t for t in session.scalars(select(MakeupTask).where(
+        MakeupTask.occurrence_id == occurrence.id))}
+    for member_id, rec in records(session, occurrence, config=config, now=now).items():
+        if rec.status in ("absent", "excused") and member_id not in existing:
+            task = MakeupTask(occurrence_id=occurrence.id, member_id=member_id,
+                              recording_id=recording.id, watched_ranges=[], created_at=now,
+                              updated_at=now)
+            session.add(task)
+            existing[member_id] = task
+    session.flush()
+    return list(existing.values())
+
+
+def makeup_tasks_of_member(session: Session, member: Member, *, config: Mapping[str, Any],
+                           now: dt.datetime, days: int = 366) -> list[MakeupTask]:
+    """A member's make-up tasks, creating those due for recent occurrences he missed."""
+    from video.models import Recording
+
+    since = now - dt.timedelta(days=days)
+    occs = session.scalars(select(Occurrence).where(
+        Occurrence.ends_at <= now, Occurrence.starts_at >= since,
+        Occurrence.status == "scheduled",
+        Occurrence.id.in_(select(Recording.occurrence_id))))
+    have = set(session.scalars(select(MakeupTask.occurrence_id).where(
+        MakeupTask.member_id == member.id)))
+    for occ in occs:
+        if occ.id in have or member.id not in expected_member_ids(session, occ):
+            continue
+        rec = records(session, occ, config=config, now=now, member_ids=[member.id])
+        if rec[member.id].status in ("absent", "excused"):
+            recording = recording_for(session, occ.id)
+            if recording is not None:
+                session.add(MakeupTask(occurrence_id=occ.id, member_id=member.id,
+                                       recording_id=recording.id, watched_ranges=[],
+                                       created_at=now, updated_at=now))
+    session.flush()
+    return list(session.scalars(select(MakeupTask).where(
+        MakeupTask.member_id == member.id).order_by(MakeupTask.id.desc())))
+
+
+def makeup_progress(session: Session, *, task: MakeupTask, ranges: Any, duration: float,
+                    share: float, now: dt.datetime) -> MakeupTask:
+    """Merge played ranges into the task; seeking ahead or replaying never counts twice.
+
+    A client could claim to have played an hour in one heartbeat: the newly counted
+    seconds are capped by the wall time since the previous heartbeat (plus slack).
+    """
+    if not isinstance(ranges, list) or len(ranges) > 500:
+        raise ValidationError("ranges 需为 [[开始秒, 结束秒], ...]", field="ranges")
+    clean = []
+    for r in ranges:
+        try:
+            a, b = float(r[0]), float(r[1])
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            raise ValidationError("ranges 含无效区间", field="ranges") from exc
+        if duration > 0:
+            a, b = max(0.0, min(a, duration)), max(0.0, min(b, duration))
+        if b > a:
+            clean.append([a, b])
+    old = R.merge_ranges(task.watched_ranges or [])
+    old_total = sum(b - a for a, b in old)
+    new_pieces = _minus(R.merge_ranges(clean), old)
+    # The first heartbeat has no earlier one to measure from: allow a modest start.
+    budget = ((now - task.updated_at).total_seconds() * 1.5 + 10 if task.watched_ranges
+              else 60.0)
+    accepted = []
+    for a, b in new_pieces:
+        if budget <= 0:
+            break
+        take = min(b - a, budget)
+        accepted.append([a, a + take])
+        budget -= take
+    merged = R.merge_ranges(old + accepted)
+    task.watched_ranges = merged
+    task.seconds_watched = round(sum(b - a for a, b in merged), 1)
+    task.updated_at = now
+    if task.completed_at is None and duration > 0 and task.seconds_watched >= share * duration:
+        task.completed_at = now
+    log.debug("makeup %s: %.1f -> %.1f s", task.id, old_total, task.seconds_watched)
+    session.flush()
+    return task
+
+
+def _minus(ranges: list[list[float]], holes: list[list[float]]) -> list[list[float]]:
+    out = []
+    for a, b in ranges:
+        pieces = [[a, b]]
+        for h0, h1 in holes:
+            nxt = []
+            for x, y in pieces:
+                if h1 <= x or h0 >= y:
+                    nxt.append([x, y])
+                    continue
+                if x < h0:
+                    nxt.append([x, h0])
+                if h1 < y:
+                    nxt.append([h1, y])
+            pieces = nxt
+        out.extend(pieces)
+    return out
+
+
+def absentees(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+              now: dt.datetime) -> list[dict[str, Any]]:
+    """Absent and excused members, with their make-up status."""
+    tasks = {t.member_id: t for t in ensure_makeup_tasks(session, occurrence, config=config,
+                                                          now=now)}
+    out = []
+    for row in rows(session, occurrence, config=config, now=now):
+        if row.record.status in ("absent", "excused"):
+            out.append({"row": row, "task": tasks.get(row.member.id)})
+    return out
