@@ -1,0 +1,341 @@
+"""iCalendar: feeds built by small pure functions, and parsing of imported files.
+
+A recurring session is one VEVENT with its RRULE in local time (DTSTART;TZID=...), the
+instances that have no occurrence row as EXDATE, occurrence rows the rule no longer
+gives (kept past or attended ones after a series edit) as RDATE, and every moved or
+cancelled occurrence as a RECURRENCE-ID override (cancelled: STATUS:CANCELLED, the
+RFC 5545 way that Google, Outlook and Apple read as "this one is off").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from icalendar import Calendar, Event, Timezone, vRecur
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
+from sessions import recurrence
+from sessions.models import Occurrence, StudySession
+
+log = logging.getLogger(__name__)
+
+PRODID = "-//Yuanjiao//远教 学习安排//ZH"
+REFRESH = dt.timedelta(hours=1)
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def vtimezone(tzid: str) -> Timezone | None:
+    """The VTIMEZONE of an IANA zone (cached: building one walks decades of transitions)."""
+    try:
+        return Timezone.from_tzid(tzid, first_date=dt.date(1990, 1, 1),
+                                  last_date=dt.date(2040, 1, 1))
+    except ValueError:
+        log.warning("no VTIMEZONE for %s", tzid)
+        return None
+
+
+def _local(value: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    return value.astimezone(tz)
+
+
+def _common(event: Event, study: StudySession, location: str) -> None:
+    event.add("uid", study.uid)
+    event.add("dtstamp", study.updated_at.astimezone(dt.UTC))
+    event.add("summary", study.title)
+    if study.description:
+        event.add("description", study.description)
+    if location:
+        event.add("location", location)
+    event.add("categories", [study.kind])
+    event.add("sequence", study.sequence)
+    event.add("transp", "OPAQUE")
+
+
+def _location(study: StudySession) -> str:
+    return study.location or "、".join(s.name for s in study.sites)
+
+
+def session_events(study: StudySession, occurrences: list[Occurrence]) -> list[Event]:
+    """The VEVENTs of one session: a master (with overrides) or a plain one-off event."""
+    tz = ZoneInfo(study.timezone)
+    location = _location(study)
+    duration = dt.timedelta(minutes=study.duration_minutes)
+    if not study.rrule:
+        events = []
+        for occ in occurrences[:1]:
+            event = Event()
+            _common(event, study, location)
+            event.add("dtstart", _local(occ.starts_at, tz))
+            event.add("dtend", _local(occ.ends_at, tz))
+            event.add("status", "CANCELLED" if occ.status == "cancelled" else "CONFIRMED")
+            events.append(event)
+        return events
+
+    master = Event()
+    _common(master, study, location)
+    master.add("dtstart", _local(study.starts_at, tz))
+    master.add("dtend", _local(study.starts_at + duration, tz))
+    master.add("rrule", vRecur.from_ical(study.rrule))
+    master.add("status", "CONFIRMED")
+    originals = {o.original_start for o in occurrences}
+    bound = study.materialized_until or max(originals, default=study.starts_at)
+    instances = set(recurrence.expand(study.rrule, study.starts_at, tz, until=bound,
+                                      limit=100_000))
+    exdates = sorted((instances - originals) | {
+        dt.datetime.fromisoformat(x).astimezone(dt.UTC) for x in study.exdates or []})
+    rdates = sorted(originals - instances)
+    if exdates:
+        master.add("exdate", [_local(x, tz) for x in exdates])
+    if rdates:
+        master.add("rdate", [_local(x, tz) for x in rdates])
+    events = [master]
+    for occ in occurrences:
+        plain = (occ.status != "cancelled" and occ.starts_at == occ.original_start
+                 and occ.ends_at - occ.starts_at == duration)
+        if plain:
+            continue
+        override = Event()
+        _common(override, study, location)
+        override.add("recurrence-id", _local(occ.original_start, tz))
+        override.add("dtstart", _local(occ.starts_at, tz))
+        override.add("dtend", _local(occ.ends_at, tz))
+        override.add("status", "CANCELLED" if occ.status == "cancelled" else "CONFIRMED")
+        events.append(override)
+    return events
+
+
+def build_calendar(studies: list[StudySession], *, name: str, timezone: str) -> Calendar:
+    """A publishable calendar of sessions with their occurrences, VTIMEZONEs included."""
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("calscale", "GREGORIAN")
+    cal.add("method", "PUBLISH")
+    cal.add("x-wr-calname", name)
+    cal.add("x-wr-timezone", timezone)
+    cal.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
+    cal.add("x-published-ttl", REFRESH)
+    zones = {timezone}
+    for study in studies:
+        zones.add(study.timezone)
+        for event in session_events(study, sorted(study.occurrences,
+                                                  key=lambda o: o.original_start)):
+            cal.add_component(event)
+    for tzid in sorted(zones):
+        if tzid != "UTC" and (component := vtimezone(tzid)) is not None:
+            cal.subcomponents.insert(0, component)
+    return cal
+
+
+def to_bytes(cal: Calendar) -> bytes:
+    return cal.to_ical()
+
+
+# --- import ------------------------------------------------------------------------------
+
+
+class CalendarFileError(ValueError):
+    """The file cannot be imported; `message` says why in words for the user."""
+
+
+@dataclass
+class OverrideIn:
+    recurrence_id: dt.datetime
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    cancelled: bool = False
+
+
+@dataclass
+class EventIn:
+    """One series (or one-off event) read from a file, in plain values."""
+
+    uid: str
+    title: str
+    description: str
+    location: str
+    starts_at: dt.datetime
+    timezone: str
+    duration_minutes: int
+    rrule: str | None = None
+    exdates: list[dt.datetime] = field(default_factory=list)
+    overrides: list[OverrideIn] = field(default_factory=list)
+
+
+def iana_name(tzid: str | None, fallback: str) -> str:
+    """An IANA zone for a TZID as exporters write it (Windows names from Outlook,
+    "/vendor/Europe/Berlin" from libical); the fallback when there is none."""
+    if not tzid:
+        return fallback
+    cleaned = tzid.strip().strip('"')
+    candidates = [cleaned, WINDOWS_TO_OLSON.get(cleaned)]
+    if cleaned.startswith("/"):
+        parts = cleaned.strip("/").split("/")
+        candidates += ["/".join(parts[i:]) for i in range(len(parts))]
+    for name in candidates:
+        if not name:
+            continue
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+        return name
+    raise CalendarFileError(f"无法识别的时区：{tzid}")
+
+
+def _when(prop, default_tz: str) -> tuple[dt.datetime | dt.date, str]:
+    """A DTSTART/DTEND/RECURRENCE-ID value as aware UTC (or a date) and its zone name."""
+    value = prop.dt
+    if not isinstance(value, dt.datetime):
+        return value, default_tz
+    tzid = prop.params.get("TZID")
+    if tzid:
+        name = iana_name(tzid, default_tz)
+        # Wall time as written, placed in the mapped IANA zone (Outlook's own VTIMEZONE
+        # for "China Standard Time" describes the same rules).
+        return value.replace(tzinfo=ZoneInfo(name)).astimezone(dt.UTC), name
+    if value.tzinfo is None:  # floating time: the calendar's zone
+        return value.replace(tzinfo=ZoneInfo(default_tz)).astimezone(dt.UTC), default_tz
+    return value.astimezone(dt.UTC), default_tz
+
+
+def _text(component, name: str) -> str:
+    value = component.get(name)
+    return str(value).strip() if value is not None else ""
+
+
+def _exdates(component, default_tz: str) -> list[dt.datetime]:
+    raw = component.get("EXDATE")
+    if raw is None:
+        return []
+    out = []
+    for group in raw if isinstance(raw, list) else [raw]:
+        tzid = group.params.get("TZID")
+        for item in group.dts:
+            value = item.dt
+            if not isinstance(value, dt.datetime):
+                continue
+            if tzid:
+                value = value.replace(tzinfo=ZoneInfo(iana_name(tzid, default_tz)))
+            elif value.tzinfo is None:
+                value = value.replace(tzinfo=ZoneInfo(default_tz))
+            out.append(value.astimezone(dt.UTC))
+    return out
+
+
+def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
+                   ) -> tuple[list[EventIn], list[str]]:
+    """Read an .ics as exported by Outlook, Google and others.
+
+    Returns the series to create and notes on what was skipped (all-day events, cancelled
+    events). Raises CalendarFileError with a message for a file that is not a calendar or has
+    an event we cannot read.
+    """
+    if isinstance(content, bytes):
+        try:
+            content = content.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise CalendarFileError("文件不是 UTF-8 编码的 iCalendar (.ics) 文件") from exc
+    if "BEGIN:VCALENDAR" not in content.upper():
+        raise CalendarFileError("文件不是 iCalendar (.ics) 文件：缺少 BEGIN:VCALENDAR")
+    try:
+        cal = Calendar.from_ical(content)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise CalendarFileError(f"日历文件格式错误：{exc}") from exc
+    if isinstance(cal, list):
+        cal = cal[0]
+    wr_tz = cal.get("X-WR-TIMEZONE")
+    if wr_tz:
+        default_tz = iana_name(str(wr_tz), default_tz)
+    masters: dict[str, EventIn] = {}
+    overrides: dict[str, list[tuple[OverrideIn, object]]] = {}
+    notes: list[str] = []
+    events = cal.walk("VEVENT")
+    if not events:
+        raise CalendarFileError("日历文件中没有任何日程 (VEVENT)")
+    for n, vevent in enumerate(events, start=1):
+        title = _text(vevent, "SUMMARY") or "（无标题）"
+        label = f"第 {n} 个日程「{title}」"
+        try:
+            if vevent.get("DTSTART") is None:
+                raise CalendarFileError(f"{label}缺少 DTSTART")
+            uid = _text(vevent, "UID") or f"no-uid-{n}"
+            start, tz_name = _when(vevent["DTSTART"], default_tz)
+            if not isinstance(start, dt.datetime):
+                notes.append(f"{label}是全天日程，已跳过（学习安排需要具体时间）")
+                continue
+            if vevent.get("DTEND") is not None:
+                end, _ = _when(vevent["DTEND"], tz_name)
+                if not isinstance(end, dt.datetime):
+                    raise CalendarFileError(f"{label}的 DTEND 不是时间")
+            elif vevent.get("DURATION") is not None:
+                end = start + vevent["DURATION"].dt
+            else:
+                end = start + dt.timedelta(hours=1)
+            minutes = int((end - start).total_seconds() // 60)
+            if not 1 <= minutes <= 1440:
+                raise CalendarFileError(f"{label}的时长必须在 1 到 1440 分钟之间（现为 {minutes}）")
+            cancelled = _text(vevent, "STATUS").upper() == "CANCELLED"
+            if vevent.get("RECURRENCE-ID") is not None:
+                rid, _ = _when(vevent["RECURRENCE-ID"], tz_name)
+                if not isinstance(rid, dt.datetime):
+                    notes.append(f"{label}：全天的单次修改已跳过")
+                    continue
+                override = OverrideIn(recurrence_id=rid, starts_at=start, ends_at=end,
+                                      cancelled=cancelled)
+                one_off = EventIn(uid=uid, title=title, description=_text(vevent, "DESCRIPTION"),
+                                  location=_text(vevent, "LOCATION"), starts_at=start,
+                                  timezone=tz_name, duration_minutes=minutes)
+                overrides.setdefault(uid, []).append((override, one_off))
+                continue
+            if cancelled:
+                notes.append(f"{label}已取消，已跳过")
+                continue
+            rules = vevent.get("RRULE")
+            if isinstance(rules, list):
+                if len(rules) > 1:
+                    raise CalendarFileError(f"{label}有多条 RRULE，无法导入")
+                rules = rules[0]
+            rule = rules.to_ical().decode() if rules is not None else None
+            if vevent.get("RDATE") is not None:
+                notes.append(f"{label}的附加日期 (RDATE) 未导入")
+            if uid in masters:
+                raise CalendarFileError(f"{label}的 UID 重复：{uid}")
+            masters[uid] = EventIn(
+                uid=uid, title=title[:200], description=_text(vevent, "DESCRIPTION"),
+                location=_text(vevent, "LOCATION")[:300], starts_at=start, timezone=tz_name,
+                duration_minutes=minutes, rrule=rule, exdates=_exdates(vevent, tz_name))
+        except CalendarFileError as exc:
+            if str(exc).startswith(label):
+                raise
+            raise CalendarFileError(f"{label}：{exc}") from exc
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise CalendarFileError(f"{label}无法读取：{exc}") from exc
+    result = list(masters.values())
+    for uid, items in overrides.items():
+        master = masters.get(uid)
+        for override, one_off in items:
+            if master is not None and master.rrule:
+                master.overrides.append(override)
+            elif not override.cancelled:
+                # A changed instance exported without its series (Google does this for
+                # events shared from another calendar): import it as a one-off.
+                result.append(one_off)
+    return result, notes
+
+
+__all__ = [
+    "CalendarFileError",
+    "EventIn",
+    "OverrideIn",
+    "build_calendar",
+    "parse_calendar",
+    "to_bytes",
+]

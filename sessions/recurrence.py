@@ -1,0 +1,166 @@
+"""Recurrence: RFC 5545 RRULEs validated and expanded in the session's local time zone.
+
+Rules are expanded on naive local wall times and only then placed in the zone, so a
+weekly 09:00 in America/New_York stays 09:00 local across the DST changes (the UTC
+instant moves by an hour instead). UNTIL is kept in UTC in the stored rule, as RFC 5545
+requires when DTSTART carries a TZID, and turned back into local wall time to expand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+from dateutil.rrule import rrulestr
+
+from core.errors import ValidationError
+
+#: FREQ values we accept, coarsest last; SECONDLY/MINUTELY/HOURLY make no study plan.
+ALLOWED_FREQS = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+#: One materialization may not create more rows than this (a typo such as BYHOUR=0..23
+#: on a daily rule would otherwise write tens of thousands of occurrences).
+MAX_OCCURRENCES = 5000
+
+_UNTIL_RE = re.compile(r"^(\d{8})(T(\d{6})(Z?))?$")
+
+
+def _parts(rule: str) -> list[tuple[str, str]]:
+    rule = (rule or "").strip()
+    if rule.upper().startswith("RRULE:"):
+        rule = rule[6:]
+    if not rule:
+        raise ValidationError("重复规则为空", field="rrule")
+    out = []
+    for item in rule.split(";"):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValidationError(f"重复规则格式错误：{item}", field="rrule")
+        key, value = item.split("=", 1)
+        out.append((key.strip().upper(), value.strip().upper()))
+    return out
+
+
+def _until_to_utc(value: str, tz: ZoneInfo) -> dt.datetime:
+    """UNTIL as an aware UTC instant: a date means the end of that local day."""
+    m = _UNTIL_RE.match(value)
+    if not m:
+        raise ValidationError(f"重复规则的 UNTIL 无效：{value}", field="rrule")
+    try:
+        day = dt.datetime.strptime(m.group(1), "%Y%m%d")
+        if m.group(2):
+            t = dt.datetime.strptime(m.group(3), "%H%M%S").time()
+            local = day.replace(hour=t.hour, minute=t.minute, second=t.second)
+            if m.group(4):
+                return local.replace(tzinfo=dt.UTC)
+        else:
+            local = day.replace(hour=23, minute=59, second=59)
+    except ValueError as exc:
+        raise ValidationError(f"重复规则的 UNTIL 无效：{value}", field="rrule") from exc
+    return local.replace(tzinfo=tz).astimezone(dt.UTC)
+
+
+def normalize_rrule(rule: str, tz: ZoneInfo) -> str:
+    """Check a rule and return it canonical: upper case, no prefix, UNTIL in UTC ("Z").
+
+    Refuses unknown or too fine frequencies, COUNT together with UNTIL, and anything
+    dateutil cannot parse, each as a ValidationError on the field `rrule`.
+    """
+    parts = _parts(rule)
+    keys = [k for k, _ in parts]
+    if len(set(keys)) != len(keys):
+        raise ValidationError("重复规则中有重复的参数", field="rrule")
+    values = dict(parts)
+    freq = values.get("FREQ")
+    if not freq:
+        raise ValidationError("重复规则缺少 FREQ", field="rrule")
+    if freq not in ALLOWED_FREQS:
+        raise ValidationError(
+            f"不支持的重复频率：{freq}（只允许按天、周、月、年）", field="rrule",
+            details={"allowed": list(ALLOWED_FREQS)})
+    if "COUNT" in values and "UNTIL" in values:
+        raise ValidationError("重复规则不能同时包含 COUNT 和 UNTIL", field="rrule")
+    if "COUNT" in values and (not values["COUNT"].isdigit() or int(values["COUNT"]) < 1):
+        raise ValidationError("重复规则的 COUNT 必须是正整数", field="rrule")
+    out = []
+    for key, value in parts:
+        if key == "UNTIL":
+            value = _until_to_utc(value, tz).strftime("%Y%m%dT%H%M%SZ")
+        out.append(f"{key}={value}")
+    canonical = ";".join(out)
+    # Let dateutil judge everything else (BYDAY=9XX, INTERVAL=0, unknown keys...).
+    try:
+        _build(canonical, dt.datetime(2000, 1, 1, 9, 0), tz)
+    except ValidationError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise ValidationError(f"重复规则无效：{exc}", field="rrule") from exc
+    return canonical
+
+
+def is_open_ended(rule: str | None) -> bool:
+    """True when a rule has neither COUNT nor UNTIL (materialized over a horizon)."""
+    if not rule:
+        return False
+    keys = {k for k, _ in _parts(rule)}
+    return not keys & {"COUNT", "UNTIL"}
+
+
+def _build(rule: str, start_local_naive: dt.datetime, tz: ZoneInfo):
+    """A dateutil rrule on naive local wall times (UNTIL converted to local wall time)."""
+    out = []
+    for key, value in _parts(rule):
+        if key == "UNTIL":
+            until = _until_to_utc(value, tz).astimezone(tz).replace(tzinfo=None)
+            value = until.strftime("%Y%m%dT%H%M%S")
+        out.append(f"{key}={value}")
+    return rrulestr(";".join(out), dtstart=start_local_naive)
+
+
+def localize(naive: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """A local wall time in `tz`, as aware UTC (a time in a DST gap uses the earlier offset)."""
+    return naive.replace(tzinfo=tz).astimezone(dt.UTC)
+
+
+def expand(
+    rule: str | None,
+    start: dt.datetime,
+    tz: ZoneInfo,
+    *,
+    until: dt.datetime | None = None,
+    after: dt.datetime | None = None,
+    limit: int = MAX_OCCURRENCES,
+) -> list[dt.datetime]:
+    """UTC starts of the series anchored at `start` (aware), in (after, until] if given.
+
+    A one-off session (no rule) yields its start. More than `limit` starts in the window
+    is refused: the rule (or the horizon) is unreasonable for a study plan.
+    """
+    if not rule:
+        starts = [start.astimezone(dt.UTC)]
+    else:
+        local_start = start.astimezone(tz).replace(tzinfo=None)
+        rr = _build(rule, local_start, tz)
+        starts = []
+        # Compare in local wall time; the window bounds are converted once.
+        lo = after.astimezone(tz).replace(tzinfo=None) if after else None
+        hi = until.astimezone(tz).replace(tzinfo=None) + dt.timedelta(days=1) if until else None
+        iterator = rr.xafter(lo, inc=False) if lo else iter(rr)
+        for naive in iterator:
+            if hi is not None and naive > hi:
+                break
+            starts.append(localize(naive, tz))
+            if len(starts) > limit:
+                raise ValidationError(
+                    f"重复规则在时间范围内产生的场次超过 {limit} 个", field="rrule")
+    return [s for s in starts
+            if (after is None or s > after) and (until is None or s <= until)]
+
+
+def first_start(rule: str, start: dt.datetime, tz: ZoneInfo) -> dt.datetime | None:
+    """The first start the rule gives on or after `start` (None: the rule yields nothing)."""
+    local_start = start.astimezone(tz).replace(tzinfo=None)
+    rr = _build(rule, local_start, tz)
+    naive = rr.after(local_start, inc=True)
+    return localize(naive, tz) if naive is not None else None
