@@ -27,3 +27,20 @@ class Recording(db.Model):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     #: recording, complete, or failed
     status: Mapped[str] = mapped_column(String(20), default="recording")
+
+
+class StreamKey(db.Model):
+    """A trainer's WHIP bearer key for one occurrence (OBS or the broadcast page).
+
+    Only the SHA-256 is stored; regenerating revokes the previous key.
+    """
+
+    __tablename__ = "stream_keys"
+
+    id: Mapped[intpk]
+    occurrence_id: Mapped[int] = mapped_column(ForeignKey("occurrences.id"), index=True)
+    #: The trainer (or admin) the key publishes as.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
+    revoked: Mapped[bool] = mapped_column(default=False)

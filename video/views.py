@@ -1,7 +1,390 @@
-"""Live video: WHIP, WHEP and the live pages."""
+"""Live video over HTTP: WHIP ingest, WHEP egress, the live API, recordings, the live pages."""
 
-from flask import Flask
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask.views import MethodView
+from flask_login import current_user
+from flask_smorest import Blueprint as ApiBlueprint
+from marshmallow import Schema, fields
+
+from accounts.models import User
+from accounts.service import token_lookup
+from core.api import SiteScreen, api, bearer_token, current_api_user, current_principal
+from core.pagination import SelectPage
+from core.types import utcnow
+from extensions import csrf, db
+from org.models import Member, Site
+from video import media, service
+from video.engine import MediaError, parse_offer
+from video.errors import (
+    BadSdp,
+    Conflict,
+    DomainError,
+    Forbidden,
+    MediaUnavailable,
+    NotFound,
+    NotLive,
+    UnsupportedMediaType,
+)
+from video.models import Recording
+
+#: Seconds a page or client waits before asking WHEP again while nothing is live.
+RETRY_AFTER = 3
+
+signaling = Blueprint("video_signaling", __name__)
+pages = Blueprint("video", __name__)
+blp = ApiBlueprint("live", __name__, url_prefix="/api/v1",
+                   description="直播：推流密钥、直播状态、录像")
 
 
 def init_app(app: Flask) -> None:
-    """Register the video blueprints."""
+    """Register WHIP/WHEP, the live API and the live pages."""
+    app.register_blueprint(signaling)
+    app.register_blueprint(pages)
+    api.register_blueprint(blp)
+    # WHIP/WHEP carry bearer keys (OBS sends no CSRF token); cookie callers are checked
+    # by current_principal(), which enforces the CSRF header for them.
+    csrf.exempt(signaling)
+    csrf.exempt(blp)
+
+
+# --- WHIP / WHEP ------------------------------------------------------------------------
+
+
+@signaling.errorhandler(NotLive)
+def _not_live(error: NotLive):
+    response = jsonify(error.to_dict())
+    response.status_code = error.status
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
+def _sdp_body() -> str:
+    if request.mimetype != "application/sdp":
+        raise UnsupportedMediaType("Content-Type 必须是 application/sdp",
+                                   details={"content_type": request.mimetype})
+    sdp = request.get_data(as_text=True)
+    try:
+        parse_offer(sdp)
+    except MediaError as exc:
+        raise BadSdp(f"SDP 无效：{exc.message}") from exc
+    return sdp
+
+
+def _media_call(fn, *args) -> dict[str, Any]:
+    """Call the engine and map its refusals to HTTP errors."""
+    try:
+        return fn(*args)
+    except MediaError as exc:
+        if exc.code == "bad_sdp":
+            raise BadSdp(f"SDP 无效：{exc.message}") from exc
+        if exc.code == "not_live":
+            raise NotLive("直播尚未开始，请稍候重试",
+                          details={"retry_after": RETRY_AFTER}) from exc
+        if exc.code == "already_live":
+            raise Conflict("该场次已在直播中", code="already_live") from exc
+        raise MediaUnavailable(f"媒体服务出错：{exc.message}") from exc
+    except TimeoutError as exc:
+        raise MediaUnavailable("媒体服务无响应") from exc
+
+
+def _sdp_created(location: str, answer: str) -> Response:
+    response = Response(answer, status=201, mimetype="application/sdp")
+    response.headers["Location"] = location
+    response.headers["Access-Control-Expose-Headers"] = "Location"
+    return response
+
+
+def _check_media_enabled() -> None:
+    if not media.media_enabled():
+        raise MediaUnavailable("本服务未启用直播媒体服务（YUANJIAO_MEDIA=off）")
+
+
+def _publisher(occurrence) -> User:
+    bearer = bearer_token()
+    cookie_user = None
+    if not bearer:
+        cookie_user = current_principal()
+        if isinstance(cookie_user, SiteScreen):
+            raise Forbidden("学习点屏幕不能推流")
+    return service.publisher_for(db.session, occurrence, bearer, cookie_user)
+
+
+@signaling.post("/whip/<int:occurrence_id>")
+def whip_publish(occurrence_id: int):
+    """WHIP ingest (RFC 9725): the trainer's offer in, 201 + Location + answer out."""
+    if request.mimetype != "application/sdp":
+        raise UnsupportedMediaType("Content-Type 必须是 application/sdp")
+    occurrence = service.get_occurrence(db.session, occurrence_id)
+    user = _publisher(occurrence)
+    _check_media_enabled()
+    sdp = _sdp_body()
+    now = utcnow()
+    relative = service.new_recording_path(occurrence.id, now)
+    absolute = f"{media.recordings_dir()}/{relative}"
+    study = occurrence.session
+    options = {"user_id": user.id, "bitrate_kbps": study.video_bitrate_kbps,
+               "height": study.video_height, "record_path": absolute}
+    result = _media_call(media.backend().publish, occurrence.id, sdp, options)
+    if result.get("started"):
+        service.fail_stale_recordings(db.session, occurrence.id, now)
+        service.start_recording(db.session, occurrence, relative, now)
+        db.session.commit()
+    return _sdp_created(url_for(".whip_resource", occurrence_id=occurrence.id,
+                                resource_id=result["resource_id"]), result["answer"])
+
+
+@signaling.delete("/whip/<int:occurrence_id>/<resource_id>")
+def whip_resource(occurrence_id: int, resource_id: str):
+    """End the broadcast (the trainer's stop button, or OBS's "stop streaming")."""
+    occurrence = service.get_occurrence(db.session, occurrence_id)
+    _publisher(occurrence)
+    _check_media_enabled()
+    result = media.backend().stop(resource_id)
+    if result is None or result.get("occurrence_id") != occurrence.id:
+        raise NotFound("该推流资源不存在或已结束", details={"resource_id": resource_id})
+    return Response(status=200)
+
+
+@signaling.post("/whep/<int:occurrence_id>")
+def whep_subscribe(occurrence_id: int):
+    """WHEP egress: a site screen's, member's, organizer's or admin's offer; 201 + answer."""
+    if request.mimetype != "application/sdp":
+        raise UnsupportedMediaType("Content-Type 必须是 application/sdp")
+    occurrence = service.get_occurrence(db.session, occurrence_id)
+    principal = current_principal()
+    service.require_watch(db.session, principal, occurrence)
+    _check_media_enabled()
+    sdp = _sdp_body()
+    site_id = request.args.get("site", type=int)
+    info = service.subscriber_info(db.session, principal, site_id)
+    db.session.rollback()  # nothing to write; end the read transaction before waiting
+    result = _media_call(media.backend().subscribe, occurrence.id, sdp, info)
+    return _sdp_created(url_for(".whep_resource", occurrence_id=occurrence.id,
+                                resource_id=result["resource_id"]), result["answer"])
+
+
+@signaling.delete("/whep/<int:occurrence_id>/<resource_id>")
+def whep_resource(occurrence_id: int, resource_id: str):
+    """Leave. The unguessable resource id is the capability, as in RFC 9725."""
+    _check_media_enabled()
+    result = media.backend().stop(resource_id)
+    if result is None or result.get("occurrence_id") != occurrence_id:
+        raise NotFound("该观看资源不存在或已结束", details={"resource_id": resource_id})
+    return Response(status=200)
+
+
+# --- the live API -----------------------------------------------------------------------
+
+
+class StreamKeySchema(Schema):
+    stream_key = fields.String(required=True)
+    whip_url = fields.String(required=True)
+
+
+class LiveSiteSchema(Schema):
+    resource_id = fields.String()
+    kind = fields.String()
+    label = fields.String()
+    site_id = fields.Integer(allow_none=True)
+    site_name = fields.String()
+    member_id = fields.Integer(allow_none=True)
+    member_name = fields.String()
+    user_name = fields.String()
+    state = fields.String()
+    joined_at = fields.Float()
+    first_frame_ms = fields.Integer(allow_none=True)
+    codec = fields.String()
+
+
+class LiveSchema(Schema):
+    occurrence_id = fields.Integer()
+    state = fields.String(metadata={"enum": ["waiting", "live", "ended"]})
+    sites = fields.List(fields.Nested(LiveSiteSchema))
+    stats = fields.Dict()
+
+
+class RecordingSchema(Schema):
+    id = fields.Integer()
+    occurrence_id = fields.Integer()
+    mime_type = fields.String()
+    started_at = fields.DateTime()
+    ended_at = fields.DateTime(allow_none=True)
+    duration_seconds = fields.Float(allow_none=True)
+    size_bytes = fields.Integer(allow_none=True)
+    status = fields.String()
+    url = fields.Method("_url")
+
+    def _url(self, recording: Recording) -> str:
+        return url_for("video.recording_file", recording_id=recording.id)
+
+
+def live_payload(occurrence_id: int) -> dict[str, Any]:
+    """The state of an occurrence's broadcast, its connected sites and its figures."""
+    stats = media.media_stats(occurrence_id) if media.media_enabled() else None
+    state = service.live_state(db.session, occurrence_id, (stats or {}).get("state"))
+    return {"occurrence_id": occurrence_id, "state": state,
+            "sites": media.public_sites(stats) if state == "live" else [],
+            "stats": media.public_stats(stats) if state == "live" else {}}
+
+
+def _may_follow(principal, occurrence) -> None:
+    service.require_watch(db.session, principal, occurrence)
+
+
+@blp.route("/occurrences/<int:occurrence_id>/stream-key")
+class StreamKeyView(MethodView):
+    @blp.response(201, StreamKeySchema)
+    def post(self, occurrence_id: int):
+        """A new stream key for OBS or the broadcast page (revokes the previous one).
+
+        Only the session's trainer or an admin. The key is shown once.
+        """
+        user = current_api_user()
+        occurrence = service.get_occurrence(db.session, occurrence_id)
+        key = service.issue_stream_key(db.session, occurrence, user, utcnow())
+        db.session.commit()
+        return {"stream_key": key,
+                "whip_url": url_for("video_signaling.whip_publish", occurrence_id=occurrence_id,
+                                    _external=True)}
+
+
+@blp.route("/occurrences/<int:occurrence_id>/live")
+class LiveView(MethodView):
+    @blp.response(200, LiveSchema)
+    def get(self, occurrence_id: int):
+        """waiting, live or ended; the connected sites; bitrate, frame rate, site count."""
+        occurrence = service.get_occurrence(db.session, occurrence_id)
+        _may_follow(current_principal(), occurrence)
+        return live_payload(occurrence_id)
+
+
+@blp.route("/occurrences/<int:occurrence_id>/recordings")
+class RecordingsView(MethodView):
+    @blp.response(200, RecordingSchema(many=True))
+    @blp.paginate(SelectPage, page_size=50, max_page_size=1000)
+    def get(self, occurrence_id: int):
+        """The recordings of an occurrence (make-up study plays the complete ones)."""
+        from sqlalchemy import select
+
+        occurrence = service.get_occurrence(db.session, occurrence_id)
+        _may_follow(current_principal(), occurrence)
+        return select(Recording).where(Recording.occurrence_id == occurrence_id).order_by(
+            Recording.id)
+
+
+# --- recordings and pages -----------------------------------------------------------------
+
+
+@pages.get("/recordings/<int:recording_id>")
+def recording_file(recording_id: int):
+    """The recording's file, with range requests, for whoever may watch the occurrence."""
+    recording = db.session.get(Recording, recording_id)
+    if recording is None:
+        raise NotFound("录像不存在", details={"recording_id": recording_id})
+    occurrence = service.get_occurrence(db.session, recording.occurrence_id)
+    principal = _page_principal()
+    if principal is None:
+        raise_login()
+    _may_follow(principal, occurrence)
+    path = service.recording_file(media.recordings_dir(), recording)
+    return send_file(path, mimetype=recording.mime_type, conditional=True,
+                     download_name=f"recording-{recording.id}.webm")
+
+
+def _page_principal():
+    """A logged-in user, or a site screen's ?token= (a meeting-room screen has no login)."""
+    token = request.args.get("token")
+    if token:
+        row = token_lookup(db.session, token)
+        if row is None:
+            raise Forbidden("屏幕令牌无效或已吊销", code="invalid_token")
+        return row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+    if current_user.is_authenticated:
+        return current_user._get_current_object()
+    return None
+
+
+def raise_login():
+    abort(redirect(url_for("accounts.login", next=request.full_path)))
+
+
+def _page_config(occurrence, **extra: Any) -> dict[str, Any]:
+    return {
+        "occurrenceId": occurrence.id,
+        "whipUrl": url_for("video_signaling.whip_publish", occurrence_id=occurrence.id),
+        "whepUrl": url_for("video_signaling.whep_subscribe", occurrence_id=occurrence.id),
+        "liveUrl": f"/api/v1/occurrences/{occurrence.id}/live",
+        "iceServers": current_app.config.get("YUANJIAO_ICE_SERVERS") or [],
+        "retryAfter": RETRY_AFTER,
+        **extra,
+    }
+
+
+@pages.get("/live/<int:occurrence_id>/broadcast")
+def broadcast_page(occurrence_id: int):
+    """The trainer's page: devices, preview, screen sharing, start/stop, sites and figures."""
+    if not current_user.is_authenticated:
+        raise_login()
+    occurrence = service.get_occurrence(db.session, occurrence_id)
+    service.require_broadcast(current_user, occurrence)
+    return render_template("video/broadcast.html", occurrence=occurrence,
+                           live=live_payload(occurrence.id),
+                           config=_page_config(occurrence, role="broadcast"))
+
+
+@pages.get("/live/<int:occurrence_id>/site/<int:site_id>")
+def site_page(occurrence_id: int, site_id: int):
+    """A meeting room's screen: a kiosk player, by operator login or ?token=."""
+    occurrence = service.get_occurrence(db.session, occurrence_id)
+    site = db.session.get(Site, site_id)
+    if site is None:
+        raise NotFound("学习点不存在", details={"site_id": site_id})
+    token = request.args.get("token")
+    principal = _page_principal()
+    if principal is None:
+        raise_login()
+    if isinstance(principal, SiteScreen):
+        if principal.site_id != site.id:
+            raise Forbidden("该屏幕令牌属于其他学习点")
+        can_operate = False
+    else:
+        if not service.can_view_site_screen(db.session, principal, site):
+            raise Forbidden("无权打开该学习点的屏幕")
+        can_operate = True
+        token = None if not request.args.get("token") else token
+    return render_template(
+        "video/site.html", occurrence=occurrence, site=site, site_token=token,
+        can_operate=can_operate, live=live_payload(occurrence.id),
+        config=_page_config(occurrence, role="site", siteId=site.id, token=token))
+
+
+@pages.get("/live/<int:occurrence_id>/watch")
+def watch_page(occurrence_id: int):
+    """An individual member watching alone (also admins, organizers, the trainer)."""
+    if not current_user.is_authenticated:
+        raise_login()
+    occurrence = service.get_occurrence(db.session, occurrence_id)
+    service.require_watch(db.session, current_user, occurrence)
+    member = db.session.get(Member, current_user.member_id) if current_user.member_id else None
+    return render_template("video/watch.html", occurrence=occurrence, member=member,
+                           live=live_payload(occurrence.id),
+                           config=_page_config(occurrence, role="watch"))
+
+
+__all__ = ["DomainError", "init_app", "live_payload"]

@@ -1,0 +1,33 @@
+"""Errors of the video domain."""
+
+from core.errors import Conflict, DomainError, Forbidden, NotFound, Unauthorized, ValidationError
+
+
+class BadSdp(DomainError):
+    """The SDP offer could not be used (RFC 9725: 400 with a message)."""
+
+    status = 400
+    code = "bad_sdp"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MediaUnavailable(DomainError):
+    """The media engine is off in this deployment (YUANJIAO_MEDIA=off)."""
+
+    status = 503
+    code = "media_unavailable"
+
+
+class NotLive(DomainError):
+    """WHEP while nothing is on air: the pages wait and retry (Retry-After)."""
+
+    status = 503
+    code = "not_live"
+
+
+__all__ = ["BadSdp", "Conflict", "DomainError", "Forbidden", "MediaUnavailable", "NotFound",
+           "NotLive", "Unauthorized", "UnsupportedMediaType", "ValidationError"]

@@ -1,0 +1,34 @@
+"""Socket.IO namespace /live: live pages join the room of their occurrence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from flask_socketio import join_room
+
+from core.sockets import socket_principal
+from extensions import db, socketio
+from video import service
+from video.media import NAMESPACE, room
+
+
+def init_app(app: Flask) -> None:
+    """Handlers are registered on the module-level socketio at import (below)."""
+
+
+@socketio.on("join", namespace=NAMESPACE)
+def join(data: Any) -> dict[str, Any]:
+    """A live page (trainer, site screen, viewer) joins `live:<occurrence_id>`.
+
+    It then receives `state` events ({occurrence_id, state, sites, stats}) whenever the
+    broadcast starts or ends or a site joins or leaves. Site screens pass their token.
+    """
+    from video.views import live_payload
+
+    data = data if isinstance(data, dict) else {}
+    principal = socket_principal({"token": data.get("token")})
+    occurrence = service.get_occurrence(db.session, int(data.get("occurrence_id") or 0))
+    service.require_watch(db.session, principal, occurrence)
+    join_room(room(occurrence.id))
+    return {"ok": True, **live_payload(occurrence.id)}

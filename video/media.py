@@ -1,0 +1,306 @@
+"""The media runtime of the web app: which engine serves an occurrence, and its events.
+
+`YUANJIAO_MEDIA = "inprocess"` starts the aiortc engine lazily on first use, in this
+process; a non-empty `YUANJIAO_MEDIA_NODES` sends every call to a `python -m video.node`
+process over HTTP (the node is chosen by occurrence id); `"off"` answers 503.
+
+Engine events (publisher connected, site joined or left, broadcast ended with its
+recording) arrive on the engine's loop thread or a node poller thread; they are put on a
+queue that one worker thread drains inside an app context: it updates the database,
+commits, sends the `video.service` signals and emits Socket.IO messages to the room
+`live:<occurrence_id>` on namespace `/live`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Flask, current_app
+
+from core.types import utcnow
+from extensions import db, socketio
+from video import service
+from video.engine import MediaEngine, MediaError
+from video.errors import MediaUnavailable
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "yuanjiao_media"
+NAMESPACE = "/live"
+
+
+def room(occurrence_id: int) -> str:
+    return f"live:{occurrence_id}"
+
+
+class NodeClient:
+    """The engine's interface over HTTP, against one or more `video.node` processes."""
+
+    def __init__(self, urls: list[str], secret: str, on_event: Any) -> None:
+        self.urls = [u.rstrip("/") for u in urls]
+        self.secret = secret
+        self.on_event = on_event
+        self.http = requests.Session()
+        self._pollers: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def start(self) -> NodeClient:
+        for index, url in enumerate(self.urls):
+            thread = threading.Thread(target=self._poll, args=(url,), daemon=True,
+                                      name=f"media-node-events-{index}")
+            thread.start()
+            self._pollers.append(thread)
+        return self
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        return {"X-Yuanjiao-Node-Secret": self.secret, **extra}
+
+    def node_for(self, occurrence_id: int) -> tuple[int, str]:
+        index = int(occurrence_id) % len(self.urls)
+        return index, self.urls[index]
+
+    def _raise(self, response: requests.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": "node_error", "message": response.text[:200]}
+        raise MediaError(body.get("error", "node_error"), body.get("message", ""))
+
+    def _offer(self, path: str, occurrence_id: int, sdp: str, meta: dict[str, Any]
+               ) -> dict[str, Any]:
+        index, url = self.node_for(occurrence_id)
+        response = self.http.post(
+            f"{url}/{path}/{int(occurrence_id)}", data=sdp.encode(), timeout=30,
+            headers=self._headers(**{"Content-Type": "application/sdp",
+                                     "X-Yuanjiao-Meta": json.dumps(meta)}))
+        if response.status_code != 201:
+            self._raise(response)
+        result = json.loads(response.headers.get("X-Yuanjiao-Result", "{}"))
+        result["answer"] = response.text
+        result["resource_id"] = f"n{index}.{result['resource_id']}"
+        return result
+
+    def publish(self, occurrence_id: int, offer_sdp: str,
+                options: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._offer("whip", occurrence_id, offer_sdp, options or {})
+
+    def subscribe(self, occurrence_id: int, offer_sdp: str,
+                  subscriber_info: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._offer("whep", occurrence_id, offer_sdp, subscriber_info or {})
+
+    def stop(self, resource_id: str) -> dict[str, Any] | None:
+        prefix, _, rid = resource_id.partition(".")
+        try:
+            url = self.urls[int(prefix[1:])]
+        except (ValueError, IndexError):
+            return None
+        response = self.http.delete(f"{url}/resources/{rid}", headers=self._headers(),
+                                    timeout=30)
+        return response.json() if response.status_code == 200 else None
+
+    def end_broadcast(self, occurrence_id: int) -> bool:
+        _, url = self.node_for(occurrence_id)
+        response = self.http.post(f"{url}/end/{int(occurrence_id)}", headers=self._headers(),
+                                  timeout=30)
+        return bool(response.ok and response.json().get("ended"))
+
+    def stats(self, occurrence_id: int) -> dict[str, Any]:
+        _, url = self.node_for(occurrence_id)
+        response = self.http.get(f"{url}/stats/{int(occurrence_id)}", headers=self._headers(),
+                                 timeout=10)
+        if not response.ok:
+            self._raise(response)
+        return response.json()
+
+    def record(self, occurrence_id: int, path: str | None) -> bool:
+        _, url = self.node_for(occurrence_id)
+        response = self.http.post(f"{url}/record/{int(occurrence_id)}", json={"path": path},
+                                  headers=self._headers(), timeout=10)
+        return bool(response.ok and response.json().get("ok"))
+
+    def _poll(self, url: str) -> None:
+        """Long-poll a node's event log and hand the events to the worker."""
+        after = None
+        while not self._stop.is_set():
+            try:
+                params = {"wait": 20} if after is None else {"after": after, "wait": 20}
+                response = requests.get(f"{url}/events", params=params,
+                                        headers=self._headers(), timeout=30)
+                response.raise_for_status()
+                body = response.json()
+                if after is not None:
+                    for event in body["events"]:
+                        self.on_event(event)
+                after = body["last"]
+            except requests.RequestException as exc:
+                log.warning("media node %s unreachable: %s", url, exc)
+                time.sleep(2)
+
+
+class MediaRuntime:
+    """Per app: the backend (engine or nodes) and the event worker."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        nodes = app.config.get("YUANJIAO_MEDIA_NODES") or []
+        if nodes:
+            secret = app.config.get("YUANJIAO_MEDIA_NODE_SECRET") or os.environ.get(
+                "YUANJIAO_MEDIA_NODE_SECRET", "")
+            self.backend: Any = NodeClient(list(nodes), secret, self.events.put).start()
+        else:
+            self.backend = MediaEngine(ice_servers=app.config.get("YUANJIAO_ICE_SERVERS") or [],
+                                       on_event=self.events.put).start()
+        self.worker = threading.Thread(target=self._work, name="media-events", daemon=True)
+        self.worker.start()
+
+    def shutdown(self) -> None:
+        self.backend.shutdown()
+        self.events.put(None)
+        self.worker.join(10)
+
+    def _work(self) -> None:
+        while True:
+            event = self.events.get()
+            if event is None:
+                self.events.task_done()
+                return
+            with self.app.app_context():
+                try:
+                    handle_event(event)
+                except Exception:
+                    db.session.rollback()
+                    log.exception("media event %s failed", event.get("type"))
+                finally:
+                    db.session.remove()
+                    self.events.task_done()
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until the worker has handled every queued event (tests)."""
+        deadline = time.monotonic() + timeout
+        while self.events.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def media_enabled(app: Flask | None = None) -> bool:
+    app = app or current_app
+    return bool(app.config.get("YUANJIAO_MEDIA_NODES")) or app.config.get(
+        "YUANJIAO_MEDIA", "inprocess") == "inprocess"
+
+
+def runtime(app: Flask | None = None) -> MediaRuntime:
+    """The app's media runtime, started on first use; MediaUnavailable when media is off."""
+    app = app or current_app._get_current_object()
+    if not media_enabled(app):
+        raise MediaUnavailable("本服务未启用直播媒体服务（YUANJIAO_MEDIA=off）")
+    existing = app.extensions.get(EXTENSION)
+    if existing is None:
+        with _start_lock:
+            existing = app.extensions.get(EXTENSION)
+            if existing is None:
+                existing = app.extensions[EXTENSION] = MediaRuntime(app)
+    return existing
+
+
+_start_lock = threading.Lock()
+
+
+def backend(app: Flask | None = None) -> Any:
+    return runtime(app).backend
+
+
+def started_runtime(app: Flask | None = None) -> MediaRuntime | None:
+    """The runtime if it already runs (reading state must not start an engine)."""
+    app = app or current_app
+    return app.extensions.get(EXTENSION)
+
+
+def shutdown(app: Flask) -> None:
+    existing = app.extensions.pop(EXTENSION, None)
+    if existing is not None:
+        existing.shutdown()
+
+
+def media_stats(occurrence_id: int) -> dict[str, Any] | None:
+    """Live stats from the engine, or None when it is off or not started."""
+    app = current_app._get_current_object()
+    rt = runtime(app) if app.config.get("YUANJIAO_MEDIA_NODES") else started_runtime(app)
+    if rt is None:
+        return None
+    try:
+        return rt.backend.stats(occurrence_id)
+    except (MediaError, requests.RequestException) as exc:
+        log.warning("media stats for %s failed: %s", occurrence_id, exc)
+        return None
+
+
+def recordings_dir() -> str:
+    return current_app.config.get("YUANJIAO_RECORDINGS_DIR") or str(
+        Path(current_app.instance_path) / "recordings")
+
+
+def public_sites(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The connected subscribers as the pages show them."""
+    keys = ("resource_id", "kind", "label", "site_id", "site_name", "member_id",
+            "member_name", "user_name", "state", "joined_at", "first_frame_ms", "codec")
+    return [{k: s.get(k) for k in keys if k in s} for s in (stats or {}).get("sites", [])]
+
+
+def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
+    stats = stats or {}
+    keys = ("fps", "bitrate_kbps", "target_bitrate_kbps", "width", "height", "subscribers",
+            "publisher_connected", "keyframes", "codecs", "frames_in")
+    return {k: stats.get(k) for k in keys if k in stats}
+
+
+def emit_live(occurrence_id: int, state: str, stats: dict[str, Any] | None = None) -> None:
+    """Tell the room `live:<id>` the state and the connected sites (any thread)."""
+    socketio.emit("state", {"occurrence_id": occurrence_id, "state": state,
+                            "sites": public_sites(stats), "stats": public_stats(stats)},
+                  to=room(occurrence_id), namespace=NAMESPACE)
+
+
+def handle_event(event: dict[str, Any]) -> None:
+    """One engine event, on the worker thread inside an app context."""
+    kind = event.get("type")
+    occurrence_id = int(event["occurrence_id"])
+    now = utcnow()
+    if kind == "broadcast_started":
+        recording = service.recording_by_path(db.session, occurrence_id, recordings_dir(),
+                                              event.get("record_path"))
+        db.session.commit()
+        service.broadcast_started.send(occurrence_id,
+                                       recording_id=recording.id if recording else None)
+        emit_live(occurrence_id, "live", media_stats(occurrence_id))
+    elif kind == "broadcast_ended":
+        recording = service.finish_recording(db.session, recordings_dir(), occurrence_id,
+                                             event.get("recording"), now)
+        db.session.commit()
+        service.broadcast_ended.send(occurrence_id,
+                                     recording_id=recording.id if recording else None,
+                                     reason=event.get("reason"))
+        emit_live(occurrence_id, "ended")
+    elif kind in ("subscriber_joined", "subscriber_left"):
+        signal = (service.subscriber_joined if kind == "subscriber_joined"
+                  else service.subscriber_left)
+        signal.send(occurrence_id, info=event.get("info") or {},
+                    resource_id=event.get("resource_id"))
+        stats = media_stats(occurrence_id)
+        state = "live" if stats and stats.get("state") == "live" else None
+        if state:
+            emit_live(occurrence_id, state, stats)
+    elif kind in ("publisher_connected", "publisher_disconnected"):
+        stats = media_stats(occurrence_id)
+        if stats and stats.get("state") == "live":
+            emit_live(occurrence_id, "live", stats)
