@@ -833,14 +833,14 @@ def managed_user(session: Session, actor: User, user_id: int) -> User:
 def set_user_active(session: Session, actor: User, user_id: int, active: bool) -> User:
     """Deactivate (or reactivate) a user; a deactivated user's tokens stop working."""
     user = managed_user(session, actor, user_id)
-    user.active = active
+    accounts.update_user(user, active=active)
     session.flush()
     return user
 
 
 def reset_password(session: Session, actor: User, user_id: int, password: str) -> User:
     user = managed_user(session, actor, user_id)
-    accounts.set_password(user, password)
+    accounts.update_user(user, password=password)
     session.flush()
     return user
 

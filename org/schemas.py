@@ -1,0 +1,169 @@
+"""API schemas of the org domain: org units, sites, members, member import."""
+
+from flask_smorest.fields import Upload
+from marshmallow import Schema, fields, validate
+
+from org.models import MEMBER_CATEGORIES, MEMBER_STATUSES, ORG_UNIT_KINDS
+
+_name = validate.Length(min=1, max=200)
+
+
+# --- org units -------------------------------------------------------------------------
+
+
+class OrgUnitIn(Schema):
+    name = fields.String(required=True, validate=_name)
+    kind = fields.String(required=True, validate=validate.OneOf(ORG_UNIT_KINDS))
+    parent_id = fields.Integer(load_default=None, allow_none=True)
+
+
+class OrgUnitPatch(Schema):
+    """Only the keys given are changed; `parent_id` moves the unit (null: to the top)."""
+
+    name = fields.String(validate=_name)
+    kind = fields.String(validate=validate.OneOf(ORG_UNIT_KINDS))
+    parent_id = fields.Integer(allow_none=True)
+
+
+class OrgUnitOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    kind = fields.String()
+    parent_id = fields.Integer(allow_none=True)
+    #: Materialized path of ids from the root, "/1/4/9/".
+    path = fields.String()
+    created_at = fields.DateTime(format="iso")
+
+
+class OrgUnitQuery(Schema):
+    parent_id = fields.Integer()
+    kind = fields.String(validate=validate.OneOf(ORG_UNIT_KINDS))
+
+
+# --- sites -----------------------------------------------------------------------------
+
+
+class SiteIn(Schema):
+    name = fields.String(required=True, validate=_name)
+    org_unit_id = fields.Integer(required=True)
+    timezone = fields.String(load_default="Asia/Shanghai", validate=validate.Length(max=64),
+                             metadata={"description": "IANA time zone, e.g. Asia/Shanghai"})
+    location = fields.String(load_default="", validate=validate.Length(max=300))
+    capacity = fields.Integer(load_default=None, allow_none=True,
+                              validate=validate.Range(min=0))
+
+
+class SitePatch(Schema):
+    name = fields.String(validate=_name)
+    org_unit_id = fields.Integer()
+    timezone = fields.String(validate=validate.Length(max=64))
+    location = fields.String(validate=validate.Length(max=300))
+    capacity = fields.Integer(allow_none=True, validate=validate.Range(min=0))
+    active = fields.Boolean()
+
+
+class SiteOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    location = fields.String()
+    org_unit_id = fields.Integer()
+    timezone = fields.String()
+    capacity = fields.Integer(allow_none=True)
+    active = fields.Boolean()
+    created_at = fields.DateTime(format="iso")
+
+
+class SiteQuery(Schema):
+    org_unit_id = fields.Integer(metadata={"description": "this unit and its subtree"})
+    active = fields.Boolean()
+
+
+class ScreenTokenOut(Schema):
+    token = fields.String(required=True)
+    site_id = fields.Integer()
+    screen_url_hint = fields.String(
+        metadata={"description": "Where a meeting-room screen uses the token; "
+                                 "replace <occurrence_id>."})
+
+
+class RevokedOut(Schema):
+    revoked = fields.Integer()
+
+
+# --- members ---------------------------------------------------------------------------
+
+
+class MemberIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    member_no = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    org_unit_id = fields.Integer(required=True)
+    home_site_id = fields.Integer(load_default=None, allow_none=True)
+    category = fields.String(load_default="full", validate=validate.OneOf(MEMBER_CATEGORIES))
+    phone = fields.String(load_default="", validate=validate.Length(max=30))
+
+
+class MemberPatch(Schema):
+    """Only the keys given are changed; `status: "transferred"` records a transfer out."""
+
+    name = fields.String(validate=validate.Length(min=1, max=100))
+    member_no = fields.String(validate=validate.Length(min=1, max=50))
+    org_unit_id = fields.Integer()
+    home_site_id = fields.Integer(allow_none=True)
+    category = fields.String(validate=validate.OneOf(MEMBER_CATEGORIES))
+    phone = fields.String(validate=validate.Length(max=30))
+    status = fields.String(validate=validate.OneOf(MEMBER_STATUSES))
+
+
+class MemberOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    member_no = fields.String()
+    org_unit_id = fields.Integer()
+    home_site_id = fields.Integer(allow_none=True)
+    category = fields.String()
+    phone = fields.String()
+    status = fields.String()
+    created_at = fields.DateTime(format="iso")
+    updated_at = fields.DateTime(format="iso")
+
+
+class MemberQuery(Schema):
+    org_unit_id = fields.Integer(metadata={"description": "this unit and its subtree"})
+    site_id = fields.Integer(metadata={"description": "home site"})
+    category = fields.String(validate=validate.OneOf(MEMBER_CATEGORIES))
+    status = fields.String(validate=validate.OneOf(MEMBER_STATUSES))
+    q = fields.String(validate=validate.Length(max=100),
+                      metadata={"description": "search in name, member number and phone"})
+
+
+# --- member import ---------------------------------------------------------------------
+
+
+class ImportFile(Schema):
+    file = Upload(required=True, metadata={"description": "xlsx or csv (UTF-8 or GBK)"})
+
+
+class ImportForm(Schema):
+    dry_run = fields.Boolean(load_default=False)
+
+
+class ImportRow(Schema):
+    row = fields.Integer()
+    member_no = fields.String()
+    name = fields.String()
+    action = fields.String(metadata={"description": "create, update or unchanged"})
+    member_id = fields.Integer(allow_none=True)
+    changes = fields.Dict(keys=fields.String(), values=fields.Raw(),
+                          metadata={"description": "field -> {old, new}"})
+
+
+class ImportReport(Schema):
+    filename = fields.String()
+    format = fields.String()
+    dry_run = fields.Boolean()
+    total = fields.Integer()
+    created = fields.Integer()
+    updated = fields.Integer()
+    unchanged = fields.Integer()
+    ignored_columns = fields.List(fields.String())
+    rows = fields.List(fields.Nested(ImportRow))
