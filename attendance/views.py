@@ -1,7 +1,572 @@
-"""Attendance: pages and API."""
+"""Attendance: pages (dashboard, sheets, reports, ledger, QR check-in, make-up) and API."""
 
-from flask import Flask
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.views import MethodView
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from flask_smorest import Blueprint as ApiBlueprint
+from marshmallow import ValidationError as SchemaError
+from sqlalchemy import select
+
+from attendance import exports, live
+from attendance import service as svc
+from attendance.errors import DomainError, Forbidden, NotFound, ValidationError
+from attendance.models import AttendanceEvent, Correction, LeaveRequest, MakeupTask
+from attendance.schemas import (
+    AttendanceEventIn,
+    AttendanceEventOut,
+    AttendanceRowOut,
+    CorrectionIn,
+    CorrectionOut,
+    LeaveRequestIn,
+    LeaveRequestOut,
+    MakeupProgressIn,
+    MakeupTaskOut,
+    ReviewOut,
+)
+from core.api import api, current_api_user, current_principal
+from core.pagination import SelectPage
+from core.timeutil import iso, zone
+from core.types import utcnow
+from extensions import csrf, db
+
+pages = Blueprint("attendance_pages", __name__)
+blp = ApiBlueprint("attendance", __name__, url_prefix="/api/v1",
+                   description="考勤：事件日志、考勤记录、请假、更正、审核锁定、补学")
 
 
 def init_app(app: Flask) -> None:
-    """Register the attendance blueprints."""
+    """Register the attendance pages and API."""
+    app.register_blueprint(pages)
+    api.register_blueprint(blp)
+    csrf.exempt(blp)
+
+
+def _config() -> Any:
+    return current_app.config
+
+
+def _default_tz() -> str:
+    return current_app.config.get("YUANJIAO_DEFAULT_TIMEZONE", "Asia/Shanghai")
+
+
+# --- API: records and exports -------------------------------------------------------------
+
+
+def _viewable_occurrence(occurrence_id: int):
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
+    svc.require_view_occurrence(db.session, current_principal(), occurrence)
+    return occurrence
+
+
+def _managed_occurrence(occurrence_id: int):
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
+    svc.require_manage_occurrence(db.session, current_api_user(), occurrence)
+    return occurrence
+
+
+def _row_dict(row: svc.Row) -> dict[str, Any]:
+    rec = row.record
+    return {"member_id": row.member.id, "name": row.member.name,
+            "member_no": row.member.member_no, "org_unit_id": row.member.org_unit_id,
+            "org_unit_name": row.member.org_unit.name if row.member.org_unit else "",
+            "status": rec.status, "minutes": rec.minutes, "first_join": rec.first_join,
+            "last_leave": rec.last_leave, "site_id": row.site.id if row.site else None,
+            "site_name": row.site.name if row.site else None, "expected": row.expected,
+            "corrected": rec.corrected, "flags": rec.flags, "notes": row.notes}
+
+
+@blp.route("/occurrences/<int:occurrence_id>/attendance")
+class AttendanceRecords(MethodView):
+    @blp.response(200, AttendanceRowOut(many=True))
+    @blp.paginate(page_size=1000, max_page_size=5000)
+    def get(self, occurrence_id: int, pagination_parameters):
+        """One row per expected member (and walk-ins): status, minutes, first/last, site."""
+        occurrence = _viewable_occurrence(occurrence_id)
+        rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+        pagination_parameters.item_count = len(rows)
+        first = pagination_parameters.first_item
+        return [_row_dict(r) for r in rows[first:first + pagination_parameters.page_size]]
+
+
+def _sheet_name(occurrence, ext: str) -> str:
+    local = occurrence.starts_at.astimezone(zone(occurrence.session.timezone))
+    return f"attendance-{occurrence.id}-{local:%Y%m%d}.{ext}"
+
+
+def _download(data: bytes, mimetype: str, filename: str) -> Response:
+    return Response(data, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store"})
+
+
+@blp.route("/occurrences/<int:occurrence_id>/attendance.xlsx")
+@blp.response(200, content_type=exports.XLSX_MIME)
+def attendance_xlsx(occurrence_id: int):
+    """The attendance sheet as xlsx: Chinese headers, a summary sheet per site."""
+    occurrence = _viewable_occurrence(occurrence_id)
+    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    data = exports.sheet_xlsx(occurrence.session.title, rows, _default_tz())
+    return _download(data, exports.XLSX_MIME, _sheet_name(occurrence, "xlsx"))
+
+
+@blp.route("/occurrences/<int:occurrence_id>/attendance.csv")
+@blp.response(200, content_type="text/csv")
+def attendance_csv(occurrence_id: int):
+    """The attendance sheet as csv, UTF-8 with a BOM (opens cleanly in Excel and WPS)."""
+    occurrence = _viewable_occurrence(occurrence_id)
+    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    return _download(exports.sheet_csv(rows, _default_tz()), "text/csv; charset=utf-8",
+                     _sheet_name(occurrence, "csv"))
+
+
+# --- API: the event log -------------------------------------------------------------------
+
+
+def _load_event_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("请求体须为 JSON 对象", field="json")
+    return body
+
+
+@blp.route("/occurrences/<int:occurrence_id>/attendance-events")
+class AttendanceEvents(MethodView):
+    @blp.response(200, AttendanceEventOut(many=True))
+    @blp.paginate(SelectPage, page_size=100, max_page_size=1000)
+    def get(self, occurrence_id: int):
+        """The stored log, oldest first, each event with its client `event_id`."""
+        _viewable_occurrence(occurrence_id)
+        return select(AttendanceEvent).where(
+            AttendanceEvent.occurrence_id == occurrence_id).order_by(AttendanceEvent.id)
+
+    @blp.doc(requestBody={"required": True, "content": {"application/json": {
+        "schema": AttendanceEventIn}}})
+    @blp.response(201, AttendanceEventOut)
+    @blp.alt_response(200, schema=AttendanceEventOut,
+                      description="A repeat of a stored event_id: the stored event")
+    def post(self, occurrence_id: int):
+        """Check a member in or out (kiosks, card readers); idempotent per `event_id`.
+
+        A repeat of a stored `event_id` from the same caller answers 200 with the stored
+        event before anything else is checked; a check-in while checked in at another
+        site is 409; `at` outside the occurrence's margins or in the future is 422.
+        """
+        principal = current_principal()
+        body = _load_event_body()
+        source = svc.api_source(principal)
+        event_id = svc.clean_event_id(body.get("event_id"))
+        stored = svc.find_event(db.session, occurrence_id, source, event_id)
+        if stored is not None:
+            db.session.rollback()
+            return AttendanceEventOut().dump(stored), 200
+        try:
+            data = AttendanceEventIn().load(body)
+        except SchemaError as exc:
+            field, msgs = next(iter(exc.messages.items()))
+            raise ValidationError(f"{field}: {msgs[0] if isinstance(msgs, list) else msgs}",
+                                  field=field, details={"fields": exc.messages}) from exc
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        site = svc.get_site(db.session, data["site_id"])
+        svc.require_operate_site(db.session, principal, occurrence, site)
+        event, created = svc.record_event(
+            db.session, occurrence=occurrence, type=data["type"], source=source,
+            event_id=event_id, now=utcnow(), member_id=data["member_id"], site_id=site.id,
+            actor_user_id=getattr(principal, "id", None), client_time=data["at"])
+        db.session.commit()
+        if created:
+            live.publish_events([event])
+        return AttendanceEventOut().dump(event), 201 if created else 200
+
+
+# --- API: leave, corrections, review ------------------------------------------------------
+
+
+@blp.route("/occurrences/<int:occurrence_id>/leave-requests")
+class LeaveRequests(MethodView):
+    @blp.response(200, LeaveRequestOut(many=True))
+    @blp.paginate(SelectPage, page_size=100, max_page_size=1000)
+    def get(self, occurrence_id: int):
+        """Leave requests of an occurrence (managers see all, a member his own)."""
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        user = current_api_user()
+        q = select(LeaveRequest).where(LeaveRequest.occurrence_id == occurrence.id)
+        if not svc.can_manage_occurrence(db.session, user, occurrence):
+            q = q.where(LeaveRequest.member_id == svc.member_of(user).id)
+        return q.order_by(LeaveRequest.id)
+
+    @blp.arguments(LeaveRequestIn)
+    @blp.response(201, LeaveRequestOut)
+    def post(self, data, occurrence_id: int):
+        """File a leave request: a member for himself, or an organizer for a member."""
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        user = current_api_user()
+        member = svc.get_member(db.session, data["member_id"])
+        if not svc.can_manage_occurrence(db.session, user, occurrence) \
+                and svc.member_of(user).id != member.id:
+            raise Forbidden("只能为本人请假")
+        leave = svc.file_leave(db.session, occurrence=occurrence, member=member,
+                               reason=data["reason"], filed_by_id=user.id, now=utcnow())
+        db.session.commit()
+        return leave
+
+
+def _decide(leave_id: int, approve: bool):
+    leave = db.session.get(LeaveRequest, leave_id)
+    if leave is None:
+        raise NotFound(f"请假申请不存在：{leave_id}")
+    user = current_api_user()
+    svc.require_manage_occurrence(db.session, user,
+                                  svc.get_occurrence(db.session, leave.occurrence_id))
+    svc.decide_leave(db.session, leave=leave, approve=approve, user_id=user.id, now=utcnow())
+    db.session.commit()
+    live.publish_changed(leave.occurrence_id, "leave")
+    return leave
+
+
+@blp.route("/leave-requests/<int:leave_id>/approve", methods=["POST"])
+@blp.response(200, LeaveRequestOut)
+def approve_leave(leave_id: int):
+    """Approve a leave request (organizer in scope): the member becomes excused."""
+    return _decide(leave_id, True)
+
+
+@blp.route("/leave-requests/<int:leave_id>/reject", methods=["POST"])
+@blp.response(200, LeaveRequestOut)
+def reject_leave(leave_id: int):
+    """Reject a leave request (organizer in scope)."""
+    return _decide(leave_id, False)
+
+
+@blp.route("/occurrences/<int:occurrence_id>/corrections")
+class Corrections(MethodView):
+    @blp.response(200, CorrectionOut(many=True))
+    @blp.paginate(SelectPage, page_size=100, max_page_size=1000)
+    def get(self, occurrence_id: int):
+        """The audit trail of corrections: who, when, member, before, after, reason."""
+        _managed_occurrence(occurrence_id)
+        return select(Correction).where(
+            Correction.occurrence_id == occurrence_id).order_by(Correction.id)
+
+    @blp.arguments(CorrectionIn)
+    @blp.response(201, CorrectionOut)
+    def post(self, data, occurrence_id: int):
+        """Correct a member's status and/or minutes; a reason is required."""
+        occurrence = _managed_occurrence(occurrence_id)
+        correction = svc.correct(
+            db.session, occurrence=occurrence, member_id=data["member_id"],
+            status=data["status"], minutes=data["minutes"], reason=data["reason"],
+            user_id=current_api_user().id, config=_config(), now=utcnow())
+        db.session.commit()
+        live.publish_changed(occurrence.id, "correction")
+        return correction
+
+
+def _set_lock(occurrence_id: int, locked: bool):
+    occurrence = _managed_occurrence(occurrence_id)
+    review = svc.set_lock(db.session, occurrence=occurrence, locked=locked,
+                          user=current_api_user(), now=utcnow())
+    db.session.commit()
+    live.publish_changed(occurrence.id, "lock")
+    return review
+
+
+@blp.route("/occurrences/<int:occurrence_id>/lock", methods=["POST"])
+@blp.response(200, ReviewOut)
+def lock(occurrence_id: int):
+    """Lock a reviewed occurrence: no further events or corrections."""
+    return _set_lock(occurrence_id, True)
+
+
+@blp.route("/occurrences/<int:occurrence_id>/unlock", methods=["POST"])
+@blp.response(200, ReviewOut)
+def unlock(occurrence_id: int):
+    """Unlock (admin only)."""
+    return _set_lock(occurrence_id, False)
+
+
+# --- API: make-up study -------------------------------------------------------------------
+
+
+@blp.route("/makeup-tasks")
+@blp.response(200, MakeupTaskOut(many=True))
+def my_makeup_tasks():
+    """The calling member's make-up tasks (created for missed recorded occurrences)."""
+    member = svc.member_of(current_api_user())
+    tasks = svc.makeup_tasks_of_member(db.session, member, config=_config(), now=utcnow())
+    db.session.commit()
+    return tasks
+
+
+def _own_task(task_id: int) -> MakeupTask:
+    task = db.session.get(MakeupTask, task_id)
+    member = svc.member_of(current_api_user())
+    if task is None or task.member_id != member.id:
+        raise NotFound(f"补学任务不存在：{task_id}")
+    return task
+
+
+@blp.route("/makeup-tasks/<int:task_id>/progress", methods=["POST"])
+@blp.arguments(MakeupProgressIn)
+@blp.response(200, MakeupTaskOut)
+def makeup_progress(data, task_id: int):
+    """Heartbeat while the recording plays: the played ranges, merged server-side."""
+    task = _own_task(task_id)
+    recording = svc.recording_for(db.session, task.occurrence_id)
+    duration = (recording.duration_seconds if recording and recording.duration_seconds
+                else data["duration"]) or 0.0
+    svc.makeup_progress(db.session, task=task, ranges=data["ranges"], duration=duration,
+                        share=float(_config().get("YUANJIAO_MAKEUP_SHARE", 0.9)),
+                        now=utcnow())
+    db.session.commit()
+    return task
+
+
+# --- pages --------------------------------------------------------------------------------
+
+
+def _page_user():
+    if current_user.role not in ("admin", "organizer", "trainer", "site_operator", "member"):
+        abort(403)
+    return current_user._get_current_object()
+
+
+def _page_occurrence(occurrence_id: int, *, manage: bool):
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
+    user = _page_user()
+    if manage:
+        svc.require_manage_occurrence(db.session, user, occurrence)
+    else:
+        svc.require_view_occurrence(db.session, user, occurrence)
+    return occurrence
+
+
+@pages.route("/attendance/<int:occurrence_id>")
+@login_required
+def dashboard(occurrence_id: int):
+    """The organizer's live dashboard of one occurrence."""
+    occurrence = _page_occurrence(occurrence_id, manage=True)
+    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    leaves = db.session.scalars(select(LeaveRequest).where(
+        LeaveRequest.occurrence_id == occurrence.id).order_by(LeaveRequest.id)).all()
+    corrections = db.session.scalars(select(Correction).where(
+        Correction.occurrence_id == occurrence.id).order_by(Correction.id.desc())).all()
+    return render_template("attendance/dashboard.html", occurrence=occurrence, rows=rows,
+                           leaves=leaves, corrections=corrections,
+                           locked=svc.is_locked(db.session, occurrence.id),
+                           labels=svc.STATUS_LABELS, tz=occurrence.session.timezone)
+
+
+@pages.route("/attendance/<int:occurrence_id>/screen/<int:site_id>")
+def screen(occurrence_id: int, site_id: int):
+    """A room screen: the rotating QR and the present count (login, or ?token= of a site)."""
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
+    site = svc.get_site(db.session, site_id)
+    token = request.args.get("token")
+    can_operate = False
+    if token:
+        from accounts.service import token_lookup
+
+        row = token_lookup(db.session, token)
+        if row is None or row.site_id != site.id:
+            raise Forbidden(_("学习点令牌无效"))
+        svc.require_site_of_occurrence(db.session, occurrence, site)
+    elif current_user.is_authenticated:
+        svc.require_operate_site(db.session, current_user, occurrence, site)
+        can_operate = True
+    else:
+        return redirect(url_for("accounts.login", next=request.full_path))
+    return render_template("attendance/screen.html", occurrence=occurrence, site=site,
+                           site_token=token, can_operate=can_operate)
+
+
+@pages.route("/attendance/<int:occurrence_id>/sign-in-sheet")
+@login_required
+def sign_in_sheet(occurrence_id: int):
+    """签到表: a printable sheet per site, with the derived times and a signature column."""
+    occurrence = _page_occurrence(occurrence_id, manage=False)
+    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    by_site: dict[str, list] = {}
+    for row in rows:
+        by_site.setdefault(row.site.name if row.site else _("个人在线/其他"), []).append(row)
+    return render_template("attendance/sign_in_sheet.html", occurrence=occurrence,
+                           by_site=by_site, labels=svc.STATUS_LABELS,
+                           tz=occurrence.session.timezone)
+
+
+@pages.route("/attendance/<int:occurrence_id>/absentees")
+@login_required
+def absentees(occurrence_id: int):
+    """Absent and excused members, with their make-up status."""
+    occurrence = _page_occurrence(occurrence_id, manage=True)
+    items = svc.absentees(db.session, occurrence, config=_config(), now=utcnow())
+    db.session.commit()
+    return render_template("attendance/absentees.html", occurrence=occurrence, items=items,
+                           labels=svc.STATUS_LABELS,
+                           has_recording=svc.recording_for(db.session, occurrence.id)
+                           is not None)
+
+
+def _date_arg(name: str, default: dt.date) -> dt.date:
+    value = request.args.get(name)
+    if not value:
+        return default
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationError(_("日期格式应为 YYYY-MM-DD"), field=name) from exc
+
+
+def _scope_units(user) -> list[int] | None:
+    from accounts.service import managed_org_unit_ids
+
+    if user.role == "site_operator":
+        site = svc.get_site(db.session, user.site_id)
+        return [site.org_unit_id]
+    if user.role not in ("admin", "organizer"):
+        raise Forbidden(_("当前角色无权查看考勤报表"))
+    return managed_org_unit_ids(db.session, user)
+
+
+@pages.route("/attendance/reports")
+@login_required
+def reports():
+    """Attendance per member and per branch of an org unit over a date range."""
+    user = _page_user()
+    scope = _scope_units(user)
+    tz = zone(_default_tz())
+    today = utcnow().astimezone(tz).date()
+    start_d = _date_arg("start", today.replace(day=1))
+    end_d = _date_arg("end", today)
+    if end_d < start_d:
+        raise ValidationError(_("结束日期不能早于开始日期"), field="end")
+    unit_id = request.args.get("unit_id", type=int)
+    if unit_id is not None and scope is not None and unit_id not in scope:
+        raise Forbidden(_("无权查看该组织"))
+    start = dt.datetime.combine(start_d, dt.time(), tz).astimezone(dt.UTC)
+    end = dt.datetime.combine(end_d + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
+    data = svc.report(db.session, unit_id=unit_id, unit_ids=scope, start=start, end=end,
+                      config=_config(), now=utcnow())
+    from org.models import OrgUnit
+
+    q = select(OrgUnit).order_by(OrgUnit.path)
+    if scope is not None:
+        q = q.where(OrgUnit.id.in_(scope))
+    return render_template("attendance/reports.html", data=data, units=db.session.scalars(q)
+                           .all(), unit_id=unit_id, start=start_d, end=end_d,
+                           tz=_default_tz())
+
+
+@pages.route("/attendance/ledger")
+@login_required
+def ledger():
+    """学时台账: annual study hours per member against the requirement; xlsx export."""
+    user = _page_user()
+    if user.role not in ("admin", "organizer"):
+        raise Forbidden(_("当前角色无权查看学时台账"))
+    scope = _scope_units(user)
+    year = request.args.get("year", type=int) or utcnow().astimezone(
+        zone(_default_tz())).year
+    if not 2000 <= year <= 2100:
+        raise ValidationError(_("年份无效"), field="year")
+    data = svc.ledger(db.session, year=year, unit_ids=scope, config=_config(), now=utcnow(),
+                      tz=_default_tz())
+    if request.args.get("format") == "xlsx":
+        return _download(exports.ledger_xlsx(data), exports.XLSX_MIME,
+                         f"study-hours-{year}.xlsx")
+    return render_template("attendance/ledger.html", data=data, year=year)
+
+
+@pages.route("/checkin/<token>", methods=["GET", "POST"])
+@login_required
+def checkin(token: str):
+    """The member's phone, from the room screen's QR: confirm, then check in."""
+    from flask_wtf.csrf import validate_csrf
+
+    config = _config()
+    rotate = int(config.get("YUANJIAO_QR_ROTATE_SECONDS", 25))
+    try:
+        member = svc.member_of(current_user)
+        occurrence_id, site_id = svc.read_qr_token(config["SECRET_KEY"], token, utcnow(),
+                                                   rotate)
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        site = svc.get_site(db.session, site_id)
+        if request.method == "POST":
+            if config.get("WTF_CSRF_ENABLED", True):
+                validate_csrf(request.form.get("csrf_token"))
+            event = svc.qr_check_in(db.session, token=token, member=member,
+                                    secret=config["SECRET_KEY"], now=utcnow(),
+                                    rotate_seconds=rotate, actor_user_id=current_user.id)
+            db.session.commit()
+            live.publish_events([event], {member.id: member.name})
+            return render_template("attendance/checkin.html", done=True, member=member,
+                                   occurrence=occurrence, site=site, event=event,
+                                   tz=site.timezone)
+    except DomainError as exc:
+        db.session.rollback()
+        return render_template("attendance/checkin.html", error=exc, token=token), exc.status
+    return render_template("attendance/checkin.html", done=False, member=member,
+                           occurrence=occurrence, site=site, token=token, tz=site.timezone)
+
+
+@pages.route("/makeup")
+@login_required
+def makeup_list():
+    """A member's make-up tasks."""
+    member = svc.member_of(_page_user())
+    tasks = svc.makeup_tasks_of_member(db.session, member, config=_config(), now=utcnow())
+    db.session.commit()
+    return render_template("attendance/makeup_list.html", tasks=tasks,
+                           share=float(_config().get("YUANJIAO_MAKEUP_SHARE", 0.9)))
+
+
+@pages.route("/makeup/<int:task_id>")
+@login_required
+def makeup_play(task_id: int):
+    """Play the recording; the page reports played ranges while it plays."""
+    member = svc.member_of(_page_user())
+    task = db.session.get(MakeupTask, task_id)
+    if task is None or task.member_id != member.id:
+        raise NotFound(_("补学任务不存在"))
+    recording = svc.recording_for(db.session, task.occurrence_id)
+    occurrence = svc.get_occurrence(db.session, task.occurrence_id)
+    return render_template("attendance/makeup_play.html", task=task, recording=recording,
+                           occurrence=occurrence,
+                           share=float(_config().get("YUANJIAO_MAKEUP_SHARE", 0.9)))
+
+
+@pages.route("/attendance/<int:occurrence_id>/snapshot.json")
+@login_required
+def snapshot_json(occurrence_id: int):
+    """The dashboard's snapshot over HTTP (a fallback when the socket is down)."""
+    occurrence = _page_occurrence(occurrence_id, manage=True)
+    return jsonify(svc.snapshot(db.session, occurrence, config=_config(), now=utcnow()))
+
+
+@pages.app_template_filter("local_time")
+def local_time(value: dt.datetime | None, tz: str | None = None, fmt: str = "%H:%M:%S") -> str:
+    """A UTC datetime shown in a site's zone."""
+    if value is None:
+        return ""
+    return value.astimezone(zone(tz)).strftime(fmt)
+
+
+@pages.app_template_global("iso_time")
+def iso_time(value: dt.datetime | None) -> str | None:
+    return iso(value)

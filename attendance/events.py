@@ -1,0 +1,224 @@
+"""Socket.IO handlers of the ``/attendance`` namespace (see docs/socket-protocol.md).
+
+Each handler parses, authorizes, calls the service, commits and only then acks and
+emits, so an acknowledged event is on disk. Refusals are raised DomainErrors, which the
+default handler (core/sockets.py) turns into ``{"ok": false, "error", "message"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+import segno
+from flask import Flask, current_app, request, url_for
+from flask_socketio import ConnectionRefusedError, join_room
+
+from accounts.models import User
+from attendance import live
+from attendance import service as svc
+from attendance.errors import DomainError, Forbidden, Unauthorized, ValidationError
+from core.api import SiteScreen
+from core.sockets import socket_principal
+from core.types import utcnow
+from extensions import db, socketio
+
+log = logging.getLogger(__name__)
+NS = live.NAMESPACE
+
+#: sid -> ("user", user_id) or ("screen", site_id): ORM rows do not outlive an event.
+_callers: dict[str, tuple[str, int]] = {}
+#: sid -> {(occurrence_id, site_id)} a screen or operator joined; and live counts of them.
+_site_sids: dict[str, set[tuple[int, int]]] = defaultdict(set)
+_site_count: dict[tuple[int, int], int] = defaultdict(int)
+#: sid -> occurrence ids a member was allowed to watch (checked once per connection).
+_viewing: dict[str, set[int]] = defaultdict(set)
+_lock = threading.Lock()
+
+
+def init_app(app: Flask) -> None:
+    """Handlers are registered on the module-level socketio at import; nothing to bind."""
+
+
+def _caller():
+    """The connection's principal, reloaded in this event's database session."""
+    kind, ident = _callers.get(request.sid, ("", 0))
+    if kind == "screen":
+        return SiteScreen(site_id=ident)
+    user = db.session.get(User, ident) if kind == "user" else None
+    if user is None or not user.active:
+        raise Unauthorized("需要登录或令牌", code="login_required")
+    return user
+
+
+def _int(data: Any, key: str) -> int:
+    try:
+        return int(data[key])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValidationError(f"{key} 必填且须为整数", field=key) from exc
+
+
+def _occurrence_and_site(data: Any):
+    occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
+    return occurrence, svc.get_site(db.session, _int(data, "site_id"))
+
+
+@socketio.on("connect", namespace=NS)
+def connect(auth: Any = None):
+    """Anyone with a token (site screen or API) or the login cookie; refused otherwise."""
+    try:
+        principal = socket_principal(auth)
+    except DomainError as exc:
+        raise ConnectionRefusedError(exc.to_dict()) from exc
+    _callers[request.sid] = (("screen", principal.site_id) if isinstance(principal, SiteScreen)
+                             else ("user", principal.id))
+    db.session.rollback()  # end the read transaction: connections are long, sessions not
+
+
+@socketio.on("disconnect", namespace=NS)
+def disconnect(*_args: Any) -> None:
+    """A screen leaving is logged as offline (the rules give it a grace period)."""
+    sid = request.sid
+    _callers.pop(sid, None)
+    _viewing.pop(sid, None)
+    with _lock:
+        joined = _site_sids.pop(sid, set())
+        gone = []
+        for key in joined:
+            _site_count[key] -= 1
+            if _site_count[key] <= 0:
+                _site_count.pop(key, None)
+                gone.append(key)
+    for occurrence_id, site_id in gone:
+        try:
+            occurrence = svc.get_occurrence(db.session, occurrence_id)
+            site = svc.get_site(db.session, site_id)
+            if svc.site_presence(db.session, occurrence=occurrence, site=site, online=False,
+                                 now=utcnow()):
+                db.session.commit()
+                live.publish_site_status(occurrence_id, site_id, False)
+        except Exception:
+            db.session.rollback()
+            log.exception("could not log site %s offline", site_id)
+
+
+@socketio.on("ping", namespace=NS)
+def ping(data: Any = None) -> dict[str, Any]:
+    """A no-op round trip: the baseline that bench/attendance.py compares check-ins with."""
+    return {"ok": True, "echo": data}
+
+
+@socketio.on("site:join", namespace=NS)
+def site_join(data: Any) -> dict[str, Any]:
+    """A site screen or operator opens the room page: the site is online; join its rooms."""
+    occurrence, site = _occurrence_and_site(data)
+    svc.require_operate_site(db.session, _caller(), occurrence, site)
+    event = svc.site_presence(db.session, occurrence=occurrence, site=site, online=True,
+                              now=utcnow())
+    db.session.commit()
+    join_room(live.site_room(occurrence.id, site.id))
+    key = (occurrence.id, site.id)
+    with _lock:
+        if key not in _site_sids[request.sid]:
+            _site_sids[request.sid].add(key)
+            _site_count[key] += 1
+    if event is not None:
+        live.publish_site_status(occurrence.id, site.id, True)
+    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow())
+    mine = next((s for s in snap["sites"] if s["site_id"] == site.id), None)
+    return {"ok": True, "occurrence_id": occurrence.id, "site": mine,
+            "locked": snap["locked"]}
+
+
+@socketio.on("roll_call:mark", namespace=NS)
+def roll_call_mark(data: Any) -> dict[str, Any]:
+    """The operator marks one or many members present or checked out at his site."""
+    occurrence, site = _occurrence_and_site(data)
+    caller = _caller()
+    svc.require_operate_site(db.session, caller, occurrence, site)
+    results = svc.roll_call(
+        db.session, occurrence=occurrence, site=site, member_ids=data.get("member_ids"),
+        state=data.get("state"), source=f"site:{site.id}", event_id=data.get("event_id"),
+        now=utcnow(), actor_user_id=getattr(caller, "id", None))
+    db.session.commit()
+    live.publish_events(e for e, created in results if created)
+    return {"ok": True, "stored": sum(1 for _, c in results if c),
+            "repeated": sum(1 for _, c in results if not c),
+            "events": [live.event_dict(e) for e, _ in results]}
+
+
+@socketio.on("qr:token", namespace=NS)
+def qr_token(data: Any) -> dict[str, Any]:
+    """The room screen asks for the current rotating QR code (every rotation)."""
+    occurrence, site = _occurrence_and_site(data)
+    svc.require_operate_site(db.session, _caller(), occurrence, site)
+    rotate = int(current_app.config.get("YUANJIAO_QR_ROTATE_SECONDS", 25))
+    token, expires = svc.make_qr_token(current_app.config["SECRET_KEY"], occurrence.id,
+                                       site.id, utcnow(), rotate)
+    url = url_for("attendance_pages.checkin", token=token, _external=True)
+    svg = segno.make(url, error="m").svg_inline(scale=5, border=2)
+    db.session.rollback()
+    return {"ok": True, "token": token, "url": url, "svg": svg,
+            "expires_at": expires.isoformat(), "rotate_seconds": rotate}
+
+
+def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
+    """A member watching alone reports join, heartbeat or leave for himself only."""
+    occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
+    member = svc.member_of(_caller())
+    if occurrence.id not in _viewing[request.sid]:
+        if member.id not in svc.expected_member_ids(db.session, occurrence):
+            raise Forbidden("您不在本次学习活动的应到名单中",
+                            details={"occurrence_id": occurrence.id})
+        _viewing[request.sid].add(occurrence.id)
+    event, created = svc.record_event(
+        db.session, occurrence=occurrence, type=kind, source=f"viewer:member:{member.id}",
+        event_id=data.get("event_id"), now=utcnow(), member_id=member.id,
+        actor_user_id=_callers[request.sid][1])
+    db.session.commit()
+    if created and kind != "viewer_heartbeat":
+        live.publish_events([event], {member.id: member.name})
+    return {"ok": True, "stored": created, "event": live.event_dict(event)}
+
+
+@socketio.on("viewer:join", namespace=NS)
+def viewer_join(data: Any) -> dict[str, Any]:
+    """A member's own page starts playing the lecture."""
+    return _viewer_event(data, "viewer_join")
+
+
+@socketio.on("viewer:heartbeat", namespace=NS)
+def viewer_heartbeat(data: Any) -> dict[str, Any]:
+    """Every ~15 s while the member's page is visible and the video plays."""
+    return _viewer_event(data, "viewer_heartbeat")
+
+
+@socketio.on("viewer:leave", namespace=NS)
+def viewer_leave(data: Any) -> dict[str, Any]:
+    """The member stops watching (pauses, closes the page)."""
+    return _viewer_event(data, "viewer_leave")
+
+
+@socketio.on("dashboard:join", namespace=NS)
+def dashboard_join(data: Any) -> dict[str, Any]:
+    """An organizer or admin in scope opens the dashboard: snapshot now, deltas later."""
+    occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
+    svc.require_manage_occurrence(db.session, _caller(), occurrence)
+    join_room(live.occurrence_room(occurrence.id))
+    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow())
+    db.session.rollback()
+    return {"ok": True, "snapshot": snap}
+
+
+@socketio.on("broadcast:join", namespace=NS)
+def broadcast_join(data: Any) -> dict[str, Any]:
+    """The trainer's broadcast page: per-site headcounts, then deltas."""
+    occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
+    svc.require_view_occurrence(db.session, _caller(), occurrence)
+    join_room(live.occurrence_room(occurrence.id))
+    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
+                        with_names=False)
+    db.session.rollback()
+    return {"ok": True, "snapshot": snap}
