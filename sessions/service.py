@@ -7,12 +7,16 @@ validates, changes rows, flushes and returns. Views commit once.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import secrets
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flask import current_app, has_app_context
+from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -27,6 +31,7 @@ from sessions.errors import Conflict, Forbidden, NotFound, ValidationError
 from sessions.models import (
     OCCURRENCE_STATUSES,
     SESSION_KINDS,
+    CalendarFeed,
     Occurrence,
     StudySession,
     session_org_units,
@@ -778,3 +783,195 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
         created.append(study)
     session.flush()
     return created, notes
+
+
+# --- calendar feeds ----------------------------------------------------------------------------
+
+FEED_KINDS = ("site", "member", "trainer", "org_unit")
+_FEED_SALT = "yuanjiao-calendar-feed"
+#: Rendered feeds by ETag. The ETag is derived from the data, so an entry can never be
+#: stale: any change gives a new key. Bounded, since every change leaves an orphan.
+_feed_cache: OrderedDict[str, bytes] = OrderedDict()
+_FEED_CACHE_SIZE = 128
+#: Bump when the feed's format changes, so that clients and the cache start afresh.
+_FEED_FORMAT = "3"
+
+
+def _feed_owner(session: Session, kind: str, owner_id: int):
+    model = {"site": Site, "member": Member, "trainer": User, "org_unit": OrgUnit}.get(kind)
+    if model is None:
+        raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
+    owner = session.get(model, owner_id)
+    if owner is None or (kind == "trainer" and owner.role not in TRAINER_ROLES):
+        raise NotFound(f"订阅对象不存在：{kind} {owner_id}")
+    return owner
+
+
+def require_feed_access(session: Session, principal, kind: str, owner_id: int) -> None:
+    """Who may get (or revoke) a feed URL: the owner, whoever manages him, and admins."""
+    from accounts.service import can_manage_org_unit, can_view_member, can_view_site
+
+    owner = _feed_owner(session, kind, owner_id)
+    if isinstance(principal, SiteScreen):
+        allowed = kind == "site" and principal.site_id == owner_id
+    elif principal.role == "admin":
+        allowed = True
+    elif kind == "site":
+        allowed = can_view_site(session, principal, owner)
+    elif kind == "member":
+        allowed = can_view_member(session, principal, owner)
+    elif kind == "trainer":
+        allowed = principal.id == owner.id
+    else:
+        allowed = can_manage_org_unit(session, principal, owner.id) or (
+            principal.role == "member" and principal.member is not None
+            and principal.member.org_unit_id == owner.id)
+    if not allowed:
+        raise Forbidden("无权获取该日历订阅", details={"kind": kind, "id": owner_id})
+
+
+def _feed_row(session: Session, kind: str, owner_id: int) -> CalendarFeed:
+    row = session.scalar(select(CalendarFeed).where(CalendarFeed.owner_kind == kind,
+                                                    CalendarFeed.owner_id == owner_id))
+    if row is None:
+        row = CalendarFeed(owner_kind=kind, owner_id=owner_id, nonce=secrets.token_urlsafe(16))
+        session.add(row)
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:  # created concurrently by another request
+            row = session.scalar(select(CalendarFeed).where(
+                CalendarFeed.owner_kind == kind, CalendarFeed.owner_id == owner_id))
+    return row
+
+
+def feed_token(session: Session, kind: str, owner_id: int, *, secret: str) -> str:
+    """The signed token of a feed: {kind, id, nonce}; stable until revoked."""
+    _feed_owner(session, kind, owner_id)
+    row = _feed_row(session, kind, owner_id)
+    return URLSafeSerializer(secret, salt=_FEED_SALT).dumps([kind, owner_id, row.nonce])
+
+
+def revoke_feed(session: Session, kind: str, owner_id: int, *, secret: str) -> str:
+    """A new nonce: every older URL of this feed stops working. Returns the new token."""
+    _feed_owner(session, kind, owner_id)
+    row = _feed_row(session, kind, owner_id)
+    row.nonce = secrets.token_urlsafe(16)
+    session.flush()
+    return URLSafeSerializer(secret, salt=_FEED_SALT).dumps([kind, owner_id, row.nonce])
+
+
+def resolve_feed(session: Session, token: str, *, secret: str) -> CalendarFeed:
+    """The feed a token stands for, or NotFound (forged, malformed or revoked)."""
+    try:
+        kind, owner_id, nonce = URLSafeSerializer(secret, salt=_FEED_SALT).loads(token)
+    except (BadSignature, ValueError, TypeError) as exc:
+        raise NotFound("订阅地址无效") from exc
+    row = session.scalar(select(CalendarFeed).where(CalendarFeed.owner_kind == kind,
+                                                    CalendarFeed.owner_id == owner_id))
+    if row is None or not secrets.compare_digest(row.nonce, str(nonce)):
+        raise NotFound("订阅地址已失效（已被重置）", code="feed_revoked")
+    return row
+
+
+def feed_etag(session: Session, feed: CalendarFeed) -> str:
+    """A cheap validator of a feed: counts and latest changes of its sessions and rows."""
+    clause = feed_sessions_filter(session, feed.owner_kind, feed.owner_id)
+    s_count, s_max = session.execute(
+        select(func.count(StudySession.id), func.max(StudySession.updated_at)).where(clause)
+    ).one()
+    o_count, o_max = session.execute(
+        select(func.count(Occurrence.id), func.max(Occurrence.updated_at))
+        .join(StudySession).where(clause)
+    ).one()
+    raw = f"{_FEED_FORMAT}|{feed.owner_kind}|{feed.owner_id}|{s_count}|{s_max}|{o_count}|{o_max}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def feed_name(session: Session, kind: str, owner_id: int) -> str:
+    owner = _feed_owner(session, kind, owner_id)
+    label = {"site": "学习点", "member": "党员", "trainer": "讲师", "org_unit": "组织"}[kind]
+    name = owner.display_name if kind == "trainer" else owner.name
+    return f"远教 · {label} · {name}"
+
+
+def _feed_timezone(session: Session, kind: str, owner_id: int) -> str:
+    owner = _feed_owner(session, kind, owner_id)
+    if kind == "site":
+        return owner.timezone
+    if kind == "member" and owner.home_site is not None:
+        return owner.home_site.timezone
+    return "Asia/Shanghai"
+
+
+def feed_body(session: Session, feed: CalendarFeed, etag: str) -> bytes:
+    """The feed's iCalendar text, rendered once per ETag."""
+    body = _feed_cache.get(etag)
+    if body is not None:
+        _feed_cache.move_to_end(etag)
+        return body
+    from sessions import ical
+
+    studies = session.scalars(
+        select(StudySession).where(feed_sessions_filter(session, feed.owner_kind, feed.owner_id))
+        .options(selectinload(StudySession.occurrences), selectinload(StudySession.sites))
+        .order_by(StudySession.id)
+    ).all()
+    cal = ical.build_calendar(list(studies),
+                              name=feed_name(session, feed.owner_kind, feed.owner_id),
+                              timezone=_feed_timezone(session, feed.owner_kind, feed.owner_id))
+    body = ical.to_bytes(cal)
+    _feed_cache[etag] = body
+    while len(_feed_cache) > _FEED_CACHE_SIZE:
+        _feed_cache.popitem(last=False)
+    return body
+
+
+def session_ics(study: StudySession) -> bytes:
+    """One session as an .ics file (download or e-mail attachment)."""
+    from sessions import ical
+
+    cal = ical.build_calendar([study], name=study.title, timezone=study.timezone)
+    return ical.to_bytes(cal)
+
+
+# --- what the pages offer ------------------------------------------------------------------------
+
+
+def form_choices(session: Session, user: User) -> dict:
+    """Sites, org units and trainers a user may aim a session at."""
+    units_q = select(OrgUnit).order_by(OrgUnit.path)
+    sites_q = select(Site).where(Site.active.is_(True)).order_by(Site.id)
+    managed = managed_org_unit_ids(session, user)
+    if managed is not None:
+        units_q = units_q.where(OrgUnit.id.in_(managed or [0]))
+        sites_q = sites_q.where(Site.org_unit_id.in_(managed or [0]))
+    trainers = session.scalars(select(User).where(User.role.in_(TRAINER_ROLES),
+                                                  User.active.is_(True))
+                               .order_by(User.role.desc(), User.id)).all()
+    return {"org_units": session.scalars(units_q).all(), "sites": session.scalars(sites_q).all(),
+            "trainers": trainers}
+
+
+def feed_owners(session: Session, user: User, limit: int = 200) -> list[tuple[str, int, str]]:
+    """Calendars a user may subscribe to: (kind, id, label), his own first."""
+    out: list[tuple[str, int, str]] = []
+    if user.role == "member" and user.member is not None:
+        out.append(("member", user.member.id, f"我的日历（{user.member.name}）"))
+        if user.member.home_site is not None:
+            out.append(("site", user.member.home_site.id, f"学习点：{user.member.home_site.name}"))
+        out.append(("org_unit", user.member.org_unit_id, f"组织：{user.member.org_unit.name}"))
+    if user.role == "site_operator" and user.site is not None:
+        out.append(("site", user.site.id, f"学习点：{user.site.name}"))
+    if user.role in TRAINER_ROLES:
+        out.append(("trainer", user.id, f"我的授课（{user.display_name or user.username}）"))
+    managed = managed_org_unit_ids(session, user)
+    if user.role in ("admin", "organizer"):
+        units_q = select(OrgUnit).order_by(OrgUnit.path).limit(limit)
+        sites_q = select(Site).order_by(Site.id).limit(limit)
+        if managed is not None:
+            units_q = units_q.where(OrgUnit.id.in_(managed or [0]))
+            sites_q = sites_q.where(Site.org_unit_id.in_(managed or [0]))
+        out += [("org_unit", u.id, f"组织：{u.name}") for u in session.scalars(units_q)]
+        out += [("site", s.id, f"学习点：{s.name}") for s in session.scalars(sites_q)]
+    return out

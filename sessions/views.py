@@ -1,17 +1,533 @@
 """Scheduling: the dashboard, session pages, the sessions API and calendar feeds."""
 
-from flask import Blueprint, Flask, render_template
-from flask_login import login_required
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.views import MethodView
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from flask_smorest import Blueprint as ApiBlueprint
+from sqlalchemy import select
+from sqlalchemy.orm import contains_eager
+
+from core.api import SiteScreen, api, current_api_user, current_principal
+from core.errors import DomainError
+from core.pagination import SelectPage
+from core.timeutil import zone
+from core.types import utcnow
+from extensions import csrf, db
+from sessions import schemas, service
+from sessions.errors import ValidationError
+from sessions.models import SESSION_KINDS, Occurrence, StudySession
+from sessions.schemas import (
+    FeedUrlOut,
+    ImportFiles,
+    ImportForm,
+    ImportOut,
+    OccurrenceOut,
+    OccurrencePatch,
+    OccurrenceQuery,
+    PreviewIn,
+    PreviewOut,
+    RangeQuery,
+    SessionIn,
+    SessionOut,
+    SessionPatch,
+    SessionQuery,
+)
 
 pages = Blueprint("sessions", __name__)
+blp = ApiBlueprint("sessions_api", __name__, url_prefix="/api/v1",
+                   description="学习安排、场次与日历订阅")
+
+KIND_LABELS = {
+    "party_history_lecture": "党史讲座",
+    "party_lesson": "党课",
+    "general_meeting": "党员大会",
+    "committee_meeting": "支委会",
+    "group_meeting": "党小组会",
+    "other": "其他",
+}
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(pages)
+    api.register_blueprint(blp)
+    csrf.exempt(blp)
+
+    @app.context_processor
+    def _helpers() -> dict:
+        return {"session_kind_label": lambda k: _(KIND_LABELS.get(k, k)), "local": local_time}
+
+
+def local_time(value: dt.datetime | None, tz_name: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored UTC time as text in a zone (templates: `local(occ.starts_at, tz_name)`)."""
+    return value.astimezone(zone(tz_name)).strftime(fmt) if value else ""
+
+
+def _secret() -> str:
+    return current_app.config["SECRET_KEY"]
+
+
+def _range(args: dict) -> tuple[dt.datetime | None, dt.datetime | None]:
+    start, end = args.get("start"), args.get("end")
+    if start is not None and end is not None and end < start:
+        raise ValidationError("to 不能早于 from", field="to")
+    return start, end
+
+
+# --- sessions API ------------------------------------------------------------------------------
+
+
+@blp.route("/sessions")
+class Sessions(MethodView):
+    @blp.arguments(SessionQuery, location="query")
+    @blp.response(200, SessionOut(many=True))
+    @blp.paginate(SelectPage, page_size=50, max_page_size=1000)
+    def get(self, args):
+        """Sessions the caller may see (filters: kind, site_id, org_unit_id, trainer_id, q)."""
+        principal = current_principal()
+        return service.sessions_query(db.session, principal, **args)
+
+    @blp.arguments(SessionIn)
+    @blp.response(201, SessionOut)
+    @blp.alt_response(409, description="A site or the trainer is booked at that time")
+    def post(self, data):
+        """Schedule a session (one-off or recurring); its occurrences are created at once."""
+        actor = current_api_user("admin", "organizer")
+        study = service.create_session(db.session, actor, data, now=utcnow())
+        db.session.commit()
+        return study
+
+
+@blp.route("/sessions/preview", methods=["POST"])
+@blp.arguments(PreviewIn(partial=True))
+@blp.response(200, PreviewOut)
+def preview_session(data):
+    """The next occurrences a session form would create and any clash; saves nothing."""
+    actor = current_api_user("admin", "organizer")
+    session_id = data.pop("session_id", None)
+    if session_id is None:
+        data.setdefault("title", "预览")
+        for field in ("starts_at", "duration_minutes"):
+            if field not in data:
+                raise ValidationError(f"{field} 为必填项", field=field)
+    else:
+        service.require_edit(db.session, actor, service.get_session(db.session, session_id))
+    return service.preview(db.session, actor, data, now=utcnow(), session_id=session_id)
+
+
+@blp.route("/sessions/import", methods=["POST"])
+@blp.arguments(ImportFiles, location="files")
+@blp.arguments(ImportForm, location="form")
+@blp.response(201, ImportOut)
+def import_sessions(files, form):
+    """Import an .ics file (Outlook, Google, ...): multipart `file`, `site_ids`,
+    `org_unit_ids` (repeated or comma separated) and optional `trainer_id`."""
+    actor = current_api_user("admin", "organizer")
+    content = files["file"].read()
+    studies, notes = service.import_ics(
+        db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],
+        trainer_id=form.get("trainer_id"), now=utcnow())
+    db.session.commit()
+    return {"ids": [s.id for s in studies], "sessions": studies, "notes": notes}
+
+
+def _visible_session(session_id: int) -> StudySession:
+    study = service.get_session(db.session, session_id)
+    service.require_view(db.session, current_principal(), study)
+    return study
+
+
+@blp.route("/sessions/<int:session_id>")
+class SessionById(MethodView):
+    @blp.response(200, SessionOut)
+    def get(self, session_id: int):
+        """One session."""
+        return _visible_session(session_id)
+
+    @blp.arguments(SessionPatch(partial=True))
+    @blp.response(200, SessionOut)
+    def patch(self, data, session_id: int):
+        """Edit a series; past, moved, cancelled and attended occurrences are kept."""
+        actor = current_api_user("admin", "organizer")
+        study = service.get_session(db.session, session_id)
+        service.update_session(db.session, actor, study, data, now=utcnow())
+        db.session.commit()
+        return study
+
+    @blp.response(204)
+    def delete(self, session_id: int):
+        """Delete a session (refused once it has attendance)."""
+        actor = current_api_user("admin", "organizer")
+        study = service.get_session(db.session, session_id)
+        service.delete_session(db.session, actor, study, now=utcnow())
+        db.session.commit()
+
+
+def _with_session(query):
+    return query.options(contains_eager(Occurrence.session))
+
+
+@blp.route("/sessions/<int:session_id>/occurrences")
+@blp.arguments(RangeQuery, location="query")
+@blp.response(200, OccurrenceOut(many=True))
+def session_occurrences(args, session_id: int):
+    """Every occurrence of a session in [from, to), cancelled ones included."""
+    study = _visible_session(session_id)
+    start, end = _range(args)
+    if service.extend_horizons(db.session, utcnow()):
+        db.session.commit()
+    query = (select(Occurrence).join(StudySession).where(Occurrence.session_id == study.id)
+             .order_by(Occurrence.starts_at, Occurrence.id))
+    if start is not None:
+        query = query.where(Occurrence.ends_at > start)
+    if end is not None:
+        query = query.where(Occurrence.starts_at < end)
+    return db.session.scalars(_with_session(query)).all()
+
+
+@blp.route("/sessions/<int:session_id>/ics")
+@blp.response(200, content_type="text/calendar")
+def session_ics(session_id: int):
+    """The session as an .ics file."""
+    study = _visible_session(session_id)
+    return _ics_response(service.session_ics(study), f"session-{study.id}.ics")
+
+
+def _ics_response(body: bytes, filename: str) -> Response:
+    response = Response(body, content_type="text/calendar; charset=utf-8")
+    response.headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response
+
+
+@blp.route("/occurrences")
+@blp.arguments(OccurrenceQuery, location="query")
+@blp.response(200, OccurrenceOut(many=True))
+@blp.paginate(SelectPage, page_size=50, max_page_size=10000)
+def occurrences(args):
+    """Occurrences the caller may see in [from, to), by site, org unit or session."""
+    principal = current_principal()
+    start, end = _range(args)
+    if service.extend_horizons(db.session, utcnow()):
+        db.session.commit()
+    query = service.occurrences_query(
+        db.session, principal, start=start, end=end, site_id=args.get("site_id"),
+        org_unit_id=args.get("org_unit_id"), session_id=args.get("session_id"))
+    if args.get("status"):
+        query = query.where(Occurrence.status == args["status"])
+    return _with_session(query)
+
+
+def _visible_occurrence(occurrence_id: int) -> Occurrence:
+    occ = service.get_occurrence(db.session, occurrence_id)
+    service.require_view(db.session, current_principal(), occ.session)
+    return occ
+
+
+@blp.route("/occurrences/<int:occurrence_id>")
+class OccurrenceById(MethodView):
+    @blp.response(200, OccurrenceOut)
+    def get(self, occurrence_id: int):
+        """One occurrence."""
+        return _visible_occurrence(occurrence_id)
+
+    @blp.arguments(OccurrencePatch)
+    @blp.response(200, OccurrenceOut)
+    def patch(self, data, occurrence_id: int):
+        """Move (`starts_at`) and/or cancel or restore (`status`) one occurrence."""
+        actor = current_api_user("admin", "organizer")
+        occ = service.get_occurrence(db.session, occurrence_id)
+        service.update_occurrence(db.session, actor, occ, starts_at=data.get("starts_at"),
+                                  status=data.get("status"), now=utcnow())
+        db.session.commit()
+        return occ
+
+
+# --- calendar feed URLs -------------------------------------------------------------------------
+
+FEED_PATHS = {"sites": "site", "members": "member", "users": "trainer", "org-units": "org_unit"}
+
+
+def feed_url(token: str) -> str:
+    return url_for("sessions.feed", token=token, _external=True)
+
+
+@blp.route("/<any(sites, members, users, 'org-units'):owner>/<int:owner_id>/calendar-url")
+@blp.response(200, FeedUrlOut)
+def calendar_url(owner: str, owner_id: int):
+    """The tokenized subscription URL of a site's, member's, trainer's or org unit's calendar."""
+    kind = FEED_PATHS[owner]
+    service.require_feed_access(db.session, current_principal(), kind, owner_id)
+    token = service.feed_token(db.session, kind, owner_id, secret=_secret())
+    db.session.commit()
+    return {"url": feed_url(token)}
+
+
+@blp.route("/<any(sites, members, users, 'org-units'):owner>/<int:owner_id>/calendar-url/revoke",
+           methods=["POST"])
+@blp.response(200, FeedUrlOut)
+def revoke_calendar_url(owner: str, owner_id: int):
+    """A new subscription URL; every older one stops working."""
+    kind = FEED_PATHS[owner]
+    principal = current_principal()
+    if isinstance(principal, SiteScreen):
+        raise service.Forbidden("学习点屏幕令牌不能重置订阅地址")
+    service.require_feed_access(db.session, principal, kind, owner_id)
+    token = service.revoke_feed(db.session, kind, owner_id, secret=_secret())
+    db.session.commit()
+    return {"url": feed_url(token)}
+
+
+# --- the feed itself (no login: the signed token is the credential) ---------------------------
+
+
+@pages.route("/feeds/<token>.ics")
+def feed(token: str):
+    """A subscription feed; ETag/If-None-Match answers 304 while nothing changed."""
+    try:
+        row = service.resolve_feed(db.session, token, secret=_secret())
+    except DomainError:
+        abort(404)
+    if service.extend_horizons(db.session, utcnow()):
+        db.session.commit()
+    etag = service.feed_etag(db.session, row)
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=300"}
+    if etag in request.if_none_match:
+        return Response(status=304, headers=headers)
+    body = service.feed_body(db.session, row, etag)
+    response = _ics_response(body, f"{row.owner_kind}-{row.owner_id}.ics")
+    response.headers.update(headers)
+    return response
+
+
+# --- pages -------------------------------------------------------------------------------
+
+
+def _viewer_tz() -> str:
+    """The zone a user reads times in: his site's, his member's home site's, else Shanghai."""
+    user = current_user
+    site = getattr(user, "site", None)
+    if site is None and getattr(user, "member", None) is not None:
+        site = user.member.home_site
+    return site.timezone if site is not None else current_app.config.get(
+        "YUANJIAO_DEFAULT_TIMEZONE", "Asia/Shanghai")
+
+
+def _links(occ: Occurrence) -> list[dict]:
+    """What the current user can do with an occurrence, as (label, url) pairs."""
+    user = current_user
+    study = occ.session
+    links = [{"label": _("详情"), "url": url_for("sessions.detail", session_id=study.id)}]
+    if user.role == "admin" or user.id == study.trainer_id:
+        links.append({"label": _("开始直播"), "url": f"/live/{occ.id}/broadcast"})
+    if user.role == "site_operator" and user.site_id:
+        links.append({"label": _("学习点屏幕"), "url": f"/live/{occ.id}/site/{user.site_id}"})
+    elif user.role in ("admin", "organizer"):
+        for site in study.sites:
+            links.append({"label": _("学习点屏幕") + f"·{site.name}",
+                          "url": f"/live/{occ.id}/site/{site.id}"})
+    if user.role in ("admin", "organizer", "site_operator"):
+        links.append({"label": _("考勤"), "url": f"/attendance/{occ.id}"})
+    if user.role in ("member", "admin", "organizer", "trainer"):
+        links.append({"label": _("观看"), "url": f"/live/{occ.id}/watch"})
+    return links
+
+
+def _occurrences_between(start: dt.datetime, end: dt.datetime) -> list[Occurrence]:
+    query = service.occurrences_query(db.session, current_user, start=start, end=end)
+    return list(db.session.scalars(_with_session(query)))
 
 
 @pages.route("/")
 @login_required
 def dashboard():
-    """Today's and upcoming occurrences."""
-    return render_template("sessions/dashboard.html")
+    """Today's occurrences and those of the next seven days, in the user's scope."""
+    tz_name = _viewer_tz()
+    tz = zone(tz_name)
+    now = utcnow()
+    if service.extend_horizons(db.session, now):
+        db.session.commit()
+    today = now.astimezone(tz).date()
+    day_start = dt.datetime.combine(today, dt.time(), tz)
+    rows = _occurrences_between(day_start, day_start + dt.timedelta(days=8))
+    tomorrow = day_start + dt.timedelta(days=1)
+    today_rows = [o for o in rows if o.starts_at < tomorrow]
+    upcoming = [o for o in rows if o.starts_at >= tomorrow]
+    return render_template("sessions/dashboard.html", today=today_rows, upcoming=upcoming,
+                           tz=tz, tz_name=tz_name, links=_links, now=now)
+
+
+@pages.route("/sessions")
+@login_required
+def index():
+    """Sessions the user may see."""
+    if current_user.role not in ("admin", "organizer", "trainer"):
+        return redirect(url_for("sessions.calendar"))
+    page = max(request.args.get("page", 1, type=int), 1)
+    query = service.sessions_query(db.session, current_user, q=request.args.get("q") or None,
+                                   kind=request.args.get("kind") or None)
+    rows = db.session.scalars(query.limit(51).offset((page - 1) * 50)).all()
+    return render_template("sessions/index.html", sessions=rows[:50], has_more=len(rows) > 50,
+                           page=page, kinds=SESSION_KINDS,
+                           can_create=current_user.role in service.CREATOR_ROLES)
+
+
+def _form_page(study: StudySession | None):
+    """The session form: GET shows it, POST validates on the server and saves."""
+    if current_user.role not in service.CREATOR_ROLES:
+        abort(403)
+    if study is not None:
+        service.require_edit(db.session, current_user, study)
+    choices = service.form_choices(db.session, current_user)
+    errors: dict[str, str] = {}
+    values = (schemas.form_values_from_session(study) if study
+              else schemas.default_form_values(utcnow()))
+    if request.method == "POST":
+        values = schemas.form_values_from_request(request.form)
+        try:
+            data = schemas.form_to_service_data(values)
+            if study is None:
+                study = service.create_session(db.session, current_user, data, now=utcnow())
+            else:
+                service.update_session(db.session, current_user, study, data, now=utcnow())
+            db.session.commit()
+            status = 200
+        except schemas.FormError as exc:
+            errors[exc.field] = _(exc.message)
+            status = 422
+        except DomainError as exc:
+            field = exc.details.get("field") or "form"
+            errors[schemas.FORM_FIELD.get(field, field)] = exc.message
+            errors.setdefault("form", exc.message)
+            status = exc.status if exc.status in (403, 409) else 422
+        if errors:
+            db.session.rollback()
+            study = db.session.get(StudySession, study.id) if study and study.id else None
+            return render_template("sessions/form.html", values=values, errors=errors,
+                                   study=study, choices=choices, kinds=SESSION_KINDS), status
+        flash(_("已保存"), "ok")
+        return redirect(url_for("sessions.detail", session_id=study.id))
+    return render_template("sessions/form.html", values=values, errors=errors, study=study,
+                           choices=choices, kinds=SESSION_KINDS)
+
+
+@pages.route("/sessions/new", methods=["GET", "POST"])
+@login_required
+def new():
+    return _form_page(None)
+
+
+@pages.route("/sessions/<int:session_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(session_id: int):
+    return _form_page(service.get_session(db.session, session_id))
+
+
+@pages.route("/sessions/<int:session_id>")
+@login_required
+def detail(session_id: int):
+    """A session with its occurrences (move and cancel buttons for those who may edit)."""
+    study = service.get_session(db.session, session_id)
+    service.require_view(db.session, current_user, study)
+    if service.extend_horizons(db.session, utcnow()):
+        db.session.commit()
+    return render_template("sessions/detail.html", study=study, tz=zone(study.timezone),
+                           occurrences=study.occurrences, now=utcnow(),
+                           can_edit=service.can_edit_session(db.session, current_user, study),
+                           links=_links)
+
+
+@pages.route("/sessions/<int:session_id>.ics")
+@login_required
+def detail_ics(session_id: int):
+    study = service.get_session(db.session, session_id)
+    service.require_view(db.session, current_user, study)
+    response = _ics_response(service.session_ics(study), f"session-{study.id}.ics")
+    response.headers["Content-Disposition"] = f'attachment; filename="session-{study.id}.ics"'
+    return response
+
+
+@pages.route("/sessions/import", methods=["GET"])
+@login_required
+def import_page():
+    if current_user.role not in service.CREATOR_ROLES:
+        abort(403)
+    return render_template("sessions/import.html",
+                           choices=service.form_choices(db.session, current_user))
+
+
+@pages.route("/calendar")
+@login_required
+def calendar():
+    """Week (default) or month view, in the viewer's zone, with prev/next navigation."""
+    tz_name = request.args.get("tz") or _viewer_tz()
+    tz = zone(tz_name)
+    view = "month" if request.args.get("view") == "month" else "week"
+    try:
+        anchor = dt.date.fromisoformat(request.args["date"]) if request.args.get("date") \
+            else utcnow().astimezone(tz).date()
+    except ValueError:
+        anchor = utcnow().astimezone(tz).date()
+    if service.extend_horizons(db.session, utcnow()):
+        db.session.commit()
+    grid = calendar_grid(view, anchor)
+    start = dt.datetime.combine(grid["days"][0], dt.time(), tz)
+    end = dt.datetime.combine(grid["days"][-1] + dt.timedelta(days=1), dt.time(), tz)
+    by_day: dict[dt.date, list[Occurrence]] = {}
+    for occ in _occurrences_between(start, end):
+        by_day.setdefault(occ.starts_at.astimezone(tz).date(), []).append(occ)
+    return render_template("sessions/calendar.html", view=view, grid=grid, by_day=by_day,
+                           tz=tz, tz_name=tz_name, anchor=anchor,
+                           today=utcnow().astimezone(tz).date())
+
+
+@pages.route("/feeds")
+@login_required
+def feeds():
+    """Subscription links for the calendars the user may see, with copy buttons."""
+    links = []
+    for kind, owner_id, label in service.feed_owners(db.session, current_user):
+        try:
+            service.require_feed_access(db.session, current_user, kind, owner_id)
+        except DomainError:
+            continue
+        token = service.feed_token(db.session, kind, owner_id, secret=_secret())
+        path = {"site": "sites", "member": "members", "trainer": "users",
+                "org_unit": "org-units"}[kind]
+        links.append({"kind": kind, "id": owner_id, "label": label, "url": feed_url(token),
+                      "revoke": f"/api/v1/{path}/{owner_id}/calendar-url/revoke",
+                      "key": hashlib.sha1(f"{kind}{owner_id}".encode()).hexdigest()[:8]})
+    db.session.commit()
+    return render_template("feeds/index.html", links=links)
+
+
+def calendar_grid(view: str, anchor: dt.date) -> dict:
+    """Days shown by a week (Monday first) or month view, and the prev/next anchors."""
+    if view == "month":
+        first = anchor.replace(day=1)
+        start = first - dt.timedelta(days=first.weekday())
+        next_month = (first + dt.timedelta(days=32)).replace(day=1)
+        end = next_month + dt.timedelta(days=(7 - next_month.weekday()) % 7)
+        prev = (first - dt.timedelta(days=1)).replace(day=1)
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days)]
+        return {"days": days, "weeks": [days[i:i + 7] for i in range(0, len(days), 7)],
+                "prev": prev, "next": next_month, "month": first.month, "title": first}
+    start = anchor - dt.timedelta(days=anchor.weekday())
+    days = [start + dt.timedelta(days=i) for i in range(7)]
+    return {"days": days, "weeks": [days], "prev": start - dt.timedelta(days=7),
+            "next": start + dt.timedelta(days=7), "month": None, "title": start}
