@@ -86,7 +86,7 @@ class ScreenTokenOut(Schema):
                                  "replace <occurrence_id>."})
 
 
-class RevokedOut(Schema):
+class ScreenTokensRevoked(Schema):
     revoked = fields.Integer()
 
 
@@ -139,15 +139,15 @@ class MemberQuery(Schema):
 # --- member import ---------------------------------------------------------------------
 
 
-class ImportFile(Schema):
+class MemberImportFile(Schema):
     file = Upload(required=True, metadata={"description": "xlsx or csv (UTF-8 or GBK)"})
 
 
-class ImportForm(Schema):
+class MemberImportForm(Schema):
     dry_run = fields.Boolean(load_default=False)
 
 
-class ImportRow(Schema):
+class MemberImportRow(Schema):
     row = fields.Integer()
     member_no = fields.String()
     name = fields.String()
@@ -157,7 +157,7 @@ class ImportRow(Schema):
                           metadata={"description": "field -> {old, new}"})
 
 
-class ImportReport(Schema):
+class MemberImportReport(Schema):
     filename = fields.String()
     format = fields.String()
     dry_run = fields.Boolean()
@@ -166,4 +166,4 @@ class ImportReport(Schema):
     updated = fields.Integer()
     unchanged = fields.Integer()
     ignored_columns = fields.List(fields.String())
-    rows = fields.List(fields.Nested(ImportRow))
+    rows = fields.List(fields.Nested(MemberImportRow))

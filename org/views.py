@@ -32,16 +32,16 @@ from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import func, select
 
 from accounts.models import ROLES
-from core.api import api, current_api_user
+from core.api import api, current_api_user, current_principal
 from core.errors import DomainError, Forbidden, ValidationError
 from core.pagination import SelectPage
 from extensions import csrf, db
 from org import service
 from org.models import MEMBER_CATEGORIES, MEMBER_STATUSES, ORG_UNIT_KINDS, Member, OrgUnit, Site
 from org.schemas import (
-    ImportFile,
-    ImportForm,
-    ImportReport,
+    MemberImportFile,
+    MemberImportForm,
+    MemberImportReport,
     MemberIn,
     MemberOut,
     MemberPatch,
@@ -50,8 +50,8 @@ from org.schemas import (
     OrgUnitOut,
     OrgUnitPatch,
     OrgUnitQuery,
-    RevokedOut,
     ScreenTokenOut,
+    ScreenTokensRevoked,
     SiteIn,
     SiteOut,
     SitePatch,
@@ -66,6 +66,12 @@ pages = Blueprint("org", __name__)
 
 #: Where a meeting-room screen uses its token (the video domain's kiosk page).
 DEFAULT_SCREEN_URL = "/live/<occurrence_id>/site/{site_id}?token={token}"
+
+
+@blp.before_request
+def _authenticate() -> None:
+    """Every org endpoint needs a caller: answer 401 before validating the body."""
+    current_principal()
 
 
 def init_app(app: Flask) -> None:
@@ -174,7 +180,7 @@ class ScreenTokens(MethodView):
         return {"token": token, "site_id": site.id,
                 "screen_url_hint": screen_url_hint(site.id, token)}
 
-    @blp.response(200, RevokedOut)
+    @blp.response(200, ScreenTokensRevoked)
     def delete(self, site_id: int):
         """Revoke every screen token of this site (a lost or replaced screen)."""
         count = service.revoke_screen_tokens(db.session, current_api_user(), site_id)
@@ -219,10 +225,10 @@ class MemberById(MethodView):
 
 
 @blp.route("/members/import", methods=["POST"])
-@blp.arguments(ImportForm, location="form")
-@blp.arguments(ImportFile, location="files")
-@blp.response(201, ImportReport)
-@blp.alt_response(200, schema=ImportReport, description="the dry run's report")
+@blp.arguments(MemberImportForm, location="form")
+@blp.arguments(MemberImportFile, location="files")
+@blp.response(201, MemberImportReport)
+@blp.alt_response(200, schema=MemberImportReport, description="the dry run's report")
 @blp.alt_response(422, description="refused file: details.rows names each bad row")
 def import_members(form, files):
     """Import members from xlsx or csv; all rows or none. `dry_run` changes nothing."""
