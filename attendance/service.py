@@ -596,6 +596,7 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     for b in per_site.values():
         b["expected_count"] = len(b["expected"])
         b["present_count"] = len(b["present"])
+        b["present_ids"] = [p["member_id"] for p in b["present"]]
         if not with_names:
             b.pop("expected")
             b.pop("present")

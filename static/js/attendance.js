@@ -1,0 +1,311 @@
+// Attendance panels: room screen + roll call, viewer presence, trainer headcounts,
+// organizer dashboard, make-up playback. Protocol: docs/socket-protocol.md.
+(function () {
+  "use strict";
+  if (window.__attendanceLoaded) return;
+  window.__attendanceLoaded = true;
+
+  function newEventId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
+  }
+
+  function connect(token) {
+    const opts = { transports: ["websocket", "polling"], reconnection: true };
+    if (token) opts.auth = { token: token };
+    return window.io("/attendance", opts);
+  }
+
+  // Emit with an ack; retries the SAME payload (same event_id) until acknowledged,
+  // so a blip never loses a fact and the server stores it once.
+  function emitReliably(socket, name, payload, onAck, tries) {
+    tries = tries || 0;
+    socket.timeout(8000).emit(name, payload, function (err, ack) {
+      if (err) {
+        if (tries < 20) setTimeout(function () { emitReliably(socket, name, payload, onAck, tries + 1); }, 1000);
+        return;
+      }
+      if (onAck) onAck(ack);
+    });
+  }
+
+  function setConn(panel, up) {
+    const el = panel.querySelector(".att-conn");
+    if (el) { el.textContent = up ? el.dataset.online : el.dataset.offline; el.dataset.state = up ? "up" : "down"; }
+  }
+
+  function text(el, value) { if (el) el.textContent = value; }
+
+  // --- a site's room screen and roll call -------------------------------------------------
+  function sitePanel(panel) {
+    const occ = Number(panel.dataset.occurrence), site = Number(panel.dataset.site);
+    const canOperate = panel.dataset.canOperate === "true";
+    const socket = connect(panel.dataset.token);
+    const present = new Set();
+    let qrTimer = null;
+
+    function counts() { text(panel.querySelector(".att-present-count"), present.size); }
+
+    function renderRoster(expected) {
+      const ul = panel.querySelector(".att-roster");
+      if (!ul) return;
+      ul.innerHTML = "";
+      if (!expected.length) { ul.innerHTML = "<li class='muted'>" + ul.dataset.empty + "</li>"; return; }
+      expected.forEach(function (m) {
+        const li = document.createElement("li");
+        li.dataset.member = m.member_id;
+        li.innerHTML = "<label><input type='checkbox' value='" + m.member_id + "'> <span></span></label>";
+        li.querySelector("span").textContent = m.name + "（" + m.member_no + "）";
+        ul.appendChild(li);
+      });
+      markRoster();
+    }
+
+    function markRoster() {
+      panel.querySelectorAll(".att-roster li[data-member]").forEach(function (li) {
+        li.classList.toggle("att-here", present.has(Number(li.dataset.member)));
+      });
+    }
+
+    function refreshQr() {
+      socket.emit("qr:token", { occurrence_id: occ, site_id: site }, function (ack) {
+        if (!ack || !ack.ok) { text(panel.querySelector(".att-qr"), ack ? ack.message : ""); return; }
+        panel.querySelector(".att-qr").innerHTML = ack.svg;
+        const a = panel.querySelector(".att-qr-url");
+        a.href = ack.url; a.textContent = ack.url;
+        panel.dataset.qrUrl = ack.url;
+        const left = Math.max(1000, new Date(ack.expires_at) - Date.now());
+        text(panel.querySelector(".att-qr-expiry"), Math.round(left / 1000) + "s");
+        clearTimeout(qrTimer);
+        qrTimer = setTimeout(refreshQr, left + 300);
+      });
+    }
+
+    socket.on("connect", function () {
+      setConn(panel, true);
+      socket.emit("site:join", { occurrence_id: occ, site_id: site }, function (ack) {
+        if (!ack || !ack.ok) { text(panel.querySelector(".att-message") || panel.querySelector(".att-qr"), ack ? ack.message : ""); return; }
+        present.clear();
+        (ack.site ? ack.site.present : []).forEach(function (m) { present.add(m.member_id); });
+        text(panel.querySelector(".att-expected-count"), ack.site ? ack.site.expected_count : 0);
+        counts();
+        if (canOperate) renderRoster(ack.site ? ack.site.expected : []);
+        refreshQr();
+      });
+    });
+    socket.on("disconnect", function () { setConn(panel, false); });
+    socket.on("attendance:update", function (u) {
+      if (u.site_id !== site && u.present) { present.delete(u.member_id); }
+      else if (u.present) present.add(u.member_id); else present.delete(u.member_id);
+      counts(); markRoster();
+    });
+
+    const all = panel.querySelector(".att-select-all");
+    if (all) all.addEventListener("change", function () {
+      panel.querySelectorAll(".att-roster input[type=checkbox]").forEach(function (cb) { cb.checked = all.checked; });
+    });
+    panel.querySelectorAll(".att-mark").forEach(function (btn) {
+      btn.addEventListener("click", function () {
+        const ids = Array.from(panel.querySelectorAll(".att-roster input:checked")).map(function (cb) { return Number(cb.value); });
+        if (!ids.length) return;
+        const payload = { occurrence_id: occ, site_id: site, member_ids: ids, state: btn.dataset.state, event_id: newEventId() };
+        emitReliably(socket, "roll_call:mark", payload, function (ack) {
+          text(panel.querySelector(".att-message"), ack.ok ? "✓ " + ids.length : ack.message);
+        });
+      });
+    });
+  }
+
+  // --- a member watching alone --------------------------------------------------------------
+  function viewerPanel(panel) {
+    const occ = Number(panel.dataset.occurrence);
+    const every = Number(panel.dataset.heartbeat || 15) * 1000;
+    const socket = connect(null);
+    const state = panel.querySelector(".att-viewer-state");
+    let watching = false, timer = null;
+
+    function video() { return document.querySelector("video"); }
+    function playing() {
+      const v = video();
+      return document.visibilityState === "visible" && v && !v.paused && !v.ended && v.readyState > 2;
+    }
+    function send(name) {
+      emitReliably(socket, name, { occurrence_id: occ, event_id: newEventId() }, function (ack) {
+        if (!ack.ok) text(panel.querySelector(".att-message"), ack.message);
+      });
+    }
+    function tick() {
+      const now = playing();
+      if (now && !watching) { watching = true; send("viewer:join"); }
+      else if (now) send("viewer:heartbeat");
+      else if (!now && watching) { watching = false; send("viewer:leave"); }
+      text(state, watching ? state.dataset.watching : state.dataset.paused);
+    }
+    socket.on("connect", function () { tick(); clearInterval(timer); timer = setInterval(tick, every); });
+    socket.on("disconnect", function () { text(state, state.dataset.offline); });
+    document.addEventListener("visibilitychange", function () { if (socket.connected) tick(); });
+    document.addEventListener("play", function () { if (socket.connected) setTimeout(tick, 500); }, true);
+    document.addEventListener("pause", function () { if (socket.connected) tick(); }, true);
+    window.addEventListener("pagehide", function () { if (watching) socket.emit("viewer:leave", { occurrence_id: occ, event_id: newEventId() }); });
+  }
+
+  // --- per-site counts shared by the dashboard and the trainer's page ----------------------
+  // The snapshot gives each site's present_ids; updates move one member at a time.
+  function liveSites(panel, joinEvent, render) {
+    const occ = Number(panel.dataset.occurrence);
+    const socket = connect(null);
+    let snap = null;
+    function load() {
+      socket.emit(joinEvent, { occurrence_id: occ }, function (ack) {
+        if (!ack || !ack.ok) { text(panel.querySelector(".att-conn"), ack ? ack.message : ""); return; }
+        snap = ack.snapshot;
+        snap.names = {};
+        snap.sites.forEach(function (s) {
+          (s.expected || []).concat(s.present || []).forEach(function (m) { snap.names[m.member_id] = m.name; });
+        });
+        render(snap);
+      });
+    }
+    socket.on("connect", function () { setConn(panel, true); load(); });
+    socket.on("disconnect", function () { setConn(panel, false); });
+    socket.on("attendance:update", function (u) {
+      if (!snap) return;
+      snap.sites.forEach(function (s) {
+        s.present_ids = s.present_ids.filter(function (id) { return id !== u.member_id; });
+      });
+      if (u.present) {
+        const key = u.site_id === null || u.site_id === undefined ? null : u.site_id;
+        const target = snap.sites.find(function (s) { return s.site_id === key; }) ||
+          snap.sites.find(function (s) { return s.site_id === null; });
+        if (!target) { load(); return; }
+        target.present_ids.push(u.member_id);
+        if (u.name) snap.names[u.member_id] = u.name;
+      }
+      render(snap);
+    });
+    socket.on("site:status", function (st) {
+      if (!snap) return;
+      snap.sites.forEach(function (x) { if (x.site_id === st.site_id) x.online = st.online; });
+      render(snap);
+    });
+    socket.on("attendance:changed", function () { load(); });
+    // Viewers whose heartbeats stopped leave after the grace period: refresh now and then.
+    setInterval(function () { if (socket.connected) load(); }, 60000);
+  }
+
+  function totals(snap) {
+    let present = 0, expected = 0;
+    snap.sites.forEach(function (s) { present += s.present_ids.length; expected += s.expected_count; });
+    return { present: present, expected: expected };
+  }
+
+  function broadcastPanel(panel) {
+    liveSites(panel, "broadcast:join", function (snap) {
+      const body = panel.querySelector(".att-headcounts");
+      body.innerHTML = "";
+      snap.sites.forEach(function (s) {
+        const tr = document.createElement("tr");
+        tr.dataset.site = s.site_id === null ? "" : s.site_id;
+        tr.innerHTML = "<td></td><td></td><td class='att-site-present'></td><td></td>";
+        tr.children[0].textContent = s.name;
+        tr.children[1].textContent = s.site_id === null ? "" : (s.online ? "●" : "○");
+        tr.children[2].textContent = s.present_ids.length;
+        tr.children[3].textContent = s.expected_count;
+        body.appendChild(tr);
+      });
+      const t = totals(snap);
+      text(panel.querySelector(".att-present-count"), t.present);
+      text(panel.querySelector(".att-expected-count"), t.expected);
+    });
+  }
+
+  function dashboardPanel(panel) {
+    const box = panel.querySelector(".att-sites");
+    liveSites(panel, "dashboard:join", function (snap) {
+      const t = totals(snap);
+      text(panel.querySelector(".att-present-count"), t.present);
+      text(panel.querySelector(".att-expected-count"), t.expected);
+      box.innerHTML = "";
+      snap.sites.forEach(function (s) {
+        const card = document.createElement("div");
+        card.className = "card att-site-card";
+        card.dataset.site = s.site_id === null ? "" : s.site_id;
+        const here = new Set(s.present_ids);
+        card.innerHTML = "<h3></h3><p class='att-site-counts'></p><ul class='att-names'></ul>";
+        card.querySelector("h3").textContent = s.name + (s.site_id === null ? "" : " · " + (s.online ? box.dataset.online : box.dataset.offline));
+        card.querySelector(".att-site-counts").textContent = box.dataset.here + " " + here.size + " / " + s.expected_count;
+        const ul = card.querySelector(".att-names");
+        const ids = (s.expected || []).map(function (m) { return m.member_id; });
+        s.present_ids.forEach(function (id) { if (ids.indexOf(id) < 0) ids.push(id); });
+        ids.forEach(function (id) {
+          const li = document.createElement("li");
+          li.dataset.member = id;
+          li.className = here.has(id) ? "att-here" : "att-away";
+          li.textContent = (snap.names[id] || String(id)) + " · " + (here.has(id) ? box.dataset.here : box.dataset.away);
+          ul.appendChild(li);
+        });
+        box.appendChild(card);
+      });
+    });
+  }
+
+  // --- make-up playback: report played ranges while playing -------------------------------
+  function makeupPanel(panel) {
+    const v = panel.querySelector("video");
+    let last = 0;
+    function ranges() {
+      const out = [];
+      for (let i = 0; i < v.played.length; i++) out.push([v.played.start(i), v.played.end(i)]);
+      return out;
+    }
+    function report() {
+      if (!v.played.length) return;
+      window.apiFetch(panel.dataset.progressUrl, { method: "POST", json: { ranges: ranges(), duration: isFinite(v.duration) ? v.duration : null } })
+        .then(function (task) {
+          text(panel.querySelector(".att-makeup-watched"), (task.seconds_watched / 60).toFixed(1));
+          const st = panel.querySelector(".att-makeup-state");
+          if (task.completed_at) text(st, st.dataset.done);
+        }).catch(function () {});
+    }
+    setInterval(function () { if (!v.paused && Date.now() - last > 14000) { last = Date.now(); report(); } }, 1000);
+    v.addEventListener("pause", report);
+    v.addEventListener("ended", report);
+  }
+
+  // --- dashboard forms that call the API --------------------------------------------------
+  function apiForms() {
+    document.querySelectorAll("form.att-api-form").forEach(function (form) {
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        const body = {};
+        new FormData(form).forEach(function (value, key) {
+          if (value === "") return;
+          body[key] = key === "member_id" ? Number(value) : key === "minutes" ? Number(value) : value;
+        });
+        window.apiFetch(form.dataset.url, { method: "POST", json: body })
+          .then(function () { window.location.reload(); })
+          .catch(function (err) { text(form.querySelector(".att-message"), err.message); });
+      });
+    });
+    document.querySelectorAll("button.att-api-button").forEach(function (btn) {
+      btn.addEventListener("click", function () {
+        if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
+        window.apiFetch(btn.dataset.url, { method: "POST" })
+          .then(function () { window.location.reload(); })
+          .catch(function (err) { text(btn.parentElement.querySelector(".att-message"), err.message); });
+      });
+    });
+  }
+
+  function init() {
+    const kinds = { site: sitePanel, viewer: viewerPanel, broadcast: broadcastPanel, dashboard: dashboardPanel, makeup: makeupPanel };
+    document.querySelectorAll("[data-att]").forEach(function (panel) {
+      if (panel.dataset.attReady) return;
+      panel.dataset.attReady = "1";
+      const fn = kinds[panel.dataset.att];
+      if (fn) fn(panel);
+    });
+    apiForms();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init); else init();
+})();
