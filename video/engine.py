@@ -299,10 +299,19 @@ class MediaEngine:
             ready = threading.Event()
 
             def run() -> None:
-                self._loop = asyncio.new_event_loop()
-                asyncio.set_event_loop(self._loop)
+                loop = self._loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(loop)
                 ready.set()
-                self._loop.run_forever()
+                try:
+                    loop.run_forever()
+                    pending = asyncio.all_tasks(loop)
+                    for task in pending:
+                        task.cancel()
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                    loop.run_until_complete(loop.shutdown_default_executor())
+                finally:
+                    loop.close()
 
             self._thread = threading.Thread(target=run, name="media-engine", daemon=True)
             self._thread.start()

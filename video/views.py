@@ -309,6 +309,8 @@ def recording_file(recording_id: int):
 
 def _page_principal():
     """A logged-in user, or a site screen's ?token= (a meeting-room screen has no login)."""
+    if bearer_token():
+        return current_principal()
     token = request.args.get("token")
     if token:
         row = token_lookup(db.session, token)

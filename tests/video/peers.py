@@ -58,9 +58,9 @@ def empty_config() -> RTCConfiguration:
 class Publisher:
     """A plain aiortc WHIP client, as OBS would be: synthetic video and silent audio."""
 
-    def __init__(self, audio: bool = True) -> None:
+    def __init__(self, audio: bool = True, width: int = 640, height: int = 480) -> None:
         self.pc = RTCPeerConnection(configuration=empty_config())
-        self.video = MovingVideoTrack()
+        self.video = MovingVideoTrack(width, height)
         self.pc.addTrack(self.video)
         if audio:
             self.pc.addTrack(AudioStreamTrack())
