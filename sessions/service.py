@@ -355,11 +355,23 @@ def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *
     wanted_set = set(wanted)
     tz = zone(study.timezone)
     spare: dict[dt.date, list[Occurrence]] = {}
+    claimed: dict[dt.date, int] = {}
     for row in rows:
-        if row.id not in protected and row.original_start not in wanted_set:
-            spare.setdefault(row.original_start.astimezone(tz).date(), []).append(row)
+        if row.original_start in wanted_set:
+            continue
+        day = row.original_start.astimezone(tz).date()
+        if row.id in protected:
+            # A kept row (moved, attended, past) stands for the new rule's instance on its
+            # day: creating another would book the same meeting twice.
+            claimed[day] = claimed.get(day, 0) + 1
+        else:
+            spare.setdefault(day, []).append(row)
     for start in missing:
-        pool = spare.get(start.astimezone(tz).date())
+        day = start.astimezone(tz).date()
+        if claimed.get(day):
+            claimed[day] -= 1
+            continue
+        pool = spare.get(day)
         if pool:
             row = pool.pop(0)
             row.original_start, row.starts_at, row.ends_at = start, start, start + duration
