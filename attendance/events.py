@@ -39,7 +39,14 @@ _lock = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
-    """Handlers are registered on the module-level socketio at import; nothing to bind."""
+    """Register the handlers on this app's Socket.IO server.
+
+    Registration happens per app, not with decorators at import: a decorator binds to the
+    server that exists when the module is first imported, so a second app (every test
+    builds one) would have none.
+    """
+    for name, handler in HANDLERS.items():
+        socketio.on_event(name, handler, namespace=NS)
 
 
 def _caller():
@@ -65,7 +72,6 @@ def _occurrence_and_site(data: Any):
     return occurrence, svc.get_site(db.session, _int(data, "site_id"))
 
 
-@socketio.on("connect", namespace=NS)
 def connect(auth: Any = None):
     """Anyone with a token (site screen or API) or the login cookie; refused otherwise."""
     try:
@@ -77,7 +83,6 @@ def connect(auth: Any = None):
     db.session.rollback()  # end the read transaction: connections are long, sessions not
 
 
-@socketio.on("disconnect", namespace=NS)
 def disconnect(*_args: Any) -> None:
     """A screen leaving is logged as offline (the rules give it a grace period)."""
     sid = request.sid
@@ -104,13 +109,11 @@ def disconnect(*_args: Any) -> None:
             log.exception("could not log site %s offline", site_id)
 
 
-@socketio.on("ping", namespace=NS)
 def ping(data: Any = None) -> dict[str, Any]:
     """A no-op round trip: the baseline that bench/attendance.py compares check-ins with."""
     return {"ok": True, "echo": data}
 
 
-@socketio.on("site:join", namespace=NS)
 def site_join(data: Any) -> dict[str, Any]:
     """A site screen or operator opens the room page: the site is online; join its rooms."""
     occurrence, site = _occurrence_and_site(data)
@@ -132,7 +135,6 @@ def site_join(data: Any) -> dict[str, Any]:
             "locked": snap["locked"]}
 
 
-@socketio.on("roll_call:mark", namespace=NS)
 def roll_call_mark(data: Any) -> dict[str, Any]:
     """The operator marks one or many members present or checked out at his site."""
     occurrence, site = _occurrence_and_site(data)
@@ -149,7 +151,6 @@ def roll_call_mark(data: Any) -> dict[str, Any]:
             "events": [live.event_dict(e) for e, _ in results]}
 
 
-@socketio.on("qr:token", namespace=NS)
 def qr_token(data: Any) -> dict[str, Any]:
     """The room screen asks for the current rotating QR code (every rotation)."""
     occurrence, site = _occurrence_and_site(data)
@@ -183,25 +184,21 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
     return {"ok": True, "stored": created, "event": live.event_dict(event)}
 
 
-@socketio.on("viewer:join", namespace=NS)
 def viewer_join(data: Any) -> dict[str, Any]:
     """A member's own page starts playing the lecture."""
     return _viewer_event(data, "viewer_join")
 
 
-@socketio.on("viewer:heartbeat", namespace=NS)
 def viewer_heartbeat(data: Any) -> dict[str, Any]:
     """Every ~15 s while the member's page is visible and the video plays."""
     return _viewer_event(data, "viewer_heartbeat")
 
 
-@socketio.on("viewer:leave", namespace=NS)
 def viewer_leave(data: Any) -> dict[str, Any]:
     """The member stops watching (pauses, closes the page)."""
     return _viewer_event(data, "viewer_leave")
 
 
-@socketio.on("dashboard:join", namespace=NS)
 def dashboard_join(data: Any) -> dict[str, Any]:
     """An organizer or admin in scope opens the dashboard: snapshot now, deltas later."""
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
@@ -212,7 +209,6 @@ def dashboard_join(data: Any) -> dict[str, Any]:
     return {"ok": True, "snapshot": snap}
 
 
-@socketio.on("broadcast:join", namespace=NS)
 def broadcast_join(data: Any) -> dict[str, Any]:
     """The trainer's broadcast page: per-site headcounts, then deltas."""
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
@@ -222,3 +218,18 @@ def broadcast_join(data: Any) -> dict[str, Any]:
                         with_names=False)
     db.session.rollback()
     return {"ok": True, "snapshot": snap}
+
+
+HANDLERS = {
+    "connect": connect,
+    "disconnect": disconnect,
+    "ping": ping,
+    "site:join": site_join,
+    "roll_call:mark": roll_call_mark,
+    "qr:token": qr_token,
+    "viewer:join": viewer_join,
+    "viewer:heartbeat": viewer_heartbeat,
+    "viewer:leave": viewer_leave,
+    "dashboard:join": dashboard_join,
+    "broadcast:join": broadcast_join,
+}

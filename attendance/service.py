@@ -565,7 +565,7 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     expected = expected_member_ids(session, occurrence)
     member_ids = set(expected) | set(here)
     members = {m.id: m for m in session.scalars(select(Member).where(
-        Member.id.in_(member_ids)))} if with_names else {}
+        Member.id.in_(member_ids)))}
     site_ids = occurrence_site_ids(session, occurrence)
     sites = {s.id: s for s in session.scalars(select(Site).where(Site.id.in_(site_ids)))}
     online = _online_sites(session, occurrence.id)

@@ -1,0 +1,111 @@
+"""Attendance fixtures: a branch with two sites, members, users and a live occurrence."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from core.types import utcnow
+
+
+@dataclass
+class Scene:
+    """Everything an attendance test needs, with ids (rows expire across requests)."""
+
+    unit: Any
+    other_unit: Any
+    site_a: Any
+    site_b: Any
+    foreign_site: Any
+    members: list
+    outsider: Any
+    study: Any
+    occurrence: Any
+    foreign_occurrence: Any
+    users: dict = field(default_factory=dict)
+    tokens: dict = field(default_factory=dict)
+
+    def headers(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+def make_session(db_session, *, title: str, start: dt.datetime, minutes: int, sites=(),
+                 units=(), trainer=None):
+    from sessions.models import Occurrence, StudySession
+
+    study = StudySession(title=title, kind="party_lesson", starts_at=start,
+                         duration_minutes=minutes, late_after_minutes=10,
+                         present_threshold_percent=80, trainer_id=trainer.id if trainer else None)
+    study.sites = list(sites)
+    study.org_units = list(units)
+    db_session.add(study)
+    db_session.flush()
+    occ = Occurrence(session_id=study.id, original_start=start, starts_at=start,
+                     ends_at=start + dt.timedelta(minutes=minutes))
+    db_session.add(occ)
+    db_session.flush()
+    return study, occ
+
+
+@pytest.fixture
+def scene(db_session, factory) -> Scene:
+    """A branch with sites A and B and four members (two per site), another branch with its
+    own site and occurrence, and users of every role; the occurrence started 5 minutes ago.
+    """
+    from accounts.service import issue_site_token, issue_token
+
+    unit = factory.org_unit("第一支部")
+    other = factory.org_unit("第二支部")
+    site_a = factory.site(unit, "一号会议室")
+    site_b = factory.site(unit, "二号会议室")
+    foreign_site = factory.site(other, "外单位会议室")
+    members = [factory.member(unit, site_a, "张三"), factory.member(unit, site_a, "李四"),
+               factory.member(unit, site_b, "王五"), factory.member(unit, site_b, "赵六")]
+    outsider = factory.member(other, foreign_site, "外人")
+    trainer = factory.user("trainer", username="trainer")
+    start = utcnow().replace(microsecond=0) - dt.timedelta(minutes=5)
+    study, occ = make_session(db_session, title="党史学习", start=start, minutes=60,
+                              sites=[site_a, site_b], units=[unit], trainer=trainer)
+    _, foreign_occ = make_session(db_session, title="外单位学习", start=start, minutes=60,
+                                  sites=[foreign_site], units=[other])
+    users = {
+        "admin": factory.user("admin", username="admin"),
+        "organizer": factory.user("organizer", username="organizer", org_unit_id=unit.id),
+        "other_organizer": factory.user("organizer", username="organizer2",
+                                        org_unit_id=other.id),
+        "operator_a": factory.user("site_operator", username="op_a", site_id=site_a.id),
+        "operator_b": factory.user("site_operator", username="op_b", site_id=site_b.id),
+        "member0": factory.user("member", username="m0", member_id=members[0].id),
+        "member1": factory.user("member", username="m1", member_id=members[1].id),
+        "outsider": factory.user("member", username="outsider", member_id=outsider.id),
+        "trainer": trainer,
+    }
+    tokens = {name: issue_token(db_session, user) for name, user in users.items()}
+    tokens["screen_a"] = issue_site_token(db_session, site_a)
+    tokens["screen_b"] = issue_site_token(db_session, site_b)
+    db_session.commit()
+    return Scene(unit, other, site_a, site_b, foreign_site, members, outsider, study, occ,
+                 foreign_occ, users, tokens)
+
+
+@pytest.fixture
+def att_socket(socket_client_factory, scene):
+    """A connected /attendance test client for one of the scene's tokens."""
+
+    def make(who: str | None):
+        auth = {"token": scene.tokens[who]} if who else None
+        return socket_client_factory(namespace="/attendance", auth=auth)
+
+    return make
+
+
+def emit(sc, event: str, data: Any) -> dict:
+    """Emit with an ack callback and return the ack."""
+    return sc.emit(event, data, namespace="/attendance", callback=True)
+
+
+def received(sc, name: str) -> list[dict]:
+    return [m["args"][0] for m in sc.get_received("/attendance") if m["name"] == name]

@@ -1,0 +1,199 @@
+"""The /attendance Socket.IO namespace: every event, and each wrong caller refused."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from attendance.models import AttendanceEvent
+from tests.attendance.conftest import emit, received
+
+
+def count_events(db_session, **where) -> int:
+    q = select(func.count()).select_from(AttendanceEvent)
+    for key, value in where.items():
+        q = q.where(getattr(AttendanceEvent, key) == value)
+    return db_session.scalar(q)
+
+
+def test_connect_without_auth_is_refused(socket_client_factory, scene):
+    sc = socket_client_factory(namespace="/attendance")
+    assert not sc.is_connected("/attendance")
+
+
+def test_connect_with_a_bad_token_is_refused(socket_client_factory, scene):
+    sc = socket_client_factory(namespace="/attendance", auth={"token": "nope"})
+    assert not sc.is_connected("/attendance")
+
+
+def test_ping_is_a_no_op_round_trip(att_socket):
+    assert emit(att_socket("screen_a"), "ping", {"n": 1}) == {"ok": True, "echo": {"n": 1}}
+
+
+def test_site_join_marks_the_site_online_and_returns_its_roster(att_socket, scene, db_session):
+    sc = att_socket("screen_a")
+    ack = emit(sc, "site:join", {"occurrence_id": scene.occurrence.id,
+                                 "site_id": scene.site_a.id})
+    assert ack["ok"] is True
+    assert ack["site"]["expected_count"] == 2
+    assert [m["name"] for m in ack["site"]["expected"]] == ["张三", "李四"]
+    assert count_events(db_session, type="site_online", site_id=scene.site_a.id) == 1
+    sc.disconnect(namespace="/attendance")
+    db_session.expire_all()
+    assert count_events(db_session, type="site_offline", site_id=scene.site_a.id) == 1
+
+
+def test_site_join_refuses_another_sites_screen_and_a_foreign_occurrence(att_socket, scene):
+    sc = att_socket("screen_a")
+    ack = emit(sc, "site:join", {"occurrence_id": scene.occurrence.id,
+                                 "site_id": scene.site_b.id})
+    assert ack == {"ok": False, "error": "forbidden", "message": ack["message"],
+                   "details": {"site_id": scene.site_b.id}}
+    ack = emit(sc, "site:join", {"occurrence_id": scene.foreign_occurrence.id,
+                                 "site_id": scene.site_a.id})
+    assert ack["ok"] is False
+    assert ack["error"] == "forbidden"
+    assert emit(sc, "site:join", {"occurrence_id": "x"})["error"] == "validation_error"
+    assert emit(sc, "site:join", {"occurrence_id": 999, "site_id": 1})["error"] == "not_found"
+
+
+def test_roll_call_marks_many_and_a_retry_is_stored_once(att_socket, scene, db_session):
+    dash = att_socket("organizer")
+    assert emit(dash, "dashboard:join", {"occurrence_id": scene.occurrence.id})["ok"]
+    dash.get_received("/attendance")
+    op = att_socket("operator_a")
+    ids = [scene.members[0].id, scene.members[1].id]
+    payload = {"occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id,
+               "member_ids": ids, "state": "present", "event_id": "rc-1"}
+    ack = emit(op, "roll_call:mark", payload)
+    assert ack["ok"] is True
+    assert (ack["stored"], ack["repeated"]) == (2, 0)
+    again = emit(op, "roll_call:mark", payload)
+    assert (again["stored"], again["repeated"]) == (0, 2)
+    assert [e["id"] for e in again["events"]] == [e["id"] for e in ack["events"]]
+    assert count_events(db_session, type="check_in") == 2
+    updates = received(dash, "attendance:update")
+    assert sorted(u["member_id"] for u in updates) == sorted(ids)
+    assert all(u["present"] and u["site_id"] == scene.site_a.id for u in updates)
+    out = emit(op, "roll_call:mark", {**payload, "state": "checked_out", "event_id": "rc-2",
+                                      "member_ids": ids[:1]})
+    assert out["ok"] and out["events"][0]["type"] == "check_out"
+
+
+def test_roll_call_refuses_wrong_callers(att_socket, scene, db_session):
+    base = {"occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id,
+            "member_ids": [scene.members[0].id], "state": "present", "event_id": "x"}
+    for who in ("operator_b", "screen_b", "member0", "other_organizer", "trainer"):
+        ack = emit(att_socket(who), "roll_call:mark", base)
+        assert ack["ok"] is False, who
+        assert ack["error"] == "forbidden", who
+    foreign = {**base, "occurrence_id": scene.foreign_occurrence.id}
+    assert emit(att_socket("operator_a"), "roll_call:mark", foreign)["error"] == "forbidden"
+    bad = emit(att_socket("operator_a"), "roll_call:mark", {**base, "state": "maybe"})
+    assert bad["error"] == "validation_error"
+    assert count_events(db_session, type="check_in") == 0
+
+
+def test_roll_call_refuses_a_member_checked_in_at_another_site(att_socket, scene, db_session):
+    member = scene.members[0].id
+    base = {"occurrence_id": scene.occurrence.id, "member_ids": [member], "state": "present"}
+    assert emit(att_socket("screen_a"), "roll_call:mark",
+                {**base, "site_id": scene.site_a.id, "event_id": "a"})["ok"]
+    ack = emit(att_socket("screen_b"), "roll_call:mark",
+               {**base, "site_id": scene.site_b.id, "event_id": "b"})
+    assert ack["ok"] is False
+    assert ack["error"] == "checked_in_elsewhere"
+    assert "一号会议室" in ack["message"]
+    assert ack["details"]["site_id"] == scene.site_a.id
+    assert count_events(db_session, type="check_in") == 1
+
+
+def test_qr_token_for_the_screen_only(att_socket, scene):
+    ack = emit(att_socket("screen_a"), "qr:token",
+               {"occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id})
+    assert ack["ok"] is True
+    assert ack["url"].startswith("http://") and "/checkin/" in ack["url"]
+    assert ack["svg"].startswith("<svg")
+    assert ack["rotate_seconds"] == 25
+    for who in ("screen_b", "member0", "operator_b"):
+        refused = emit(att_socket(who), "qr:token",
+                       {"occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id})
+        assert refused["error"] == "forbidden", who
+
+
+def test_viewer_join_heartbeat_leave_for_himself(att_socket, scene, db_session):
+    dash = att_socket("admin")
+    emit(dash, "dashboard:join", {"occurrence_id": scene.occurrence.id})
+    dash.get_received("/attendance")
+    sc = att_socket("member0")
+    occ = scene.occurrence.id
+    assert emit(sc, "viewer:join", {"occurrence_id": occ, "event_id": "j1"})["stored"] is True
+    assert emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "h1"})["ok"]
+    assert emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "h1"})["stored"] \
+        is False
+    assert emit(sc, "viewer:leave", {"occurrence_id": occ, "event_id": "l1"})["ok"]
+    source = f"viewer:member:{scene.members[0].id}"
+    assert count_events(db_session, source=source) == 3
+    updates = received(dash, "attendance:update")
+    assert [(u["type"], u["present"], u["site_id"]) for u in updates] == [
+        ("viewer_join", True, None), ("viewer_leave", False, None)]
+    assert updates[0]["name"] == "张三"
+
+
+def test_viewer_events_refuse_non_members_and_foreign_occurrences(att_socket, scene):
+    occ = scene.occurrence.id
+    ack = emit(att_socket("outsider"), "viewer:join", {"occurrence_id": occ, "event_id": "x"})
+    assert ack["error"] == "forbidden"
+    for who in ("organizer", "screen_a"):
+        ack = emit(att_socket(who), "viewer:join", {"occurrence_id": occ, "event_id": "x"})
+        assert ack["error"] == "forbidden", who
+    ack = emit(att_socket("member0"), "viewer:heartbeat",
+               {"occurrence_id": scene.foreign_occurrence.id, "event_id": "x"})
+    assert ack["error"] == "forbidden"
+    ack = emit(att_socket("member0"), "viewer:join", {"occurrence_id": occ})
+    assert ack["error"] == "validation_error"
+
+
+def test_dashboard_join_gives_a_snapshot_to_managers_only(att_socket, scene):
+    emit(att_socket("screen_a"), "roll_call:mark", {
+        "occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id,
+        "member_ids": [scene.members[0].id], "state": "present", "event_id": "a"})
+    ack = emit(att_socket("organizer"), "dashboard:join", {"occurrence_id": scene.occurrence.id})
+    snap = ack["snapshot"]
+    assert (snap["expected_count"], snap["present_count"]) == (4, 1)
+    site_a = next(s for s in snap["sites"] if s["site_id"] == scene.site_a.id)
+    assert site_a["present_ids"] == [scene.members[0].id]
+    assert [m["name"] for m in site_a["present"]] == ["张三"]
+    for who in ("other_organizer", "operator_a", "member0", "screen_a", "trainer"):
+        refused = emit(att_socket(who), "dashboard:join", {"occurrence_id": scene.occurrence.id})
+        assert refused["error"] == "forbidden", who
+
+
+def test_broadcast_join_gives_headcounts_to_the_trainer(att_socket, scene):
+    trainer = att_socket("trainer")
+    ack = emit(trainer, "broadcast:join", {"occurrence_id": scene.occurrence.id})
+    assert ack["ok"] is True
+    counts = {s["site_id"]: (s["present_count"], s["expected_count"])
+              for s in ack["snapshot"]["sites"]}
+    assert counts == {scene.site_a.id: (0, 2), scene.site_b.id: (0, 2)}
+    assert "expected" not in ack["snapshot"]["sites"][0]
+    trainer.get_received("/attendance")
+    emit(att_socket("screen_b"), "roll_call:mark", {
+        "occurrence_id": scene.occurrence.id, "site_id": scene.site_b.id,
+        "member_ids": [scene.members[2].id], "state": "present", "event_id": "b"})
+    assert [u["site_id"] for u in received(trainer, "attendance:update")] == [scene.site_b.id]
+    refused = emit(att_socket("outsider"), "broadcast:join",
+                   {"occurrence_id": scene.occurrence.id})
+    assert refused["error"] == "forbidden"
+
+
+def test_a_locked_occurrence_refuses_socket_events(att_socket, scene, db_session):
+    from attendance import service
+    from core.types import utcnow
+
+    service.set_lock(db_session, occurrence=scene.occurrence, locked=True,
+                     user=scene.users["organizer"], now=utcnow())
+    db_session.commit()
+    ack = emit(att_socket("screen_a"), "roll_call:mark", {
+        "occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id,
+        "member_ids": [scene.members[0].id], "state": "present", "event_id": "a"})
+    assert ack["error"] == "occurrence_locked"
