@@ -1,0 +1,92 @@
+"""The web app against a real `python -m video.node` subprocess over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from accounts.service import issue_site_token
+from tests.conftest import ROOT, free_port
+from tests.video.conftest import run, wait_for
+from tests.video.peers import Publisher, Subscriber
+from tests.video.test_signaling import SDP, bearer, stream_key, whep_signal, whip_signal
+from video import media, service
+
+pytestmark = pytest.mark.media
+SECRET = "node-test-secret"
+
+
+@pytest.fixture
+def node(tmp_path):
+    port = free_port()
+    log = (tmp_path / "node.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "video.node", "--port", str(port),
+                             "--secret", SECRET], cwd=str(ROOT), stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/health", headers={"X-Yuanjiao-Node-Secret": SECRET},
+                            timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(15)
+    log.close()
+
+
+@pytest.fixture
+def app_config(app_config, node):
+    app_config["YUANJIAO_MEDIA_NODES"] = [node]
+    app_config["YUANJIAO_MEDIA_NODE_SECRET"] = SECRET
+    return app_config
+
+
+def test_node_refuses_without_secret(node):
+    assert requests.get(node + "/stats/1", timeout=5).status_code == 401
+
+
+def test_publish_and_watch_through_a_media_node(app, client, factory, scene, db_session):
+    occ = scene.occurrence.id
+    key = stream_key(client, occ, factory.headers(scene.trainer))
+    site_token = issue_site_token(db_session, scene.site)
+    db_session.commit()
+    seen: dict = {}
+    site_auth = {"Authorization": f"Bearer {site_token}"}
+
+    async def scenario():
+        publisher = Publisher()
+        await publisher.start(whip_signal(client, occ, bearer(key), seen))
+        site = Subscriber()
+        await site.start(whep_signal(client, occ, bearer(site_token), seen))
+        assert await site.wait_frames(30, 10)
+        live = client.get(f"/api/v1/occurrences/{occ}/live", headers=site_auth).json
+        assert live["state"] == "live"
+        assert live["stats"]["subscribers"] == 1
+        assert seen["whep"][0].startswith(f"/whep/{occ}/n0.")
+        await asyncio.sleep(1)
+        assert client.delete(seen["whip"], headers=bearer(key)).status_code == 200
+        await asyncio.wait_for(site.ended.wait(), 5)
+        for peer in (publisher, site):
+            await peer.close()
+
+    run(scenario())
+
+    def completed():
+        media.runtime(app).drain(1)
+        db_session.expire_all()
+        return service.recording_for_occurrence(db_session, occ) is not None
+
+    assert run(wait_for(completed, 15))
+    assert client.get(f"/api/v1/occurrences/{occ}/live", headers=site_auth).json["state"] \
+        == "ended"
+    offer = client.post(f"/whep/{occ}", data="v=0\r\nbroken", headers={**site_auth, **SDP})
+    assert offer.status_code == 400
