@@ -175,7 +175,7 @@ class AttendanceEvents(MethodView):
         stored = svc.find_event(db.session, occurrence_id, source, event_id)
         if stored is not None:
             db.session.rollback()
-            return AttendanceEventOut().dump(stored), 200
+            return stored, 200
         try:
             data = AttendanceEventIn().load(body)
         except SchemaError as exc:
@@ -192,7 +192,7 @@ class AttendanceEvents(MethodView):
         db.session.commit()
         if created:
             live.publish_events([event])
-        return AttendanceEventOut().dump(event), 201 if created else 200
+        return event, 201 if created else 200
 
 
 # --- API: leave, corrections, review ------------------------------------------------------

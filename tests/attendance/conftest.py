@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from werkzeug.security import generate_password_hash
 
 from core.types import utcnow
 
@@ -50,6 +51,21 @@ def make_session(db_session, *, title: str, start: dt.datetime, minutes: int, si
     return study, occ
 
 
+#: One cheap hash for every scene user: scrypt per user would dominate the test time.
+CHEAP_HASH = generate_password_hash("password123", method="pbkdf2:sha256:1000")
+
+
+def make_user(db_session, role: str, username: str, **scope):
+    """A user row with a cheap password hash ("password123")."""
+    from accounts.models import User
+
+    user = User(username=username, password_hash=CHEAP_HASH, role=role, display_name=username,
+                **scope)
+    db_session.add(user)
+    db_session.flush()
+    return user
+
+
 @pytest.fixture
 def scene(db_session, factory) -> Scene:
     """A branch with sites A and B and four members (two per site), another branch with its
@@ -65,22 +81,22 @@ def scene(db_session, factory) -> Scene:
     members = [factory.member(unit, site_a, "张三"), factory.member(unit, site_a, "李四"),
                factory.member(unit, site_b, "王五"), factory.member(unit, site_b, "赵六")]
     outsider = factory.member(other, foreign_site, "外人")
-    trainer = factory.user("trainer", username="trainer")
+    trainer = make_user(db_session, "trainer", "trainer")
     start = utcnow().replace(microsecond=0) - dt.timedelta(minutes=5)
     study, occ = make_session(db_session, title="党史学习", start=start, minutes=60,
                               sites=[site_a, site_b], units=[unit], trainer=trainer)
     _, foreign_occ = make_session(db_session, title="外单位学习", start=start, minutes=60,
                                   sites=[foreign_site], units=[other])
     users = {
-        "admin": factory.user("admin", username="admin"),
-        "organizer": factory.user("organizer", username="organizer", org_unit_id=unit.id),
-        "other_organizer": factory.user("organizer", username="organizer2",
-                                        org_unit_id=other.id),
-        "operator_a": factory.user("site_operator", username="op_a", site_id=site_a.id),
-        "operator_b": factory.user("site_operator", username="op_b", site_id=site_b.id),
-        "member0": factory.user("member", username="m0", member_id=members[0].id),
-        "member1": factory.user("member", username="m1", member_id=members[1].id),
-        "outsider": factory.user("member", username="outsider", member_id=outsider.id),
+        "admin": make_user(db_session, "admin", "admin"),
+        "organizer": make_user(db_session, "organizer", "organizer", org_unit_id=unit.id),
+        "other_organizer": make_user(db_session, "organizer", "organizer2",
+                                     org_unit_id=other.id),
+        "operator_a": make_user(db_session, "site_operator", "op_a", site_id=site_a.id),
+        "operator_b": make_user(db_session, "site_operator", "op_b", site_id=site_b.id),
+        "member0": make_user(db_session, "member", "m0", member_id=members[0].id),
+        "member1": make_user(db_session, "member", "m1", member_id=members[1].id),
+        "outsider": make_user(db_session, "member", "outsider", member_id=outsider.id),
         "trainer": trainer,
     }
     tokens = {name: issue_token(db_session, user) for name, user in users.items()}

@@ -76,7 +76,8 @@ def test_roll_call_marks_many_and_a_retry_is_stored_once(att_socket, scene, db_s
     assert all(u["present"] and u["site_id"] == scene.site_a.id for u in updates)
     out = emit(op, "roll_call:mark", {**payload, "state": "checked_out", "event_id": "rc-2",
                                       "member_ids": ids[:1]})
-    assert out["ok"] and out["events"][0]["type"] == "check_out"
+    assert out["ok"]
+    assert out["events"][0]["type"] == "check_out"
 
 
 def test_roll_call_refuses_wrong_callers(att_socket, scene, db_session):
@@ -111,7 +112,8 @@ def test_qr_token_for_the_screen_only(att_socket, scene):
     ack = emit(att_socket("screen_a"), "qr:token",
                {"occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id})
     assert ack["ok"] is True
-    assert ack["url"].startswith("http://") and "/checkin/" in ack["url"]
+    assert ack["url"].startswith("http://")
+    assert "/checkin/" in ack["url"]
     assert ack["svg"].startswith("<svg")
     assert ack["rotate_seconds"] == 25
     for who in ("screen_b", "member0", "operator_b"):

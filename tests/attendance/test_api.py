@@ -1,0 +1,254 @@
+"""The attendance API contract: records, exports, the event log, leave, corrections, lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import openpyxl
+import pytest
+from sqlalchemy import func, select
+
+from attendance.models import AttendanceEvent
+from core.types import utcnow
+
+
+def events_url(scene) -> str:
+    return f"/api/v1/occurrences/{scene.occurrence.id}/attendance-events"
+
+
+def body(scene, member=0, site=None, event_id="e1", type_="check_in", **extra):
+    return {"event_id": event_id, "type": type_, "member_id": scene.members[member].id,
+            "site_id": (site or scene.site_a).id, **extra}
+
+
+def stored(db_session) -> int:
+    db_session.expire_all()
+    return db_session.scalar(select(func.count()).select_from(AttendanceEvent))
+
+
+def test_post_event_201_then_repeat_200_with_the_stored_event(client, scene, db_session):
+    r = client.post(events_url(scene), json=body(scene), headers=scene.headers("operator_a"))
+    assert r.status_code == 201, r.json
+    first = r.json
+    assert (first["event_id"], first["type"], first["source"]) == (
+        "e1", "check_in", f"api:user:{scene.users['operator_a'].id}")
+    # the repeat is recognised first: even with a different body
+    r = client.post(events_url(scene), json={"event_id": "e1", "type": "bogus"},
+                    headers=scene.headers("operator_a"))
+    assert r.status_code == 200
+    assert r.json["id"] == first["id"]
+    assert stored(db_session) == 1
+
+
+def test_repeat_is_recognised_even_after_the_occurrence_is_locked(client, scene, db_session):
+    assert client.post(events_url(scene), json=body(scene),
+                       headers=scene.headers("screen_a")).status_code == 201
+    assert client.post(f"/api/v1/occurrences/{scene.occurrence.id}/lock",
+                       headers=scene.headers("organizer")).status_code == 200
+    r = client.post(events_url(scene), json=body(scene), headers=scene.headers("screen_a"))
+    assert r.status_code == 200
+    r = client.post(events_url(scene), json=body(scene, member=1, event_id="e2"),
+                    headers=scene.headers("screen_a"))
+    assert r.status_code == 409
+    assert r.json["error"] == "occurrence_locked"
+
+
+def test_check_in_at_another_site_is_409_and_not_stored(client, scene, db_session):
+    assert client.post(events_url(scene), json=body(scene),
+                       headers=scene.headers("admin")).status_code == 201
+    r = client.post(events_url(scene), json=body(scene, site=scene.site_b, event_id="e2"),
+                    headers=scene.headers("admin"))
+    assert r.status_code == 409
+    assert r.json["error"] == "checked_in_elsewhere"
+    assert r.json["details"]["site_id"] == scene.site_a.id
+    assert stored(db_session) == 1
+    # after a check-out the member may check in elsewhere
+    assert client.post(events_url(scene), json=body(scene, event_id="e3", type_="check_out"),
+                       headers=scene.headers("admin")).status_code == 201
+    assert client.post(events_url(scene), json=body(scene, site=scene.site_b, event_id="e4"),
+                       headers=scene.headers("admin")).status_code == 201
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("type", "viewer_join"), ("member_id", "x"), ("at", "yesterday"),
+    ("at", "2024-07-01T10:00:00"),  # naive
+])
+def test_bad_body_is_422_naming_the_field(client, scene, db_session, field, value):
+    r = client.post(events_url(scene), json=body(scene, **{field: value}),
+                    headers=scene.headers("admin"))
+    assert r.status_code == 422
+    assert r.json["details"]["field"] == field
+    assert stored(db_session) == 0
+
+
+def test_missing_event_id_or_json_is_422(client, scene):
+    r = client.post(events_url(scene), json={"type": "check_in"}, headers=scene.headers("admin"))
+    assert (r.status_code, r.json["details"]["field"]) == (422, "event_id")
+    r = client.post(events_url(scene), data="nope", headers=scene.headers("admin"))
+    assert r.status_code == 422
+
+
+def test_at_is_bounded(client, scene, db_session):
+    future = (utcnow() + dt.timedelta(minutes=10)).isoformat()
+    r = client.post(events_url(scene), json=body(scene, at=future), headers=scene.headers("admin"))
+    assert (r.status_code, r.json["details"]["field"]) == (422, "at")
+    early = (scene.occurrence.starts_at - dt.timedelta(hours=3)).isoformat()
+    r = client.post(events_url(scene), json=body(scene, at=early), headers=scene.headers("admin"))
+    assert r.status_code == 422
+    ok = (utcnow() - dt.timedelta(minutes=2)).isoformat()
+    r = client.post(events_url(scene), json=body(scene, at=ok), headers=scene.headers("admin"))
+    assert r.status_code == 201
+    assert r.json["client_time"] is not None
+    assert stored(db_session) == 1
+
+
+@pytest.mark.parametrize("who", ["operator_b", "screen_b", "member0", "other_organizer",
+                                 "trainer"])
+def test_who_may_not_post_is_403(client, scene, db_session, who):
+    r = client.post(events_url(scene), json=body(scene), headers=scene.headers(who))
+    assert r.status_code == 403
+    assert stored(db_session) == 0
+
+
+def test_foreign_occurrence_is_403_and_no_auth_401(client, scene, db_session):
+    url = f"/api/v1/occurrences/{scene.foreign_occurrence.id}/attendance-events"
+    assert client.post(url, json=body(scene), headers=scene.headers("operator_a")).status_code \
+        == 403
+    assert client.post(events_url(scene), json=body(scene)).status_code == 401
+    r = client.post(events_url(scene), json=body(scene),
+                    headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    assert stored(db_session) == 0
+
+
+def test_unknown_occurrence_member_site_are_404(client, scene):
+    r = client.post("/api/v1/occurrences/999/attendance-events", json=body(scene),
+                    headers=scene.headers("admin"))
+    assert r.status_code == 404
+    r = client.post(events_url(scene), json={**body(scene), "member_id": 999},
+                    headers=scene.headers("admin"))
+    assert r.status_code == 404
+
+
+def test_event_log_lists_event_ids(client, scene):
+    for i in range(3):
+        client.post(events_url(scene), json=body(scene, member=i % 2, event_id=f"k{i}",
+                                                 type_="check_in" if i < 2 else "check_out"),
+                    headers=scene.headers("screen_a"))
+    r = client.get(events_url(scene), headers=scene.headers("organizer"))
+    assert r.status_code == 200
+    assert [e["event_id"] for e in r.json] == ["k0", "k1", "k2"]
+    assert "X-Pagination" in r.headers
+    assert client.get(events_url(scene), headers=scene.headers("member0")).status_code == 403
+
+
+def test_attendance_rows_one_per_expected_member(client, scene):
+    client.post(events_url(scene), json=body(scene), headers=scene.headers("screen_a"))
+    r = client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance",
+                   headers=scene.headers("organizer"))
+    assert r.status_code == 200
+    rows = {row["member_id"]: row for row in r.json}
+    assert set(rows) == {m.id for m in scene.members}
+    first = rows[scene.members[0].id]
+    assert first["status"] == "present"
+    assert first["site_id"] == scene.site_a.id
+    assert first["site_name"] == "一号会议室"
+    assert first["first_join"] is not None
+    assert first["minutes"] >= 0
+    assert rows[scene.members[2].id]["status"] == "absent"
+    assert client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance",
+                      headers=scene.headers("other_organizer")).status_code == 403
+
+
+def test_xlsx_and_csv_exports(client, scene):
+    client.post(events_url(scene), json=body(scene), headers=scene.headers("screen_a"))
+    r = client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance.xlsx",
+                   headers=scene.headers("organizer"))
+    assert r.status_code == 200
+    assert r.mimetype.endswith("spreadsheetml.sheet")
+    wb = openpyxl.load_workbook(io.BytesIO(r.data))
+    ws = wb["考勤明细"]
+    rows = list(ws.values)
+    assert rows[0] == ("姓名", "党员编号", "所在支部", "学习点", "首次签到", "最后签退",
+                       "时长(分钟)", "状态", "备注")
+    assert len(rows) == 5
+    zhang = next(r for r in rows if r[0] == "张三")
+    assert zhang[3] == "一号会议室"
+    assert isinstance(zhang[4], dt.datetime)  # a real Excel datetime, in Beijing time
+    expected_local = scene.occurrence.starts_at  # checked in after the start
+    assert zhang[4] > expected_local.astimezone(dt.timezone(dt.timedelta(hours=8))).replace(
+        tzinfo=None)
+    assert zhang[7] == "出席"
+    assert "学习点汇总" in wb.sheetnames
+    r = client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance.csv",
+                   headers=scene.headers("organizer"))
+    assert r.status_code == 200
+    assert r.data.startswith(b"\xef\xbb\xbf")
+    text = r.data.decode("utf-8-sig")
+    header = "姓名,党员编号,所在支部,学习点,首次签到,最后签退,时长(分钟),状态,备注"
+    assert text.splitlines()[0] == header
+    assert len(text.strip().splitlines()) == 5
+
+
+def test_leave_request_approved_makes_excused(client, scene):
+    occ = scene.occurrence.id
+    r = client.post(f"/api/v1/occurrences/{occ}/leave-requests",
+                    json={"member_id": scene.members[0].id, "reason": "出差"},
+                    headers=scene.headers("member0"))
+    assert r.status_code == 201
+    leave_id = r.json["id"]
+    r = client.post(f"/api/v1/occurrences/{occ}/leave-requests",
+                    json={"member_id": scene.members[1].id, "reason": "代请"},
+                    headers=scene.headers("member0"))
+    assert r.status_code == 403
+    assert client.post(f"/api/v1/leave-requests/{leave_id}/approve",
+                       headers=scene.headers("member0")).status_code == 403
+    r = client.post(f"/api/v1/leave-requests/{leave_id}/approve",
+                    headers=scene.headers("organizer"))
+    assert (r.status_code, r.json["status"]) == (200, "approved")
+    rows = client.get(f"/api/v1/occurrences/{occ}/attendance",
+                      headers=scene.headers("organizer")).json
+    assert next(x for x in rows if x["member_id"] == scene.members[0].id)["status"] == "excused"
+
+
+def test_corrections_need_a_reason_are_audited_and_lock_stops_them(client, scene):
+    occ = scene.occurrence.id
+    url = f"/api/v1/occurrences/{occ}/corrections"
+    member = scene.members[2].id
+    r = client.post(url, json={"member_id": member, "status": "present", "reason": ""},
+                    headers=scene.headers("organizer"))
+    assert r.status_code == 422
+    r = client.post(url, json={"member_id": member, "status": "present", "minutes": 50,
+                               "reason": "签到机故障"}, headers=scene.headers("organizer"))
+    assert r.status_code == 201
+    assert r.json["before"] == {"status": "absent", "minutes": 0.0}
+    assert r.json["after"] == {"status": "present", "minutes": 50.0}
+    assert r.json["corrected_by_id"] == scene.users["organizer"].id
+    assert client.post(url, json={"member_id": member, "status": "present", "reason": "x"},
+                       headers=scene.headers("operator_a")).status_code == 403
+    rows = client.get(f"/api/v1/occurrences/{occ}/attendance",
+                      headers=scene.headers("organizer")).json
+    row = next(x for x in rows if x["member_id"] == member)
+    assert (row["status"], row["minutes"], row["corrected"]) == ("present", 50.0, True)
+    assert "签到机故障" in row["notes"]
+    audit = client.get(url, headers=scene.headers("organizer")).json
+    assert len(audit) == 1
+    # lock: corrections refused; only an admin unlocks
+    assert client.post(f"/api/v1/occurrences/{occ}/lock",
+                       headers=scene.headers("organizer")).json["locked"] is True
+    r = client.post(url, json={"member_id": member, "status": "absent", "reason": "再改"},
+                    headers=scene.headers("organizer"))
+    assert r.status_code == 409
+    assert client.post(f"/api/v1/occurrences/{occ}/unlock",
+                       headers=scene.headers("organizer")).status_code == 403
+    assert client.post(f"/api/v1/occurrences/{occ}/unlock",
+                       headers=scene.headers("admin")).json["locked"] is False
+    assert client.post(url, json={"member_id": member, "status": "absent", "reason": "再改"},
+                       headers=scene.headers("organizer")).status_code == 201
+
+
+def test_openapi_documents_the_contract(client):
+    spec = client.get("/api/openapi.json").json
+    post = spec["paths"]["/api/v1/occurrences/{occurrence_id}/attendance-events"]["post"]
+    assert {"200", "201"} <= set(post["responses"])
