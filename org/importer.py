@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 FIELDS = ("name", "member_no", "org_unit", "site", "category", "phone")
 REQUIRED_FIELDS = ("name", "member_no", "org_unit")
 MAX_ROWS = 50_000
+#: How far down the sheet to look for the header row.
+HEADER_SEARCH_ROWS = 10
 
 #: Header text (normalized: stripped, lower case, no spaces or markers) -> field.
 HEADER_ALIASES: dict[str, str] = {
@@ -195,14 +197,24 @@ def _csv_rows(content: bytes) -> list[tuple[int, list[Any]]]:
 
 def _table(raw_rows: list[tuple[int, list[Any]]], fmt: str) -> MemberTable:
     """Find the header (the first non-empty row), map columns, keep non-empty data rows."""
-    rows = iter(raw_rows)
+    # The header is the first row naming at least two of our columns, so that a title
+    # row above it ("2026 年党员名册", merged across the sheet) is passed over.
     header: list[Any] | None = None
-    for _number, values in rows:
-        if any(_cell_text(v) for v in values):
-            header = values
+    first_nonempty: int | None = None
+    for position, (_number, values) in enumerate(raw_rows[:HEADER_SEARCH_ROWS]):
+        if not any(_cell_text(v) for v in values):
+            continue
+        if first_nonempty is None:
+            first_nonempty = position
+        if len({HEADER_ALIASES.get(_normalize_header(v)) for v in values} - {None}) >= 2:
+            header, start = values, position
             break
     if header is None:
-        raise ValidationError("文件中没有数据", field="file", code="empty_file")
+        if first_nonempty is None:
+            raise ValidationError("文件中没有数据", field="file", code="empty_file")
+        start = first_nonempty
+        header = raw_rows[start][1]
+    rows = iter(raw_rows[start + 1:])
     mapping: dict[int, str] = {}
     ignored: list[str] = []
     for index, cell in enumerate(header):

@@ -610,11 +610,13 @@ class _Resolver:
         self.units = list(session.execute(select(OrgUnit.id, OrgUnit.name)))
         self.sites = list(session.execute(select(Site.id, Site.name, Site.org_unit_id,
                                                  Site.active)))
+        self._indexes: dict[int, tuple[dict[str, list], dict[int, Any]]] = {}
 
     def _pick(self, rows: list, text: str, noun: str, scope_ok) -> tuple[Any, str | None]:
-        matches = [r for r in rows if r.name == text]
-        if not matches and text.isdigit():
-            matches = [r for r in rows if r.id == int(text)]
+        by_name, by_id = self._index(rows)
+        matches = by_name.get(text, [])
+        if not matches and text.isdigit() and int(text) in by_id:
+            matches = [by_id[int(text)]]
         if not matches:
             return None, f"{noun}不存在：{text}"
         in_scope = [r for r in matches if scope_ok(r)]
@@ -624,6 +626,16 @@ class _Resolver:
             ids = "、".join(str(r.id) for r in in_scope)
             return None, f"{noun}名称“{text}”对应多个（编号 {ids}），请改填编号"
         return in_scope[0], None
+
+    def _index(self, rows: list) -> tuple[dict[str, list], dict[int, Any]]:
+        """Name and id lookups, built once per list (a file may have 50,000 rows)."""
+        key = id(rows)
+        if key not in self._indexes:
+            by_name: dict[str, list] = {}
+            for row in rows:
+                by_name.setdefault(row.name, []).append(row)
+            self._indexes[key] = (by_name, {row.id: row for row in rows})
+        return self._indexes[key]
 
     def unit(self, text: str) -> tuple[Any, str | None]:
         return self._pick(self.units, text, "所在支部",
@@ -731,16 +743,16 @@ def import_members(session: Session, filename: str, content: bytes, *, dry_run: 
     if not dry_run:
         for plan in plans:
             if plan["action"] == "create":
-                session.add(Member(member_no=plan["member_no"], status="active",
-                                   **plan["values"]))
+                plan["member"] = Member(member_no=plan["member_no"], status="active",
+                                        **plan["values"])
+                session.add(plan["member"])
             elif plan["action"] == "update":
                 for field, change in plan["changes"].items():
                     setattr(plan["member"], field, change["new"])
         session.flush()
         for plan in plans:
             if plan["action"] == "create":
-                plan["member_id"] = session.scalar(
-                    select(Member.id).where(Member.member_no == plan["member_no"]))
+                plan["member_id"] = plan["member"].id
 
     counts = {action: sum(1 for p in plans if p["action"] == action)
               for action in ("create", "update", "unchanged")}

@@ -13,11 +13,13 @@ def test_create_org_unit_contract(client, org):
     assert r.status_code == 201
     body = r.get_json()
     assert {"id", "name", "kind", "parent_id", "path"} <= body.keys()
-    assert body["kind"] == "branch" and body["parent_id"] == org.committee.id
+    assert body["kind"] == "branch"
+    assert body["parent_id"] == org.committee.id
     assert body["path"] == f"{org.committee.path}{body['id']}/"
     root = client.post("/api/v1/org-units", headers=org.h["admin"],
                        json={"name": "新党委", "kind": "committee", "parent_id": None})
-    assert root.status_code == 201 and root.get_json()["parent_id"] is None
+    assert root.status_code == 201
+    assert root.get_json()["parent_id"] is None
 
 
 def test_org_unit_list_get_patch_delete(client, org, db_session):
@@ -73,13 +75,17 @@ def test_site_contract(client, org, db_session):
                           "timezone": "Asia/Shanghai"})
     assert r.status_code == 201
     body = r.get_json()
-    assert body["id"] and body["timezone"] == "Asia/Shanghai" and body["active"] is True
-    assert body["capacity"] is None and body["location"] == ""
+    assert body["id"]
+    assert body["timezone"] == "Asia/Shanghai"
+    assert body["active"] is True
+    assert body["capacity"] is None
+    assert body["location"] == ""
     full = client.post("/api/v1/sites", headers=h,
                        json={"name": "海外项目部", "org_unit_id": org.branch_b.id,
                              "timezone": "Africa/Nairobi", "location": "内罗毕",
                              "capacity": 12}).get_json()
-    assert full["capacity"] == 12 and full["location"] == "内罗毕"
+    assert full["capacity"] == 12
+    assert full["location"] == "内罗毕"
     for body, field in (
         ({"name": "x", "org_unit_id": org.branch_a.id, "timezone": "Nowhere/City"}, "timezone"),
         ({"name": "x", "org_unit_id": org.branch_a.id, "capacity": -3}, "capacity"),
@@ -95,7 +101,8 @@ def test_site_contract(client, org, db_session):
                            json={"capacity": 20, "timezone": "Asia/Dubai"})
     assert patched.get_json()["capacity"] == 20
     gone = client.delete(f"/api/v1/sites/{full['id']}", headers=h)
-    assert gone.status_code == 200 and gone.get_json()["active"] is False
+    assert gone.status_code == 200
+    assert gone.get_json()["active"] is False
     assert len(client.get("/api/v1/sites?active=true", headers=h).get_json()) == 3
     assert db_session.get(Site, full["id"]) is not None  # kept for history
 
@@ -104,7 +111,8 @@ def test_screen_tokens_api(client, org):
     r = client.post(f"/api/v1/sites/{org.site_a.id}/screen-tokens", headers=org.h["operator_a"])
     assert r.status_code == 201
     body = r.get_json()
-    assert body["token"] and f"/site/{org.site_a.id}" in body["screen_url_hint"]
+    assert body["token"]
+    assert f"/site/{org.site_a.id}" in body["screen_url_hint"]
     assert body["token"] in body["screen_url_hint"]
     screen = {"Authorization": f"Bearer {body['token']}"}
     # A screen token is not a management credential.
@@ -115,7 +123,8 @@ def test_screen_tokens_api(client, org):
                        headers=screen).status_code == 403
     revoked = client.delete(f"/api/v1/sites/{org.site_a.id}/screen-tokens",
                             headers=org.h["organizer_a"])
-    assert revoked.status_code == 200 and revoked.get_json() == {"revoked": 1}
+    assert revoked.status_code == 200
+    assert revoked.get_json() == {"revoked": 1}
     assert client.get("/api/v1/org-units", headers=screen).status_code == 401
     # Operators of another site, trainers and members may not issue them.
     for who in ("trainer", "member_user"):
@@ -132,8 +141,11 @@ def test_member_contract(client, org, db_session):
         "home_site_id": org.site_a.id, "category": "activist"})
     assert r.status_code == 201
     body = r.get_json()
-    assert body["id"] and body["category"] == "activist" and body["status"] == "active"
-    assert body["home_site_id"] == org.site_a.id and body["phone"] == ""
+    assert body["id"]
+    assert body["category"] == "activist"
+    assert body["status"] == "active"
+    assert body["home_site_id"] == org.site_a.id
+    assert body["phone"] == ""
     dup = client.post("/api/v1/members", headers=h, json={
         "name": "重号", "member_no": "A002", "org_unit_id": org.branch_a.id,
         "home_site_id": None, "category": "full"})
@@ -176,7 +188,8 @@ def test_member_list_filters(client, org):
     assert nos("?status=transferred") == []
     assert nos("?q=张") == ["A001"]
     bad = client.get("/api/v1/members?category=vip", headers=h)
-    assert bad.status_code == 422 and bad.get_json()["details"]["field"] == "category"
+    assert bad.status_code == 422
+    assert bad.get_json()["details"]["field"] == "category"
     assert client.get("/api/v1/members?org_unit_id=x", headers=h).status_code == 422
 
 

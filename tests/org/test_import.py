@@ -48,10 +48,12 @@ def test_chinese_xlsx_creates_members(db_session, org):
     assert (report["created"], report["updated"], report["unchanged"]) == (3, 0, 0)
     assert [r["row"] for r in report["rows"]] == [2, 3, 5]
     wang = db_session.scalar(select(Member).where(Member.member_no == "A002"))
-    assert wang.category == "probationary" and wang.home_site_id == org.site_a.id
+    assert wang.category == "probationary"
+    assert wang.home_site_id == org.site_a.id
     assert wang.phone == "13800138000"  # a number cell, without ".0"
     zhao = db_session.scalar(select(Member).where(Member.member_no == "B002"))
-    assert zhao.org_unit_id == org.branch_b.id and zhao.category == "mobile"
+    assert zhao.org_unit_id == org.branch_b.id
+    assert zhao.category == "mobile"
     assert zhao.home_site_id is None
     qian = db_session.scalar(select(Member).where(Member.member_no == "3003"))
     assert qian.org_unit_id == org.group_a1.id  # matched by id
@@ -66,7 +68,8 @@ def test_english_csv_with_bom(db_session, org):
                                     dry_run=False)
     assert report["created"] == 2
     li = db_session.scalar(select(Member).where(Member.member_no == "E101"))
-    assert li.name == "Li, Si" and li.category == "probationary"
+    assert li.name == "Li, Si"
+    assert li.category == "probationary"
 
 
 def test_gbk_csv_as_excel_saves_it(db_session, org):
@@ -77,7 +80,8 @@ def test_gbk_csv_as_excel_saves_it(db_session, org):
     report = service.import_members(db_session, "名册.csv", content, dry_run=False)
     assert report["created"] == 1
     member = db_session.scalar(select(Member).where(Member.member_no == "G001"))
-    assert member.name == "欧阳娜娜" and member.category == "activist"
+    assert member.name == "欧阳娜娜"
+    assert member.category == "activist"
     assert member.home_site_id == org.site_b.id
 
 
@@ -109,10 +113,12 @@ def test_update_existing_members(db_session, org):
     assert changes["org_unit_id"] == {"old": org.branch_a.id, "new": org.branch_b.id}
     assert changes["home_site_id"] == {"old": org.site_a.id, "new": org.site_b.id}
     assert changes["phone"] == {"old": "", "new": "13911112222"}
-    assert "category" not in changes and "name" not in changes
+    assert "category" not in changes
+    assert "name" not in changes
     db_session.expire_all()
     member = db_session.get(Member, org.member_a.id)
-    assert member.org_unit_id == org.branch_b.id and member.phone == "13911112222"
+    assert member.org_unit_id == org.branch_b.id
+    assert member.phone == "13911112222"
     # An empty cell keeps what the roster has.
     assert db_session.get(Member, org.member_b.id).home_site_id == org.site_b.id
 
@@ -134,7 +140,8 @@ def test_bad_rows_refuse_the_whole_file(db_session, org):
     assert "不存在的支部" in rows[3]
     assert "类别" in rows[4]
     assert "姓名为空" in rows[5]
-    assert "第 2 行重复" in rows[6] and "火星会议室" in rows[6]
+    assert "第 2 行重复" in rows[6]
+    assert "火星会议室" in rows[6]
     assert exc.value.status == 422
     db_session.rollback()
     assert count(db_session) == before
@@ -167,12 +174,15 @@ def test_api_dry_run_then_import(client, org, db_session):
 
     dry = post("true")
     assert dry.status_code == 200
-    assert dry.get_json()["dry_run"] is True and dry.get_json()["created"] == 1
+    assert dry.get_json()["dry_run"] is True
+    assert dry.get_json()["created"] == 1
     assert db_session.scalar(select(Member).where(Member.member_no == "A002")) is None
     real = post("false")
-    assert real.status_code == 201 and real.get_json()["created"] == 1
+    assert real.status_code == 201
+    assert real.get_json()["created"] == 1
     again = post("false")
-    assert again.status_code == 201 and again.get_json()["unchanged"] == 1
+    assert again.status_code == 201
+    assert again.get_json()["unchanged"] == 1
 
 
 def test_out_of_scope_rows_are_refused(db_session, org):
@@ -185,7 +195,9 @@ def test_out_of_scope_rows_are_refused(db_session, org):
                                actor=org.organizer_a)
     rows = {r["row"]: r["message"] for r in exc.value.details["rows"]}
     assert set(rows) == {2, 3, 4}
-    assert "管理范围" in rows[2] and "管理范围" in rows[3] and "管理范围" in rows[4]
+    assert "管理范围" in rows[2]
+    assert "管理范围" in rows[3]
+    assert "管理范围" in rows[4]
     with pytest.raises(Forbidden):
         service.import_members(db_session, "m.csv", content, dry_run=True, actor=org.trainer)
 
@@ -217,7 +229,8 @@ def test_unusable_file_over_the_api(client, org):
         assert r.get_json()["details"]["field"] == "file"
     missing = client.post("/api/v1/members/import", headers=org.h["admin"],
                           content_type="multipart/form-data", data={"dry_run": "true"})
-    assert missing.status_code == 422 and missing.get_json()["details"]["field"] == "file"
+    assert missing.status_code == 422
+    assert missing.get_json()["details"]["field"] == "file"
 
 
 def test_cli_import(runner, org, tmp_path, db_session):
@@ -228,7 +241,8 @@ def test_cli_import(runner, org, tmp_path, db_session):
     assert "created 1" in dry.output
     assert db_session.scalar(select(Member).where(Member.member_no == "A002")) is None
     real = runner.invoke(args=["import-members", str(path)])
-    assert real.exit_code == 0 and "created 1" in real.output
+    assert real.exit_code == 0
+    assert "created 1" in real.output
     bad = tmp_path / "bad.csv"
     bad.write_bytes(csv_bytes([ZH_HEADER, ["", "A010", "第一支部", "", "", ""]], "utf-8"))
     refused = runner.invoke(args=["import-members", str(bad)])
@@ -237,4 +251,13 @@ def test_cli_import(runner, org, tmp_path, db_session):
 
 
 def test_unsupported_file_is_its_own_error():
-    assert issubclass(UnsupportedFile, DomainError) and UnsupportedFile.status == 400
+    assert issubclass(UnsupportedFile, DomainError)
+    assert UnsupportedFile.status == 400
+
+
+def test_title_row_above_the_header(db_session, org):
+    content = xlsx([["2026 年第一支部党员名册"], [], ZH_HEADER,
+                    ["王五", "A002", "第一支部", "", "正式", ""]])
+    report = service.import_members(db_session, "m.xlsx", content, dry_run=True)
+    assert report["created"] == 1
+    assert report["rows"][0]["row"] == 4  # the row number a person sees in Excel

@@ -50,9 +50,11 @@ def test_detail_pages_and_scope(app, org):
     assert organizer.get(f"/org/members/{org.member_b.id}").status_code == 403
     assert organizer.get(f"/org/sites/{org.site_b.id}").status_code == 403
     page = organizer.get("/org/members").get_data(as_text=True)
-    assert "张三" in page and "李四" not in page
+    assert "张三" in page
+    assert "李四" not in page
     tree = organizer.get("/org").get_data(as_text=True)
-    assert "第一支部" in tree and "第二支部" not in tree
+    assert "第一支部" in tree
+    assert "第二支部" not in tree
     operator = login(app, org.operator_a)
     assert operator.get("/org/sites").status_code == 200
     assert operator.get("/org/members").status_code == 200
@@ -74,13 +76,16 @@ def test_tree_forms(app, org, db_session):
                data={"name": "改名小组", "kind": "group", "parent_id": str(unit.id)})
     db_session.expire_all()
     group = db_session.get(OrgUnit, org.group_a1.id)
-    assert group.name == "改名小组" and group.path == f"{unit.path}{group.id}/"
+    assert group.name == "改名小组"
+    assert group.path == f"{unit.path}{group.id}/"
     # A refused change is a message on the page, not an error page.
     r = admin.post(f"/org/units/{org.branch_a.id}/delete", follow_redirects=True)
-    assert r.status_code == 200 and "不能删除" in r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "不能删除" in r.get_data(as_text=True)
     r = admin.post("/org/units", data={"name": "x", "kind": "branch", "parent_id": "abc"},
                    follow_redirects=True)
-    assert r.status_code == 200 and "parent_id" in r.get_data(as_text=True)
+    assert r.status_code == 200
+    assert "parent_id" in r.get_data(as_text=True)
     # An organizer posting into another branch gets a 403.
     r = login(app, org.organizer_a).post("/org/units", data={
         "name": "x", "kind": "group", "parent_id": str(org.branch_b.id)})
@@ -101,12 +106,15 @@ def test_site_forms_and_screen_token(app, org, db_session):
         "location": "北门", "capacity": "", "active": "1"})
     db_session.expire_all()
     site = db_session.get(Site, site.id)
-    assert site.timezone == "Asia/Urumqi" and site.capacity is None and site.location == "北门"
+    assert site.timezone == "Asia/Urumqi"
+    assert site.capacity is None
+    assert site.location == "北门"
     operator = login(app, org.operator_a)
     r = operator.post(f"/org/sites/{org.site_a.id}/screen-token")
     assert r.status_code == 200
     html = r.get_data(as_text=True)
-    assert 'id="screen-token-value"' in html and f"/site/{org.site_a.id}?token=" in html
+    assert 'id="screen-token-value"' in html
+    assert f"/site/{org.site_a.id}?token=" in html
     assert operator.post(f"/org/sites/{org.site_b.id}/screen-token").status_code == 403
     r = operator.post(f"/org/sites/{org.site_a.id}/screen-tokens/revoke", follow_redirects=True)
     assert "1" in r.get_data(as_text=True)
@@ -133,10 +141,12 @@ def test_member_forms(app, org, db_session):
     organizer.post(f"/org/members/{org.member_a.id}/transfer")
     db_session.expire_all()
     member = db_session.get(Member, member.id)
-    assert member.org_unit_id == org.group_a1.id and member.home_site_id is None
+    assert member.org_unit_id == org.group_a1.id
+    assert member.home_site_id is None
     assert db_session.get(Member, org.member_a.id).status == "transferred"
     listing = organizer.get("/org/members?q=王").get_data(as_text=True)
-    assert "王五" in listing and "张三" not in listing
+    assert "王五" in listing
+    assert "张三" not in listing
     transferred = organizer.get("/org/members?status=transferred").get_data(as_text=True)
     assert "张三" in transferred
     assert organizer.post(f"/org/members/{org.member_b.id}/transfer").status_code == 403
@@ -146,13 +156,16 @@ def test_member_forms(app, org, db_session):
 
 def test_import_preview_then_confirm(app, org, db_session):
     admin = login(app, org.admin)
-    content = "姓名,党员编号,所在支部,学习点,类别,手机\r\n王五,A002,第一支部,一号会议室,预备党员,\r\n" \
-        "张三,A001,第一支部,,入党积极分子,\r\n".encode("gbk")
+    content = ("姓名,党员编号,所在支部,学习点,类别,手机\r\n"
+               "王五,A002,第一支部,一号会议室,预备党员,\r\n"
+               "张三,A001,第一支部,,入党积极分子,\r\n").encode("gbk")
     r = admin.post("/org/members/import", content_type="multipart/form-data",
                    data={"file": (io.BytesIO(content), "名册.csv")})
     assert r.status_code == 200
     html = r.get_data(as_text=True)
-    assert 'id="import-preview"' in html and "A002" in html and 'name="ticket"' in html
+    assert 'id="import-preview"' in html
+    assert "A002" in html
+    assert 'name="ticket"' in html
     assert db_session.scalar(select(Member).where(Member.member_no == "A002")) is None
     ticket = html.split('name="ticket" value="', 1)[1].split('"', 1)[0]
     r = admin.post("/org/members/import/confirm", data={"ticket": ticket})
@@ -173,7 +186,9 @@ def test_import_page_shows_bad_rows(app, org, db_session):
                    data={"file": (io.BytesIO(content), "m.csv")})
     assert r.status_code == 422
     html = r.get_data(as_text=True)
-    assert 'id="import-errors"' in html and "第九支部" in html and "姓名为空" in html
+    assert 'id="import-errors"' in html
+    assert "第九支部" in html
+    assert "姓名为空" in html
     r = admin.post("/org/members/import", content_type="multipart/form-data",
                    data={"file": (io.BytesIO(b"\x89PNG\0\0"), "logo.png")})
     assert r.status_code == 400
@@ -214,7 +229,8 @@ def test_user_forms(app, org, db_session):
     assert organizer.post(f"/users/{org.trainer.id}/active",
                           data={"active": "0"}).status_code == 403
     listing = organizer.get("/users").get_data(as_text=True)
-    assert "op_a2" in listing and "trainer" not in listing
+    assert "op_a2" in listing
+    assert "trainer" not in listing
 
 
 def test_pages_render_in_english(app, org):

@@ -76,7 +76,8 @@ def test_sibling_names_are_unique(db_session, org):
 def test_delete_refuses_a_unit_in_use(db_session, org):
     with pytest.raises(Conflict) as exc:
         service.delete_org_unit(db_session, None, org.branch_a.id)
-    assert "下级组织" in exc.value.message and "学习点" in exc.value.message
+    assert "下级组织" in exc.value.message
+    assert "学习点" in exc.value.message
     # ...and the organizer scoped to it is named too (found through the metadata).
     assert exc.value.details == {"children": 1, "sites": 1, "members": 1, "users": 1}
     assert "用户" in exc.value.message
@@ -102,7 +103,8 @@ def test_unknown_ids(db_session, org):
 
 def test_site_validation(db_session, org):
     site = service.create_site(db_session, None, name="默认", org_unit_id=org.branch_a.id)
-    assert site.timezone == "Asia/Shanghai" and site.active
+    assert site.timezone == "Asia/Shanghai"
+    assert site.active
     with pytest.raises(ValidationError) as exc:
         service.create_site(db_session, None, name="x", org_unit_id=org.branch_a.id,
                             timezone="China Standard Time")
