@@ -208,7 +208,8 @@ def _aware(value: Any, field: str) -> dt.datetime:
         raise ValidationError(f"{field} 必须是时间", field=field)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{field} 需要带时区偏移（如 +08:00）", field=field)
-    return value.astimezone(dt.UTC)
+    # iCalendar has whole seconds: keep no more, or feeds and rows would disagree.
+    return value.astimezone(dt.UTC).replace(microsecond=0)
 
 
 def _int_in(data: dict, field: str, lo: int, hi: int) -> int:
