@@ -644,10 +644,34 @@ def member_import():
         return render_template("org/import.html", report=None, errors=exc.details.get("rows"),
                                message=exc.message, filename=upload.filename), exc.status
     db.session.rollback()
+    names = _change_names(report)
     ticket = secrets.token_hex(16)
     (_import_dir() / f"{ticket}.upload").write_bytes(content)
     session["org_import"] = {"ticket": ticket, "filename": upload.filename, "user": user.id}
-    return render_template("org/import.html", report=report, errors=None, ticket=ticket)
+    return render_template("org/import.html", report=report, errors=None, ticket=ticket,
+                           names=names, field_labels=IMPORT_FIELD_LABELS)
+
+
+IMPORT_FIELD_LABELS = {"name": _l("姓名"), "org_unit_id": _l("所在支部"),
+                       "home_site_id": _l("学习点"), "category": _l("类别"), "phone": _l("手机")}
+
+
+def _change_names(report: dict[str, Any]) -> dict[str, dict[Any, str]]:
+    """Readable names for the ids and enum values in a dry run's changes."""
+    unit_ids: set[int] = set()
+    site_ids: set[int] = set()
+    for row in report["rows"]:
+        for field, change in row["changes"].items():
+            target = unit_ids if field == "org_unit_id" else \
+                site_ids if field == "home_site_id" else None
+            if target is not None:
+                target.update(v for v in (change["old"], change["new"]) if v is not None)
+    units = dict(db.session.execute(select(OrgUnit.id, OrgUnit.name)
+                                    .where(OrgUnit.id.in_(unit_ids))).all()) if unit_ids else {}
+    sites = dict(db.session.execute(select(Site.id, Site.name)
+                                    .where(Site.id.in_(site_ids))).all()) if site_ids else {}
+    return {"org_unit_id": units, "home_site_id": sites,
+            "category": {k: str(v) for k, v in CATEGORY_LABELS.items()}}
 
 
 @pages.route("/org/members/import/confirm", methods=["POST"])

@@ -167,6 +167,9 @@ def test_import_preview_then_confirm(app, org, db_session):
     assert "A002" in html
     assert 'name="ticket"' in html
     assert db_session.scalar(select(Member).where(Member.member_no == "A002")) is None
+    # Changes are shown in the roster's words, not as ids and enum values.
+    assert "<del>正式党员</del>" in html
+    assert "<ins>入党积极分子</ins>" in html
     ticket = html.split('name="ticket" value="', 1)[1].split('"', 1)[0]
     r = admin.post("/org/members/import/confirm", data={"ticket": ticket})
     assert r.status_code == 302
