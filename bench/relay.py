@@ -1,0 +1,327 @@
+"""Benchmark the live relay: server CPU per added site, frame delivery, time to first frame.
+
+    .venv/bin/python bench/relay.py --sites 1,8,32,64 --seconds 10
+
+Starts the media engine in a child process (`python -m video.node`), publishes a synthetic
+640x480, 30 fps stream (plus silent Opus audio) over WHIP, then for each N connects N
+subscribers over WHEP, spread over separate worker processes. The subscribers count
+frames WITHOUT decoding: a patched receiver counts RTP packets with the marker bit (the
+last packet of a video frame) and drops them before the jitter buffer and decoder. For
+each N it prints the server's CPU as a share of one core (from /proc/<pid>/stat over a
+fixed window), the minimum over sites of the share of the publisher's frames received,
+and the time from a site's WHEP request to its first frame (p50, max). Then the same for
+aiortc's MediaRelay with one encoder per site (`--relay mediarelay`), as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "bench-secret"
+OCCURRENCE = 1
+SUBSCRIBERS_PER_WORKER = 16
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# --- the subscriber worker (a separate process) ------------------------------------------
+
+
+def patch_counting_receiver(counters: dict) -> None:
+    """Count video frames by RTP marker bit; never jitter-buffer or decode anything."""
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    def _handle_rtp_packet(self, packet, arrival_time_ms):  # replaces aiortc's method
+        counter = counters.get(id(self))
+        if counter is None or counter["kind"] != "video" or not packet.marker:
+            return
+        if packet.payload_type not in counter["pts"]:
+            return
+        counter["frames"] += 1
+        if counter["first"] is None:
+            counter["first"] = time.monotonic()
+
+    async def _handle_rtp_packet_async(self, packet, arrival_time_ms):
+        _handle_rtp_packet(self, packet, arrival_time_ms)
+
+    RTCRtpReceiver._handle_rtp_packet = _handle_rtp_packet_async
+
+
+async def worker_main(url: str, occurrence_id: int, count: int) -> None:
+    import requests
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    counters: dict = {}
+    patch_counting_receiver(counters)
+    loop = asyncio.get_running_loop()
+    pcs, subs = [], []
+
+    async def connect() -> dict:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        video = pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        counter = {"kind": "video", "frames": 0, "first": None, "pts": set(),
+                   "requested": 0.0}
+        counters[id(video.receiver)] = counter
+        await pc.setLocalDescription(await pc.createOffer())
+        counter["requested"] = time.monotonic()
+        response = await loop.run_in_executor(None, lambda: requests.post(
+            f"{url}/whep/{occurrence_id}", data=pc.localDescription.sdp, timeout=60,
+            headers={"Content-Type": "application/sdp", "X-Yuanjiao-Node-Secret": SECRET}))
+        if response.status_code != 201:
+            raise RuntimeError(f"WHEP {response.status_code}: {response.text}")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
+        counter["pts"] = {c.payloadType for c in video._codecs}
+        pcs.append(pc)
+        return counter
+
+    for _ in range(count):
+        subs.append(await connect())
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(c["first"] is None for c in subs):
+        await asyncio.sleep(0.05)
+    first = [round((c["first"] - c["requested"]) * 1000) if c["first"] else None
+             for c in subs]
+    print(json.dumps({"ready": True, "first_frame_ms": first}), flush=True)
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        command = line.strip()
+        if command == "mark":
+            print(json.dumps({"frames": [c["frames"] for c in subs]}), flush=True)
+        elif command in ("stop", ""):
+            break
+    await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+class Node:
+    def __init__(self, relay: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "video.node", "--port", str(self.port), "--secret", SECRET,
+             "--relay", relay, "--log-level", "WARNING"], cwd=str(ROOT))
+        import requests
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/health", timeout=1,
+                                headers={"X-Yuanjiao-Node-Secret": SECRET}).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError("media node did not start")
+
+    def stats(self) -> dict:
+        import requests
+
+        return requests.get(f"{self.url}/stats/{OCCURRENCE}", timeout=10,
+                            headers={"X-Yuanjiao-Node-Secret": SECRET}).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class PublisherThread:
+    """The synthetic trainer, on its own asyncio loop in a thread of the driver."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.publisher = self.run(self._start(url))
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    async def _start(self, url: str):
+        import requests
+
+        from tests.video.peers import Publisher
+
+        publisher = Publisher(audio=True)
+
+        async def signal(sdp):
+            response = await asyncio.get_running_loop().run_in_executor(None, lambda: (
+                requests.post(f"{url}/whip/{OCCURRENCE}", data=sdp, timeout=60, headers={
+                    "Content-Type": "application/sdp", "X-Yuanjiao-Node-Secret": SECRET,
+                    "X-Yuanjiao-Meta": json.dumps({"bitrate_kbps": 1200, "height": 480})})))
+            response.raise_for_status()
+            return response.text, response.headers["Location"]
+
+        await publisher.start(signal)
+        return publisher
+
+    @property
+    def frames_sent(self) -> int:
+        return self.publisher.video.count
+
+    def close(self) -> None:
+        self.run(self.publisher.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def start_workers(url: str, n: int) -> list[subprocess.Popen]:
+    workers = []
+    for k in range(math.ceil(n / SUBSCRIBERS_PER_WORKER)):
+        count = min(SUBSCRIBERS_PER_WORKER, n - k * SUBSCRIBERS_PER_WORKER)
+        workers.append(subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--url", url, "--count", str(count)],
+            cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    return workers
+
+
+def ask(workers: list[subprocess.Popen], command: str | None) -> list[dict]:
+    if command:
+        for w in workers:
+            w.stdin.write(command + "\n")
+            w.stdin.flush()
+    return [json.loads(w.stdout.readline()) for w in workers]
+
+
+def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> dict:
+    workers = start_workers(node.url, n)
+    try:
+        ready = ask(workers, None)
+        first = [ms for r in ready for ms in r["first_frame_ms"]]
+        time.sleep(2)  # settle
+        before = ask(workers, "mark")
+        sent0, cpu0, t0 = publisher.frames_sent, cpu_seconds(node.proc.pid), time.monotonic()
+        time.sleep(seconds)
+        after = ask(workers, "mark")
+        sent1, cpu1, t1 = publisher.frames_sent, cpu_seconds(node.proc.pid), time.monotonic()
+        stats = node.stats()
+    finally:
+        for w in workers:
+            try:
+                w.stdin.write("stop\n")
+                w.stdin.flush()
+            except BrokenPipeError:
+                pass
+        for w in workers:
+            try:
+                w.wait(20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+    got = [b - a for ra, rb in zip(before, after, strict=True)
+           for a, b in zip(ra["frames"], rb["frames"], strict=True)]
+    sent = max(1, sent1 - sent0)
+    ok = [ms for ms in first if ms is not None]
+    time.sleep(2)  # let the node drop the departed sites before the next N
+    return {
+        "n": n, "cpu": (cpu1 - cpu0) / (t1 - t0) * 100, "sent": sent,
+        "min_share": min(got) / sent * 100 if got else 0.0,
+        "first_p50": statistics.median(ok) if ok else None,
+        "first_max": max(ok) if ok else None, "no_frame": len(first) - len(ok),
+        "server_subscribers": stats.get("subscribers"),
+    }
+
+
+def run_mode(relay: str, sites: list[int], seconds: float) -> list[dict]:
+    node = Node(relay)
+    publisher = None
+    results = []
+    try:
+        publisher = PublisherThread(node.url)
+        time.sleep(2)
+        for n in sites:
+            result = measure(node, publisher, n, seconds)
+            results.append(result)
+            print(f"  {relay:10s} N={n:4d}  server CPU {result['cpu']:6.1f} % of a core   "
+                  f"min frames {result['min_share']:5.1f} %   first frame p50 "
+                  f"{result['first_p50']} ms, max {result['first_max']} ms"
+                  + (f"   ({result['no_frame']} sites got no frame)" if result["no_frame"]
+                     else ""), flush=True)
+            if result["cpu"] > 190:
+                print(f"  {relay}: the server is saturated; stopping at N={n}", flush=True)
+                break
+    finally:
+        if publisher is not None:
+            publisher.close()
+        node.stop()
+    return results
+
+
+def summarize(name: str, results: list[dict]) -> dict:
+    base = next((r for r in results if r["n"] == 1), None)
+    top = max(results, key=lambda r: r["n"])
+    if base is None or top["n"] == 1:
+        return {}
+    per_site = max(0.001, (top["cpu"] - base["cpu"]) / (top["n"] - 1))
+    fixed = base["cpu"] - per_site
+    capacity = (200 - fixed) / per_site
+    print(f"{name}: cost per added site {per_site:.2f} % of a core (N=1 → N={top['n']}), "
+          f"fixed cost {fixed:.1f} %, projected 2-core capacity {capacity:.0f} sites")
+    return {"per_site": per_site, "fixed": fixed, "capacity": capacity}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sites", default="1,8,32,64")
+    parser.add_argument("--baseline-sites", default="1,4,8,16",
+                        help="N for aiortc's MediaRelay (it saturates two cores near 16)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        asyncio.run(worker_main(args.url, OCCURRENCE, args.count))
+        return
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    started = time.monotonic()
+    sites = [int(x) for x in args.sites.split(",")]
+    print(f"relay benchmark: 640x480 30 fps VP8 + Opus, {args.seconds:.0f} s windows, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    ours = summarize("encode once, fan out packets", run_mode("encoded", sites, args.seconds))
+    if not args.no_baseline:
+        base_sites = [int(x) for x in args.baseline_sites.split(",")]
+        baseline = summarize("aiortc MediaRelay (baseline)",
+                             run_mode("mediarelay", base_sites, args.seconds))
+        if ours and baseline:
+            print(f"capacity ratio to baseline at equal CPU: "
+                  f"{ours['capacity'] / baseline['capacity']:.1f}x "
+                  f"(per-site cost ratio {baseline['per_site'] / ours['per_site']:.1f}x)")
+    print(f"total {time.monotonic() - started:.0f} s; load average at the end "
+          f"{os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+
+
+if __name__ == "__main__":
+    main()
