@@ -1,0 +1,367 @@
+"""Attendance benchmark: a real server, K Socket.IO clients, a burst of M check-ins.
+
+    .venv/bin/python bench/attendance.py                       # SQLite, defaults below
+    .venv/bin/python bench/attendance.py --db postgres         # a fresh PostgreSQL database
+    .venv/bin/python bench/attendance.py --clients 2000 --checkins 10000 --rate 1000
+
+It starts `python app.py` (YUANJIAO_MEDIA=off) on a seeded database, opens K websocket
+clients from several processes (site screens that join their rooms, and members watching
+alone who send heartbeats), measures a baseline of no-op `ping` round trips, then fires
+M `roll_call:mark` check-ins at the target rate from the site screens. It prints the
+throughput, p50/p99 acknowledgement latency, acknowledged events against rows stored
+(they must be equal), and the server's memory and threads.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/attendance.py` puts bench/ first on sys.path, where another benchmark's
+# calendar.py would shadow the standard library's: look in the project root instead.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+log = logging.getLogger("bench.attendance")
+PG_BASE = "postgresql://postgres@127.0.0.1:5432"
+
+
+# --- setup ----------------------------------------------------------------------------------
+
+
+def seed(url: str, *, sites: int, members: int, viewers: int) -> dict:
+    """Schema and data: one branch, `sites` sites, `members` members, a live occurrence,
+    a screen token per site and a member user (with token) per viewer."""
+    import datetime as dt
+
+    from werkzeug.security import generate_password_hash
+
+    from accounts.models import User
+    from accounts.service import issue_site_token, issue_token
+    from app import create_app
+    from core.types import utcnow
+    from extensions import db
+    from org.models import Member, OrgUnit, Site
+    from sessions.models import Occurrence, StudySession
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "YUANJIAO_AUTO_MIGRATE": False,
+                      "YUANJIAO_MEDIA": "off", "SECRET_KEY": "bench", "YUANJIAO_DEMO": False})
+    with app.app_context():
+        db.create_all()
+        s = db.session
+        unit = OrgUnit(name="基准支部", kind="branch", path="/")
+        s.add(unit)
+        s.flush()
+        unit.path = f"/{unit.id}/"
+        site_rows = [Site(name=f"学习点{i}", org_unit_id=unit.id) for i in range(sites)]
+        s.add_all(site_rows)
+        s.flush()
+        member_rows = [Member(name=f"党员{i}", member_no=f"B{i:06d}", org_unit_id=unit.id,
+                              home_site_id=site_rows[i % sites].id) for i in range(members)]
+        s.add_all(member_rows)
+        s.flush()
+        start = utcnow() - dt.timedelta(minutes=5)
+        study = StudySession(title="基准测试", kind="party_lesson", starts_at=start,
+                             duration_minutes=240)
+        study.sites = site_rows
+        study.org_units = [unit]
+        s.add(study)
+        s.flush()
+        occ = Occurrence(session_id=study.id, original_start=start, starts_at=start,
+                         ends_at=start + dt.timedelta(minutes=240))
+        s.add(occ)
+        s.flush()
+        cheap = generate_password_hash("password123", method="pbkdf2:sha256:1000")
+        screen_tokens = [issue_site_token(s, site) for site in site_rows]
+        viewer_tokens = []
+        for i in range(viewers):
+            user = User(username=f"viewer{i}", password_hash=cheap, role="member",
+                        display_name=f"viewer{i}", member_id=member_rows[-1 - i].id)
+            s.add(user)
+            s.flush()
+            viewer_tokens.append(issue_token(s, user))
+        s.commit()
+        out = {"occurrence_id": occ.id, "site_ids": [x.id for x in site_rows],
+               "member_ids": [m.id for m in member_rows], "screen_tokens": screen_tokens,
+               "viewer_tokens": viewer_tokens}
+        db.session.remove()
+        db.engine.dispose()
+    return out
+
+
+def count_check_ins(url: str, occurrence_id: int) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = conn.scalar(text("SELECT count(*) FROM attendance_events WHERE occurrence_id = :o "
+                             "AND type = 'check_in'"), {"o": occurrence_id})
+    engine.dispose()
+    return int(n)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(RSS in MB, threads) of a process, from /proc."""
+    rss, threads = 0.0, 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return rss, threads
+
+
+# --- client processes -------------------------------------------------------------------------
+
+
+def client_worker(idx: int, url: str, cfg: dict, ready, go, results) -> None:
+    """One process: its share of screens and viewers, then its share of the burst."""
+    import socketio
+
+    logging.basicConfig(level=logging.WARNING)
+    occ = cfg["occurrence_id"]
+    clients: list = []
+    screens: list = []
+    failures = 0
+
+    def connect(token: str):
+        sio = socketio.Client(reconnection=False)
+        sio.connect(url, namespaces=["/attendance"], transports=["websocket"],
+                    auth={"token": token}, wait_timeout=30)
+        return sio
+
+    for token, site_id in cfg["screens"]:
+        try:
+            sio = connect(token)
+            ack = sio.call("site:join", {"occurrence_id": occ, "site_id": site_id},
+                           namespace="/attendance", timeout=60)
+            if ack.get("ok"):
+                screens.append((sio, site_id))
+            clients.append(sio)
+        except Exception:
+            failures += 1
+    viewers = []
+    for token in cfg["viewers"]:
+        try:
+            sio = connect(token)
+            sio.call("viewer:join", {"occurrence_id": occ, "event_id": uuid.uuid4().hex},
+                     namespace="/attendance", timeout=60)
+            clients.append(sio)
+            viewers.append(sio)
+        except Exception:
+            failures += 1
+    stop = threading.Event()
+
+    def heartbeats() -> None:
+        while not stop.wait(cfg["heartbeat"]):
+            for sio in viewers:
+                with contextlib.suppress(Exception):
+                    sio.emit("viewer:heartbeat", {"occurrence_id": occ,
+                                                  "event_id": uuid.uuid4().hex},
+                             namespace="/attendance")
+
+    threading.Thread(target=heartbeats, daemon=True).start()
+    ready.put((idx, len(clients), failures))
+    go.wait()
+
+    def burst(kind: str, items: list, rate: float) -> tuple[list[float], int, float]:
+        """Send `items` at `rate`/s with acks; returns latencies (s), acked, duration."""
+        lat: list[float] = []
+        acked = [0]
+        lock = threading.Lock()
+        done = threading.Event()
+        pending = [len(items)]
+
+        def make_cb(t0: float):
+            def cb(ack=None):
+                dt_ = time.perf_counter() - t0
+                with lock:
+                    lat.append(dt_)
+                    if isinstance(ack, dict) and ack.get("ok"):
+                        acked[0] += 1
+                    pending[0] -= 1
+                    if pending[0] == 0:
+                        done.set()
+            return cb
+
+        begin = time.perf_counter()
+        for i, item in enumerate(items):
+            target = begin + i / rate
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sio, site_id = screens[i % len(screens)]
+            if kind == "ping":
+                sio.emit("ping", i, namespace="/attendance", callback=make_cb(time.perf_counter()))
+            else:
+                sio.emit("roll_call:mark", {"occurrence_id": occ, "site_id": site_id,
+                                            "member_ids": [item], "state": "present",
+                                            "event_id": uuid.uuid4().hex},
+                         namespace="/attendance", callback=make_cb(time.perf_counter()))
+        done.wait(120)
+        return lat, acked[0], time.perf_counter() - begin
+
+    per_rate = cfg["rate"] / cfg["procs"]
+    ping_lat, ping_ok, _ = burst("ping", list(range(cfg["pings"])), per_rate)
+    results.put(("ping", idx, ping_lat, ping_ok, 0.0))
+    go2 = cfg["go2"]
+    go2.wait()
+    lat, ok, duration = burst("checkin", cfg["members"], per_rate)
+    results.put(("checkin", idx, lat, ok, duration))
+    stop.set()
+    time.sleep(1)
+    for sio in clients:
+        with contextlib.suppress(Exception):
+            sio.disconnect()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--clients", type=int, default=2000, help="concurrent connections (K)")
+    ap.add_argument("--checkins", type=int, default=10000, help="check-ins in the burst (M)")
+    ap.add_argument("--rate", type=float, default=1000, help="target check-ins per second")
+    ap.add_argument("--sites", type=int, default=50, help="site screens among the clients")
+    ap.add_argument("--procs", type=int, default=4, help="client processes")
+    ap.add_argument("--pings", type=int, default=2000, help="baseline no-op round trips")
+    ap.add_argument("--heartbeat", type=float, default=15.0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    tmp = Path(tempfile.mkdtemp(prefix="yj-bench-"))
+    pg_name = None
+    if args.db == "postgres":
+        import psycopg
+
+        pg_name = f"yj_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(PG_BASE + "/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{pg_name}"')
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_name}"
+    else:
+        url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+    sites = min(args.sites, args.clients)
+    viewers = max(0, args.clients - sites)
+    members = max(args.checkins + viewers, 10)
+    t0 = time.perf_counter()
+    cfg = seed(url, sites=sites, members=members, viewers=viewers)
+    log.info("seeded %d sites, %d members, %d viewer users in %.1f s (%s)", sites, members,
+             viewers, time.perf_counter() - t0, args.db)
+
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=url, YUANJIAO_PORT=str(port), YUANJIAO_MEDIA="off",
+               YUANJIAO_AUTO_MIGRATE="0", YUANJIAO_DEMO="0", YUANJIAO_SECRET_KEY="bench",
+               YUANJIAO_LOG_LEVEL="WARNING")
+    server_log = (tmp / "server.log").open("wb")
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp, env=env,
+                              stdout=server_log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        import requests
+
+        for _ in range(300):
+            try:
+                requests.get(base + "/login", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+        rss0, threads0 = proc_stats(server.pid)
+        ctx = mp.get_context("fork")
+        ready, results = ctx.Queue(), ctx.Queue()
+        go, go2 = ctx.Event(), ctx.Event()
+        screens = list(zip(cfg["screen_tokens"], cfg["site_ids"], strict=True))
+        checkin_members = cfg["member_ids"][:args.checkins]
+        workers = []
+        for i in range(args.procs):
+            part = {"occurrence_id": cfg["occurrence_id"], "screens": screens[i::args.procs],
+                    "viewers": cfg["viewer_tokens"][i::args.procs],
+                    "members": checkin_members[i::args.procs], "rate": args.rate,
+                    "procs": args.procs, "pings": args.pings // args.procs,
+                    "heartbeat": args.heartbeat, "go2": go2}
+            p = ctx.Process(target=client_worker, args=(i, base, part, ready, go, results))
+            p.start()
+            workers.append(p)
+        t_conn = time.perf_counter()
+        connected = failed = 0
+        for _ in workers:
+            _, n, f = ready.get(timeout=900)
+            connected += n
+            failed += f
+        conn_secs = time.perf_counter() - t_conn
+        rss1, threads1 = proc_stats(server.pid)
+        log.info("connected %d clients (%d failed) in %.1f s; server RSS %.0f MB -> %.0f MB "
+                 "(%.0f kB per connection), threads %d -> %d", connected, failed, conn_secs,
+                 rss0, rss1, (rss1 - rss0) * 1024 / max(connected, 1), threads0, threads1)
+        go.set()
+        pings: list[float] = []
+        for _ in workers:
+            _, _, lat, ok, _ = results.get(timeout=600)
+            pings += lat
+        log.info("baseline ping: %d round trips, p50 %.1f ms, p99 %.1f ms", len(pings),
+                 pct(pings, 50), pct(pings, 99))
+        go2.set()
+        lat_all: list[float] = []
+        acked, durations = 0, []
+        peak_rss = rss1
+        for _ in workers:
+            _, _, lat, ok, duration = results.get(timeout=900)
+            lat_all += lat
+            acked += ok
+            durations.append(duration)
+            peak_rss = max(peak_rss, proc_stats(server.pid)[0])
+        for p in workers:
+            p.join(60)
+        elapsed = max(durations) if durations else 0.0
+        stored = count_check_ins(url, cfg["occurrence_id"])
+        rss2, threads2 = proc_stats(server.pid)
+        log.info("check-ins: %d sent, %d acknowledged, %d rows stored (%s) in %.1f s = "
+                 "%.0f/s (target %.0f/s)", len(checkin_members), acked, stored,
+                 "EQUAL" if acked == stored else "MISMATCH", elapsed,
+                 acked / elapsed if elapsed else 0, args.rate)
+        log.info("ack latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms (mean %.1f ms)",
+                 pct(lat_all, 50), pct(lat_all, 99), max(lat_all, default=0) * 1000,
+                 statistics.fmean(lat_all) * 1000 if lat_all else 0)
+        log.info("server memory: RSS %.0f MB at the end (peak seen %.0f MB), threads %d",
+                 rss2, peak_rss, threads2)
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if pg_name:
+            import psycopg
+
+            with psycopg.connect(PG_BASE + "/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
