@@ -15,17 +15,23 @@ aiortc's MediaRelay with one encoder per site (`--relay mediarelay`), as the bas
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import math
-import os
-import statistics
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
+
+# `python bench/relay.py` puts bench/ first on sys.path, where other benchmarks' module
+# names (bench/calendar.py) would shadow the standard library.
+sys.path[:] = [p for p in sys.path
+               if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

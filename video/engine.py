@@ -193,9 +193,11 @@ class Broadcast:
                 frame = await track.recv()
             except MediaStreamError:
                 break
-            # Frames queued while we were encoding are stale: keep only the newest.
+            # When encoding falls behind by more than a few frames, skip to the newest:
+            # sites get a lower frame rate rather than a growing delay. (A small backlog
+            # is normal: the jitter buffer releases frames in bursts.)
             queue = getattr(track, "_queue", None)
-            while queue is not None and queue.qsize() > 0:
+            while queue is not None and queue.qsize() > 3:
                 newer = queue.get_nowait()
                 if newer is None:
                     break

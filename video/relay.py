@@ -31,6 +31,9 @@ AUDIO_SAMPLES_PER_PACKET = 960  # 20 ms of Opus at 48 kHz
 KEYFRAME_INTERVAL = 2.5
 #: Keyframes asked for by joining sites or PLIs are granted at most this often.
 KEYFRAME_REQUEST_MIN_INTERVAL = 1.0
+#: A joining site gets the frames since the last keyframe when it is at most this old,
+#: instead of waiting for a new one (rate-limited, so a burst of joins would wait up to 1 s).
+GOP_CACHE_SECONDS = 1.0
 #: A subscriber more than this many packets behind is cut back to the next keyframe.
 VIDEO_QUEUE_LIMIT = 60
 AUDIO_QUEUE_LIMIT = 100
@@ -137,10 +140,19 @@ class PacketSource:
         self.packets = 0
         self.bytes = 0
         self.keyframes = 0
+        #: Packets since the last keyframe (video), while it is recent.
+        self._gop: list[EncodedPacket] = []
+        self._gop_started = 0.0
 
     def attach(self, track: SubscriberTrack) -> None:
+        """Add a site: it starts at a keyframe, a recent cached one or a new one."""
         self.tracks.add(track)
-        if self.kind == "video":
+        if self.kind != "video":
+            return
+        if self._gop and time.monotonic() - self._gop_started <= GOP_CACHE_SECONDS:
+            for packet in self._gop:
+                track.push(packet)
+        else:
             self.request_keyframe()
 
     def detach(self, track: SubscriberTrack) -> None:
@@ -156,6 +168,14 @@ class PacketSource:
         self.bytes += len(packet.data)
         if packet.is_keyframe:
             self.keyframes += 1
+        if self.kind == "video":
+            if packet.is_keyframe:
+                self._gop = [packet]
+                self._gop_started = time.monotonic()
+            elif self._gop and len(self._gop) < 60:
+                self._gop.append(packet)
+            else:
+                self._gop = []
         for track in tuple(self.tracks):
             track.push(packet)
 
