@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flask_babel import lazy_gettext as _l
 from flask_smorest.fields import Upload
 from marshmallow import EXCLUDE, Schema, fields, validate
 
@@ -289,13 +290,13 @@ def _form_int(values: dict, key: str) -> int:
     try:
         return int(values.get(key) or "")
     except ValueError as exc:
-        raise FormError(key, "请输入整数") from exc
+        raise FormError(key, _l("请输入整数")) from exc
 
 
 class FormError(Exception):
     """A form field that cannot be read; `field` names the input."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
@@ -309,27 +310,27 @@ def form_rrule(values: dict) -> str | None:
     if repeat == "custom":
         rule = (values.get("custom_rrule") or "").strip()
         if not rule:
-            raise FormError("custom_rrule", "请填写重复规则")
+            raise FormError("custom_rrule", _l("请填写重复规则"))
         return rule
     interval = _form_int({"i": values.get("interval") or "1"}, "i")
     parts: list[str]
     if repeat == "weekly":
         days = [d for d in values.get("weekdays") or [] if d in WEEKDAYS]
         if not days:
-            raise FormError("weekdays", "请至少选择一天")
+            raise FormError("weekdays", _l("请至少选择一天"))
         parts = ["FREQ=WEEKLY", f"BYDAY={','.join(days)}"]
     elif repeat == "monthly_day":
         day = _form_int(values, "month_day")
         if not 1 <= day <= 31:
-            raise FormError("month_day", "日期应在 1 到 31 之间")
+            raise FormError("month_day", _l("日期应在 1 到 31 之间"))
         parts = ["FREQ=MONTHLY", f"BYMONTHDAY={day}"]
     elif repeat == "monthly_nth":
         nth, weekday = values.get("nth") or "1", values.get("nth_weekday") or "MO"
         if nth not in ("1", "2", "3", "4", "-1") or weekday not in WEEKDAYS:
-            raise FormError("nth", "请选择第几个星期几")
+            raise FormError("nth", _l("请选择第几个星期几"))
         parts = ["FREQ=MONTHLY", f"BYDAY={nth}{weekday}"]
     else:
-        raise FormError("repeat", "未知的重复方式")
+        raise FormError("repeat", _l("未知的重复方式"))
     if interval > 1:
         parts.insert(1, f"INTERVAL={interval}")
     end = values.get("end") or "never"
@@ -337,7 +338,7 @@ def form_rrule(values: dict) -> str | None:
         try:
             until = dt.date.fromisoformat(values.get("until") or "")
         except ValueError as exc:
-            raise FormError("until", "请输入结束日期") from exc
+            raise FormError("until", _l("请输入结束日期")) from exc
         parts.append(f"UNTIL={until:%Y%m%d}")
     elif end == "count":
         parts.append(f"COUNT={_form_int(values, 'count')}")
@@ -350,24 +351,25 @@ def form_to_service_data(values: dict) -> dict:
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise FormError("timezone", f"未知时区：{tz_name}") from exc
+        raise FormError("timezone", _l("未知时区：%(name)s", name=tz_name)) from exc
     try:
         day = dt.date.fromisoformat(values.get("start_date") or "")
         clock = dt.time.fromisoformat(values.get("start_time") or "")
     except ValueError as exc:
-        raise FormError("start_date", "请输入开始日期和时间") from exc
+        raise FormError("start_date", _l("请输入开始日期和时间")) from exc
     exdates = []
     for line in (values.get("exdates") or "").splitlines():
         if line.strip():
             try:
                 exdates.append(dt.datetime.fromisoformat(line.strip()).replace(tzinfo=tz))
             except ValueError as exc:
-                raise FormError("exdates", f"无法识别的日期：{line.strip()}") from exc
+                raise FormError("exdates", _l("无法识别的日期：%(value)s",
+                                                  value=line.strip())) from exc
     try:
         site_ids = [int(x) for x in values.get("site_ids") or []]
         unit_ids = [int(x) for x in values.get("org_unit_ids") or []]
     except ValueError as exc:
-        raise FormError("targets", "学习点或组织无效") from exc
+        raise FormError("targets", _l("学习点或组织无效")) from exc
     data = {
         "title": values.get("title") or "", "kind": values.get("kind") or "other",
         "description": values.get("description") or "",

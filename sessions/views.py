@@ -19,6 +19,7 @@ from flask import (
 )
 from flask.views import MethodView
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import select
@@ -55,12 +56,12 @@ blp = ApiBlueprint("sessions_api", __name__, url_prefix="/api/v1",
                    description="学习安排、场次与日历订阅")
 
 KIND_LABELS = {
-    "party_history_lecture": "党史讲座",
-    "party_lesson": "党课",
-    "general_meeting": "党员大会",
-    "committee_meeting": "支委会",
-    "group_meeting": "党小组会",
-    "other": "其他",
+    "party_history_lecture": _l("党史讲座"),
+    "party_lesson": _l("党课"),
+    "general_meeting": _l("党员大会"),
+    "committee_meeting": _l("支委会"),
+    "group_meeting": _l("党小组会"),
+    "other": _l("其他"),
 }
 
 
@@ -71,7 +72,7 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _helpers() -> dict:
-        return {"session_kind_label": lambda k: _(KIND_LABELS.get(k, k)), "local": local_time}
+        return {"session_kind_label": lambda k: str(KIND_LABELS.get(k, k)), "local": local_time}
 
 
 def local_time(value: dt.datetime | None, tz_name: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -307,7 +308,7 @@ def feed(token: str):
         db.session.commit()
     etag = service.feed_etag(db.session, row)
     headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=300"}
-    if etag in request.if_none_match:
+    if request.if_none_match.contains_weak(etag):
         return Response(status=304, headers=headers)
     body = service.feed_body(db.session, row, etag)
     response = _ics_response(body, f"{row.owner_kind}-{row.owner_id}.ics")
@@ -408,7 +409,7 @@ def _form_page(study: StudySession | None):
             db.session.commit()
             status = 200
         except schemas.FormError as exc:
-            errors[exc.field] = _(exc.message)
+            errors[exc.field] = str(exc.message)
             status = 422
         except DomainError as exc:
             field = exc.details.get("field") or "form"

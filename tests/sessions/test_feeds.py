@@ -101,6 +101,8 @@ def test_etag_304_and_change(client, world, factory, make_session, db_session):
     again = client.get(url, headers={"If-None-Match": etag})
     assert again.status_code == 304
     assert again.data == b""
+    weak = client.get(url, headers={"If-None-Match": f"W/{etag}"})
+    assert weak.status_code == 304
     # Any change gives a new ETag and a new SEQUENCE.
     seq_before = study.sequence
     service.update_occurrence(db_session, world.admin, study.occurrences[1], status="cancelled",
