@@ -44,7 +44,8 @@ PG_BASE = "postgresql://postgres@127.0.0.1:5432"
 # --- setup ----------------------------------------------------------------------------------
 
 
-def seed(url: str, *, sites: int, members: int, viewers: int) -> dict:
+def seed(url: str, *, sites: int, members: int, viewers: int,
+         admin_password: str | None = None) -> dict:
     """Schema and data: one branch, `sites` sites, `members` members, a live occurrence,
     a screen token per site and a member user (with token) per viewer."""
     import datetime as dt
@@ -95,6 +96,10 @@ def seed(url: str, *, sites: int, members: int, viewers: int) -> dict:
             s.add(user)
             s.flush()
             viewer_tokens.append(issue_token(s, user))
+        if admin_password:
+            s.add(User(username="admin", role="admin", display_name="admin",
+                       password_hash=generate_password_hash(admin_password,
+                                                            method="pbkdf2:sha256:1000")))
         s.commit()
         out = {"occurrence_id": occ.id, "site_ids": [x.id for x in site_rows],
                "member_ids": [m.id for m in member_rows], "screen_tokens": screen_tokens,
