@@ -277,8 +277,16 @@ def handle_event(event: dict[str, Any]) -> None:
     occurrence_id = int(event["occurrence_id"])
     now = utcnow()
     if kind == "broadcast_started":
-        recording = service.recording_by_path(db.session, occurrence_id, recordings_dir(),
-                                              event.get("record_path"))
+        # The WHIP view commits the Recording row right after the engine answers; this
+        # event can overtake that commit by a few milliseconds.
+        recording = None
+        for _ in range(30):
+            recording = service.recording_by_path(db.session, occurrence_id,
+                                                  recordings_dir(), event.get("record_path"))
+            if recording is not None or not event.get("record_path"):
+                break
+            db.session.rollback()
+            time.sleep(0.1)
         db.session.commit()
         service.broadcast_started.send(occurrence_id,
                                        recording_id=recording.id if recording else None)

@@ -369,7 +369,7 @@ def site_page(occurrence_id: int, site_id: int):
         if not service.can_view_site_screen(db.session, principal, site):
             raise Forbidden("无权打开该学习点的屏幕")
         can_operate = True
-        token = None if not request.args.get("token") else token
+        token = None  # a logged-in operator's page uses the cookie, not a screen token
     return render_template(
         "video/site.html", occurrence=occurrence, site=site, site_token=token,
         can_operate=can_operate, live=live_payload(occurrence.id),
