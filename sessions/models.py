@@ -112,6 +112,16 @@ class Occurrence(db.Model):
     def duration_minutes(self) -> int:
         return int((self.ends_at - self.starts_at).total_seconds() // 60)
 
+    @property
+    def title(self) -> str:
+        """The session's title (API rows carry it beside each occurrence)."""
+        return self.session.title
+
+    @property
+    def timezone(self) -> str:
+        """The session's zone, in which the occurrence is shown."""
+        return self.session.timezone
+
 
 class CalendarFeed(db.Model):
     """A subscription feed for a site, member, trainer or org unit, behind a revocable token."""

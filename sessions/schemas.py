@@ -133,8 +133,8 @@ class SessionQuery(Schema):
 class OccurrenceOut(Schema):
     id = fields.Integer()
     session_id = fields.Integer()
-    title = fields.Function(lambda o: o.session.title)
-    timezone = fields.Function(lambda o: o.session.timezone)
+    title = fields.String()
+    timezone = fields.String()
     starts_at = fields.AwareDateTime()
     ends_at = fields.AwareDateTime()
     original_start = fields.AwareDateTime()
