@@ -217,13 +217,20 @@ def client_worker(idx: int, url: str, cfg: dict, ready, go, results) -> None:
             if delay > 0:
                 time.sleep(delay)
             sio, site_id = screens[i % len(screens)]
-            if kind == "ping":
-                sio.emit("ping", i, namespace="/attendance", callback=make_cb(time.perf_counter()))
-            else:
-                sio.emit("roll_call:mark", {"occurrence_id": occ, "site_id": site_id,
-                                            "member_ids": [item], "state": "present",
-                                            "event_id": uuid.uuid4().hex},
-                         namespace="/attendance", callback=make_cb(time.perf_counter()))
+            cb = make_cb(time.perf_counter())
+            try:
+                if kind == "ping":
+                    sio.emit("ping", i, namespace="/attendance", callback=cb)
+                else:
+                    sio.emit("roll_call:mark", {"occurrence_id": occ, "site_id": site_id,
+                                                "member_ids": [item], "state": "present",
+                                                "event_id": uuid.uuid4().hex},
+                             namespace="/attendance", callback=cb)
+            except Exception:  # a dropped connection: counted as not acknowledged
+                with lock:
+                    pending[0] -= 1
+                    if pending[0] == 0:
+                        done.set()
         done.wait(120)
         return lat, acked[0], time.perf_counter() - begin
 
