@@ -101,6 +101,12 @@ def from_environment() -> dict[str, Any]:
         out["YUANJIAO_ICE_SERVERS"] = json.loads(env["YUANJIAO_ICE_SERVERS"])
     if "YUANJIAO_AUTO_MIGRATE" in env:
         out["YUANJIAO_AUTO_MIGRATE"] = _bool(env["YUANJIAO_AUTO_MIGRATE"], True)
+    for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS",
+                "YUANJIAO_ATTENDANCE_GRACE_SECONDS"):
+        if env.get(key):
+            out[key] = int(env[key])
+    if env.get("YUANJIAO_MAKEUP_SHARE"):
+        out["YUANJIAO_MAKEUP_SHARE"] = float(env["YUANJIAO_MAKEUP_SHARE"])
     if env.get("YUANJIAO_STUDY_HOURS_REQUIRED"):
         out["YUANJIAO_STUDY_HOURS_REQUIRED"] = float(env["YUANJIAO_STUDY_HOURS_REQUIRED"])
     return out

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -247,3 +248,73 @@ def ensure_admin(session: Session, username: str, password: str) -> User | None:
         return None
     return create_user(session, username=username, password=password, role="admin",
                        display_name="系统管理员")
+
+
+# --- managing users ---------------------------------------------------------------
+
+
+def creatable_roles(actor: User) -> tuple[str, ...]:
+    """Roles `actor` may hand out: all for an admin, site operator and member for organizers."""
+    if actor.role == "admin":
+        return ROLES
+    if actor.role == "organizer":
+        return ("site_operator", "member")
+    return ()
+
+
+def _user_scope_unit(session: Session, role: str, org_unit_id: int | None,
+                     site_id: int | None, member_id: int | None) -> int | None:
+    if role == "organizer":
+        return org_unit_id
+    if role == "site_operator" and site_id is not None:
+        site = session.get(Site, site_id)
+        return site.org_unit_id if site else None
+    if role == "member" and member_id is not None:
+        member = session.get(Member, member_id)
+        return member.org_unit_id if member else None
+    return None
+
+
+def require_manage_user(session: Session, actor: User, *, role: str,
+                        org_unit_id: int | None = None, site_id: int | None = None,
+                        member_id: int | None = None) -> None:
+    """Refuse unless `actor` may create or change a user of that role and scope."""
+    if role not in creatable_roles(actor):
+        raise Forbidden("只有系统管理员可以创建或管理该角色的用户", details={"role": role})
+    if actor.role == "admin":
+        return
+    unit_id = _user_scope_unit(session, role, org_unit_id, site_id, member_id)
+    require_manage_org_unit(session, actor, unit_id)
+
+
+def create_user_for(session: Session, actor: User, **data: Any) -> User:
+    """Create a user on behalf of `actor` (admin, or organizer inside his subtree)."""
+    require_manage_user(session, actor, role=data.get("role", ""),
+                        org_unit_id=data.get("org_unit_id"), site_id=data.get("site_id"),
+                        member_id=data.get("member_id"))
+    return create_user(session, **data)
+
+
+def managed_user(session: Session, actor: User, user_id: int) -> User:
+    """A user `actor` may deactivate or reset: 404 when missing, 403 when out of scope."""
+    user = get_user(session, user_id)
+    if user.id == actor.id:
+        raise Forbidden("不能在这里修改自己的账号")
+    require_manage_user(session, actor, role=user.role, org_unit_id=user.org_unit_id,
+                        site_id=user.site_id, member_id=user.member_id)
+    return user
+
+
+def set_user_active(session: Session, actor: User, user_id: int, active: bool) -> User:
+    """Deactivate (or reactivate) a user; a deactivated user's tokens stop working."""
+    user = managed_user(session, actor, user_id)
+    update_user(user, active=active)
+    session.flush()
+    return user
+
+
+def reset_password(session: Session, actor: User, user_id: int, password: str) -> User:
+    user = managed_user(session, actor, user_id)
+    update_user(user, password=password)
+    session.flush()
+    return user

@@ -103,9 +103,7 @@ class Users(MethodView):
     def post(self, data):
         """Create a user. Organizers create users only inside their own subtree, never admins."""
         caller = current_api_user("admin", "organizer")
-        if caller.role != "admin":
-            _check_organizer_may_create(caller, data)
-        user = service.create_user(db.session, **data)
+        user = service.create_user_for(db.session, caller, **data)
         db.session.commit()
         return user
 
@@ -116,10 +114,8 @@ class UserById(MethodView):
     def get(self, user_id: int):
         caller = current_api_user()
         user = service.get_user(db.session, user_id)
-        if caller.role != "admin" and caller.id != user.id:
-            _check_organizer_may_create(caller, {
-                "role": user.role, "org_unit_id": user.org_unit_id, "site_id": user.site_id,
-                "member_id": user.member_id})
+        if caller.id != user.id:
+            _require_manage(caller, user)
         return user
 
     @blp.arguments(UserPatch)
@@ -134,10 +130,8 @@ class UserById(MethodView):
         if caller.id == user.id:
             if "active" in data:
                 raise Forbidden("不能停用自己的账号")
-        elif caller.role != "admin":
-            _check_organizer_may_create(caller, {
-                "role": user.role, "org_unit_id": user.org_unit_id, "site_id": user.site_id,
-                "member_id": user.member_id})
+        else:
+            _require_manage(caller, user)
         service.update_user(user, **data)
         db.session.commit()
         return user
@@ -150,16 +144,7 @@ def me():
     return current_api_user()
 
 
-def _check_organizer_may_create(caller: User, data: dict) -> None:
-    from org.models import Member, Site
-
-    if caller.role != "organizer" or data["role"] in ("admin", "trainer"):
-        raise Forbidden("只有系统管理员可以创建或查看该角色的用户")
-    unit_id = data.get("org_unit_id")
-    if data["role"] == "site_operator" and data.get("site_id"):
-        site = db.session.get(Site, data["site_id"])
-        unit_id = site.org_unit_id if site else None
-    if data["role"] == "member" and data.get("member_id"):
-        member = db.session.get(Member, data["member_id"])
-        unit_id = member.org_unit_id if member else None
-    service.require_manage_org_unit(db.session, caller, unit_id)
+def _require_manage(caller: User, user: User) -> None:
+    service.require_manage_user(db.session, caller, role=user.role,
+                                org_unit_id=user.org_unit_id, site_id=user.site_id,
+                                member_id=user.member_id)

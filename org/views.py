@@ -31,6 +31,7 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import func, select
 
+from accounts import service as accounts_service
 from accounts.models import ROLES
 from core.api import api, current_api_user, current_principal
 from core.errors import DomainError, Forbidden, ValidationError
@@ -716,7 +717,7 @@ def users():
     user = _page_user("admin", "organizer")
     rows = list(db.session.scalars(service.users_query(db.session, user)))
     return render_template(
-        "users/list.html", users=rows, roles=service.creatable_roles(user),
+        "users/list.html", users=rows, roles=accounts_service.creatable_roles(user),
         unit_choices=_unit_choices(user), site_choices=_site_choices(user),
     )
 
@@ -747,7 +748,7 @@ def user_create():
             data["member_id"] = member.id
         elif role not in ROLES:
             raise ValidationError(_("请选择角色"), field="role")
-        service.create_user_for(db.session, user, **data)
+        accounts_service.create_user_for(db.session, user, **data)
 
     _attempt(create, _("用户已创建"))
     return redirect(url_for("org.users"))
@@ -758,7 +759,7 @@ def user_create():
 def user_active(user_id: int):
     user = _page_user("admin", "organizer")
     active = request.form.get("active") == "1"
-    _attempt(lambda: service.set_user_active(db.session, user, user_id, active),
+    _attempt(lambda: accounts_service.set_user_active(db.session, user, user_id, active),
              _("用户已启用") if active else _("用户已停用"))
     return redirect(url_for("org.users"))
 
@@ -767,7 +768,7 @@ def user_active(user_id: int):
 @login_required
 def user_password(user_id: int):
     user = _page_user("admin", "organizer")
-    _attempt(lambda: service.reset_password(db.session, user, user_id,
+    _attempt(lambda: accounts_service.reset_password(db.session, user, user_id,
                                             request.form.get("password", "")),
              _("密码已重置"))
     return redirect(url_for("org.users"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from accounts import service as accounts_service
 from core.errors import Conflict, Forbidden, NotFound, ValidationError
 from org import service
 from org.models import Member, OrgUnit
@@ -193,25 +194,25 @@ def test_screen_tokens(db_session, org):
 
 
 def test_users_created_by_an_organizer(db_session, org):
-    user = service.create_user_for(db_session, org.organizer_a, username="op_a2",
+    user = accounts_service.create_user_for(db_session, org.organizer_a, username="op_a2",
                                    password="password123", role="site_operator",
                                    site_id=org.site_a.id)
     assert user.site_id == org.site_a.id
     with pytest.raises(Forbidden):
-        service.create_user_for(db_session, org.organizer_a, username="op_b2",
+        accounts_service.create_user_for(db_session, org.organizer_a, username="op_b2",
                                 password="password123", role="site_operator",
                                 site_id=org.site_b.id)
     with pytest.raises(Forbidden):
-        service.create_user_for(db_session, org.organizer_a, username="boss2",
+        accounts_service.create_user_for(db_session, org.organizer_a, username="boss2",
                                 password="password123", role="admin")
     with pytest.raises(Forbidden):
-        service.create_user_for(db_session, org.organizer_a, username="org2",
+        accounts_service.create_user_for(db_session, org.organizer_a, username="org2",
                                 password="password123", role="organizer",
                                 org_unit_id=org.branch_a.id)
-    service.set_user_active(db_session, org.organizer_a, user.id, False)
+    accounts_service.set_user_active(db_session, org.organizer_a, user.id, False)
     assert user.active is False
     with pytest.raises(Forbidden):  # a user of another branch
-        service.set_user_active(db_session, org.organizer_a, org.trainer.id, False)
+        accounts_service.set_user_active(db_session, org.organizer_a, org.trainer.id, False)
 
 
 def test_system_actions_have_no_scope(db_session, org):
