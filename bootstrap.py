@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from pathlib import Path
@@ -14,8 +15,6 @@ from sqlalchemy import select
 from extensions import db
 
 log = logging.getLogger(__name__)
-
-INITIAL_ADMIN_FILE = "initial-admin.txt"
 
 
 def bootstrap(app: Flask) -> None:
@@ -38,12 +37,16 @@ def bootstrap(app: Flask) -> None:
 def ensure_admin(app: Flask) -> None:
     """Create the admin the environment names, or a generated one, when none exists."""
     from accounts.models import User
+    from accounts.service import authenticate
     from accounts.service import ensure_admin as create_admin
+    from core.errors import DomainError
 
     username = app.config.get("YUANJIAO_ADMIN_USERNAME")
     password = app.config.get("YUANJIAO_ADMIN_PASSWORD")
     has_admin = db.session.scalar(select(User.id).where(User.role == "admin").limit(1))
-    note = Path(app.instance_path) / INITIAL_ADMIN_FILE
+    # One note per database, so that a note never shows another database's password.
+    db_key = hashlib.sha256(app.config["SQLALCHEMY_DATABASE_URI"].encode()).hexdigest()[:8]
+    note = Path(app.instance_path) / f"initial-admin-{db_key}.txt"
     if has_admin is None:
         generated = not (username and password)
         username = username or "admin"
@@ -57,5 +60,10 @@ def ensure_admin(app: Flask) -> None:
             click.echo(f"管理员账号 (admin login): {username} / (YUANJIAO_ADMIN_PASSWORD)")
     if note.exists():
         saved_user, saved_password = note.read_text().split("\n")[:2]
+        try:
+            authenticate(db.session, saved_user, saved_password)
+        except DomainError:
+            note.unlink()  # the password was changed: the note is no longer true
+            return
         click.echo(f"管理员账号 (admin login): {saved_user} / {saved_password}"
-                   f"  — change it, then delete {note}")
+                   f"  — change the password after logging in")
