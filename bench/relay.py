@@ -302,6 +302,9 @@ def summarize(name: str, results: list[dict]) -> dict:
         return {}
     top = max(full, key=lambda r: r["n"]) if full else max(results, key=lambda r: r["n"])
     note = "" if full else " (no N delivered 90 % of frames: an optimistic figure)"
+    if base["min_share"] < 90:
+        note += (" (N=1 did not get 90 % of frames: the machine was busy, so the fixed cost"
+                 " is overstated and the per-site cost understated; run again)")
     per_site = max(0.001, (top["cpu"] - base["cpu"]) / (top["n"] - 1))
     fixed = base["cpu"] - per_site
     capacity = (200 - fixed) / per_site

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 AUDIO_TIME_BASE = fractions.Fraction(1, 48000)
-AUDIO_SAMPLES_PER_PACKET = 960  # 20 ms of Opus at 48 kHz
+#: 40 ms Opus packets: half the packets of the usual 20 ms, and the per-packet cost is what
+#: every added site pays (sending, SRTP); 20 ms more delay does not matter in a lecture.
+AUDIO_SAMPLES_PER_PACKET = 1920
 #: A regular keyframe, so that a site that lost packets recovers without asking.
 KEYFRAME_INTERVAL = 2.5
 #: Keyframes asked for by joining sites or PLIs are granted at most this often.
@@ -277,7 +279,10 @@ class SharedAudioEncoder:
         self.context.format = "s16"
         self.context.layout = "stereo"
         self.context.time_base = AUDIO_TIME_BASE
-        self.context.options = {"application": "voip"}
+        self.context.options = {
+            "application": "voip",
+            "frame_duration": str(AUDIO_SAMPLES_PER_PACKET * 1000 // 48000),
+        }
         self.resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000,
                                            frame_size=AUDIO_SAMPLES_PER_PACKET)
         self._next_pts: int | None = None
