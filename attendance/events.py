@@ -20,6 +20,7 @@ from accounts.models import User
 from attendance import live
 from attendance import service as svc
 from attendance.errors import DomainError, Forbidden, Unauthorized, ValidationError
+from attendance.writer import serialized_write
 from core.api import SiteScreen
 from core.sockets import socket_principal
 from core.types import utcnow
@@ -140,11 +141,12 @@ def roll_call_mark(data: Any) -> dict[str, Any]:
     occurrence, site = _occurrence_and_site(data)
     caller = _caller()
     svc.require_operate_site(db.session, caller, occurrence, site)
-    results = svc.roll_call(
-        db.session, occurrence=occurrence, site=site, member_ids=data.get("member_ids"),
-        state=data.get("state"), source=f"site:{site.id}", event_id=data.get("event_id"),
-        now=utcnow(), actor_user_id=getattr(caller, "id", None))
-    db.session.commit()
+    with serialized_write():
+        results = svc.roll_call(
+            db.session, occurrence=occurrence, site=site, member_ids=data.get("member_ids"),
+            state=data.get("state"), source=f"site:{site.id}", event_id=data.get("event_id"),
+            now=utcnow(), actor_user_id=getattr(caller, "id", None))
+        db.session.commit()
     live.publish_events(e for e, created in results if created)
     return {"ok": True, "stored": sum(1 for _, c in results if c),
             "repeated": sum(1 for _, c in results if not c),
@@ -174,11 +176,12 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
             raise Forbidden("您不在本次学习活动的应到名单中",
                             details={"occurrence_id": occurrence.id})
         _viewing[request.sid].add(occurrence.id)
-    event, created = svc.record_event(
-        db.session, occurrence=occurrence, type=kind, source=f"viewer:member:{member.id}",
-        event_id=data.get("event_id"), now=utcnow(), member_id=member.id,
-        actor_user_id=_callers[request.sid][1])
-    db.session.commit()
+    with serialized_write():
+        event, created = svc.record_event(
+            db.session, occurrence=occurrence, type=kind, source=f"viewer:member:{member.id}",
+            event_id=data.get("event_id"), now=utcnow(), member_id=member.id,
+            actor_user_id=_callers[request.sid][1])
+        db.session.commit()
     if created and kind != "viewer_heartbeat":
         live.publish_events([event], {member.id: member.name})
     return {"ok": True, "stored": created, "event": live.event_dict(event)}

@@ -40,6 +40,7 @@ from attendance.schemas import (
     MakeupTaskOut,
     ReviewOut,
 )
+from attendance.writer import serialized_write
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.timeutil import iso, zone
@@ -185,11 +186,13 @@ class AttendanceEvents(MethodView):
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         site = svc.get_site(db.session, data["site_id"])
         svc.require_operate_site(db.session, principal, occurrence, site)
-        event, created = svc.record_event(
-            db.session, occurrence=occurrence, type=data["type"], source=source,
-            event_id=event_id, now=utcnow(), member_id=data["member_id"], site_id=site.id,
-            actor_user_id=getattr(principal, "id", None), client_time=data["at"])
-        db.session.commit()
+        with serialized_write():
+            event, created = svc.record_event(
+                db.session, occurrence=occurrence, type=data["type"], source=source,
+                event_id=event_id, now=utcnow(), member_id=data["member_id"],
+                site_id=site.id, actor_user_id=getattr(principal, "id", None),
+                client_time=data["at"])
+            db.session.commit()
         if created:
             live.publish_events([event])
         return event, 201 if created else 200
