@@ -42,6 +42,8 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "YUANJIAO_STUDY_HOURS_REQUIRED": 32,
         "YUANJIAO_MAKEUP_SHARE": 0.9,
         "YUANJIAO_ATTENDANCE_GRACE_SECONDS": 90,
+        # Leaving more than this many minutes before the end counts as leaving early.
+        "YUANJIAO_LEFT_EARLY_MINUTES": 10,
         "YUANJIAO_QR_ROTATE_SECONDS": 25,
         "BABEL_DEFAULT_LOCALE": "zh",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
@@ -102,7 +104,7 @@ def from_environment() -> dict[str, Any]:
     if "YUANJIAO_AUTO_MIGRATE" in env:
         out["YUANJIAO_AUTO_MIGRATE"] = _bool(env["YUANJIAO_AUTO_MIGRATE"], True)
     for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS",
-                "YUANJIAO_ATTENDANCE_GRACE_SECONDS"):
+                "YUANJIAO_ATTENDANCE_GRACE_SECONDS", "YUANJIAO_LEFT_EARLY_MINUTES"):
         if env.get(key):
             out[key] = int(env[key])
     if env.get("YUANJIAO_MAKEUP_SHARE"):
