@@ -292,8 +292,11 @@ class SharedAudioEncoder:
         out = []
         for chunk in self.resampler.resample(frame):
             for packet in self.context.encode(chunk):
-                if self._next_pts is None or abs(wall_pts - self._next_pts) > 48000 // 5:
-                    self._next_pts = wall_pts
+                # Follow the sample count; jump forward to the wall clock after a gap (the
+                # publisher was replaced or stalled), never backwards: timestamps of a
+                # stream must only grow (RTP receivers and the WebM muxer rely on it).
+                if self._next_pts is None or wall_pts - self._next_pts > 48000 // 5:
+                    self._next_pts = max(wall_pts, self._next_pts or 0)
                 out.append(EncodedPacket(bytes(packet), self._next_pts, AUDIO_TIME_BASE, True))
                 self._next_pts += AUDIO_SAMPLES_PER_PACKET
         return out
@@ -314,6 +317,7 @@ class Recorder:
         self.audio_stream: Any = None
         self._pending_audio: list[EncodedPacket] = []
         self._origin: dict[str, int] = {}
+        self._last_ms: dict[int, int] = {}
         self.first_pts_seconds: float | None = None
         self.last_pts_seconds = 0.0
         self.failed = False
@@ -358,8 +362,14 @@ class Recorder:
         seconds = packet.pts * float(packet.time_base) - origin_seconds
         if seconds < 0:
             return
+        millis = round(seconds * 1000)
+        # Matroska refuses a timestamp that does not grow within a stream (EINVAL).
+        last = self._last_ms.get(stream.index, -1)
+        if millis <= last:
+            millis = last + 1
+        self._last_ms[stream.index] = millis
         av_packet = av.Packet(packet.data)
-        av_packet.pts = av_packet.dts = round(seconds * 1000)
+        av_packet.pts = av_packet.dts = millis
         av_packet.time_base = fractions.Fraction(1, 1000)
         av_packet.is_keyframe = packet.is_keyframe
         av_packet.stream = stream

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +65,22 @@ def scene(db_session, factory) -> Scene:
 
 
 def run(coro) -> Any:
-    """Run a client scenario on a fresh loop in this thread (the engine has its own)."""
-    return asyncio.run(coro)
+    """Run a client scenario on a fresh loop in a thread of its own (the engine has its own
+    loop too; and Playwright's sync API may have left a running loop in this thread)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="media-test-client")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 async def in_thread(fn, *args, **kwargs) -> Any:

@@ -12,7 +12,7 @@ import requests
 
 from accounts.service import issue_site_token
 from tests.conftest import ROOT, free_port
-from tests.video.conftest import run, wait_for
+from tests.video.conftest import run
 from tests.video.peers import Publisher, Subscriber
 from tests.video.test_signaling import SDP, bearer, stream_key, whep_signal, whip_signal
 from video import media, service
@@ -85,7 +85,10 @@ def test_publish_and_watch_through_a_media_node(app, client, factory, scene, db_
         db_session.expire_all()
         return service.recording_for_occurrence(db_session, occ) is not None
 
-    assert run(wait_for(completed, 15))
+    deadline = time.monotonic() + 15
+    while not completed() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert completed()
     assert client.get(f"/api/v1/occurrences/{occ}/live", headers=site_auth).json["state"] \
         == "ended"
     offer = client.post(f"/whep/{occ}", data="v=0\r\nbroken", headers={**site_auth, **SDP})

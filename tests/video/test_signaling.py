@@ -136,6 +136,7 @@ def test_publish_watch_stop_and_recording(app, client, factory, scene, db_sessio
 
     service.broadcast_ended.connect(on_ended)
     site_auth = {"Authorization": f"Bearer {site_token}"}
+    site_name = scene.site.name
 
     async def scenario():
         publisher = Publisher()
@@ -153,7 +154,7 @@ def test_publish_watch_stop_and_recording(app, client, factory, scene, db_sessio
         assert await wait_for(lambda: len(client.get(
             f"/api/v1/occurrences/{occ}/live", headers=site_auth).json["sites"]) == 2, 5)
         sites = client.get(f"/api/v1/occurrences/{occ}/live", headers=site_auth).json["sites"]
-        assert {s.get("site_name") for s in sites} >= {scene.site.name}
+        assert {s.get("site_name") for s in sites} >= {site_name}
         await asyncio.sleep(2)
         response = await in_thread(client.delete, seen["whip"], headers=bearer(key))
         assert response.status_code == 200
