@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -19,8 +20,8 @@ from flask_socketio import ConnectionRefusedError, join_room
 from accounts.models import User
 from attendance import live
 from attendance import service as svc
-from attendance.errors import DomainError, Forbidden, Unauthorized, ValidationError
-from attendance.writer import serialized_write
+from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized, ValidationError
+from attendance.writer import Append, Request, writer_for
 from core.api import SiteScreen
 from core.sockets import socket_principal
 from core.types import utcnow
@@ -36,7 +37,27 @@ _site_sids: dict[str, set[tuple[int, int]]] = defaultdict(set)
 _site_count: dict[tuple[int, int], int] = defaultdict(int)
 #: sid -> occurrence ids a member was allowed to watch (checked once per connection).
 _viewing: dict[str, set[int]] = defaultdict(set)
+#: sid -> {what: (expires, value)}: authorizations this connection passed, and the member
+#: it acts as. Hot events (roll call, heartbeats) then need no database read at all; a
+#: revoked right or a deactivated user is noticed within the TTL (the rules that must hold
+#: at once, the lock and the two-site rule, are checked by the writer in its transaction).
+_granted: dict[str, dict[tuple, tuple[float, Any]]] = defaultdict(dict)
 _lock = threading.Lock()
+
+
+def _auth_ttl() -> float:
+    return float(current_app.config.get("YUANJIAO_ATTENDANCE_AUTH_TTL", 30))
+
+
+def _granted_value(key: tuple) -> tuple[bool, Any]:
+    hit = _granted.get(request.sid, {}).get(key)
+    if hit is None or hit[0] < time.monotonic():
+        return False, None
+    return True, hit[1]
+
+
+def _grant(key: tuple, value: Any = True) -> None:
+    _granted[request.sid][key] = (time.monotonic() + _auth_ttl(), value)
 
 
 def init_app(app: Flask) -> None:
@@ -89,6 +110,7 @@ def disconnect(*_args: Any) -> None:
     sid = request.sid
     _callers.pop(sid, None)
     _viewing.pop(sid, None)
+    _granted.pop(sid, None)
     with _lock:
         joined = _site_sids.pop(sid, set())
         gone = []
@@ -99,15 +121,23 @@ def disconnect(*_args: Any) -> None:
                 gone.append(key)
     for occurrence_id, site_id in gone:
         try:
-            occurrence = svc.get_occurrence(db.session, occurrence_id)
-            site = svc.get_site(db.session, site_id)
-            if svc.site_presence(db.session, occurrence=occurrence, site=site, online=False,
-                                 now=utcnow()):
-                db.session.commit()
+            if _site_presence(occurrence_id, site_id, online=False):
                 live.publish_site_status(occurrence_id, site_id, False)
         except Exception:
-            db.session.rollback()
             log.exception("could not log site %s offline", site_id)
+
+
+def _site_presence(occurrence_id: int, site_id: int, *, online: bool) -> bool:
+    """Log a screen online/offline through the writer; False when locked or cancelled."""
+    import uuid
+
+    try:
+        writer_for().append(Request([Append(
+            occurrence_id=occurrence_id, type="site_online" if online else "site_offline",
+            source="server", event_id=uuid.uuid4().hex, site_id=site_id)], now=utcnow()))
+    except Conflict:  # locked or cancelled: nothing to log (as svc.site_presence)
+        return False
+    return True
 
 
 def ping(data: Any = None) -> dict[str, Any]:
@@ -119,16 +149,16 @@ def site_join(data: Any) -> dict[str, Any]:
     """A site screen or operator opens the room page: the site is online; join its rooms."""
     occurrence, site = _occurrence_and_site(data)
     svc.require_operate_site(db.session, _caller(), occurrence, site)
-    event = svc.site_presence(db.session, occurrence=occurrence, site=site, online=True,
-                              now=utcnow())
-    db.session.commit()
+    _grant(("operate", occurrence.id, site.id))
+    db.session.rollback()  # the writer commits on its own connection; read afresh below
+    online = _site_presence(occurrence.id, site.id, online=True)
     join_room(live.site_room(occurrence.id, site.id))
     key = (occurrence.id, site.id)
     with _lock:
         if key not in _site_sids[request.sid]:
             _site_sids[request.sid].add(key)
             _site_count[key] += 1
-    if event is not None:
+    if online:
         live.publish_site_status(occurrence.id, site.id, True)
     snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow())
     mine = next((s for s in snap["sites"] if s["site_id"] == site.id), None)
@@ -136,17 +166,31 @@ def site_join(data: Any) -> dict[str, Any]:
             "locked": snap["locked"]}
 
 
+def _require_operate(data: Any) -> tuple[int, int]:
+    """(occurrence_id, site_id) the caller may operate: checked once per TTL, then cached."""
+    occurrence_id, site_id = _int(data, "occurrence_id"), _int(data, "site_id")
+    key = ("operate", occurrence_id, site_id)
+    if not _granted_value(key)[0]:
+        occurrence, site = _occurrence_and_site(data)
+        svc.require_operate_site(db.session, _caller(), occurrence, site)
+        db.session.rollback()
+        _grant(key)
+    return occurrence_id, site_id
+
+
+def _actor_user_id() -> int | None:
+    kind, ident = _callers.get(request.sid, ("", 0))
+    return ident if kind == "user" else None
+
+
 def roll_call_mark(data: Any) -> dict[str, Any]:
     """The operator marks one or many members present or checked out at his site."""
-    occurrence, site = _occurrence_and_site(data)
-    caller = _caller()
-    svc.require_operate_site(db.session, caller, occurrence, site)
-    with serialized_write():
-        results = svc.roll_call(
-            db.session, occurrence=occurrence, site=site, member_ids=data.get("member_ids"),
-            state=data.get("state"), source=f"site:{site.id}", event_id=data.get("event_id"),
-            now=utcnow(), actor_user_id=getattr(caller, "id", None))
-        db.session.commit()
+    occurrence_id, site_id = _require_operate(data)
+    appends = svc.roll_call_appends(
+        occurrence_id=occurrence_id, site_id=site_id, member_ids=data.get("member_ids"),
+        state=data.get("state"), source=f"site:{site_id}", event_id=data.get("event_id"),
+        actor_user_id=_actor_user_id())
+    results = writer_for().append(Request(appends, now=utcnow()))
     live.publish_events(e for e, created in results if created)
     return {"ok": True, "stored": sum(1 for _, c in results if c),
             "repeated": sum(1 for _, c in results if not c),
@@ -169,21 +213,28 @@ def qr_token(data: Any) -> dict[str, Any]:
 
 def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
     """A member watching alone reports join, heartbeat or leave for himself only."""
-    occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
-    member = svc.member_of(_caller())
-    if occurrence.id not in _viewing[request.sid]:
-        if member.id not in svc.expected_member_ids(db.session, occurrence):
+    occurrence_id = _int(data, "occurrence_id")
+    event_id = svc.clean_event_id(data.get("event_id"))
+    fresh, who = _granted_value(("member",))
+    if not fresh:
+        member = svc.member_of(_caller())
+        who = (member.id, member.name)
+        _grant(("member",), who)
+        db.session.rollback()
+    member_id, name = who
+    if occurrence_id not in _viewing[request.sid]:
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        if member_id not in svc.expected_member_ids(db.session, occurrence):
             raise Forbidden("您不在本次学习活动的应到名单中",
                             details={"occurrence_id": occurrence.id})
-        _viewing[request.sid].add(occurrence.id)
-    with serialized_write():
-        event, created = svc.record_event(
-            db.session, occurrence=occurrence, type=kind, source=f"viewer:member:{member.id}",
-            event_id=data.get("event_id"), now=utcnow(), member_id=member.id,
-            actor_user_id=_callers[request.sid][1])
-        db.session.commit()
+        db.session.rollback()
+        _viewing[request.sid].add(occurrence_id)
+    [(event, created)] = writer_for().append(Request([Append(
+        occurrence_id=occurrence_id, type=kind, source=f"viewer:member:{member_id}",
+        event_id=event_id, member_id=member_id, actor_user_id=_actor_user_id())],
+        now=utcnow()))
     if created and kind != "viewer_heartbeat":
-        live.publish_events([event], {member.id: member.name})
+        live.publish_events([event], {member_id: name})
     return {"ok": True, "stored": created, "event": live.event_dict(event)}
 
 

@@ -382,6 +382,35 @@ def roll_call(session: Session, *, occurrence: Occurrence, site: Site, member_id
     return out
 
 
+def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, state: Any,
+                      source: str, event_id: Any, actor_user_id: int | None = None,
+                      client_time: dt.datetime | None = None) -> list[Any]:
+    """`roll_call` validated into the writer's appends (see attendance.writer).
+
+    The same events as `roll_call`: ``<event_id>:<member_id>`` per member, so a retried
+    batch stores each member once; the writer stores them all or none.
+    """
+    from attendance.writer import Append
+
+    if state not in ("present", "checked_out"):
+        raise ValidationError("state 只能是 present 或 checked_out", field="state")
+    if not isinstance(member_ids, list) or not member_ids or len(member_ids) > 1000:
+        raise ValidationError("member_ids 需为 1–1000 个党员", field="member_ids")
+    event_id = clean_event_id(event_id)
+    kind = "check_in" if state == "present" else "check_out"
+    out = []
+    for raw in dict.fromkeys(member_ids):
+        try:
+            member_id = int(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
+        out.append(Append(occurrence_id=occurrence_id, type=kind, source=source,
+                          event_id=f"{event_id}:{member_id}"[:100], member_id=member_id,
+                          site_id=site_id, actor_user_id=actor_user_id,
+                          client_time=client_time))
+    return out
+
+
 def site_presence(session: Session, *, occurrence: Occurrence, site: Site, online: bool,
                   now: dt.datetime, event_id: str | None = None) -> AttendanceEvent | None:
     """Log a site screen going online or offline (server-observed)."""
@@ -698,6 +727,9 @@ def set_lock(session: Session, *, occurrence: Occurrence, locked: bool, user: An
     """Lock a reviewed occurrence (organizer or admin); only an admin unlocks."""
     if not locked and user.role != "admin":
         raise Forbidden("只有系统管理员可以解锁")
+    from attendance.writer import lock_occurrence
+
+    lock_occurrence(session, occurrence.id)  # between two batches of the writer
     review = session.get(OccurrenceReview, occurrence.id)
     if review is None:
         review = OccurrenceReview(occurrence_id=occurrence.id, locked=False)

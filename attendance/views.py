@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from attendance import exports, live
 from attendance import service as svc
-from attendance.errors import DomainError, Forbidden, NotFound, ValidationError
+from attendance.errors import DomainError, Forbidden, NotFound, QrRefused, ValidationError
 from attendance.models import AttendanceEvent, Correction, LeaveRequest, MakeupTask
 from attendance.schemas import (
     AttendanceEventIn,
@@ -40,7 +40,7 @@ from attendance.schemas import (
     MakeupTaskOut,
     ReviewOut,
 )
-from attendance.writer import serialized_write
+from attendance.writer import Append, Request, serialized_write, writer_for
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.timeutil import iso, zone
@@ -186,13 +186,13 @@ class AttendanceEvents(MethodView):
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         site = svc.get_site(db.session, data["site_id"])
         svc.require_operate_site(db.session, principal, occurrence, site)
-        with serialized_write():
-            event, created = svc.record_event(
-                db.session, occurrence=occurrence, type=data["type"], source=source,
-                event_id=event_id, now=utcnow(), member_id=data["member_id"],
-                site_id=site.id, actor_user_id=getattr(principal, "id", None),
-                client_time=data["at"])
-            db.session.commit()
+        actor = getattr(principal, "id", None)
+        site_id = site.id
+        db.session.rollback()  # reads done: the writer appends and commits
+        [(event, created)] = writer_for().append(Request([Append(
+            occurrence_id=occurrence_id, type=data["type"], source=source, event_id=event_id,
+            member_id=data["member_id"], site_id=site_id, actor_user_id=actor,
+            client_time=data["at"])], now=utcnow()))
         if created:
             live.publish_events([event])
         return event, 201 if created else 200
@@ -283,9 +283,10 @@ class Corrections(MethodView):
 
 def _set_lock(occurrence_id: int, locked: bool):
     occurrence = _managed_occurrence(occurrence_id)
-    review = svc.set_lock(db.session, occurrence=occurrence, locked=locked,
-                          user=current_api_user(), now=utcnow())
-    db.session.commit()
+    with serialized_write():  # SQLite: take turns with the writer thread
+        review = svc.set_lock(db.session, occurrence=occurrence, locked=locked,
+                              user=current_api_user(), now=utcnow())
+        db.session.commit()
     live.publish_changed(occurrence.id, "lock")
     return review
 
@@ -496,6 +497,26 @@ def ledger():
     return render_template("attendance/ledger.html", data=data, year=year)
 
 
+def _qr_check_in(token: str, member, occurrence, site) -> AttendanceEvent:
+    """`svc.qr_check_in` through the group-commit writer (token already read and valid)."""
+    import hashlib
+
+    svc.require_site_of_occurrence(db.session, occurrence, site)
+    if member.status != "active":
+        raise Forbidden("该党员不在册（已转出）")
+    now = utcnow()
+    if now > occurrence.ends_at:
+        raise QrRefused("学习活动已结束", code="qr_expired")
+    append = Append(occurrence_id=occurrence.id, type="qr_check_in",
+                    source=f"qr:member:{member.id}",
+                    event_id=hashlib.sha256(token.encode()).hexdigest(),
+                    member_id=member.id, site_id=site.id, actor_user_id=current_user.id)
+    db.session.rollback()
+    [(event, _)] = writer_for().append(Request(
+        [append], now=now, repeat_error=QrRefused("该二维码您已使用过", code="qr_reused")))
+    return event
+
+
 @pages.route("/checkin/<token>", methods=["GET", "POST"])
 @login_required
 def checkin(token: str):
@@ -513,10 +534,7 @@ def checkin(token: str):
         if request.method == "POST":
             if config.get("WTF_CSRF_ENABLED", True):
                 validate_csrf(request.form.get("csrf_token"))
-            event = svc.qr_check_in(db.session, token=token, member=member,
-                                    secret=config["SECRET_KEY"], now=utcnow(),
-                                    rotate_seconds=rotate, actor_user_id=current_user.id)
-            db.session.commit()
+            event = _qr_check_in(token, member, occurrence, site)
             live.publish_events([event], {member.id: member.name})
             return render_template("attendance/checkin.html", done=True, member=member,
                                    occurrence=occurrence, site=site, event=event,

@@ -1,28 +1,477 @@
-"""One writer at a time on SQLite, inside this process.
+"""The group-commit writer: one thread per app appends attendance events in batches.
 
-SQLite has one write lock per database. Threads that contend for it wait in SQLite's busy
-handler, which sleeps in growing steps (up to 100 ms), so under a burst most of the time
-is spent asleep and latency explodes. Taking a process lock around the short write
-(append + commit) turns that contention into a plain queue. PostgreSQL has row locks and
-concurrent commits, so it needs none of this.
+Handlers validate and authorize (cheaply, from caches), then hand an `Append` request to
+the app's `GroupWriter` and wait on its future. The writer thread takes whatever requests
+are queued (up to `MAX_BATCH` events, or what arrives within `LINGER` seconds of the first),
+and in one transaction:
+
+1. takes the occurrence's write turn (SQLite: ``BEGIN IMMEDIATE`` under the process lock;
+   PostgreSQL: ``pg_advisory_xact_lock`` per occurrence, so writers of several processes
+   serialize per occurrence and the two-site rule holds across processes);
+2. looks up, set-based, the stored events of every ``(occurrence, source, event_id)`` key
+   (repeats), the occurrences with their lock, the members, and the open check-ins of the
+   members being checked in;
+3. applies the per-event rules of `service.record_event` in queue order, with the batch's
+   own accepted events as extra state (a duplicate within the batch is a repeat; a second
+   check-in at another site within the batch is refused);
+4. inserts the accepted events with one executemany and commits once;
+5. only then resolves each request's future, so a handler acks committed facts only.
+
+A refused request (a DomainError) fails alone; a database error fails the batch, which is
+then retried one request per transaction, so one bad request never fails the others.
+
+SQLite has one write lock per database; the process lock (`serialized_write`) keeps this
+thread and the rare other writers of the process (corrections, locks, screens going online)
+from sleeping in SQLite's busy handler.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import logging
+import queue
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
 
+from flask import Flask, current_app
+from sqlalchemy import Connection, insert, select, text, tuple_
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from attendance import rules as R
+from attendance.errors import (
+    CheckedInElsewhere,
+    Conflict,
+    DomainError,
+    Locked,
+    NotFound,
+    QrRefused,
+    ValidationError,
+)
+from attendance.models import EVENT_TYPES, AttendanceEvent, OccurrenceReview
 from extensions import db
 
+log = logging.getLogger(__name__)
+
 _write_lock = threading.Lock()
+
+#: At most this many events per transaction (keeps IN lists and the lock hold short).
+MAX_BATCH = 500
+#: After the first request of a batch, wait this long for more (seconds): a small price in
+#: latency that lets a burst share one commit.
+LINGER = 0.002
+#: A handler gives up waiting after this long (the event may still be stored; the client
+#: retries with the same event id and gets the stored event).
+WAIT_SECONDS = 30.0
+#: The writer thread ends after this long without work; the next request starts another.
+IDLE_SECONDS = 30.0
+#: Namespace of the PostgreSQL advisory locks (first key of the two-key form): "YJAT".
+ADVISORY_CLASS = 0x594A4154 - (1 << 32) if 0x594A4154 >= (1 << 31) else 0x594A4154
+EVENTS = AttendanceEvent.__table__
+OPENING_OR_CLOSING = tuple(R.OPENING | {"check_out"})
+
+
+class Busy(DomainError):
+    """The writer did not answer in time: retry with the same event id."""
+
+    status = 503
+    code = "attendance_busy"
 
 
 @contextlib.contextmanager
 def serialized_write() -> Iterator[None]:
-    """Hold the process's SQLite write turn for an append-and-commit."""
+    """Hold the process's SQLite write turn for an append-and-commit (no-op elsewhere)."""
     if db.engine.dialect.name != "sqlite":
         yield
         return
     with _write_lock:
         yield
+
+
+def lock_occurrence(session: Session, occurrence_id: int) -> None:
+    """Take the occurrence's write turn in this transaction (PostgreSQL; see module doc).
+
+    Locking and unlocking take it too, so that a lock takes effect between two batches.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:c, :o)"),
+                        {"c": ADVISORY_CLASS, "o": occurrence_id})
+
+
+@dataclass
+class Append:
+    """One event to append; the fields of `AttendanceEvent` (event_id already cleaned)."""
+
+    occurrence_id: int
+    type: str
+    source: str
+    event_id: str
+    member_id: int | None = None
+    site_id: int | None = None
+    actor_user_id: int | None = None
+    #: The client's claimed time, bounded by the writer against the occurrence.
+    client_time: dt.datetime | None = None
+    payload: dict | None = None
+
+
+@dataclass
+class Request:
+    """Appends stored all together or not at all; the future gets [(event, created)]."""
+
+    appends: list[Append]
+    now: dt.datetime
+    check_lock: bool = True
+    #: Raise this instead of answering with the stored event when a key repeats (QR reuse).
+    repeat_error: DomainError | None = None
+    future: Future = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        return len(self.appends)
+
+
+@dataclass(frozen=True)
+class _Fact:
+    """What `rules.checked_in_site` needs of an event."""
+
+    member_id: int | None
+    type: str
+    site_id: int | None
+    at: dt.datetime
+
+
+def _event(row: dict[str, Any]) -> AttendanceEvent:
+    """A detached event object from a row (answers and live updates read its fields)."""
+    return AttendanceEvent(**row)
+
+
+class GroupWriter:
+    """The app's writer thread and queue (see the module docstring)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._last_time: dt.datetime | None = None
+        #: Counters for the benchmark and the logs: batches, events, requests.
+        self.stats = {"batches": 0, "requests": 0, "events": 0, "fallbacks": 0}
+
+    # --- the handler side ---------------------------------------------------------------
+
+    def submit(self, request: Request) -> Future:
+        """Queue a request (starting the thread if needed); returns its future."""
+        self.queue.put(request)
+        self._ensure_thread()
+        return request.future
+
+    def append(self, request: Request, timeout: float = WAIT_SECONDS
+               ) -> list[tuple[AttendanceEvent, bool]]:
+        """Submit and wait until committed; raises the request's DomainError if refused."""
+        future = self.submit(request)
+        try:
+            return future.result(timeout)
+        except TimeoutError as exc:
+            raise Busy("考勤写入繁忙，请用同一 event_id 重试") from exc
+
+    def _ensure_thread(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="attendance-writer",
+                                                daemon=True)
+                self._thread.start()
+
+    # --- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        with self.app.app_context():
+            engine = db.engine
+        while True:
+            try:
+                first = self.queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._start_lock:
+                    if self.queue.empty():
+                        self._thread = None
+                        return
+                continue
+            batch = [first]
+            size = first.size
+            deadline = time.monotonic() + LINGER
+            while size < MAX_BATCH:
+                wait = deadline - time.monotonic()
+                try:
+                    nxt = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(nxt)
+                size += nxt.size
+            try:
+                self._process(engine, batch)
+            except Exception:  # never let the thread die with futures unanswered
+                log.exception("attendance writer failed on a batch of %d", len(batch))
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(DomainError("考勤写入失败", code="write_failed"))
+
+    def _process(self, engine, batch: list[Request]) -> None:
+        try:
+            outcomes = self._commit_batch(engine, batch)
+        except (DBAPIError, IntegrityError) as exc:
+            if len(batch) == 1:
+                outcomes = self._retry_single(engine, batch[0], exc)
+            else:
+                # One request may have caused it (e.g. another process stored the same key
+                # a moment ago): give each its own transaction.
+                self.stats["fallbacks"] += 1
+                log.warning("attendance batch of %d failed (%s); retrying one by one",
+                            len(batch), exc.__class__.__name__)
+                for req in batch:
+                    self._process(engine, [req])
+                return
+        self.stats["batches"] += 1
+        self.stats["requests"] += len(batch)
+        for req, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                req.future.set_exception(outcome)
+            else:
+                self.stats["events"] += sum(1 for _, created in outcome if created)
+                req.future.set_result(outcome)
+
+    def _retry_single(self, engine, req: Request, exc: Exception) -> list:
+        """A lone request's database error: a concurrent duplicate is seen on retry."""
+        if isinstance(exc, IntegrityError):
+            try:
+                return self._commit_batch(engine, [req])
+            except (DBAPIError, IntegrityError) as again:
+                exc = again
+        log.error("attendance append failed: %s", exc)
+        return [DomainError("考勤写入失败，请用同一 event_id 重试", code="write_failed")]
+
+    def _server_time(self, now: dt.datetime) -> dt.datetime:
+        """Request times made monotonic, so id order and time order agree in a process."""
+        if self._last_time is not None and now < self._last_time:
+            now = self._last_time
+        self._last_time = now
+        return now
+
+    def _commit_batch(self, engine, batch: Sequence[Request]) -> list:
+        sqlite = engine.dialect.name == "sqlite"
+        with contextlib.ExitStack() as stack:
+            if sqlite:
+                stack.enter_context(_write_lock)
+            conn = stack.enter_context(engine.connect())
+            if sqlite:
+                # Reads and writes in one write transaction: no other writer (of any
+                # process) between the lock check and the insert.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                outcomes, rows = self._decide(conn, batch, postgres=not sqlite)
+                if rows:
+                    ids = conn.scalars(
+                        insert(EVENTS).returning(EVENTS.c.id, sort_by_parameter_order=True),
+                        [r for r, _ in rows]).all()
+                    for (row, _), new_id in zip(rows, ids, strict=True):
+                        row["id"] = new_id
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        # Only now, after the commit, are the new events real.
+        for out in outcomes:
+            if isinstance(out, list):
+                for i, item in enumerate(out):
+                    if isinstance(item, dict):
+                        out[i] = (_event(item), True)
+                    elif isinstance(item, _LaterEvent):
+                        out[i] = (_event(item.row), False)
+        return outcomes
+
+    def _decide(self, conn: Connection, batch: Sequence[Request], *, postgres: bool
+                ) -> tuple[list, list]:
+        """Per request: a list of (event or new row, created), or its DomainError."""
+        appends = [a for req in batch for a in req.appends]
+        occ_ids = sorted({a.occurrence_id for a in appends})
+        if postgres:
+            for occ_id in occ_ids:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:c, :o)"),
+                             {"c": ADVISORY_CLASS, "o": occ_id})
+        stored = _stored(conn, [(a.occurrence_id, a.source, a.event_id) for a in appends])
+        occurrences = _occurrences(conn, occ_ids)
+        member_ids = {a.member_id for a in appends if a.member_id is not None}
+        members = _member_status(conn, member_ids)
+        checking_in = {(a.occurrence_id, a.member_id) for a in appends
+                       if a.type in R.OPENING and a.member_id is not None}
+        facts = _open_facts(conn, checking_in)
+        new: dict[tuple[int, str, str], dict[str, Any]] = {}
+        outcomes: list = []
+        rows: list[tuple[dict[str, Any], Request]] = []
+        for req in batch:
+            now = self._server_time(req.now)
+            staged: list[dict[str, Any]] = []
+            staged_facts: list[tuple[tuple[int, int], _Fact]] = []
+            out: list = []
+            try:
+                for a in req.appends:
+                    key = (a.occurrence_id, a.source, a.event_id)
+                    if key in stored or key in new:
+                        if req.repeat_error is not None:
+                            raise req.repeat_error
+                        out.append((stored[key], False) if key in stored
+                                   else _LaterEvent(new[key]))
+                        continue
+                    if any((r["occurrence_id"], r["source"], r["event_id"]) == key
+                           for r in staged):
+                        continue  # the same key twice in one request: stored once
+                    row = self._check(conn, a, req, now, occurrences, members, facts,
+                                      staged_facts)
+                    staged.append(row)
+                    out.append(row)
+            except DomainError as exc:
+                outcomes.append(exc)
+                continue
+            for row in staged:
+                key = (row["occurrence_id"], row["source"], row["event_id"])
+                new[key] = row
+                rows.append((row, req))
+            for mkey, fact in staged_facts:
+                facts.setdefault(mkey, []).append(fact)
+            outcomes.append(out)
+        return outcomes, rows
+
+    def _check(self, conn: Connection, a: Append, req: Request, now: dt.datetime, occurrences: dict,
+               members: dict, facts: dict, staged_facts: list) -> dict[str, Any]:
+        """The rules of `service.record_event`, on prefetched state; returns the new row."""
+        from attendance.service import MEMBER_EVENT_TYPES, bound_time
+
+        if a.type not in EVENT_TYPES:
+            raise ValidationError(f"未知事件类型：{a.type}", field="type")
+        occ = occurrences.get(a.occurrence_id)
+        if occ is None:
+            raise NotFound(f"学习活动不存在：{a.occurrence_id}",
+                           details={"occurrence_id": a.occurrence_id})
+        if req.check_lock and occ.locked:
+            raise Locked("该学习活动的考勤已审核锁定", details={"occurrence_id": occ.id})
+        if occ.status == "cancelled":
+            raise Conflict("该学习活动已取消", code="occurrence_cancelled")
+        at = bound_time(occ, a.client_time, now)
+        if a.type in MEMBER_EVENT_TYPES:
+            if a.member_id is None:
+                raise ValidationError("member_id 必填", field="member_id")
+            status = members.get(a.member_id)
+            if status is None:
+                raise NotFound(f"党员不存在：{a.member_id}", details={"member_id": a.member_id})
+            if status != "active":
+                raise ValidationError("该党员不在册（已转出）", field="member_id")
+        fact = _Fact(a.member_id, a.type, a.site_id, at or now)
+        mkey = (a.occurrence_id, a.member_id)
+        if a.type in R.OPENING and a.member_id is not None:
+            known = facts.get(mkey, []) + [f for k, f in staged_facts if k == mkey]
+            current = R.checked_in_site(known, a.member_id)
+            if current is not None and current != a.site_id:
+                from org.models import Site
+
+                name = conn.scalar(select(Site.__table__.c.name).where(
+                    Site.__table__.c.id == current))
+                raise CheckedInElsewhere(
+                    f"该党员已在其他学习点签到：{name or current}",
+                    details={"member_id": a.member_id, "site_id": current, "site_name": name})
+        # Pairs with a check-in in this batch are tracked: later events of the batch see
+        # this one (a check-out in between reopens the member for another site).
+        if a.type in OPENING_OR_CLOSING and mkey in facts:
+            staged_facts.append((mkey, fact))
+        return {"occurrence_id": a.occurrence_id, "member_id": a.member_id,
+                "site_id": a.site_id, "type": a.type, "source": a.source,
+                "event_id": a.event_id, "server_time": now, "client_time": at,
+                "actor_user_id": a.actor_user_id, "payload": a.payload or {}}
+
+
+class _LaterEvent:
+    """A repeat, within one batch, of a row not yet inserted: resolved after the commit."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+
+
+def _stored(conn: Connection, keys: list[tuple[int, str, str]]
+            ) -> dict[tuple[int, str, str], AttendanceEvent]:
+    """Stored events of these (occurrence, source, event_id) keys."""
+    out: dict[tuple[int, str, str], AttendanceEvent] = {}
+    unique = list(dict.fromkeys(keys))
+    key_cols = tuple_(EVENTS.c.occurrence_id, EVENTS.c.source, EVENTS.c.event_id)
+    for start in range(0, len(unique), 300):
+        chunk = unique[start:start + 300]
+        for row in conn.execute(select(EVENTS).where(key_cols.in_(chunk))).mappings():
+            out[(row["occurrence_id"], row["source"], row["event_id"])] = _event(dict(row))
+    return out
+
+
+def _occurrences(conn: Connection, occ_ids: list[int]) -> dict[int, Any]:
+    """id -> row(id, status, starts_at, ends_at, locked), read inside the transaction."""
+    from sessions.models import Occurrence
+
+    occ, review = Occurrence.__table__, OccurrenceReview.__table__
+    q = (select(occ.c.id, occ.c.status, occ.c.starts_at, occ.c.ends_at,
+                review.c.locked)
+         .select_from(occ.outerjoin(review, review.c.occurrence_id == occ.c.id))
+         .where(occ.c.id.in_(occ_ids)))
+    return {row.id: row for row in conn.execute(q)}
+
+
+def _member_status(conn: Connection, member_ids: set[int]) -> dict[int, str]:
+    from org.models import Member
+
+    out: dict[int, str] = {}
+    ids = sorted(member_ids)
+    table = Member.__table__
+    for start in range(0, len(ids), 500):
+        out.update(conn.execute(select(table.c.id, table.c.status).where(
+            table.c.id.in_(ids[start:start + 500]))).all())
+    return out
+
+
+def _open_facts(conn: Connection, pairs: set[tuple[int, int]]
+                ) -> dict[tuple[int, int], list[_Fact]]:
+    """Check-ins and check-outs of these (occurrence, member) pairs, in log order."""
+    out: dict[tuple[int, int], list[_Fact]] = {p: [] for p in pairs}
+    by_occ: dict[int, list[int]] = {}
+    for occ_id, member_id in pairs:
+        by_occ.setdefault(occ_id, []).append(member_id)
+    for occ_id, mids in by_occ.items():
+        mids.sort()
+        for start in range(0, len(mids), 500):
+            q = (select(EVENTS.c.member_id, EVENTS.c.type, EVENTS.c.site_id,
+                        EVENTS.c.server_time, EVENTS.c.client_time)
+                 .where(EVENTS.c.occurrence_id == occ_id,
+                        EVENTS.c.member_id.in_(mids[start:start + 500]),
+                        EVENTS.c.type.in_(OPENING_OR_CLOSING))
+                 .order_by(EVENTS.c.id))
+            for m, type_, site, server_time, client_time in conn.execute(q):
+                out[(occ_id, m)].append(_Fact(m, type_, site, client_time or server_time))
+    return out
+
+
+def writer_for(app: Flask | None = None) -> GroupWriter:
+    """The app's writer, created on first use (never at import)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    writer = app.extensions.get("attendance_writer")
+    if writer is None:
+        with _create_lock:
+            writer = app.extensions.get("attendance_writer")
+            if writer is None:
+                writer = app.extensions["attendance_writer"] = GroupWriter(app)
+    return writer
+
+
+_create_lock = threading.Lock()
+
+__all__ = ["Append", "Busy", "GroupWriter", "QrRefused", "Request", "lock_occurrence",
+           "serialized_write", "writer_for"]
