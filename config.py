@@ -35,6 +35,8 @@ def default_config(instance_path: str) -> dict[str, Any]:
         # (most tests), a list of URLs reaches separate `python -m video.node` processes.
         "YUANJIAO_MEDIA": "inprocess",
         "YUANJIAO_MEDIA_NODES": [],
+        #: Shared secret between the web app and `python -m video.node` processes.
+        "YUANJIAO_MEDIA_NODE_SECRET": "",
         "YUANJIAO_ICE_SERVERS": [],
         "YUANJIAO_RECORDINGS_DIR": str(Path(instance_path) / "recordings"),
         # Materialize open-ended recurrences this far ahead.
@@ -92,6 +94,7 @@ def from_environment() -> dict[str, Any]:
     if "YUANJIAO_DEMO" in env:
         out["YUANJIAO_DEMO"] = _bool(env["YUANJIAO_DEMO"], True)
     for key in ("YUANJIAO_ADMIN_USERNAME", "YUANJIAO_ADMIN_PASSWORD", "YUANJIAO_MEDIA",
+                "YUANJIAO_MEDIA_NODE_SECRET",
                 "YUANJIAO_RECORDINGS_DIR", "YUANJIAO_DEFAULT_TIMEZONE"):
         if env.get(key):
             out[key] = env[key]

@@ -324,9 +324,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium with fake camera and microphone.
+
+    Module-scoped: Playwright's sync API keeps an asyncio loop in the main thread while
+    it runs, which would break later tests that start their own loop.
 
     In CI a missing Chromium is an error, never a silent skip (.ci/run installs it).
     """

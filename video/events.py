@@ -14,10 +14,14 @@ from video.media import NAMESPACE, room
 
 
 def init_app(app: Flask) -> None:
-    """Handlers are registered on the module-level socketio at import (below)."""
+    """Register the handlers on this app's Socket.IO server.
+
+    Not with decorators at import: a decorator binds to the server that exists when the
+    module is first imported, so a second app (every test builds one) would have none.
+    """
+    socketio.on_event("join", join, namespace=NAMESPACE)
 
 
-@socketio.on("join", namespace=NAMESPACE)
 def join(data: Any) -> dict[str, Any]:
     """A live page (trainer, site screen, viewer) joins `live:<occurrence_id>`.
 

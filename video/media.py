@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -156,8 +155,7 @@ class MediaRuntime:
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         nodes = app.config.get("YUANJIAO_MEDIA_NODES") or []
         if nodes:
-            secret = app.config.get("YUANJIAO_MEDIA_NODE_SECRET") or os.environ.get(
-                "YUANJIAO_MEDIA_NODE_SECRET", "")
+            secret = app.config["YUANJIAO_MEDIA_NODE_SECRET"]
             self.backend: Any = NodeClient(list(nodes), secret, self.events.put).start()
         else:
             self.backend = MediaEngine(ice_servers=app.config.get("YUANJIAO_ICE_SERVERS") or [],

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ff32f4dd7719
+Revision ID: 3daada954219
 Revises: 
-Create Date: 2026-11-25 21:43:42.490003
+Create Date: 2026-11-25 22:42:17.439837
 
 """
 from alembic import op
@@ -12,7 +12,7 @@ import core.types
 
 
 # revision identifiers, used by Alembic.
-revision = 'ff32f4dd7719'
+revision = '3daada954219'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -182,11 +182,168 @@ def upgrade():
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
     sa.PrimaryKeyConstraint('session_id', 'site_id')
     )
+    op.create_table('attendance_corrections',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('occurrence_id', sa.Integer(), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=True),
+    sa.Column('minutes', sa.Float(), nullable=True),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('before', sa.JSON(), nullable=False),
+    sa.Column('after', sa.JSON(), nullable=False),
+    sa.Column('corrected_by_id', sa.Integer(), nullable=True),
+    sa.Column('corrected_at', core.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['corrected_by_id'], ['users.id'], ),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ),
+    sa.ForeignKeyConstraint(['occurrence_id'], ['occurrences.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('attendance_corrections', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_attendance_corrections_occurrence_id'), ['occurrence_id'], unique=False)
+        batch_op.create_index('ix_corrections_occ_member', ['occurrence_id', 'member_id'], unique=False)
+
+    op.create_table('attendance_events',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('occurrence_id', sa.Integer(), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=True),
+    sa.Column('site_id', sa.Integer(), nullable=True),
+    sa.Column('type', sa.String(length=30), nullable=False),
+    sa.Column('source', sa.String(length=80), nullable=False),
+    sa.Column('event_id', sa.String(length=100), nullable=False),
+    sa.Column('server_time', core.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('client_time', core.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('actor_user_id', sa.Integer(), nullable=True),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.ForeignKeyConstraint(['actor_user_id'], ['users.id'], ),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ),
+    sa.ForeignKeyConstraint(['occurrence_id'], ['occurrences.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('occurrence_id', 'source', 'event_id', name='uq_attendance_event_once')
+    )
+    with op.batch_alter_table('attendance_events', schema=None) as batch_op:
+        batch_op.create_index('ix_attendance_events_occ_member', ['occurrence_id', 'member_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_attendance_events_occurrence_id'), ['occurrence_id'], unique=False)
+
+    op.create_table('leave_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('occurrence_id', sa.Integer(), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('filed_by_id', sa.Integer(), nullable=True),
+    sa.Column('decided_by_id', sa.Integer(), nullable=True),
+    sa.Column('filed_at', core.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('decided_at', core.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['decided_by_id'], ['users.id'], ),
+    sa.ForeignKeyConstraint(['filed_by_id'], ['users.id'], ),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ),
+    sa.ForeignKeyConstraint(['occurrence_id'], ['occurrences.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('leave_requests', schema=None) as batch_op:
+        batch_op.create_index('ix_leave_requests_occ_member', ['occurrence_id', 'member_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_leave_requests_occurrence_id'), ['occurrence_id'], unique=False)
+
+    op.create_table('occurrence_reviews',
+    sa.Column('occurrence_id', sa.Integer(), nullable=False),
+    sa.Column('locked', sa.Boolean(), nullable=False),
+    sa.Column('locked_by_id', sa.Integer(), nullable=True),
+    sa.Column('locked_at', core.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('unlocked_by_id', sa.Integer(), nullable=True),
+    sa.Column('unlocked_at', core.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['locked_by_id'], ['users.id'], ),
+    sa.ForeignKeyConstraint(['occurrence_id'], ['occurrences.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['unlocked_by_id'], ['users.id'], ),
+    sa.PrimaryKeyConstraint('occurrence_id')
+    )
+    op.create_table('recordings',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('occurrence_id', sa.Integer(), nullable=False),
+    sa.Column('path', sa.String(length=500), nullable=False),
+    sa.Column('mime_type', sa.String(length=50), nullable=False),
+    sa.Column('started_at', core.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', core.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('duration_seconds', sa.Float(), nullable=True),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=True),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.ForeignKeyConstraint(['occurrence_id'], ['occurrences.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_recordings_occurrence_id'), ['occurrence_id'], unique=False)
+
+    op.create_table('stream_keys',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('occurrence_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('key_hash', sa.String(length=64), nullable=False),
+    sa.Column('created_at', core.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked', sa.Boolean(), nullable=False),
+    sa.ForeignKeyConstraint(['occurrence_id'], ['occurrences.id'], ),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('key_hash')
+    )
+    with op.batch_alter_table('stream_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stream_keys_occurrence_id'), ['occurrence_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_stream_keys_user_id'), ['user_id'], unique=False)
+
+    op.create_table('makeup_tasks',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('occurrence_id', sa.Integer(), nullable=False),
+    sa.Column('member_id', sa.Integer(), nullable=False),
+    sa.Column('recording_id', sa.Integer(), nullable=True),
+    sa.Column('seconds_watched', sa.Float(), nullable=False),
+    sa.Column('watched_ranges', sa.JSON(), nullable=False),
+    sa.Column('created_at', core.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', core.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('completed_at', core.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['member_id'], ['members.id'], ),
+    sa.ForeignKeyConstraint(['occurrence_id'], ['occurrences.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['recording_id'], ['recordings.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('occurrence_id', 'member_id', name='uq_makeup_once')
+    )
+    with op.batch_alter_table('makeup_tasks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_makeup_tasks_member_id'), ['member_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_makeup_tasks_occurrence_id'), ['occurrence_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('makeup_tasks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_makeup_tasks_occurrence_id'))
+        batch_op.drop_index(batch_op.f('ix_makeup_tasks_member_id'))
+
+    op.drop_table('makeup_tasks')
+    with op.batch_alter_table('stream_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_stream_keys_user_id'))
+        batch_op.drop_index(batch_op.f('ix_stream_keys_occurrence_id'))
+
+    op.drop_table('stream_keys')
+    with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_recordings_occurrence_id'))
+
+    op.drop_table('recordings')
+    op.drop_table('occurrence_reviews')
+    with op.batch_alter_table('leave_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_leave_requests_occurrence_id'))
+        batch_op.drop_index('ix_leave_requests_occ_member')
+
+    op.drop_table('leave_requests')
+    with op.batch_alter_table('attendance_events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_attendance_events_occurrence_id'))
+        batch_op.drop_index('ix_attendance_events_occ_member')
+
+    op.drop_table('attendance_events')
+    with op.batch_alter_table('attendance_corrections', schema=None) as batch_op:
+        batch_op.drop_index('ix_corrections_occ_member')
+        batch_op.drop_index(batch_op.f('ix_attendance_corrections_occurrence_id'))
+
+    op.drop_table('attendance_corrections')
     op.drop_table('session_sites')
     op.drop_table('session_org_units')
     with op.batch_alter_table('occurrences', schema=None) as batch_op:
