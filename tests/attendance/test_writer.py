@@ -1,0 +1,212 @@
+"""The group-commit writer: per-request outcomes inside one batch, acks only after commit."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+from sqlalchemy import func, select, text
+
+from attendance import service as svc
+from attendance.errors import CheckedInElsewhere, Locked, NotFound, QrRefused, ValidationError
+from attendance.models import AttendanceEvent
+from attendance.writer import ADVISORY_CLASS, Append, GroupWriter, Request, writer_for
+from core.types import utcnow
+from extensions import db
+
+
+def _check_in(scene, member, site, event_id: str, *, type_: str = "check_in") -> Append:
+    return Append(occurrence_id=scene.occurrence.id, type=type_, source=f"site:{site.id}",
+                  event_id=event_id, member_id=member.id, site_id=site.id)
+
+
+def _batch(app, *requests: Request) -> list:
+    """Run these requests as ONE batch on a fresh writer, synchronously; their outcomes."""
+    writer = GroupWriter(app)
+    writer._process(db.engine, list(requests))
+    assert writer.stats["batches"] == 1
+    assert writer.stats["fallbacks"] == 0
+    out = []
+    for req in requests:
+        exc = req.future.exception(0)
+        out.append(exc if exc is not None else req.future.result(0))
+    return out
+
+
+def _stored(scene, **where) -> list[AttendanceEvent]:
+    db.session.rollback()  # a fresh read: the writer committed on its own connection
+    q = select(AttendanceEvent).where(AttendanceEvent.occurrence_id == scene.occurrence.id)
+    for key, value in where.items():
+        q = q.where(getattr(AttendanceEvent, key) == value)
+    return list(db.session.scalars(q.order_by(AttendanceEvent.id)))
+
+
+def test_a_duplicate_within_one_batch_is_stored_once_and_both_get_the_stored_event(
+        app, scene):
+    m = scene.members[0]
+    first, second = _batch(app, Request([_check_in(scene, m, scene.site_a, "e1")], utcnow()),
+                           Request([_check_in(scene, m, scene.site_a, "e1")], utcnow()))
+    [(ev1, created1)], [(ev2, created2)] = first, second
+    assert (created1, created2) == (True, False)
+    assert ev1.id == ev2.id
+    assert ev1.id is not None
+    assert ev2.event_id == "e1"
+    assert ev2.member_id == m.id
+    assert [e.id for e in _stored(scene, event_id="e1")] == [ev1.id]
+    # ... and a retry in a later batch gets the same stored event.
+    [[(ev3, created3)]] = _batch(app, Request([_check_in(scene, m, scene.site_a, "e1")],
+                                              utcnow()))
+    assert (ev3.id, created3) == (ev1.id, False)
+
+
+def test_a_second_site_within_one_batch_is_refused_and_not_stored(app, scene):
+    m, other = scene.members[0], scene.members[1]
+    a, b, c = _batch(app,
+                     Request([_check_in(scene, m, scene.site_a, "a1")], utcnow()),
+                     Request([_check_in(scene, m, scene.site_b, "b1")], utcnow()),
+                     Request([_check_in(scene, other, scene.site_b, "b2")], utcnow()))
+    assert a[0][1] is True
+    assert c[0][1] is True
+    assert isinstance(b, CheckedInElsewhere)
+    assert b.details["site_id"] == scene.site_a.id
+    assert b.details["site_name"] == "一号会议室"
+    assert _stored(scene, event_id="b1") == []
+    # A check-out in between (same batch) frees the member for the other site.
+    out = _batch(app,
+                 Request([Append(occurrence_id=scene.occurrence.id, type="check_out",
+                                 source=f"site:{scene.site_a.id}", event_id="o1",
+                                 member_id=m.id, site_id=scene.site_a.id)], utcnow()),
+                 Request([_check_in(scene, m, scene.site_b, "b3")], utcnow()),
+                 Request([_check_in(scene, m, scene.site_a, "a2")], utcnow()))
+    assert out[0][0][1] is True
+    assert out[1][0][1] is True
+    assert isinstance(out[2], CheckedInElsewhere)
+    assert out[2].details["site_id"] == \
+        scene.site_b.id
+
+
+def test_an_error_in_one_request_does_not_fail_the_others(app, scene):
+    ok1 = Request([_check_in(scene, scene.members[0], scene.site_a, "x1")], utcnow())
+    unknown = Request([Append(occurrence_id=scene.occurrence.id, type="check_in",
+                              source="site:x", event_id="x2", member_id=999_999,
+                              site_id=scene.site_a.id)], utcnow())
+    bad_type = Request([Append(occurrence_id=scene.occurrence.id, type="teleport",
+                               source="site:x", event_id="x3")], utcnow())
+    # All or nothing within a request: one bad member refuses the whole roll call.
+    partial = Request([_check_in(scene, scene.members[2], scene.site_b, "x4"),
+                       _check_in(scene, scene.outsider, scene.site_b, "x5"),
+                       Append(occurrence_id=scene.occurrence.id, type="check_in",
+                              source="site:x", event_id="x6", member_id=999_998,
+                              site_id=scene.site_b.id)], utcnow())
+    ok2 = Request([_check_in(scene, scene.members[1], scene.site_a, "x7")], utcnow())
+    out = _batch(app, ok1, unknown, bad_type, partial, ok2)
+    assert out[0][0][1] is True
+    assert out[4][0][1] is True
+    assert isinstance(out[1], NotFound)
+    assert isinstance(out[2], ValidationError)
+    assert isinstance(out[3], NotFound)
+    assert {e.event_id for e in _stored(scene)} == {"x1", "x7"}
+
+
+def test_a_lock_refuses_the_next_batch_and_a_repeat_is_still_answered(app, db_session, scene):
+    m = scene.members[0]
+    [[(stored, _)]] = _batch(app, Request([_check_in(scene, m, scene.site_a, "l1")],
+                                          utcnow()))
+    occ = svc.get_occurrence(db_session, scene.occurrence.id)
+    svc.set_lock(db_session, occurrence=occ, locked=True, user=scene.users["organizer"],
+                 now=utcnow())
+    db_session.commit()
+    repeat, fresh = _batch(app,
+                           Request([_check_in(scene, m, scene.site_a, "l1")], utcnow()),
+                           Request([_check_in(scene, scene.members[1], scene.site_a, "l2")],
+                                   utcnow()))
+    assert repeat[0][0].id == stored.id
+    assert repeat[0][1] is False
+    assert isinstance(fresh, Locked)
+    assert _stored(scene, event_id="l2") == []
+
+
+def test_qr_reuse_is_refused_even_within_one_batch(app, scene):
+    m = scene.members[0]
+    reuse = QrRefused("该二维码您已使用过", code="qr_reused")
+    first, again = _batch(
+        app,
+        Request([_check_in(scene, m, scene.site_a, "digest", type_="qr_check_in")], utcnow(),
+                repeat_error=reuse),
+        Request([_check_in(scene, m, scene.site_a, "digest", type_="qr_check_in")], utcnow(),
+                repeat_error=reuse))
+    assert first[0][1] is True
+    assert isinstance(again, QrRefused)
+    assert again.code == "qr_reused"
+
+
+@contextlib.contextmanager
+def _writer_blocked():
+    """Hold the database write turn the writer needs (SQLite's or PostgreSQL's)."""
+    if db.engine.dialect.name == "sqlite":
+        from attendance.writer import _write_lock
+
+        with _write_lock:
+            yield
+        return
+    with db.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:c, :o)"),
+                     {"c": ADVISORY_CLASS, "o": _writer_blocked.occurrence_id})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"),
+                         {"c": ADVISORY_CLASS, "o": _writer_blocked.occurrence_id})
+            conn.commit()
+
+
+def test_the_future_resolves_only_after_the_commit(app, scene):
+    _writer_blocked.occurrence_id = scene.occurrence.id
+    writer = writer_for(app)
+    with _writer_blocked():
+        future = writer.submit(Request([_check_in(scene, scene.members[0], scene.site_a,
+                                                  "c1")], utcnow()))
+        time.sleep(0.3)
+        assert not future.done()
+        assert _stored(scene, event_id="c1") == []
+    [(event, created)] = future.result(10)
+    assert created
+    # Resolved means committed: another connection sees the row at once.
+    with db.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(AttendanceEvent).where(
+            AttendanceEvent.id == event.id)) == 1
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_answer(app, scene):
+    writer = writer_for(app)
+    # Appends built here: ORM rows must not be touched from other threads.
+    appends = [_check_in(scene, m, scene.site_a if m.home_site_id == scene.site_a.id
+                         else scene.site_b, f"p{i % 8}")
+               for i in range(40) for m in [scene.members[i % 8 % 4]]]
+    results: dict[int, object] = {}
+
+    def send(i: int) -> None:
+        try:
+            results[i] = writer.append(Request([appends[i]], utcnow()))
+        except Exception as exc:
+            results[i] = exc
+
+    _writer_blocked.occurrence_id = scene.occurrence.id
+    with _writer_blocked():
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # everything queues behind the held write turn
+    for t in threads:
+        t.join(20)
+    assert len(results) == 40
+    assert not any(isinstance(r, Exception) for r in results.values())
+    assert writer.stats["batches"] < 40
+    stored = _stored(scene)
+    assert len(stored) == 8  # 8 distinct event ids, each stored once
+    ids = {e.event_id: e.id for e in stored}
+    for i, [(event, _)] in results.items():
+        assert event.id == ids[f"p{i % 8}"]
+    created = [c for r in results.values() for _, c in r]
+    assert sum(created) == 8
