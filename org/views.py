@@ -66,7 +66,8 @@ blp = ApiBlueprint("org_api", __name__, url_prefix="/api/v1",
 pages = Blueprint("org", __name__)
 
 #: Where a meeting-room screen uses its token (the video domain's kiosk page).
-DEFAULT_SCREEN_URL = "/live/<occurrence_id>/site/{site_id}?token={token}"
+#: The standing address of a room screen: it opens whatever lecture runs at the site.
+SCREEN_URL = "/screen/{site_id}?token={token}"
 
 
 @blp.before_request
@@ -167,8 +168,7 @@ class SiteById(MethodView):
 
 
 def screen_url_hint(site_id: int, token: str) -> str:
-    template = current_app.config.get("YUANJIAO_SCREEN_URL", DEFAULT_SCREEN_URL)
-    return request.host_url.rstrip("/") + template.format(site_id=site_id, token=token)
+    return request.host_url.rstrip("/") + SCREEN_URL.format(site_id=site_id, token=token)
 
 
 @blp.route("/sites/<int:site_id>/screen-tokens")

@@ -710,6 +710,38 @@ def occurrences_query(session: Session, principal, *, start: dt.datetime | None 
     return query
 
 
+#: A room screen switches to a lecture this long before it starts, and stays after its end.
+SCREEN_LEAD = dt.timedelta(minutes=30)
+SCREEN_TAIL = dt.timedelta(minutes=15)
+
+
+def site_screen_occurrence(session: Session, site_id: int,
+                           now: dt.datetime) -> tuple[Occurrence | None, bool]:
+    """What a meeting room's screen should show: (occurrence, is_now).
+
+    The scheduled occurrence aimed at the site that runs now (from SCREEN_LEAD before its
+    start to SCREEN_TAIL after its end), else the next one, else (None, False).
+    """
+    extend_horizons(session, now)
+    at_site = (
+        select(Occurrence)
+        .join(StudySession, Occurrence.session_id == StudySession.id)
+        .where(Occurrence.status == "scheduled",
+               StudySession.sites.any(Site.id == site_id))
+    )
+    current = session.scalars(
+        at_site.where(Occurrence.starts_at <= now + SCREEN_LEAD,
+                      Occurrence.ends_at >= now - SCREEN_TAIL)
+        .order_by(Occurrence.starts_at).limit(1)
+    ).first()
+    if current is not None:
+        return current, True
+    upcoming = session.scalars(
+        at_site.where(Occurrence.starts_at > now).order_by(Occurrence.starts_at).limit(1)
+    ).first()
+    return upcoming, False
+
+
 def occurrence_count(session: Session, study: StudySession) -> int:
     return session.scalar(select(func.count()).where(Occurrence.session_id == study.id)) or 0
 

@@ -376,6 +376,35 @@ def site_page(occurrence_id: int, site_id: int):
         config=_page_config(occurrence, role="site", siteId=site.id, token=token))
 
 
+@pages.get("/screen/<int:site_id>")
+def room_screen(site_id: int):
+    """The standing address of a meeting room's screen (bookmark it with ?token=).
+
+    It opens the lecture that runs now, or shows the next one and reloads itself until
+    it is time, so that a screen left on all day needs no one at the keyboard.
+    """
+    from sessions.service import site_screen_occurrence
+
+    site = db.session.get(Site, site_id)
+    if site is None:
+        raise NotFound("学习点不存在", details={"site_id": site_id})
+    principal = _page_principal()
+    if principal is None:
+        raise_login()
+    if isinstance(principal, SiteScreen):
+        if principal.site_id != site.id:
+            raise Forbidden("该屏幕令牌属于其他学习点")
+    elif not service.can_view_site_screen(db.session, principal, site):
+        raise Forbidden("无权打开该学习点的屏幕")
+    occurrence, is_now = site_screen_occurrence(db.session, site.id, utcnow())
+    token = request.args.get("token")
+    if is_now:
+        args = {"token": token} if token else {}
+        return redirect(url_for("video.site_page", occurrence_id=occurrence.id,
+                                site_id=site.id, **args))
+    return render_template("video/screen_idle.html", site=site, occurrence=occurrence)
+
+
 @pages.get("/live/<int:occurrence_id>/watch")
 def watch_page(occurrence_id: int):
     """An individual member watching alone (also admins, organizers, the trainer)."""
