@@ -112,7 +112,7 @@ def test_screen_tokens_api(client, org):
     assert r.status_code == 201
     body = r.get_json()
     assert body["token"]
-    assert f"/site/{org.site_a.id}" in body["screen_url_hint"]
+    assert f"/screen/{org.site_a.id}?token=" in body["screen_url_hint"]
     assert body["token"] in body["screen_url_hint"]
     screen = {"Authorization": f"Bearer {body['token']}"}
     # A screen token is not a management credential.

@@ -114,7 +114,7 @@ def test_site_forms_and_screen_token(app, org, db_session):
     assert r.status_code == 200
     html = r.get_data(as_text=True)
     assert 'id="screen-token-value"' in html
-    assert f"/site/{org.site_a.id}?token=" in html
+    assert f"/screen/{org.site_a.id}?token=" in html
     assert operator.post(f"/org/sites/{org.site_b.id}/screen-token").status_code == 403
     r = operator.post(f"/org/sites/{org.site_a.id}/screen-tokens/revoke", follow_redirects=True)
     assert "1" in r.get_data(as_text=True)
