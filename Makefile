@@ -37,8 +37,10 @@ translations: $(VENV)/.runtime ## Compile the English catalogue (Chinese is the 
 	$(BIN)/pybabel compile -f -d translations -D messages
 
 extract-messages: $(VENV)/.runtime ## Update translations/en from the Chinese source strings
-	$(BIN)/pybabel extract -q -F babel.cfg -k _l -o translations/messages.pot --ignore-dirs=".venv node_modules static tests bench migrations" .
-	$(BIN)/pybabel update -q -i translations/messages.pot -d translations -l en --no-fuzzy-matching
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l -k lazy_gettext -k lazy_ngettext:1,2 -c TRANSLATORS: \
+		--project=Yuanjiao -o translations/messages.pot \
+		--ignore-dirs=".* ._ __pycache__ node_modules static tests bench migrations instance recordings docs" .
+	$(BIN)/pybabel -q update -i translations/messages.pot -d translations -l en --no-fuzzy-matching --ignore-obsolete
 
 setup: $(VENV)/.runtime vendor translations ## Install what the app needs
 
