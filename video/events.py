@@ -9,6 +9,7 @@ from flask_socketio import join_room
 
 from core.sockets import socket_principal
 from extensions import db, socketio
+from sessions import service as sessions_service
 from video import service
 from video.media import NAMESPACE, room
 
@@ -32,7 +33,7 @@ def join(data: Any) -> dict[str, Any]:
 
     data = data if isinstance(data, dict) else {}
     principal = socket_principal({"token": data.get("token")})
-    occurrence = service.get_occurrence(db.session, int(data.get("occurrence_id") or 0))
+    occurrence = sessions_service.get_occurrence(db.session, int(data.get("occurrence_id") or 0))
     service.require_watch(db.session, principal, occurrence)
     join_room(room(occurrence.id))
     return {"ok": True, **live_payload(occurrence.id)}

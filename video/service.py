@@ -46,13 +46,6 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def get_occurrence(session: Session, occurrence_id: int) -> Occurrence:
-    occurrence = session.get(Occurrence, occurrence_id)
-    if occurrence is None:
-        raise NotFound(f"场次不存在：{occurrence_id}", details={"occurrence_id": occurrence_id})
-    return occurrence
-
-
 # --- stream keys ------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from core.pagination import SelectPage
 from core.types import utcnow
 from extensions import csrf, db
 from org.models import Member, Site
+from sessions import service as sessions_service
 from video import media, service
 from video.engine import MediaError, parse_offer
 from video.errors import (
@@ -130,7 +131,7 @@ def whip_publish(occurrence_id: int):
     """WHIP ingest (RFC 9725): the trainer's offer in, 201 + Location + answer out."""
     if request.mimetype != "application/sdp":
         raise UnsupportedMediaType("Content-Type 必须是 application/sdp")
-    occurrence = service.get_occurrence(db.session, occurrence_id)
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     user = _publisher(occurrence)
     _check_media_enabled()
     sdp = _sdp_body()
@@ -152,7 +153,7 @@ def whip_publish(occurrence_id: int):
 @signaling.delete("/whip/<int:occurrence_id>/<resource_id>")
 def whip_resource(occurrence_id: int, resource_id: str):
     """End the broadcast (the trainer's stop button, or OBS's "stop streaming")."""
-    occurrence = service.get_occurrence(db.session, occurrence_id)
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     _publisher(occurrence)
     _check_media_enabled()
     result = media.backend().stop(resource_id)
@@ -166,7 +167,7 @@ def whep_subscribe(occurrence_id: int):
     """WHEP egress: a site screen's, member's, organizer's or admin's offer; 201 + answer."""
     if request.mimetype != "application/sdp":
         raise UnsupportedMediaType("Content-Type 必须是 application/sdp")
-    occurrence = service.get_occurrence(db.session, occurrence_id)
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     principal = current_principal()
     service.require_watch(db.session, principal, occurrence)
     _check_media_enabled()
@@ -256,7 +257,7 @@ class StreamKeyView(MethodView):
         Only the session's trainer or an admin. The key is shown once.
         """
         user = current_api_user()
-        occurrence = service.get_occurrence(db.session, occurrence_id)
+        occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
         key = service.issue_stream_key(db.session, occurrence, user, utcnow())
         db.session.commit()
         return {"stream_key": key,
@@ -269,7 +270,7 @@ class LiveView(MethodView):
     @blp.response(200, LiveSchema)
     def get(self, occurrence_id: int):
         """waiting, live or ended; the connected sites; bitrate, frame rate, site count."""
-        occurrence = service.get_occurrence(db.session, occurrence_id)
+        occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
         _may_follow(current_principal(), occurrence)
         return live_payload(occurrence_id)
 
@@ -282,7 +283,7 @@ class RecordingsView(MethodView):
         """The recordings of an occurrence (make-up study plays the complete ones)."""
         from sqlalchemy import select
 
-        occurrence = service.get_occurrence(db.session, occurrence_id)
+        occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
         _may_follow(current_principal(), occurrence)
         return select(Recording).where(Recording.occurrence_id == occurrence_id).order_by(
             Recording.id)
@@ -297,7 +298,7 @@ def recording_file(recording_id: int):
     recording = db.session.get(Recording, recording_id)
     if recording is None:
         raise NotFound("录像不存在", details={"recording_id": recording_id})
-    occurrence = service.get_occurrence(db.session, recording.occurrence_id)
+    occurrence = sessions_service.get_occurrence(db.session, recording.occurrence_id)
     principal = _page_principal()
     if principal is None:
         raise_login()
@@ -343,7 +344,7 @@ def broadcast_page(occurrence_id: int):
     """The trainer's page: devices, preview, screen sharing, start/stop, sites and figures."""
     if not current_user.is_authenticated:
         raise_login()
-    occurrence = service.get_occurrence(db.session, occurrence_id)
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     service.require_broadcast(current_user, occurrence)
     return render_template("video/broadcast.html", occurrence=occurrence,
                            live=live_payload(occurrence.id),
@@ -353,7 +354,7 @@ def broadcast_page(occurrence_id: int):
 @pages.get("/live/<int:occurrence_id>/site/<int:site_id>")
 def site_page(occurrence_id: int, site_id: int):
     """A meeting room's screen: a kiosk player, by operator login or ?token=."""
-    occurrence = service.get_occurrence(db.session, occurrence_id)
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     site = db.session.get(Site, site_id)
     if site is None:
         raise NotFound("学习点不存在", details={"site_id": site_id})
@@ -410,7 +411,7 @@ def watch_page(occurrence_id: int):
     """An individual member watching alone (also admins, organizers, the trainer)."""
     if not current_user.is_authenticated:
         raise_login()
-    occurrence = service.get_occurrence(db.session, occurrence_id)
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     service.require_watch(db.session, current_user, occurrence)
     member = db.session.get(Member, current_user.member_id) if current_user.member_id else None
     return render_template("video/watch.html", occurrence=occurrence, member=member,
