@@ -225,6 +225,20 @@ def test_language_choice_is_kept_in_the_session(client, world):
     assert chrome(r.get_data(as_text=True))[0] == "zh-CN"
 
 
+def test_user_locale_en_gets_english_without_asking(client, factory, db_session):
+    """A user whose profile says English sees English from the first page after login."""
+    user = factory.user("admin", username="english-admin", password=ADMIN_PASSWORD)
+    user.locale = "en"
+    db_session.commit()
+    r = client.post("/login", data={"username": "english-admin", "password": ADMIN_PASSWORD})
+    assert r.status_code == 302
+    html = client.get("/org").get_data(as_text=True)
+    assert chrome(html)[0] == "en"
+    assert "Organization structure" in html
+    # ?lang= still wins for this request.
+    assert chrome(_get(client, "/org", "zh"))[0] == "zh-CN"
+
+
 def test_english_flash_message(client, world):
     """Python-side messages (flash) are translated too."""
     r = client.post(
