@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
 from flask.views import MethodView
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import login_required, login_user, logout_user
 from flask_smorest import Blueprint as ApiBlueprint
 from flask_wtf import FlaskForm
@@ -33,8 +34,8 @@ def init_app(app: Flask) -> None:
 
 
 class LoginForm(FlaskForm):
-    username = StringField("用户名", validators=[DataRequired()])
-    password = PasswordField("密码", validators=[DataRequired()])
+    username = StringField(_l("用户名"), validators=[DataRequired()])
+    password = PasswordField(_l("密码"), validators=[DataRequired()])
 
 
 def _safe_next(target: str | None) -> str:
