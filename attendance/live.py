@@ -53,11 +53,11 @@ def publish_events(events: Iterable[AttendanceEvent], names: dict[int, str] | No
                   "present": PRESENT_AFTER[event.type], "at": event.at.isoformat()}
         if names and event.member_id in names:
             update["name"] = names[event.member_id]
-        socketio.emit("attendance:update", update, namespace=NAMESPACE,
-                      to=occurrence_room(event.occurrence_id))
+        rooms = [occurrence_room(event.occurrence_id)]
         if event.site_id is not None:
-            socketio.emit("attendance:update", update, namespace=NAMESPACE,
-                          to=site_room(event.occurrence_id, event.site_id))
+            rooms.append(site_room(event.occurrence_id, event.site_id))
+        # One emit to both rooms: the packet is encoded once, a member of both gets one.
+        socketio.emit("attendance:update", update, namespace=NAMESPACE, to=rooms)
 
 
 def publish_site_status(occurrence_id: int, site_id: int, online: bool) -> None:

@@ -34,7 +34,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +102,48 @@ def lock_occurrence(session: Session, occurrence_id: int) -> None:
                         {"c": ADVISORY_CLASS, "o": occurrence_id})
 
 
+class Answer:
+    """A one-shot result slot, lighter than `concurrent.futures.Future` (one C lock, no
+    Condition): every handler thread creates one per event."""
+
+    __slots__ = ("_done", "_exc", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._value: Any = None
+        self._exc: BaseException | None = None
+
+    def done(self) -> bool:
+        if self._done.acquire(blocking=False):
+            self._done.release()
+            return True
+        return False
+
+    def set_result(self, value: Any) -> None:
+        self._value = value
+        self._done.release()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._exc = exc
+        self._done.release()
+
+    def _wait(self, timeout: float | None) -> None:
+        if not self._done.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError
+        self._done.release()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._exc
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._wait(timeout)
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+
 @dataclass
 class Append:
     """One event to append; the fields of `AttendanceEvent` (event_id already cleaned)."""
@@ -128,7 +169,7 @@ class Request:
     check_lock: bool = True
     #: Raise this instead of answering with the stored event when a key repeats (QR reuse).
     repeat_error: DomainError | None = None
-    future: Future = field(default_factory=Future)
+    future: Answer = field(default_factory=lambda: Answer())
 
     @property
     def size(self) -> int:
@@ -164,7 +205,7 @@ class GroupWriter:
 
     # --- the handler side ---------------------------------------------------------------
 
-    def submit(self, request: Request) -> Future:
+    def submit(self, request: Request) -> Answer:
         """Queue a request (starting the thread if needed); returns its future."""
         self.queue.put(request)
         self._ensure_thread()

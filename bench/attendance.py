@@ -126,6 +126,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_stats(pid: int) -> tuple[float, int]:
     """(RSS in MB, threads) of a process, from /proc."""
     rss, threads = 0.0, 0
@@ -179,8 +185,12 @@ def client_worker(idx: int, url: str, cfg: dict, ready, go, results) -> None:
     stop = threading.Event()
 
     def heartbeats() -> None:
-        while not stop.wait(cfg["heartbeat"]):
+        # Spread evenly over the interval, as real pages would be (not all at once).
+        gap = cfg["heartbeat"] / max(len(viewers), 1)
+        while not stop.is_set():
             for sio in viewers:
+                if stop.wait(gap):
+                    return
                 with contextlib.suppress(Exception):
                     sio.emit("viewer:heartbeat", {"occurrence_id": occ,
                                                   "event_id": uuid.uuid4().hex},
@@ -331,13 +341,16 @@ def main() -> None:
         log.info("connected %d clients (%d failed) in %.1f s; server RSS %.0f MB -> %.0f MB "
                  "(%.0f kB per connection), threads %d -> %d", connected, failed, conn_secs,
                  rss0, rss1, (rss1 - rss0) * 1024 / max(connected, 1), threads0, threads1)
+        cpu0, t_cpu0 = cpu_seconds(server.pid), time.perf_counter()
         go.set()
         pings: list[float] = []
         for _ in workers:
             _, _, lat, ok, _ = results.get(timeout=600)
             pings += lat
-        log.info("baseline ping: %d round trips, p50 %.1f ms, p99 %.1f ms", len(pings),
-                 pct(pings, 50), pct(pings, 99))
+        cpu1, t_cpu1 = cpu_seconds(server.pid), time.perf_counter()
+        log.info("baseline ping: %d round trips, p50 %.1f ms, p99 %.1f ms; server CPU %.0f %% "
+                 "of a core (heartbeats included)", len(pings), pct(pings, 50), pct(pings, 99),
+                 100 * (cpu1 - cpu0) / (t_cpu1 - t_cpu0))
         go2.set()
         lat_all: list[float] = []
         acked, durations = 0, []
@@ -348,6 +361,7 @@ def main() -> None:
             acked += ok
             durations.append(duration)
             peak_rss = max(peak_rss, proc_stats(server.pid)[0])
+        cpu2, t_cpu2 = cpu_seconds(server.pid), time.perf_counter()
         for p in workers:
             p.join(60)
         elapsed = max(durations) if durations else 0.0
@@ -360,6 +374,10 @@ def main() -> None:
         log.info("ack latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms (mean %.1f ms)",
                  pct(lat_all, 50), pct(lat_all, 99), max(lat_all, default=0) * 1000,
                  statistics.fmean(lat_all) * 1000 if lat_all else 0)
+        log.info("server CPU during the burst: %.1f s in %.1f s = %.0f %% of a core "
+                 "(%.2f ms per acknowledged check-in, heartbeats included)", cpu2 - cpu1,
+                 t_cpu2 - t_cpu1, 100 * (cpu2 - cpu1) / (t_cpu2 - t_cpu1),
+                 1000 * (cpu2 - cpu1) / max(acked, 1))
         log.info("server memory: RSS %.0f MB at the end (peak seen %.0f MB), threads %d",
                  rss2, peak_rss, threads2)
     finally:
