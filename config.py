@@ -44,6 +44,8 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "YUANJIAO_STUDY_HOURS_REQUIRED": 32,
         "YUANJIAO_MAKEUP_SHARE": 0.9,
         "YUANJIAO_ATTENDANCE_GRACE_SECONDS": 90,
+        # A socket connection's right to operate a site is re-checked after this long.
+        "YUANJIAO_ATTENDANCE_AUTH_TTL": 30,
         # Leaving more than this many minutes before the end counts as leaving early.
         "YUANJIAO_LEFT_EARLY_MINUTES": 10,
         "YUANJIAO_QR_ROTATE_SECONDS": 25,

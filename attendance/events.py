@@ -8,7 +8,6 @@ default handler (core/sockets.py) turns into ``{"ok": false, "error", "message"}
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import defaultdict
@@ -70,14 +69,6 @@ def init_app(app: Flask) -> None:
     """
     for name, handler in HANDLERS.items():
         socketio.on_event(name, handler, namespace=NS)
-    # Opt-in until app.py passes `async_handlers=False` itself: run each event on its
-    # connection's own reader thread instead of a new thread per event (a burst then
-    # costs no thread starts; one connection's events stay in order). The setting is the
-    # server's, so it applies to every namespace.
-    flag = app.config.get("YUANJIAO_SOCKET_ASYNC_HANDLERS",
-                          os.environ.get("YUANJIAO_SOCKET_ASYNC_HANDLERS", "1"))
-    if str(flag).lower() in ("0", "false", "no", "off") and socketio.server is not None:
-        socketio.server.async_handlers = False
 
 
 def _caller():
