@@ -53,6 +53,7 @@ from attendance.models import (
     OccurrenceReview,
 )
 from org.models import Member, OrgUnit, Site
+from sessions import service as sessions_service
 from sessions.models import Occurrence
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,8 @@ def occurrences_with_attendance(session: Session, occurrence_ids: Iterable[int])
 
 
 def get_occurrence(session: Session, occurrence_id: int) -> Occurrence:
-    occurrence = session.get(Occurrence, occurrence_id)
-    if occurrence is None:
-        raise NotFound(f"学习活动不存在：{occurrence_id}", details={"occurrence_id": occurrence_id})
-    return occurrence
+    """The occurrence, or NotFound (the sessions domain owns occurrences)."""
+    return sessions_service.get_occurrence(session, occurrence_id)
 
 
 def get_site(session: Session, site_id: Any) -> Site:
@@ -140,9 +139,7 @@ def occurrence_site_ids(session: Session, occurrence: Occurrence) -> list[int]:
 
 
 def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
-    from sessions.service import expected_member_ids as expected
-
-    return expected(session, occurrence)
+    return sessions_service.expected_member_ids(session, occurrence)
 
 
 def _occurrence_unit_ids(session: Session, occurrence: Occurrence) -> set[int]:
