@@ -360,23 +360,11 @@ def roll_call(session: Session, *, occurrence: Occurrence, site: Site, member_id
     Each member gets his own event, ``<event_id>:<member_id>``, so that a retried batch
     stores each member once. All or nothing: a refused member refuses the batch.
     """
-    if state not in ("present", "checked_out"):
-        raise ValidationError("state 只能是 present 或 checked_out", field="state")
-    if not isinstance(member_ids, list) or not member_ids or len(member_ids) > 1000:
-        raise ValidationError("member_ids 需为 1–1000 个党员", field="member_ids")
-    event_id = clean_event_id(event_id)
-    kind = "check_in" if state == "present" else "check_out"
-    out = []
-    for raw in dict.fromkeys(member_ids):
-        try:
-            member_id = int(raw)
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
-        out.append(record_event(
-            session, occurrence=occurrence, type=kind, source=source,
-            event_id=f"{event_id}:{member_id}"[:100], now=now, member_id=member_id,
-            site_id=site.id, actor_user_id=actor_user_id, client_time=client_time))
-    return out
+    kind, items = _roll_call_items(member_ids, state, event_id)
+    return [record_event(session, occurrence=occurrence, type=kind, source=source,
+                         event_id=member_event_id, now=now, member_id=member_id,
+                         site_id=site.id, actor_user_id=actor_user_id, client_time=client_time)
+            for member_id, member_event_id in items]
 
 
 def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, state: Any,
@@ -389,23 +377,33 @@ def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, stat
     """
     from attendance.writer import Append
 
+    kind, items = _roll_call_items(member_ids, state, event_id)
+    return [Append(occurrence_id=occurrence_id, type=kind, source=source,
+                   event_id=member_event_id, member_id=member_id, site_id=site_id,
+                   actor_user_id=actor_user_id, client_time=client_time)
+            for member_id, member_event_id in items]
+
+
+def _roll_call_items(member_ids: Any, state: Any, event_id: Any) -> tuple[str, list]:
+    """Validate a roll call: its event type, and (member_id, per-member event id) pairs.
+
+    Each member gets his own event, ``<event_id>:<member_id>``, so that a retried batch
+    stores each member once.
+    """
     if state not in ("present", "checked_out"):
         raise ValidationError("state 只能是 present 或 checked_out", field="state")
     if not isinstance(member_ids, list) or not member_ids or len(member_ids) > 1000:
         raise ValidationError("member_ids 需为 1–1000 个党员", field="member_ids")
     event_id = clean_event_id(event_id)
     kind = "check_in" if state == "present" else "check_out"
-    out = []
+    items = []
     for raw in dict.fromkeys(member_ids):
         try:
             member_id = int(raw)
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
-        out.append(Append(occurrence_id=occurrence_id, type=kind, source=source,
-                          event_id=f"{event_id}:{member_id}"[:100], member_id=member_id,
-                          site_id=site_id, actor_user_id=actor_user_id,
-                          client_time=client_time))
-    return out
+        items.append((member_id, f"{event_id}:{member_id}"[:100]))
+    return kind, items
 
 
 def site_presence(session: Session, *, occurrence: Occurrence, site: Site, online: bool,
