@@ -536,8 +536,14 @@ class Row:
     notes: str
 
 
-STATUS_LABELS = {"present": "出席", "late": "迟到", "left_early": "早退", "absent": "缺席",
-                 "excused": "请假"}
+def N_(message: str) -> str:
+    """Mark a string for the catalogue without translating it here (Babel's N_ keyword):
+    exports stay Chinese, pages translate these labels when they render them."""
+    return message
+
+
+STATUS_LABELS = {"present": N_("出席"), "late": N_("迟到"), "left_early": N_("早退"),
+                 "absent": N_("缺席"), "excused": N_("请假")}
 
 
 def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
