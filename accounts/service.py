@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -318,3 +318,18 @@ def reset_password(session: Session, actor: User, user_id: int, password: str) -
     update_user(user, password=password)
     session.flush()
     return user
+
+
+def users_query(session: Session, actor: User) -> Select:
+    """Users an admin sees all of; an organizer, those scoped inside his subtree."""
+    if actor.role not in ("admin", "organizer"):
+        raise Forbidden("当前角色无权管理用户", details={"role": actor.role})
+    query = select(User).order_by(User.id)
+    ids = managed_org_unit_ids(session, actor)
+    if ids is not None:
+        query = query.where(
+            User.org_unit_id.in_(ids)
+            | User.site_id.in_(select(Site.id).where(Site.org_unit_id.in_(ids)))
+            | User.member_id.in_(select(Member.id).where(Member.org_unit_id.in_(ids)))
+        )
+    return query

@@ -11,7 +11,6 @@ from flask_babel import lazy_gettext as _l
 from flask_login import login_required, login_user, logout_user
 from flask_smorest import Blueprint as ApiBlueprint
 from flask_wtf import FlaskForm
-from sqlalchemy import select
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired
 
@@ -86,18 +85,7 @@ class Users(MethodView):
     @blp.paginate(SelectPage, page_size=50, max_page_size=1000)
     def get(self):
         """Users an admin sees all of; an organizer, those scoped inside his subtree."""
-        user = current_api_user("admin", "organizer")
-        query = select(User).order_by(User.id)
-        ids = service.managed_org_unit_ids(db.session, user)
-        if ids is not None:
-            from org.models import Member, Site
-
-            query = query.where(
-                User.org_unit_id.in_(ids)
-                | User.site_id.in_(select(Site.id).where(Site.org_unit_id.in_(ids)))
-                | User.member_id.in_(select(Member.id).where(Member.org_unit_id.in_(ids)))
-            )
-        return query
+        return service.users_query(db.session, current_api_user("admin", "organizer"))
 
     @blp.arguments(UserIn)
     @blp.response(201, UserOut)

@@ -772,24 +772,6 @@ def import_members(session: Session, filename: str, content: bytes, *, dry_run: 
     }
 
 
-# --- users (the management pages) ------------------------------------------------------
-
-
-def users_query(session: Session, actor: User) -> Select:
-    """Users an admin sees all of; an organizer, those scoped inside his subtree."""
-    if actor.role not in WRITER_ROLES:
-        raise Forbidden("当前角色无权管理用户", details={"role": actor.role})
-    query = select(User).order_by(User.id)
-    ids = accounts.managed_org_unit_ids(session, actor)
-    if ids is not None:
-        query = query.where(
-            User.org_unit_id.in_(ids)
-            | User.site_id.in_(select(Site.id).where(Site.org_unit_id.in_(ids)))
-            | User.member_id.in_(select(Member.id).where(Member.org_unit_id.in_(ids)))
-        )
-    return query
-
-
 def labels(values: Iterable[str], table: dict[str, str]) -> list[tuple[str, str]]:
     """(value, Chinese label) pairs for a select box."""
     return [(v, table.get(v, v)) for v in values]

@@ -715,7 +715,7 @@ def member_import_confirm():
 def users():
     """Users in scope; create users with the role's scope, deactivate, reset passwords."""
     user = _page_user("admin", "organizer")
-    rows = list(db.session.scalars(service.users_query(db.session, user)))
+    rows = list(db.session.scalars(accounts_service.users_query(db.session, user)))
     return render_template(
         "users/list.html", users=rows, roles=accounts_service.creatable_roles(user),
         unit_choices=_unit_choices(user), site_choices=_site_choices(user),

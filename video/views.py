@@ -351,26 +351,31 @@ def broadcast_page(occurrence_id: int):
                            config=_page_config(occurrence, role="broadcast"))
 
 
-@pages.get("/live/<int:occurrence_id>/site/<int:site_id>")
-def site_page(occurrence_id: int, site_id: int):
-    """A meeting room's screen: a kiosk player, by operator login or ?token=."""
-    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
+def _screen_site(site_id: int):
+    """The site a room-screen page shows, and who opens it: that site's screen token, or
+    a logged-in user who may open its screen; else the login page or 403."""
     site = db.session.get(Site, site_id)
     if site is None:
         raise NotFound("学习点不存在", details={"site_id": site_id})
-    token = request.args.get("token")
     principal = _page_principal()
     if principal is None:
         raise_login()
     if isinstance(principal, SiteScreen):
         if principal.site_id != site.id:
             raise Forbidden("该屏幕令牌属于其他学习点")
-        can_operate = False
-    else:
-        if not service.can_view_site_screen(db.session, principal, site):
-            raise Forbidden("无权打开该学习点的屏幕")
-        can_operate = True
-        token = None  # a logged-in operator's page uses the cookie, not a screen token
+    elif not service.can_view_site_screen(db.session, principal, site):
+        raise Forbidden("无权打开该学习点的屏幕")
+    return site, principal
+
+
+@pages.get("/live/<int:occurrence_id>/site/<int:site_id>")
+def site_page(occurrence_id: int, site_id: int):
+    """A meeting room's screen: a kiosk player, by operator login or ?token=."""
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
+    site, principal = _screen_site(site_id)
+    can_operate = not isinstance(principal, SiteScreen)
+    # A logged-in operator's page uses the cookie, not a screen token.
+    token = None if can_operate else request.args.get("token")
     return render_template(
         "video/site.html", occurrence=occurrence, site=site, site_token=token,
         can_operate=can_operate, live=live_payload(occurrence.id),
@@ -386,17 +391,7 @@ def room_screen(site_id: int):
     """
     from sessions.service import site_screen_occurrence
 
-    site = db.session.get(Site, site_id)
-    if site is None:
-        raise NotFound("学习点不存在", details={"site_id": site_id})
-    principal = _page_principal()
-    if principal is None:
-        raise_login()
-    if isinstance(principal, SiteScreen):
-        if principal.site_id != site.id:
-            raise Forbidden("该屏幕令牌属于其他学习点")
-    elif not service.can_view_site_screen(db.session, principal, site):
-        raise Forbidden("无权打开该学习点的屏幕")
+    site, _principal = _screen_site(site_id)
     occurrence, is_now = site_screen_occurrence(db.session, site.id, utcnow())
     token = request.args.get("token")
     if is_now:
