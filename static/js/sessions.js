@@ -77,7 +77,7 @@
       let body;
       try {
         body = {
-          title: val("title") || "预览", kind: val("kind"),
+          title: val("title") || form.dataset.msgPreviewTitle, kind: val("kind"),
           starts_at: isoLocal(val("start_date"), val("start_time"), tz),
           duration_minutes: parseInt(val("duration_minutes") || "0", 10), timezone: tz,
           rrule: buildRule(), site_ids: checked("site_ids").map(Number),
@@ -85,7 +85,10 @@
           trainer_id: val("trainer_id") ? Number(val("trainer_id")) : null,
         };
       } catch (e) {
-        list.innerHTML = "<li>" + "时区无效" + "</li>";
+        list.innerHTML = "";
+        const bad = document.createElement("li");
+        bad.textContent = form.dataset.msgBadTimezone;
+        list.appendChild(bad);
         return;
       }
       if (form.dataset.sessionId) body.session_id = Number(form.dataset.sessionId);
@@ -100,7 +103,7 @@
         if (res.total > res.occurrences.length) {
           const li = document.createElement("li");
           li.className = "muted";
-          li.textContent = "… 共 " + res.total + " 次";
+          li.textContent = form.dataset.msgTotal.replace("{n}", res.total);
           list.appendChild(li);
         }
         conflicts.innerHTML = "";
@@ -166,7 +169,7 @@
         out.className = "flash";
         out.innerHTML = "";
         const p = document.createElement("p");
-        p.textContent = "已导入 " + res.ids.length + " 项学习安排。";
+        p.textContent = importForm.dataset.msgImported.replace("{n}", res.ids.length);
         out.appendChild(p);
         res.sessions.forEach(function (s) {
           const a = document.createElement("a");
