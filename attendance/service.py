@@ -52,6 +52,7 @@ from attendance.models import (
     MakeupTask,
     OccurrenceReview,
 )
+from org import service as org_service
 from org.models import Member, OrgUnit, Site
 from sessions import service as sessions_service
 from sessions.models import Occurrence
@@ -93,23 +94,21 @@ def get_occurrence(session: Session, occurrence_id: int) -> Occurrence:
 
 
 def get_site(session: Session, site_id: Any) -> Site:
-    try:
-        site = session.get(Site, int(site_id))
-    except (TypeError, ValueError):
-        site = None
-    if site is None:
-        raise NotFound(f"学习点不存在：{site_id}", details={"site_id": site_id})
-    return site
+    """The site named by a client-sent id (the org domain owns sites)."""
+    return org_service.get_site(session, None, _client_id(site_id, "学习点", "site_id"))
 
 
 def get_member(session: Session, member_id: Any) -> Member:
+    """The member named by a client-sent id (the org domain owns the roster)."""
+    return org_service.get_member(session, None, _client_id(member_id, "党员", "member_id"))
+
+
+def _client_id(value: Any, what: str, field: str) -> int:
+    """An id from a socket payload or form: anything not an integer names nothing."""
     try:
-        member = session.get(Member, int(member_id))
+        return int(value)
     except (TypeError, ValueError):
-        member = None
-    if member is None:
-        raise NotFound(f"党员不存在：{member_id}", details={"member_id": member_id})
-    return member
+        raise NotFound(f"{what}不存在：{value}", details={field: value}) from None
 
 
 def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:

@@ -389,7 +389,7 @@ def get_site(session: Session, actor: User | None, site_id: int) -> Site:
     """A site `actor` may read: 404 when missing, 403 when out of scope."""
     site = session.get(Site, site_id)
     if site is None:
-        raise NotFound(f"学习点不存在：{site_id}")
+        raise NotFound(f"学习点不存在：{site_id}", details={"site_id": site_id})
     if actor is not None and not accounts.can_view_site(session, actor, site):
         raise Forbidden("无权查看该学习点", details={"site_id": site_id})
     return site
@@ -512,7 +512,7 @@ def get_member(session: Session, actor: User | None, member_id: int) -> Member:
     """A member `actor` may read: 404 when missing, 403 when out of scope."""
     member = session.get(Member, member_id)
     if member is None:
-        raise NotFound(f"党员不存在：{member_id}")
+        raise NotFound(f"党员不存在：{member_id}", details={"member_id": member_id})
     if actor is not None and not accounts.can_view_member(session, actor, member):
         raise Forbidden("无权查看该党员", details={"member_id": member_id})
     return member
