@@ -2,6 +2,11 @@
 
     python app.py            # migrate, seed demo data on first start, serve on :5000
     flask --app app ...      # CLI: db upgrade, create-admin, import-members, seed-demo
+
+In production the same factory runs under gunicorn with one gevent worker per process
+(`make serve-gevent`, docs/deployment.md): thousands of idle room screens and viewers then
+cost a greenlet each instead of four threads. gevent's monkey-patching does not mix with
+aiortc's loop, so such a process reaches media through `python -m video.node`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.config.update(overrides)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
+    app.config["YUANJIAO_ASYNC_MODE"] = async_mode()
+    _check_media_placement(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
             "connect_args", {"timeout": 30, "check_same_thread": False}
@@ -68,6 +75,44 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
         bootstrap.bootstrap(app)
     return app
+
+
+def async_mode() -> str:
+    """"gevent" when this process was monkey-patched by gevent (gunicorn's gevent worker
+    patches before it loads the app), else "threading" (`python app.py`, tests)."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return "threading"
+    return "gevent" if monkey.is_module_patched("socket") else "threading"
+
+
+def tune_gc() -> None:
+    """Set the garbage collector up for a long-lived server with many connections.
+
+    The objects made while starting (modules, the app, the mappers) live as long as the
+    process; `gc.freeze` moves them out of the collector's generations, so a full
+    collection no longer walks them. With 2,000 connections, full collections over every
+    object stalled all connections for 100-250 ms each (bench/attendance.py).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    threshold = os.environ.get("YUANJIAO_GC_THRESHOLD")
+    if threshold:
+        gc.set_threshold(*(int(x) for x in threshold.split(",")))
+
+
+def _check_media_placement(app: Flask) -> None:
+    """Refuse at start, not at the first broadcast, an in-process engine under gevent."""
+    if (app.config["YUANJIAO_ASYNC_MODE"] == "gevent"
+            and not app.config.get("YUANJIAO_MEDIA_NODES")
+            and app.config.get("YUANJIAO_MEDIA", "inprocess") == "inprocess"):
+        raise RuntimeError(
+            "gevent worker: the in-process media engine (aiortc) cannot run beside gevent; "
+            "set YUANJIAO_MEDIA_NODES to one or more `python -m video.node` addresses, "
+            "or YUANJIAO_MEDIA=off for a process without live video")
 
 
 def _instance_secret(instance: Path) -> str:
@@ -106,7 +151,7 @@ def _init_extensions(app: Flask) -> None:
     api.init_app(app)
     socketio.init_app(
         app,
-        async_mode="threading",
+        async_mode=app.config["YUANJIAO_ASYNC_MODE"],
         message_queue=app.config.get("REDIS_URL"),
         cors_allowed_origins=None,
         # Run each event on its connection's reader thread: no thread start per event,
@@ -116,6 +161,17 @@ def _init_extensions(app: Flask) -> None:
         ping_interval=20,
         ping_timeout=20,
     )
+
+    # Every Socket.IO event runs in a request context made from its connection's environ
+    # (path /socket.io/). With no rule matching that path, each event raised and kept a
+    # NotFound with its traceback: about 70 objects of cyclic garbage per event, which the
+    # collector freed in pauses of 100-250 ms at 2,000 connections. These rules make the
+    # match succeed (polling and websocket); they are never served: the Engine.IO
+    # middleware answers /socket.io/ before Flask sees it.
+    app.add_url_rule("/socket.io/", endpoint="socketio_transport",
+                     view_func=_socketio_transport, methods=["GET", "POST"])
+    app.add_url_rule("/socket.io/", endpoint="socketio_websocket",
+                     view_func=_socketio_transport, websocket=True)
 
     @login_manager.user_loader
     def _load_user(user_id: str):
@@ -129,6 +185,13 @@ def _init_extensions(app: Flask) -> None:
         from flask_babel import get_locale
 
         return {"current_locale": str(get_locale()), "languages": app.config["LANGUAGES"]}
+
+
+def _socketio_transport():
+    """Only reached if the Engine.IO middleware is bypassed: there is nothing here."""
+    from flask import abort
+
+    abort(404)
 
 
 def _select_locale() -> str:

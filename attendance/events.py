@@ -149,20 +149,25 @@ def site_join(data: Any) -> dict[str, Any]:
     """A site screen or operator opens the room page: the site is online; join its rooms."""
     occurrence, site = _occurrence_and_site(data)
     svc.require_operate_site(db.session, _caller(), occurrence, site)
-    _grant(("operate", occurrence.id, site.id))
-    db.session.rollback()  # the writer commits on its own connection; read afresh below
-    online = _site_presence(occurrence.id, site.id, online=True)
-    join_room(live.site_room(occurrence.id, site.id))
-    key = (occurrence.id, site.id)
+    key = occurrence_id, site_id = occurrence.id, site.id
+    _grant(("operate", *key))
+    # End the read transaction before waiting on the writer: after this, touching an ORM
+    # row would reload it and hold a pooled connection for the whole wait (with many
+    # screens joining at once, the writer then found no connection left).
+    db.session.rollback()
+    online = _site_presence(occurrence_id, site_id, online=True)
+    join_room(live.site_room(occurrence_id, site_id))
     with _lock:
         if key not in _site_sids[request.sid]:
             _site_sids[request.sid].add(key)
             _site_count[key] += 1
     if online:
-        live.publish_site_status(occurrence.id, site.id, True)
+        live.publish_site_status(occurrence_id, site_id, True)
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
     snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow())
-    mine = next((s for s in snap["sites"] if s["site_id"] == site.id), None)
-    return {"ok": True, "occurrence_id": occurrence.id, "site": mine,
+    db.session.rollback()
+    mine = next((s for s in snap["sites"] if s["site_id"] == site_id), None)
+    return {"ok": True, "occurrence_id": occurrence_id, "site": mine,
             "locked": snap["locked"]}
 
 

@@ -199,3 +199,29 @@ def test_a_locked_occurrence_refuses_socket_events(att_socket, scene, db_session
         "occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id,
         "member_ids": [scene.members[0].id], "state": "present", "event_id": "a"})
     assert ack["error"] == "occurrence_locked"
+
+
+def test_handlers_hold_no_pooled_connection_while_the_writer_commits(
+        att_socket, scene, db_session, app, monkeypatch):
+    """A handler waiting on the writer must not hold a connection: with many screens joining
+    at once, they would take the whole pool and the writer would find none left."""
+    from attendance.writer import GroupWriter
+
+    seen: list[int] = []
+    commit_batch = GroupWriter._commit_batch
+
+    def counting(self, engine, batch):
+        seen.append(engine.pool.checkedout())
+        return commit_batch(self, engine, batch)
+
+    monkeypatch.setattr(GroupWriter, "_commit_batch", counting)
+    occurrence_id, site_id = scene.occurrence.id, scene.site_a.id
+    member_id = scene.members[0].id
+    db_session.close()
+    sc = att_socket("screen_a")
+    assert emit(sc, "site:join", {"occurrence_id": occurrence_id, "site_id": site_id})["ok"]
+    assert emit(sc, "roll_call:mark", {"occurrence_id": occurrence_id, "site_id": site_id,
+                                       "member_ids": [member_id], "state": "present",
+                                       "event_id": "pool-1"})["ok"]
+    # Counted as each batch begins, before the writer takes its own connection.
+    assert seen == [0, 0]
