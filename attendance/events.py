@@ -229,7 +229,7 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
     member_id, name = who
     if occurrence_id not in _viewing[request.sid]:
         occurrence = svc.get_occurrence(db.session, occurrence_id)
-        if member_id not in svc.expected_member_ids(db.session, occurrence):
+        if not svc.is_expected(db.session, occurrence, member_id):
             raise Forbidden("您不在本次学习活动的应到名单中",
                             details={"occurrence_id": occurrence.id})
         db.session.rollback()

@@ -141,6 +141,10 @@ def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
     return sessions_service.expected_member_ids(session, occurrence)
 
 
+def is_expected(session: Session, occurrence: Occurrence, member_id: int) -> bool:
+    return sessions_service.is_expected(session, occurrence, member_id)
+
+
 def _occurrence_unit_ids(session: Session, occurrence: Occurrence) -> set[int]:
     study = occurrence.session
     ids = {u.id for u in study.org_units}
@@ -920,7 +924,7 @@ def makeup_tasks_of_member(session: Session, member: Member, *, config: Mapping[
     have = set(session.scalars(select(MakeupTask.occurrence_id).where(
         MakeupTask.member_id == member.id)))
     for occ in occs:
-        if occ.id in have or member.id not in expected_member_ids(session, occ):
+        if occ.id in have or not is_expected(session, occ, member.id):
             continue
         rec = records(session, occ, config=config, now=now, member_ids=[member.id])
         if rec[member.id].status in ("absent", "excused"):

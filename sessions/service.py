@@ -66,9 +66,8 @@ def horizon_days() -> int:
 # --- members expected --------------------------------------------------------------------
 
 
-def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
-    """Members expected at an occurrence: active members of the targeted org units (and
-    every unit below them), and active members whose home site is a targeted site."""
+def _expected_members(occurrence: Occurrence):
+    """SELECT of the ids of the members expected at an occurrence, or None (nobody)."""
     study = occurrence.session
     unit_paths = [u.path for u in study.org_units]
     site_ids = [s.id for s in study.sites]
@@ -79,10 +78,25 @@ def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
     if site_ids:
         conditions.append(Member.home_site_id.in_(site_ids))
     if not conditions:
+        return None
+    return select(Member.id).where(Member.status == "active", or_(*conditions))
+
+
+def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
+    """Members expected at an occurrence: active members of the targeted org units (and
+    every unit below them), and active members whose home site is a targeted site."""
+    query = _expected_members(occurrence)
+    if query is None:
         return []
-    return list(session.scalars(
-        select(Member.id).where(Member.status == "active", or_(*conditions)).order_by(Member.id)
-    ))
+    return list(session.scalars(query.order_by(Member.id)))
+
+
+def is_expected(session: Session, occurrence: Occurrence, member_id: int) -> bool:
+    """Whether one member is expected (one indexed row, not the whole roster: every viewer
+    asks this when he starts watching)."""
+    query = _expected_members(occurrence)
+    return query is not None and session.scalar(
+        query.where(Member.id == member_id).limit(1)) is not None
 
 
 # --- who sees what ------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def _site_targeted(session: Session, occurrence: Occurrence, site: Site) -> bool
 def can_watch(session: Session, principal: User | SiteScreen, occurrence: Occurrence) -> bool:
     """Site screens and operators of targeted sites, expected members, organizers in
     scope, the session's trainer, admins."""
-    from sessions.service import expected_member_ids
+    from sessions.service import is_expected
 
     if isinstance(principal, SiteScreen):
         site = session.get(Site, principal.site_id)
@@ -144,8 +144,7 @@ def can_watch(session: Session, principal: User | SiteScreen, occurrence: Occurr
         site = session.get(Site, user.site_id) if user.site_id else None
         return site is not None and _site_targeted(session, occurrence, site)
     if user.role == "member":
-        return user.member_id is not None and user.member_id in expected_member_ids(
-            session, occurrence)
+        return user.member_id is not None and is_expected(session, occurrence, user.member_id)
     return False
 
 
