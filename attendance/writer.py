@@ -200,6 +200,7 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._last_time: dt.datetime | None = None
+        self._conn: Connection | None = None
         #: Counters for the benchmark and the logs: batches, events, requests.
         self.stats = {"batches": 0, "requests": 0, "events": 0, "fallbacks": 0}
 
@@ -262,6 +263,9 @@ class GroupWriter:
                 for req in batch:
                     if not req.future.done():
                         req.future.set_exception(DomainError("考勤写入失败", code="write_failed"))
+            finally:
+                if self.queue.empty():
+                    self.release_connection()
 
     def _process(self, engine, batch: list[Request]) -> None:
         try:
@@ -304,12 +308,28 @@ class GroupWriter:
         self._last_time = now
         return now
 
+    def _connection(self, engine) -> Connection:
+        """The writer's connection, kept from batch to batch while requests are queued and
+        given back to the pool when the queue runs dry: in a burst, a batch never queues
+        for a connection behind the request handlers (with 2,000 connected pages, that
+        wait made batches of 40 events take 200-700 ms)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = engine.connect()
+        return self._conn
+
+    def release_connection(self) -> None:
+        """Give the connection back to the pool (queue empty, or a database error)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _commit_batch(self, engine, batch: Sequence[Request]) -> list:
         sqlite = engine.dialect.name == "sqlite"
         with contextlib.ExitStack() as stack:
             if sqlite:
                 stack.enter_context(_write_lock)
-            conn = stack.enter_context(engine.connect())
+            conn = self._connection(engine)
             if sqlite:
                 # Reads and writes in one write transaction: no other writer (of any
                 # process) between the lock check and the insert.
@@ -323,8 +343,11 @@ class GroupWriter:
                     for (row, _), new_id in zip(rows, ids, strict=True):
                         row["id"] = new_id
                 conn.commit()
-            except BaseException:
-                conn.rollback()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                if not isinstance(exc, DomainError):
+                    self.release_connection()  # a broken connection is not reused
                 raise
         # Only now, after the commit, are the new events real.
         for out in outcomes:

@@ -25,6 +25,7 @@ def _batch(app, *requests: Request) -> list:
     """Run these requests as ONE batch on a fresh writer, synchronously; their outcomes."""
     writer = GroupWriter(app)
     writer._process(db.engine, list(requests))
+    writer.release_connection()  # as the writer thread does when its queue is empty
     assert writer.stats["batches"] == 1
     assert writer.stats["fallbacks"] == 0
     out = []
