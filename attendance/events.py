@@ -7,6 +7,7 @@ default handler (core/sockets.py) turns into ``{"ok": false, "error", "message"}
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 import segno
-from flask import Flask, current_app, request, url_for
+from flask import Flask, current_app, g, request, url_for
 from flask_socketio import ConnectionRefusedError, join_room
 
 from accounts.models import User
@@ -68,7 +69,76 @@ def init_app(app: Flask) -> None:
     builds one) would have none.
     """
     for name, handler in HANDLERS.items():
+        if name not in ("connect", "disconnect"):
+            handler = _in_turn(handler)
         socketio.on_event(name, handler, namespace=NS)
+
+
+class _Turns:
+    """A connection's events, handled concurrently, reach the writer in arrival order.
+
+    Under gevent every event runs in its own greenlet (async_handlers), so that a screen
+    sending a roll call a second does not wait for each commit before the next mark is
+    even read. The greenlets start in arrival order and take a ticket before anything can
+    block them; an event hands the turn on once its appends are queued (or once it ends
+    without any), and the next may queue only then. Acks may overtake each other; stored
+    order never does. In threading mode events run one after another and this is moot.
+    """
+
+    __slots__ = ("cond", "done", "issued", "passed")
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.issued = 0
+        self.passed = 0
+        self.done: set[int] = set()
+
+    def take(self) -> int:
+        with self.cond:
+            self.issued += 1
+            return self.issued
+
+    def wait(self, ticket: int) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.passed >= ticket - 1)
+
+    def hand_on(self, ticket: int) -> None:
+        with self.cond:
+            if ticket <= self.passed:
+                return
+            self.done.add(ticket)
+            while self.passed + 1 in self.done:
+                self.passed += 1
+                self.done.discard(self.passed)
+            self.cond.notify_all()
+
+
+#: sid -> its turns (made at connect, dropped at disconnect).
+_turns: dict[str, _Turns] = {}
+
+
+def _in_turn(handler):
+    @functools.wraps(handler)
+    def run(*args: Any):
+        turns = _turns.get(request.sid)
+        if turns is None:
+            return handler(*args)
+        ticket = turns.take()
+        g.attendance_turn = (turns, ticket)
+        try:
+            return handler(*args)
+        finally:
+            turns.hand_on(ticket)
+    return run
+
+
+def _append(req: Request) -> list:
+    """Queue appends in this connection's turn, hand the turn on, wait for the commit."""
+    turn = g.get("attendance_turn")
+    if turn is not None:
+        turn[0].wait(turn[1])
+    return writer_for().append(req, on_queued=None if turn is None
+                               else lambda: turn[0].hand_on(turn[1]))
 
 
 def _caller():
@@ -102,6 +172,7 @@ def connect(auth: Any = None):
         raise ConnectionRefusedError(exc.to_dict()) from exc
     _callers[request.sid] = (("screen", principal.site_id) if isinstance(principal, SiteScreen)
                              else ("user", principal.id))
+    _turns[request.sid] = _Turns()
     db.session.rollback()  # end the read transaction: connections are long, sessions not
 
 
@@ -109,6 +180,7 @@ def disconnect(*_args: Any) -> None:
     """A screen leaving is logged as offline (the rules give it a grace period)."""
     sid = request.sid
     _callers.pop(sid, None)
+    _turns.pop(sid, None)
     _viewing.pop(sid, None)
     _granted.pop(sid, None)
     with _lock:
@@ -132,7 +204,7 @@ def _site_presence(occurrence_id: int, site_id: int, *, online: bool) -> bool:
     import uuid
 
     try:
-        writer_for().append(Request([Append(
+        _append(Request([Append(
             occurrence_id=occurrence_id, type="site_online" if online else "site_offline",
             source="server", event_id=uuid.uuid4().hex, site_id=site_id)], now=utcnow()))
     except Conflict:  # locked or cancelled: nothing to log (as svc.site_presence)
@@ -195,7 +267,7 @@ def roll_call_mark(data: Any) -> dict[str, Any]:
         occurrence_id=occurrence_id, site_id=site_id, member_ids=data.get("member_ids"),
         state=data.get("state"), source=f"site:{site_id}", event_id=data.get("event_id"),
         actor_user_id=_actor_user_id())
-    results = writer_for().append(Request(appends, now=utcnow()))
+    results = _append(Request(appends, now=utcnow()))
     live.publish_events(e for e, created in results if created)
     return {"ok": True, "stored": sum(1 for _, c in results if c),
             "repeated": sum(1 for _, c in results if not c),
@@ -234,7 +306,7 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
                             details={"occurrence_id": occurrence.id})
         db.session.rollback()
         _viewing[request.sid].add(occurrence_id)
-    [(event, created)] = writer_for().append(Request([Append(
+    [(event, created)] = _append(Request([Append(
         occurrence_id=occurrence_id, type=kind, source=f"viewer:member:{member_id}",
         event_id=event_id, member_id=member_id, actor_user_id=_actor_user_id())],
         now=utcnow()))

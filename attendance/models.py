@@ -39,15 +39,18 @@ class AttendanceEvent(db.Model):
     """One fact, appended once: a retried event (same source and event id) is stored once."""
 
     __tablename__ = "attendance_events"
+    # The writer's hot lookups (repeats by event id, open check-ins by member) use indexes
+    # that lead with the column they search by, not with the occurrence: PostgreSQL's
+    # planner, whose statistics cannot know how many events the live occurrence has by
+    # now, otherwise read every event of the occurrence for each batch (bench/attendance.py).
     __table_args__ = (
-        UniqueConstraint("occurrence_id", "source", "event_id", name="uq_attendance_event_once"),
+        UniqueConstraint("event_id", "source", "occurrence_id", name="uq_attendance_event_once"),
+        Index("ix_attendance_events_member_occ", "member_id", "occurrence_id"),
         Index("ix_attendance_events_occ_member", "occurrence_id", "member_id"),
     )
 
     id: Mapped[intpk]
-    occurrence_id: Mapped[int] = mapped_column(
-        ForeignKey("occurrences.id", ondelete="CASCADE"), index=True
-    )
+    occurrence_id: Mapped[int] = mapped_column(ForeignKey("occurrences.id", ondelete="CASCADE"))
     #: None for site-wide facts (a site screen going online or offline).
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))

@@ -33,12 +33,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, insert, select, text, tuple_
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,6 +67,9 @@ LINGER = 0.002
 #: A handler gives up waiting after this long (the event may still be stored; the client
 #: retries with the same event id and gets the stored event).
 WAIT_SECONDS = 30.0
+#: PostgreSQL: refresh the events table's statistics once this many events are stored
+#: (then each time the table doubles).
+ANALYZE_FROM = 1000
 #: The writer thread ends after this long without work; the next request starts another.
 IDLE_SECONDS = 30.0
 #: Namespace of the PostgreSQL advisory locks (first key of the two-key form): "YJAT".
@@ -201,6 +204,11 @@ class GroupWriter:
         self._start_lock = threading.Lock()
         self._last_time: dt.datetime | None = None
         self._conn: Connection | None = None
+        #: Events this writer stored since it last refreshed the planner's statistics
+        #: (PostgreSQL), and the table's size then.
+        self._since_analyze = 0
+        self._analyzed_rows = 0
+        self._analyzing = False
         #: Counters for the benchmark and the logs: batches, events, requests.
         self.stats = {"batches": 0, "requests": 0, "events": 0, "fallbacks": 0}
 
@@ -212,10 +220,15 @@ class GroupWriter:
         self._ensure_thread()
         return request.future
 
-    def append(self, request: Request, timeout: float = WAIT_SECONDS
+    def append(self, request: Request, timeout: float = WAIT_SECONDS, *,
+               on_queued: Callable[[], None] | None = None
                ) -> list[tuple[AttendanceEvent, bool]]:
-        """Submit and wait until committed; raises the request's DomainError if refused."""
+        """Submit and wait until committed; raises the request's DomainError if refused.
+
+        `on_queued` runs once the request is in the queue, before the wait."""
         future = self.submit(request)
+        if on_queued is not None:
+            on_queued()
         try:
             return future.result(timeout)
         except TimeoutError as exc:
@@ -288,8 +301,40 @@ class GroupWriter:
             if isinstance(outcome, BaseException):
                 req.future.set_exception(outcome)
             else:
-                self.stats["events"] += sum(1 for _, created in outcome if created)
+                created = sum(1 for _, c in outcome if c)
+                self.stats["events"] += created
+                self._since_analyze += created
                 req.future.set_result(outcome)
+        self._maybe_analyze(engine)
+
+    def _maybe_analyze(self, engine) -> None:
+        """PostgreSQL: refresh the events table's statistics each time it has doubled.
+
+        The planner picks the writer's indexes by these statistics; a young table (a new
+        deployment's first big lecture) would otherwise be planned as nearly empty until
+        autovacuum gets to it. ANALYZE runs on its own connection and thread, never in a
+        batch's way, one at a time; doubling keeps it to a few runs in a table's life.
+        """
+        if (engine.dialect.name != "postgresql" or self._analyzing
+                or self._since_analyze < max(ANALYZE_FROM, self._analyzed_rows)):
+            return
+        self._analyzing = True
+        self._since_analyze = 0
+
+        def run() -> None:
+            try:
+                with engine.connect() as conn:
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn.exec_driver_sql(f"ANALYZE {EVENTS.name}")
+                    rows = conn.scalar(text("SELECT reltuples FROM pg_class WHERE relname = :t"),
+                                       {"t": EVENTS.name})
+                    self._analyzed_rows = max(int(rows or 0), 0)
+            except Exception:
+                log.exception("ANALYZE %s failed", EVENTS.name)
+            finally:
+                self._analyzing = False
+
+        threading.Thread(target=run, name="attendance-analyze", daemon=True).start()
 
     def _retry_single(self, engine, req: Request, exc: Exception) -> list:
         """A lone request's database error: a concurrent duplicate is seen on retry."""
@@ -469,12 +514,23 @@ def _stored(conn: Connection, keys: list[tuple[int, str, str]]
             ) -> dict[tuple[int, str, str], AttendanceEvent]:
     """Stored events of these (occurrence, source, event_id) keys."""
     out: dict[tuple[int, str, str], AttendanceEvent] = {}
-    unique = list(dict.fromkeys(keys))
-    key_cols = tuple_(EVENTS.c.occurrence_id, EVENTS.c.source, EVENTS.c.event_id)
-    for start in range(0, len(unique), 300):
-        chunk = unique[start:start + 300]
-        for row in conn.execute(select(EVENTS).where(key_cols.in_(chunk))).mappings():
-            out[(row["occurrence_id"], row["source"], row["event_id"])] = _event(dict(row))
+    wanted = set(keys)
+    by_occ: dict[int, list[tuple[str, str]]] = {}
+    for occ_id, source, event_id in wanted:
+        by_occ.setdefault(occ_id, []).append((source, event_id))
+    # One IN list per column, not a list of row values: every column is then a condition
+    # of the unique index (PostgreSQL cannot search an index with an OR of row values).
+    # The product of the lists may match more rows than asked for; those are dropped.
+    for occ_id, pairs in by_occ.items():
+        for start in range(0, len(pairs), 300):
+            chunk = pairs[start:start + 300]
+            q = select(EVENTS).where(EVENTS.c.occurrence_id == occ_id,
+                                     EVENTS.c.source.in_({s for s, _ in chunk}),
+                                     EVENTS.c.event_id.in_({e for _, e in chunk}))
+            for row in conn.execute(q).mappings():
+                key = (row["occurrence_id"], row["source"], row["event_id"])
+                if key in wanted:
+                    out[key] = _event(dict(row))
     return out
 
 

@@ -211,3 +211,38 @@ def test_concurrent_requests_share_batches_and_each_gets_its_answer(app, scene):
         assert event.id == ids[f"p{i % 8}"]
     created = [c for r in results.values() for _, c in r]
     assert sum(created) == 8
+
+
+def test_postgres_statistics_are_refreshed_as_the_events_table_grows(app, scene, monkeypatch):
+    """On PostgreSQL the writer runs ANALYZE once it has stored ANALYZE_FROM events (then
+    each time the table doubles), so the planner keeps using the writer's indexes."""
+    import pytest
+
+    import attendance.writer as W
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL statistics (SQLite plans without them)")
+    monkeypatch.setattr(W, "ANALYZE_FROM", 3)
+
+    def analyzed() -> int:
+        with db.engine.connect() as conn:
+            return conn.scalar(text("SELECT analyze_count + autoanalyze_count FROM "
+                                    "pg_stat_user_tables WHERE relname = 'attendance_events'"))
+
+    before = analyzed()
+    writer = GroupWriter(app)
+    writer._process(db.engine, [Request([_check_in(scene, m, scene.site_a, f"a{i}")], utcnow())
+                                for i, m in enumerate(scene.members[:2])])
+    assert writer._since_analyze == 2  # below the threshold: nothing runs
+    writer._process(db.engine, [Request([_check_in(scene, scene.members[2], scene.site_a,
+                                                   "a2")], utcnow())])
+    writer.release_connection()
+    deadline = time.monotonic() + 10
+    while writer._analyzing and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not writer._analyzing
+    assert writer._since_analyze == 0
+    # The statistics collector reports with a small delay.
+    while analyzed() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert analyzed() > before
