@@ -3,13 +3,16 @@
     .venv/bin/python bench/attendance.py                       # SQLite, defaults below
     .venv/bin/python bench/attendance.py --db postgres         # a fresh PostgreSQL database
     .venv/bin/python bench/attendance.py --clients 2000 --checkins 10000 --rate 1000
+    .venv/bin/python bench/attendance.py --server threading    # the embedded `python app.py`
 
-It starts `python app.py` (YUANJIAO_MEDIA=off) on a seeded database, opens K websocket
-clients from several processes (site screens that join their rooms, and members watching
-alone who send heartbeats), measures a baseline of no-op `ping` round trips, then fires
-M `roll_call:mark` check-ins at the target rate from the site screens. It prints the
-throughput, p50/p99 acknowledgement latency, acknowledged events against rows stored
-(they must be equal), and the server's memory and threads.
+It starts the server (by default the production one: gunicorn with one gevent worker,
+YUANJIAO_MEDIA=off; `--server threading` runs `python app.py`) on a seeded database, opens
+K websocket clients from several asyncio processes (site screens that join their rooms,
+and members watching alone who send heartbeats), measures a baseline of no-op `ping`
+round trips, then fires M `roll_call:mark` check-ins at the target rate from the site
+screens. It prints the throughput, p50/p99 acknowledgement latency, acknowledged events
+against rows stored (they must be equal), the server's memory and threads, and the CPU
+of the server and of the load generator.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 
@@ -105,6 +107,16 @@ def seed(url: str, *, sites: int, members: int, viewers: int,
                "member_ids": [m.id for m in member_rows], "screen_tokens": screen_tokens,
                "viewer_tokens": viewer_tokens}
         db.session.remove()
+        # Settle the database before measuring: statistics for the planner, and the seed's
+        # writes checkpointed, so that no checkpoint of the setup competes with the burst.
+        with db.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if db.engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("VACUUM ANALYZE")
+                conn.exec_driver_sql("CHECKPOINT")
+            else:
+                conn.exec_driver_sql("ANALYZE")
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         db.engine.dispose()
     return out
 
@@ -124,6 +136,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def worker_pid(pid: int, timeout: float = 30.0) -> int:
+    """The gunicorn worker under master `pid` (its only child), or `pid` itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += (task / "children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    return pid
+
+
+def server_command(kind: str, port: int, clients: int) -> list[str]:
+    if kind == "threading":
+        return [sys.executable, str(ROOT / "app.py")]
+    return [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+            "--chdir", str(ROOT), "--workers", "1", "--worker-connections",
+            str(max(1000, 2 * clients)), "--bind", f"127.0.0.1:{port}", "--log-level",
+            "warning"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -147,115 +181,135 @@ def proc_stats(pid: int) -> tuple[float, int]:
 
 
 def client_worker(idx: int, url: str, cfg: dict, ready, go, results) -> None:
-    """One process: its share of screens and viewers, then its share of the burst."""
-    import socketio
+    """One process: its share of screens and viewers, then its share of the burst.
+
+    The clients are asyncio ones (one loop per process, no thread per connection), so that
+    on a two-core machine the load generator costs less CPU than the server it measures.
+    """
+    import asyncio
 
     logging.basicConfig(level=logging.WARNING)
+    asyncio.run(_client_main(idx, url, cfg, ready, go, results))
+
+
+async def _client_main(idx: int, url: str, cfg: dict, ready, go, results) -> None:
+    import asyncio
+
+    import socketio
+
+    loop = asyncio.get_running_loop()
     occ = cfg["occurrence_id"]
     clients: list = []
     screens: list = []
+    viewers: list = []
     failures = 0
 
-    def connect(token: str):
-        sio = socketio.Client(reconnection=False)
-        sio.connect(url, namespaces=["/attendance"], transports=["websocket"],
-                    auth={"token": token}, wait_timeout=30)
+    async def connect(token: str):
+        sio = socketio.AsyncClient(reconnection=False)
+        await sio.connect(url, namespaces=["/attendance"], transports=["websocket"],
+                          auth={"token": token}, wait_timeout=60)
         return sio
 
-    for token, site_id in cfg["screens"]:
+    async def open_screen(token: str, site_id: int) -> None:
+        nonlocal failures
         try:
-            sio = connect(token)
-            ack = sio.call("site:join", {"occurrence_id": occ, "site_id": site_id},
-                           namespace="/attendance", timeout=60)
+            sio = await connect(token)
+            clients.append(sio)
+            ack = await sio.call("site:join", {"occurrence_id": occ, "site_id": site_id},
+                                 namespace="/attendance", timeout=120)
             if ack.get("ok"):
                 screens.append((sio, site_id))
-            clients.append(sio)
         except Exception:
             failures += 1
-    viewers = []
-    for token in cfg["viewers"]:
+
+    async def open_viewer(token: str) -> None:
+        nonlocal failures
         try:
-            sio = connect(token)
-            sio.call("viewer:join", {"occurrence_id": occ, "event_id": uuid.uuid4().hex},
-                     namespace="/attendance", timeout=60)
+            sio = await connect(token)
             clients.append(sio)
+            await sio.call("viewer:join", {"occurrence_id": occ, "event_id": uuid.uuid4().hex},
+                           namespace="/attendance", timeout=120)
             viewers.append(sio)
         except Exception:
             failures += 1
-    stop = threading.Event()
 
-    def heartbeats() -> None:
+    # Connect at most 50 at a time, as screens coming online after a power cut would.
+    gate = asyncio.Semaphore(50)
+
+    async def gated(coro) -> None:
+        async with gate:
+            await coro
+
+    await asyncio.gather(*(gated(open_screen(t, s)) for t, s in cfg["screens"]))
+    await asyncio.gather(*(gated(open_viewer(t)) for t in cfg["viewers"]))
+
+    async def heartbeats() -> None:
         # Spread evenly over the interval, as real pages would be (not all at once).
         gap = cfg["heartbeat"] / max(len(viewers), 1)
-        while not stop.is_set():
+        while True:
             for sio in viewers:
-                if stop.wait(gap):
-                    return
+                await asyncio.sleep(gap)
                 with contextlib.suppress(Exception):
-                    sio.emit("viewer:heartbeat", {"occurrence_id": occ,
-                                                  "event_id": uuid.uuid4().hex},
-                             namespace="/attendance")
+                    await sio.emit("viewer:heartbeat", {"occurrence_id": occ,
+                                                        "event_id": uuid.uuid4().hex},
+                                   namespace="/attendance")
 
-    threading.Thread(target=heartbeats, daemon=True).start()
+    beating = asyncio.create_task(heartbeats())
     ready.put((idx, len(clients), failures))
-    go.wait()
+    await loop.run_in_executor(None, go.wait)
 
-    def burst(kind: str, items: list, rate: float) -> tuple[list[float], int, float]:
+    async def burst(kind: str, items: list, rate: float) -> tuple[list[float], int, float]:
         """Send `items` at `rate`/s with acks; returns latencies (s), acked, duration."""
         lat: list[float] = []
-        acked = [0]
-        lock = threading.Lock()
-        done = threading.Event()
-        pending = [len(items)]
+        acked = 0
+        pending = len(items)
+        done = asyncio.Event()
 
         def make_cb(t0: float):
             def cb(ack=None):
-                dt_ = time.perf_counter() - t0
-                with lock:
-                    lat.append(dt_)
-                    if isinstance(ack, dict) and ack.get("ok"):
-                        acked[0] += 1
-                    pending[0] -= 1
-                    if pending[0] == 0:
-                        done.set()
+                nonlocal acked, pending
+                lat.append((t0 - begin, time.perf_counter() - t0))
+                if isinstance(ack, dict) and ack.get("ok"):
+                    acked += 1
+                pending -= 1
+                if pending == 0:
+                    done.set()
             return cb
 
         begin = time.perf_counter()
         for i, item in enumerate(items):
-            target = begin + i / rate
-            delay = target - time.perf_counter()
+            delay = begin + i / rate - time.perf_counter()
             if delay > 0:
-                time.sleep(delay)
+                await asyncio.sleep(delay)
             sio, site_id = screens[i % len(screens)]
             cb = make_cb(time.perf_counter())
             try:
                 if kind == "ping":
-                    sio.emit("ping", i, namespace="/attendance", callback=cb)
+                    await sio.emit("ping", i, namespace="/attendance", callback=cb)
                 else:
-                    sio.emit("roll_call:mark", {"occurrence_id": occ, "site_id": site_id,
-                                                "member_ids": [item], "state": "present",
-                                                "event_id": uuid.uuid4().hex},
-                             namespace="/attendance", callback=cb)
+                    await sio.emit("roll_call:mark", {
+                        "occurrence_id": occ, "site_id": site_id, "member_ids": [item],
+                        "state": "present", "event_id": uuid.uuid4().hex},
+                        namespace="/attendance", callback=cb)
             except Exception:  # a dropped connection: counted as not acknowledged
-                with lock:
-                    pending[0] -= 1
-                    if pending[0] == 0:
-                        done.set()
-        done.wait(120)
-        return lat, acked[0], time.perf_counter() - begin
+                pending -= 1
+        if pending > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 120)
+        return lat, acked, time.perf_counter() - begin
 
     per_rate = cfg["rate"] / cfg["procs"]
-    ping_lat, ping_ok, _ = burst("ping", list(range(cfg["pings"])), per_rate)
-    results.put(("ping", idx, ping_lat, ping_ok, 0.0))
-    go2 = cfg["go2"]
-    go2.wait()
-    lat, ok, duration = burst("checkin", cfg["members"], per_rate)
-    results.put(("checkin", idx, lat, ok, duration))
-    stop.set()
-    time.sleep(1)
+    ping_lat, ping_ok, _ = await burst("ping", list(range(cfg["pings"])), per_rate)
+    results.put(("ping", idx, ping_lat, ping_ok, 0.0, cpu_seconds(os.getpid())))
+    await loop.run_in_executor(None, cfg["go2"].wait)
+    cpu0 = cpu_seconds(os.getpid())
+    lat, ok, duration = await burst("checkin", cfg["members"], per_rate)
+    results.put(("checkin", idx, lat, ok, duration, cpu_seconds(os.getpid()) - cpu0))
+    beating.cancel()
+    await asyncio.sleep(1)
     for sio in clients:
         with contextlib.suppress(Exception):
-            sio.disconnect()
+            await sio.disconnect()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -268,6 +322,8 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--server", choices=["gevent", "threading"], default="gevent",
+                    help="gunicorn with one gevent worker, or the embedded `python app.py`")
     ap.add_argument("--clients", type=int, default=2000, help="concurrent connections (K)")
     ap.add_argument("--checkins", type=int, default=10000, help="check-ins in the burst (M)")
     ap.add_argument("--rate", type=float, default=1000, help="target check-ins per second")
@@ -275,6 +331,7 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=4, help="client processes")
     ap.add_argument("--pings", type=int, default=2000, help="baseline no-op round trips")
     ap.add_argument("--heartbeat", type=float, default=15.0)
+    ap.add_argument("--timeline", action="store_true", help="ack latency second by second")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -302,8 +359,8 @@ def main() -> None:
                YUANJIAO_AUTO_MIGRATE="0", YUANJIAO_DEMO="0", YUANJIAO_SECRET_KEY="bench",
                YUANJIAO_LOG_LEVEL="WARNING")
     server_log = (tmp / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp, env=env,
-                              stdout=server_log, stderr=subprocess.STDOUT)
+    master = subprocess.Popen(server_command(args.server, port, args.clients), cwd=tmp,
+                              env=env, stdout=server_log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         import requests
@@ -314,7 +371,9 @@ def main() -> None:
                 break
             except requests.RequestException:
                 time.sleep(0.2)
-        rss0, threads0 = proc_stats(server.pid)
+        server_pid = worker_pid(master.pid) if args.server == "gevent" else master.pid
+        log.info("server: %s, pid %d", args.server, server_pid)
+        rss0, threads0 = proc_stats(server_pid)
         ctx = mp.get_context("fork")
         ready, results = ctx.Queue(), ctx.Queue()
         go, go2 = ctx.Event(), ctx.Event()
@@ -337,36 +396,39 @@ def main() -> None:
             connected += n
             failed += f
         conn_secs = time.perf_counter() - t_conn
-        rss1, threads1 = proc_stats(server.pid)
+        rss1, threads1 = proc_stats(server_pid)
         log.info("connected %d clients (%d failed) in %.1f s; server RSS %.0f MB -> %.0f MB "
                  "(%.0f kB per connection), threads %d -> %d", connected, failed, conn_secs,
                  rss0, rss1, (rss1 - rss0) * 1024 / max(connected, 1), threads0, threads1)
-        cpu0, t_cpu0 = cpu_seconds(server.pid), time.perf_counter()
+        cpu0, t_cpu0 = cpu_seconds(server_pid), time.perf_counter()
         go.set()
         pings: list[float] = []
         for _ in workers:
-            _, _, lat, ok, _ = results.get(timeout=600)
-            pings += lat
-        cpu1, t_cpu1 = cpu_seconds(server.pid), time.perf_counter()
+            _, _, lat, ok, _, _ = results.get(timeout=600)
+            pings += [x for _, x in lat]
+        cpu1, t_cpu1 = cpu_seconds(server_pid), time.perf_counter()
         log.info("baseline ping: %d round trips, p50 %.1f ms, p99 %.1f ms; server CPU %.0f %% "
                  "of a core (heartbeats included)", len(pings), pct(pings, 50), pct(pings, 99),
                  100 * (cpu1 - cpu0) / (t_cpu1 - t_cpu0))
         go2.set()
         lat_all: list[float] = []
-        acked, durations = 0, []
+        timeline: list[tuple[float, float]] = []
+        acked, durations, client_cpu = 0, [], 0.0
         peak_rss = rss1
         for _ in workers:
-            _, _, lat, ok, duration = results.get(timeout=900)
-            lat_all += lat
+            _, _, lat, ok, duration, cpu = results.get(timeout=900)
+            lat_all += [x for _, x in lat]
+            timeline += lat
             acked += ok
             durations.append(duration)
-            peak_rss = max(peak_rss, proc_stats(server.pid)[0])
-        cpu2, t_cpu2 = cpu_seconds(server.pid), time.perf_counter()
+            client_cpu += cpu
+            peak_rss = max(peak_rss, proc_stats(server_pid)[0])
+        cpu2, t_cpu2 = cpu_seconds(server_pid), time.perf_counter()
         for p in workers:
             p.join(60)
         elapsed = max(durations) if durations else 0.0
         stored = count_check_ins(url, cfg["occurrence_id"])
-        rss2, threads2 = proc_stats(server.pid)
+        rss2, threads2 = proc_stats(server_pid)
         log.info("check-ins: %d sent, %d acknowledged, %d rows stored (%s) in %.1f s = "
                  "%.0f/s (target %.0f/s)", len(checkin_members), acked, stored,
                  "EQUAL" if acked == stored else "MISMATCH", elapsed,
@@ -374,18 +436,25 @@ def main() -> None:
         log.info("ack latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms (mean %.1f ms)",
                  pct(lat_all, 50), pct(lat_all, 99), max(lat_all, default=0) * 1000,
                  statistics.fmean(lat_all) * 1000 if lat_all else 0)
+        if args.timeline:
+            for second in range(int(elapsed) + 1):
+                window = [x for t, x in timeline if second <= t < second + 1]
+                log.info("  second %2d: %4d sent, ack p50 %.1f ms, p99 %.1f ms", second,
+                         len(window), pct(window, 50), pct(window, 99))
         log.info("server CPU during the burst: %.1f s in %.1f s = %.0f %% of a core "
                  "(%.2f ms per acknowledged check-in, heartbeats included)", cpu2 - cpu1,
                  t_cpu2 - t_cpu1, 100 * (cpu2 - cpu1) / (t_cpu2 - t_cpu1),
                  1000 * (cpu2 - cpu1) / max(acked, 1))
+        log.info("load generator CPU during the burst: %.1f s in %d processes (%.0f %% of a "
+                 "core)", client_cpu, len(workers), 100 * client_cpu / max(elapsed, 1e-9))
         log.info("server memory: RSS %.0f MB at the end (peak seen %.0f MB), threads %d",
                  rss2, peak_rss, threads2)
     finally:
-        server.terminate()
+        master.terminate()
         try:
-            server.wait(15)
+            master.wait(15)
         except subprocess.TimeoutExpired:
-            server.kill()
+            master.kill()
         if pg_name:
             import psycopg
 
