@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # Two cores: run the plain tests in two workers, the media and browser tests one at a time.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help extract-messages setup setup-dev run test test-sqlite test-postgres test-live lint format bench vendor translations clean
+.PHONY: help extract-messages setup setup-dev run serve test test-sqlite test-postgres test-live lint format bench vendor translations clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ setup-dev: $(VENV)/.dev vendor translations ## Install what the tests need too
 
 run: setup ## Run the app on its embedded defaults (SQLite, in-process media, demo data)
 	$(BIN)/python app.py
+
+serve: setup ## Production web process: gunicorn, one gevent worker (docs/deployment.md)
+	$(BIN)/gunicorn --config gunicorn.conf.py
 
 test: setup-dev ## Run every test: SQLite, PostgreSQL, then media and browser tests
 	$(MAKE) --no-print-directory test-sqlite test-postgres test-live

@@ -227,9 +227,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`python app.py` in a subprocess, on its own port and database."""
+    """`python app.py` (or the production gunicorn with its gevent worker) in a
+    subprocess, on its own port and database."""
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None,
+                 gunicorn: bool = False) -> None:
+        self.gunicorn = gunicorn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
@@ -249,10 +252,13 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "app.py")], cwd=str(self.tmp), env=self.env,
-                stdout=log, stderr=subprocess.STDOUT,
-            )
+            command = [sys.executable, str(ROOT / "app.py")]
+            if self.gunicorn:
+                command = [sys.executable, "-m", "gunicorn", "--config",
+                           str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT),
+                           "--bind", f"127.0.0.1:{self.port}"]
+            self.proc = subprocess.Popen(command, cwd=str(self.tmp), env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -289,11 +295,12 @@ class LiveServer:
 
 @pytest.fixture
 def live_server_factory(tmp_path) -> Iterator:
-    """Start servers with extra env: factory(env={...}) -> LiveServer (stopped at teardown)."""
+    """Start servers with extra env: factory(env={...}, gunicorn=False) -> LiveServer
+    (stopped at teardown)."""
     servers: list[LiveServer] = []
 
-    def make(env: dict[str, str] | None = None) -> LiveServer:
-        server = LiveServer(tmp_path, env).start()
+    def make(env: dict[str, str] | None = None, gunicorn: bool = False) -> LiveServer:
+        server = LiveServer(tmp_path, env, gunicorn).start()
         servers.append(server)
         return server
 

@@ -225,3 +225,33 @@ def test_handlers_hold_no_pooled_connection_while_the_writer_commits(
                                        "event_id": "pool-1"})["ok"]
     # Counted as each batch begins, before the writer takes its own connection.
     assert seen == [0, 0]
+
+
+def test_turns_let_a_connections_events_queue_only_in_arrival_order():
+    """`_Turns`: event n may queue its appends only once events 1..n-1 have queued theirs
+    or ended; an event that ends early (a refusal) hands the turn on too."""
+    import threading
+
+    from attendance.events import _Turns
+
+    turns = _Turns()
+    first, second, third = turns.take(), turns.take(), turns.take()
+    order: list[str] = []
+
+    def queue(name: str, ticket: int) -> None:
+        turns.wait(ticket)
+        order.append(name)
+        turns.hand_on(ticket)
+
+    late = [threading.Thread(target=queue, args=("third", third)),
+            threading.Thread(target=queue, args=("second", second))]
+    for t in late:
+        t.start()
+    late[0].join(0.2)
+    assert order == []  # both wait for the first
+    turns.hand_on(first)  # the first ends without appending anything (refused)
+    for t in late:
+        t.join(5)
+    assert order == ["second", "third"]
+    turns.hand_on(second)  # handing on twice (at queueing, then at the end) is harmless
+    assert turns.passed == 3 and not turns.done
