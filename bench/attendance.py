@@ -436,6 +436,10 @@ def main() -> None:
         log.info("ack latency: p50 %.1f ms, p99 %.1f ms, max %.1f ms (mean %.1f ms)",
                  pct(lat_all, 50), pct(lat_all, 99), max(lat_all, default=0) * 1000,
                  statistics.fmean(lat_all) * 1000 if lat_all else 0)
+        if pings and lat_all:
+            log.info("against the no-op baseline of this run: ack p50 %.1f x, p99 %.1f x the "
+                     "ping's", pct(lat_all, 50) / pct(pings, 50),
+                     pct(lat_all, 99) / pct(pings, 99))
         if args.timeline:
             for second in range(int(elapsed) + 1):
                 window = [x for t, x in timeline if second <= t < second + 1]
