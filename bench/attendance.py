@@ -166,6 +166,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+def db_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL process so far (0 when there is none)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    total += cpu_seconds(int(proc.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
 def proc_stats(pid: int) -> tuple[float, int]:
     """(RSS in MB, threads) of a process, from /proc."""
     rss, threads = 0.0, 0
@@ -410,6 +431,7 @@ def main() -> None:
         log.info("baseline ping: %d round trips, p50 %.1f ms, p99 %.1f ms; server CPU %.0f %% "
                  "of a core (heartbeats included)", len(pings), pct(pings, 50), pct(pings, 99),
                  100 * (cpu1 - cpu0) / (t_cpu1 - t_cpu0))
+        busy0, db0 = machine_busy(), db_cpu_seconds()
         go2.set()
         lat_all: list[float] = []
         timeline: list[tuple[float, float]] = []
@@ -424,6 +446,7 @@ def main() -> None:
             client_cpu += cpu
             peak_rss = max(peak_rss, proc_stats(server_pid)[0])
         cpu2, t_cpu2 = cpu_seconds(server_pid), time.perf_counter()
+        busy1, db1 = machine_busy(), db_cpu_seconds()
         for p in workers:
             p.join(60)
         elapsed = max(durations) if durations else 0.0
@@ -451,6 +474,11 @@ def main() -> None:
                  1000 * (cpu2 - cpu1) / max(acked, 1))
         log.info("load generator CPU during the burst: %.1f s in %d processes (%.0f %% of a "
                  "core)", client_cpu, len(workers), 100 * client_cpu / max(elapsed, 1e-9))
+        cores = os.cpu_count() or 1
+        log.info("machine during the burst: %.0f %% of its %d cores busy; PostgreSQL "
+                 "processes %.0f %% of a core", 100 * (busy1[0] - busy0[0]) /
+                 max(busy1[1] - busy0[1], 1e-9), cores,
+                 100 * (db1 - db0) / max(t_cpu2 - t_cpu1, 1e-9))
         log.info("server memory: RSS %.0f MB at the end (peak seen %.0f MB), threads %d",
                  rss2, peak_rss, threads2)
     finally:
