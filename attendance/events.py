@@ -43,6 +43,7 @@ _viewing: dict[str, set[int]] = defaultdict(set)
 #: revoked right or a deactivated user is noticed within the TTL (the rules that must hold
 #: at once, the lock and the two-site rule, are checked by the writer in its transaction).
 _granted: dict[str, dict[tuple, tuple[float, Any]]] = defaultdict(dict)
+_check_locks: dict[str, threading.Lock] = {}
 _lock = threading.Lock()
 
 
@@ -183,6 +184,7 @@ def disconnect(*_args: Any) -> None:
     _turns.pop(sid, None)
     _viewing.pop(sid, None)
     _granted.pop(sid, None)
+    _check_locks.pop(sid, None)
     with _lock:
         joined = _site_sids.pop(sid, set())
         gone = []
@@ -248,11 +250,23 @@ def _require_operate(data: Any) -> tuple[int, int]:
     occurrence_id, site_id = _int(data, "occurrence_id"), _int(data, "site_id")
     key = ("operate", occurrence_id, site_id)
     if not _granted_value(key)[0]:
-        occurrence, site = _occurrence_and_site(data)
-        svc.require_operate_site(db.session, _caller(), occurrence, site)
-        db.session.rollback()
-        _grant(key)
+        with _checking(request.sid):
+            if not _granted_value(key)[0]:
+                occurrence, site = _occurrence_and_site(data)
+                svc.require_operate_site(db.session, _caller(), occurrence, site)
+                db.session.rollback()
+                _grant(key)
     return occurrence_id, site_id
+
+
+def _checking(sid: str) -> threading.Lock:
+    """One re-check at a time per connection: when a cached right expires, the events
+    already in flight on that connection (a greenlet each under gevent) wait for the one
+    re-check instead of each taking a pooled connection for the same queries."""
+    lock = _check_locks.get(sid)
+    if lock is None:
+        lock = _check_locks.setdefault(sid, threading.Lock())
+    return lock
 
 
 def _actor_user_id() -> int | None:
@@ -294,10 +308,13 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
     event_id = svc.clean_event_id(data.get("event_id"))
     fresh, who = _granted_value(("member",))
     if not fresh:
-        member = svc.member_of(_caller())
-        who = (member.id, member.name)
-        _grant(("member",), who)
-        db.session.rollback()
+        with _checking(request.sid):
+            fresh, who = _granted_value(("member",))
+            if not fresh:
+                member = svc.member_of(_caller())
+                who = (member.id, member.name)
+                _grant(("member",), who)
+                db.session.rollback()
     member_id, name = who
     if occurrence_id not in _viewing[request.sid]:
         occurrence = svc.get_occurrence(db.session, occurrence_id)

@@ -254,4 +254,5 @@ def test_turns_let_a_connections_events_queue_only_in_arrival_order():
         t.join(5)
     assert order == ["second", "third"]
     turns.hand_on(second)  # handing on twice (at queueing, then at the end) is harmless
-    assert turns.passed == 3 and not turns.done
+    assert turns.passed == 3
+    assert not turns.done
