@@ -174,17 +174,23 @@ def machine_busy() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
-def db_cpu_seconds() -> float:
-    """CPU seconds of every PostgreSQL process so far (0 when there is none)."""
-    total = 0.0
+def db_cpu_seconds() -> dict[int, float]:
+    """pid -> CPU seconds so far, of every PostgreSQL process (empty when there is none)."""
+    out: dict[int, float] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 if (proc / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    total += cpu_seconds(int(proc.name))
+                    out[int(proc.name)] = cpu_seconds(int(proc.name))
             except (OSError, ValueError, IndexError):
                 continue
-    return total
+    return out
+
+
+def db_cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the PostgreSQL processes spent between two samples (a backend that
+    started in between counts from zero; one that ended is lost)."""
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
 def proc_stats(pid: int) -> tuple[float, int]:
@@ -478,7 +484,7 @@ def main() -> None:
         log.info("machine during the burst: %.0f %% of its %d cores busy; PostgreSQL "
                  "processes %.0f %% of a core", 100 * (busy1[0] - busy0[0]) /
                  max(busy1[1] - busy0[1], 1e-9), cores,
-                 100 * (db1 - db0) / max(t_cpu2 - t_cpu1, 1e-9))
+                 100 * db_cpu_between(db0, db1) / max(t_cpu2 - t_cpu1, 1e-9))
         log.info("server memory: RSS %.0f MB at the end (peak seen %.0f MB), threads %d",
                  rss2, peak_rss, threads2)
     finally:
