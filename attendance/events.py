@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import segno
@@ -31,19 +33,8 @@ from extensions import db, socketio
 log = logging.getLogger(__name__)
 NS = live.NAMESPACE
 
-#: sid -> ("user", user_id) or ("screen", site_id): ORM rows do not outlive an event.
-_callers: dict[str, tuple[str, int]] = {}
-#: sid -> {(occurrence_id, site_id)} a screen or operator joined; and live counts of them.
-_site_sids: dict[str, set[tuple[int, int]]] = defaultdict(set)
+#: (occurrence_id, site_id) -> how many open connections joined that site's room.
 _site_count: dict[tuple[int, int], int] = defaultdict(int)
-#: sid -> occurrence ids a member was allowed to watch (checked once per connection).
-_viewing: dict[str, set[int]] = defaultdict(set)
-#: sid -> {what: (expires, value)}: authorizations this connection passed, and the member
-#: it acts as. Hot events (roll call, heartbeats) then need no database read at all; a
-#: revoked right or a deactivated user is noticed within the TTL (the rules that must hold
-#: at once, the lock and the two-site rule, are checked by the writer in its transaction).
-_granted: dict[str, dict[tuple, tuple[float, Any]]] = defaultdict(dict)
-_check_locks: dict[str, threading.Lock] = {}
 _lock = threading.Lock()
 
 
@@ -52,14 +43,32 @@ def _auth_ttl() -> float:
 
 
 def _granted_value(key: tuple) -> tuple[bool, Any]:
-    hit = _granted.get(request.sid, {}).get(key)
+    hit = _conn().granted.get(key)
     if hit is None or hit[0] < time.monotonic():
         return False, None
     return True, hit[1]
 
 
 def _grant(key: tuple, value: Any = True) -> None:
-    _granted[request.sid][key] = (time.monotonic() + _auth_ttl(), value)
+    _conn().granted[key] = (time.monotonic() + _auth_ttl(), value)
+
+
+def _granted_or_check(key: tuple, check: Callable[[], Any]) -> Any:
+    """The connection's cached value for `key`, else `check()`'s, cached for the TTL.
+
+    One re-check at a time per connection: when a cached right expires, the events already
+    in flight on that connection (a greenlet each under gevent) wait for the one re-check
+    instead of each taking a pooled connection for the same queries."""
+    fresh, value = _granted_value(key)
+    if fresh:
+        return value
+    with _conn().check_lock:
+        fresh, value = _granted_value(key)
+        if not fresh:
+            value = check()
+            db.session.rollback()
+            _grant(key, value)
+    return value
 
 
 def init_app(app: Flask) -> None:
@@ -114,16 +123,42 @@ class _Turns:
             self.cond.notify_all()
 
 
-#: sid -> its turns (made at connect, dropped at disconnect).
-_turns: dict[str, _Turns] = {}
+@dataclass(eq=False)
+class _Conn:
+    """What one connection of the namespace keeps between its events (made at connect,
+    dropped at disconnect). ORM rows do not outlive an event: the caller is kept as
+    ("user", user_id) or ("screen", site_id)."""
+
+    kind: str
+    ident: int
+    turns: _Turns = field(default_factory=_Turns)
+    check_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: {what: (expires, value)}: authorizations this connection passed, and the member it
+    #: acts as. Hot events (roll call, heartbeats) then need no database read at all; a
+    #: revoked right or a deactivated user is noticed within the TTL (the rules that must
+    #: hold at once, the lock and the two-site rule, are checked by the writer).
+    granted: dict[tuple, tuple[float, Any]] = field(default_factory=dict)
+    #: Occurrence ids a member was allowed to watch (checked once per connection).
+    viewing: set[int] = field(default_factory=set)
+    #: (occurrence_id, site_id) rooms a screen or operator joined (counted in _site_count).
+    sites: set[tuple[int, int]] = field(default_factory=set)
+
+
+_conns: dict[str, _Conn] = {}
+
+
+def _conn() -> _Conn:
+    """This event's connection; an unknown one has no caller and keeps nothing."""
+    return _conns.get(request.sid) or _Conn("", 0)
 
 
 def _in_turn(handler):
     @functools.wraps(handler)
     def run(*args: Any):
-        turns = _turns.get(request.sid)
-        if turns is None:
+        conn = _conns.get(request.sid)
+        if conn is None:
             return handler(*args)
+        turns = conn.turns
         ticket = turns.take()
         g.attendance_turn = (turns, ticket)
         try:
@@ -144,10 +179,10 @@ def _append(req: Request) -> list:
 
 def _caller():
     """The connection's principal, reloaded in this event's database session."""
-    kind, ident = _callers.get(request.sid, ("", 0))
-    if kind == "screen":
-        return SiteScreen(site_id=ident)
-    user = db.session.get(User, ident) if kind == "user" else None
+    conn = _conn()
+    if conn.kind == "screen":
+        return SiteScreen(site_id=conn.ident)
+    user = db.session.get(User, conn.ident) if conn.kind == "user" else None
     if user is None or not user.active:
         raise Unauthorized("需要登录或令牌", code="login_required")
     return user
@@ -171,24 +206,19 @@ def connect(auth: Any = None):
         principal = socket_principal(auth)
     except DomainError as exc:
         raise ConnectionRefusedError(exc.to_dict()) from exc
-    _callers[request.sid] = (("screen", principal.site_id) if isinstance(principal, SiteScreen)
-                             else ("user", principal.id))
-    _turns[request.sid] = _Turns()
+    _conns[request.sid] = (_Conn("screen", principal.site_id)
+                           if isinstance(principal, SiteScreen) else _Conn("user", principal.id))
     db.session.rollback()  # end the read transaction: connections are long, sessions not
 
 
 def disconnect(*_args: Any) -> None:
     """A screen leaving is logged as offline (the rules give it a grace period)."""
-    sid = request.sid
-    _callers.pop(sid, None)
-    _turns.pop(sid, None)
-    _viewing.pop(sid, None)
-    _granted.pop(sid, None)
-    _check_locks.pop(sid, None)
+    conn = _conns.pop(request.sid, None)
+    if conn is None:
+        return
     with _lock:
-        joined = _site_sids.pop(sid, set())
         gone = []
-        for key in joined:
+        for key in conn.sites:
             _site_count[key] -= 1
             if _site_count[key] <= 0:
                 _site_count.pop(key, None)
@@ -231,9 +261,10 @@ def site_join(data: Any) -> dict[str, Any]:
     db.session.rollback()
     online = _site_presence(occurrence_id, site_id, online=True)
     join_room(live.site_room(occurrence_id, site_id))
+    conn = _conn()
     with _lock:
-        if key not in _site_sids[request.sid]:
-            _site_sids[request.sid].add(key)
+        if key not in conn.sites:
+            conn.sites.add(key)
             _site_count[key] += 1
     if online:
         live.publish_site_status(occurrence_id, site_id, True)
@@ -248,30 +279,19 @@ def site_join(data: Any) -> dict[str, Any]:
 def _require_operate(data: Any) -> tuple[int, int]:
     """(occurrence_id, site_id) the caller may operate: checked once per TTL, then cached."""
     occurrence_id, site_id = _int(data, "occurrence_id"), _int(data, "site_id")
-    key = ("operate", occurrence_id, site_id)
-    if not _granted_value(key)[0]:
-        with _checking(request.sid):
-            if not _granted_value(key)[0]:
-                occurrence, site = _occurrence_and_site(data)
-                svc.require_operate_site(db.session, _caller(), occurrence, site)
-                db.session.rollback()
-                _grant(key)
+
+    def check() -> bool:
+        occurrence, site = _occurrence_and_site(data)
+        svc.require_operate_site(db.session, _caller(), occurrence, site)
+        return True
+
+    _granted_or_check(("operate", occurrence_id, site_id), check)
     return occurrence_id, site_id
 
 
-def _checking(sid: str) -> threading.Lock:
-    """One re-check at a time per connection: when a cached right expires, the events
-    already in flight on that connection (a greenlet each under gevent) wait for the one
-    re-check instead of each taking a pooled connection for the same queries."""
-    lock = _check_locks.get(sid)
-    if lock is None:
-        lock = _check_locks.setdefault(sid, threading.Lock())
-    return lock
-
-
 def _actor_user_id() -> int | None:
-    kind, ident = _callers.get(request.sid, ("", 0))
-    return ident if kind == "user" else None
+    conn = _conn()
+    return conn.ident if conn.kind == "user" else None
 
 
 def roll_call_mark(data: Any) -> dict[str, Any]:
@@ -306,23 +326,20 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
     """A member watching alone reports join, heartbeat or leave for himself only."""
     occurrence_id = _int(data, "occurrence_id")
     event_id = svc.clean_event_id(data.get("event_id"))
-    fresh, who = _granted_value(("member",))
-    if not fresh:
-        with _checking(request.sid):
-            fresh, who = _granted_value(("member",))
-            if not fresh:
-                member = svc.member_of(_caller())
-                who = (member.id, member.name)
-                _grant(("member",), who)
-                db.session.rollback()
-    member_id, name = who
-    if occurrence_id not in _viewing[request.sid]:
+
+    def who() -> tuple[int, str]:
+        member = svc.member_of(_caller())
+        return member.id, member.name
+
+    member_id, name = _granted_or_check(("member",), who)
+    viewing = _conn().viewing
+    if occurrence_id not in viewing:
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         if not svc.is_expected(db.session, occurrence, member_id):
             raise Forbidden("您不在本次学习活动的应到名单中",
                             details={"occurrence_id": occurrence.id})
         db.session.rollback()
-        _viewing[request.sid].add(occurrence_id)
+        viewing.add(occurrence_id)
     [(event, created)] = _append(Request([Append(
         occurrence_id=occurrence_id, type=kind, source=f"viewer:member:{member_id}",
         event_id=event_id, member_id=member_id, actor_user_id=_actor_user_id())],
