@@ -4,7 +4,7 @@
     flask --app app ...      # CLI: db upgrade, create-admin, import-members, seed-demo
 
 In production the same factory runs under gunicorn with one gevent worker per process
-(`make serve-gevent`, docs/deployment.md): thousands of idle room screens and viewers then
+(`make serve`, docs/deployment.md): thousands of idle room screens and viewers then
 cost a greenlet each instead of four threads. gevent's monkey-patching does not mix with
 aiortc's loop, so such a process reaches media through `python -m video.node`.
 """

@@ -388,11 +388,10 @@ class GroupWriter:
                     for (row, _), new_id in zip(rows, ids, strict=True):
                         row["id"] = new_id
                 conn.commit()
-            except BaseException as exc:
+            except BaseException:
                 with contextlib.suppress(Exception):
                     conn.rollback()
-                if not isinstance(exc, DomainError):
-                    self.release_connection()  # a broken connection is not reused
+                self.release_connection()  # a broken connection is not reused
                 raise
         # Only now, after the commit, are the new events real.
         for out in outcomes:
