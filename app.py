@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request, session
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 import config
@@ -223,7 +224,7 @@ def _register_error_handlers(app: Flask) -> None:
         db.session.rollback()
         log.exception("unhandled error on %s", request.path)
         if is_api_request():
-            return jsonify({"error": "internal_error", "message": "服务器内部错误",
+            return jsonify({"error": "internal_error", "message": str(_l("服务器内部错误")),
                             "details": {}}), 500
         return render_template("error.html", error=None), 500
 

@@ -10,7 +10,7 @@ from flask_login import current_user
 from flask_smorest import Api as SmorestApi
 from werkzeug.exceptions import HTTPException
 
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, Unauthorized, localize
 from extensions import csrf, db
 
 ERROR_CODES = {
@@ -54,7 +54,8 @@ def http_error_payload(error: HTTPException) -> dict[str, Any]:
         details["field"] = first_field
     elif data.get("message"):
         message = data["message"]
-    return {"error": ERROR_CODES.get(error.code or 500, "error"), "message": message,
+    code = ERROR_CODES.get(error.code or 500, "error")
+    return {"error": code, "message": localize(str(message), code, error.code or 500, details),
             "details": details}
 
 
