@@ -2,23 +2,68 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from extensions import db
 
 log = logging.getLogger(__name__)
 
 
+#: pg_advisory_lock key of the start-up step ("yuanjiao" in ASCII, folded to 63 bits).
+_PG_LOCK_KEY = 0x7975616E6A69616F
+
+
+@contextlib.contextmanager
+def startup_lock(app: Flask) -> Iterator[None]:
+    """One process at a time migrates and seeds: gunicorn starts its workers together,
+    and two concurrent `upgrade`s of one database fail or seed twice.
+
+    PostgreSQL: a session advisory lock on a connection of its own. SQLite: an exclusive
+    lock on a file beside the database file (the database is a file on this host anyway).
+    """
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+                conn.commit()
+        return
+    database = db.engine.url.database
+    lock_path = (Path(f"{database}.startup.lock") if database and database != ":memory:"
+                 else Path(app.instance_path) / "startup.lock")
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def bootstrap(app: Flask) -> None:
-    """Bring the database to the latest migration, then make sure someone can log in."""
+    """Bring the database to the latest migration, then make sure someone can log in.
+
+    Several workers may start at once: the first migrates and seeds under the lock; the
+    others find nothing left to do.
+    """
+    with app.app_context(), startup_lock(app):
+        _bootstrap(app)
+
+
+def _bootstrap(app: Flask) -> None:
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
         ensure_admin(app)
