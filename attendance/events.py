@@ -33,9 +33,13 @@ from extensions import db, socketio
 log = logging.getLogger(__name__)
 NS = live.NAMESPACE
 
-#: (occurrence_id, site_id) -> how many open connections joined that site's room.
-_site_count: dict[tuple[int, int], int] = defaultdict(int)
 _lock = threading.Lock()
+
+
+def _site_count() -> dict[tuple[int, int], int]:
+    """This app's (occurrence_id, site_id) -> how many open connections joined that site's
+    room (per app: ids repeat across apps, e.g. in tests)."""
+    return current_app.extensions.setdefault("attendance_site_count", defaultdict(int))
 
 
 def _auth_ttl() -> float:
@@ -140,7 +144,7 @@ class _Conn:
     granted: dict[tuple, tuple[float, Any]] = field(default_factory=dict)
     #: Occurrence ids a member was allowed to watch (checked once per connection).
     viewing: set[int] = field(default_factory=set)
-    #: (occurrence_id, site_id) rooms a screen or operator joined (counted in _site_count).
+    #: (occurrence_id, site_id) rooms a screen or operator joined (counted in _site_count()).
     sites: set[tuple[int, int]] = field(default_factory=set)
 
 
@@ -216,12 +220,13 @@ def disconnect(*_args: Any) -> None:
     conn = _conns.pop(request.sid, None)
     if conn is None:
         return
+    counts = _site_count()
     with _lock:
         gone = []
         for key in conn.sites:
-            _site_count[key] -= 1
-            if _site_count[key] <= 0:
-                _site_count.pop(key, None)
+            counts[key] -= 1
+            if counts[key] <= 0:
+                counts.pop(key, None)
                 gone.append(key)
     for occurrence_id, site_id in gone:
         try:
@@ -262,10 +267,11 @@ def site_join(data: Any) -> dict[str, Any]:
     online = _site_presence(occurrence_id, site_id, online=True)
     join_room(live.site_room(occurrence_id, site_id))
     conn = _conn()
+    counts = _site_count()
     with _lock:
         if key not in conn.sites:
             conn.sites.add(key)
-            _site_count[key] += 1
+            counts[key] += 1
     if online:
         live.publish_site_status(occurrence_id, site_id, True)
     occurrence = svc.get_occurrence(db.session, occurrence_id)
@@ -297,10 +303,12 @@ def _actor_user_id() -> int | None:
 def roll_call_mark(data: Any) -> dict[str, Any]:
     """The operator marks one or many members present or checked out at his site."""
     occurrence_id, site_id = _require_operate(data)
+    at, queued = svc.parse_client_time(data.get("at"), data.get("queued"))
     appends = svc.roll_call_appends(
         occurrence_id=occurrence_id, site_id=site_id, member_ids=data.get("member_ids"),
         state=data.get("state"), source=f"site:{site_id}", event_id=data.get("event_id"),
-        actor_user_id=_actor_user_id())
+        actor_user_id=_actor_user_id(), client_time=at, queued=queued,
+        clock_offset_ms=data.get("clock_offset_ms"))
     results = _append(Request(appends, now=utcnow()))
     live.publish_events(e for e, created in results if created)
     return {"ok": True, "stored": sum(1 for _, c in results if c),

@@ -11,10 +11,11 @@ A member is present through two channels, which are merged in the end:
   ``check_out`` closes it. A second check-in at the same site while checked in changes
   nothing (the first time counts); a check-in at another site moves the member (the
   service refuses that with a Conflict, so the log normally never holds it).
-  A site screen going offline (``site_offline``) is *not* a leave: only when the site
-  stays offline for longer than the grace period are the intervals of the members in that
-  room cut from the moment it went offline (its last sign of life) until it is back
-  online (``site_online``), when they resume without a new check-in.
+  Presence in a room ends only by a check-out (roll call, QR check-out, an organizer's
+  correction) or by the occurrence's end. A site screen or operator going offline
+  (``site_offline``) is *never* a leave: the members are in the room, the link is not.
+  The site's offline periods (`site_down_periods`) are reported beside the records
+  (站点离线), not subtracted from them.
 * **Watching alone**: ``viewer_join`` opens, ``viewer_heartbeat`` keeps it alive (and
   reopens it after a gap or a leave), ``viewer_leave`` closes. When the gap between two
   signs of life exceeds the grace period the interval is closed at the last sign of life;
@@ -212,14 +213,10 @@ def site_down_periods(events: Iterable[Fact], horizon: dt.datetime, grace_second
     return out
 
 
-def _site_pieces(site_id: int | None, since: dt.datetime, until: dt.datetime,
-                 down: Mapping[int, list[tuple[dt.datetime, dt.datetime]]], *, is_open: bool
-                 ) -> list[Interval]:
-    """An in-person stay, minus the periods its site's screen was down."""
-    pieces = _subtract((since, until), list(down.get(site_id, []))) if site_id is not None \
-        else [(since, until)]
-    return [Interval(a, b, site_id, open=is_open and i == len(pieces) - 1 and b >= until)
-            for i, (a, b) in enumerate(pieces)]
+def _site_piece(site_id: int | None, since: dt.datetime, until: dt.datetime, *,
+                is_open: bool) -> list[Interval]:
+    """An in-person stay: whole, whatever the site's link did meanwhile."""
+    return [Interval(since, until, site_id, open=is_open)]
 
 
 def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seconds: int
@@ -230,7 +227,6 @@ def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seco
     """
     grace = dt.timedelta(seconds=grace_seconds)
     evs = sorted(events, key=lambda e: e.at)
-    down = site_down_periods(evs, horizon, grace_seconds)
     per_member: dict[int, list[Fact]] = defaultdict(list)
     for ev in evs:
         if ev.member_id is not None and (ev.type in OPENING or ev.type == "check_out"
@@ -253,13 +249,13 @@ def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seco
                 break
             if ev.type in OPENING:
                 if in_since is not None and in_site != ev.site_id:
-                    found.extend(_site_pieces(in_site, in_since, ev.at, down, is_open=False))
+                    found.extend(_site_piece(in_site, in_since, ev.at, is_open=False))
                     in_site, in_since = None, None
                 if in_since is None:
                     in_site, in_since = ev.site_id, ev.at
             elif ev.type == "check_out":
                 if in_since is not None:
-                    found.extend(_site_pieces(in_site, in_since, ev.at, down, is_open=False))
+                    found.extend(_site_piece(in_site, in_since, ev.at, is_open=False))
                 in_site, in_since = None, None
             else:  # viewer events
                 if view_since is not None and ev.at - last_sign > grace:  # type: ignore[operator]
@@ -274,8 +270,7 @@ def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seco
                         view_since = ev.at
                     last_sign = ev.at
         if in_since is not None:
-            found.extend(_site_pieces(in_site, in_since, max(horizon, in_since), down,
-                                      is_open=True))
+            found.extend(_site_piece(in_site, in_since, max(horizon, in_since), is_open=True))
         if view_since is not None:
             if horizon - last_sign > grace:  # type: ignore[operator]
                 found.append(Interval(view_since, last_sign))  # type: ignore[arg-type]

@@ -33,8 +33,15 @@ class AttendanceEventIn(Schema):
     member_id = fields.Integer(required=True)
     site_id = fields.Integer(required=True)
     at = fields.AwareDateTime(load_default=None, allow_none=True,
-                              metadata={"description": "When it happened (bounded by the "
-                                                       "server); default: now"})
+                              metadata={"description": "The client's time: checked, never "
+                                        "used (the fact's time is the server's), except for "
+                                        "a mark queued offline"})
+    queued = fields.Boolean(load_default=False, metadata={
+        "description": "Queued while offline: `at` (required) is when it happened; accepted "
+                       "within the occurrence ±30 min and YUANJIAO_OFFLINE_MAX_HOURS of `at`; "
+                       "flagged 离线补传"})
+    clock_offset_ms = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(
+        min=-10**9, max=10**9), metadata={"description": "The device's measured clock offset"})
 
 
 class AttendanceEventOut(Schema):

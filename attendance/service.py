@@ -59,12 +59,13 @@ from sessions.models import Occurrence
 
 log = logging.getLogger(__name__)
 
-#: A client's clock may run this far ahead of the server's.
+#: A fact's time is the server's: a client's `at` may differ from it by this much at most
+#: (clocks are never exact); it is then only checked, never used.
 CLOCK_SKEW = dt.timedelta(seconds=120)
-#: Check-ins are accepted from this long before the start (members arrive early).
-EARLY_MARGIN = dt.timedelta(hours=2)
-#: ... and until this long after the end (a kiosk uploading its buffer late).
-LATE_MARGIN = dt.timedelta(hours=12)
+#: A mark queued offline (``queued: true``) may lie this far outside the occurrence.
+QUEUED_MARGIN = dt.timedelta(minutes=30)
+#: ... and must arrive within this long of its time (YUANJIAO_OFFLINE_MAX_HOURS).
+OFFLINE_MAX = dt.timedelta(hours=12)
 MEMBER_EVENT_TYPES = frozenset({"check_in", "check_out", "qr_check_in", "viewer_join",
                                 "viewer_heartbeat", "viewer_leave"})
 
@@ -260,19 +261,55 @@ def clean_event_id(event_id: Any) -> str:
     return value
 
 
-def bound_time(occurrence: Occurrence, at: dt.datetime | None, now: dt.datetime
+def offline_max(config: Mapping[str, Any]) -> dt.timedelta:
+    return dt.timedelta(hours=float(config.get("YUANJIAO_OFFLINE_MAX_HOURS", 12)))
+
+
+def bound_time(occurrence: Any, at: dt.datetime | None, now: dt.datetime, *,
+               queued: bool = False, max_delay: dt.timedelta = OFFLINE_MAX
                ) -> dt.datetime | None:
-    """A client's time, if believable: not in the future, not far outside the occurrence."""
+    """The time a fact is stored with: None (the server's time) or a queued mark's own.
+
+    A fact's time is the server's. A client's `at` is accepted only as a check (within
+    `CLOCK_SKEW` of the server's clock), except for a mark queued while the device was
+    offline: its `at` counts when it lies within the occurrence (start - 30 min ...
+    end + 30 min), is not in the future, and arrives within `max_delay` of it. Anything
+    later is an organizer's correction, with a reason.
+    """
     if at is None:
+        if queued:
+            raise ValidationError("离线补传的记录须带 at（记录时间）", field="at")
         return None
+    if at.tzinfo is None:
+        raise ValidationError("at 须带时区（ISO 8601）", field="at")
     if at > now + CLOCK_SKEW:
         raise ValidationError("at 不能晚于服务器当前时间", field="at",
                               details={"server_time": now.isoformat()})
-    if at < occurrence.starts_at - EARLY_MARGIN:
-        raise ValidationError("at 早于学习活动开始前的允许范围", field="at")
-    if at > occurrence.ends_at + LATE_MARGIN:
-        raise ValidationError("at 晚于学习活动结束后的允许范围", field="at")
+    if not queued:
+        if at < now - CLOCK_SKEW:
+            raise ValidationError(
+                "at 与服务器时间相差超过 2 分钟：离线记录请以 queued 补传，其余请由组织员更正",
+                field="at", details={"server_time": now.isoformat()})
+        return None
+    if not (occurrence.starts_at - QUEUED_MARGIN <= at <= occurrence.ends_at + QUEUED_MARGIN):
+        raise ValidationError("离线补传的时间不在该学习活动的时段内", field="at",
+                              details={"server_time": now.isoformat()})
+    if now - at > max_delay:
+        raise ValidationError("离线补传已超过时限，请由组织员更正", field="at",
+                              details={"max_hours": max_delay.total_seconds() / 3600})
     return min(at, now)
+
+
+def queued_payload(queued: bool, payload: dict | None = None,
+                   clock_offset_ms: Any = None) -> dict | None:
+    """The payload that flags a mark queued offline (离线补传), with the device's offset."""
+    if not queued:
+        return payload
+    out = dict(payload or {}, queued=True)
+    if isinstance(clock_offset_ms, (int, float)) and not isinstance(clock_offset_ms, bool) \
+            and abs(clock_offset_ms) < 1e12:
+        out["clock_offset_ms"] = int(clock_offset_ms)
+    return out
 
 
 def member_events(session: Session, occurrence_id: int, member_id: int
@@ -309,6 +346,8 @@ def record_event(
     client_time: dt.datetime | None = None,
     payload: dict | None = None,
     check_lock: bool = True,
+    queued: bool = False,
+    max_delay: dt.timedelta = OFFLINE_MAX,
 ) -> tuple[AttendanceEvent, bool]:
     """Append one fact; returns (event, created). A repeat returns the stored event.
 
@@ -325,7 +364,8 @@ def record_event(
         require_unlocked(session, occurrence.id)
     if occurrence.status == "cancelled":
         raise Conflict("该学习活动已取消", code="occurrence_cancelled")
-    at = bound_time(occurrence, client_time, now)
+    at = bound_time(occurrence, client_time, now, queued=queued, max_delay=max_delay)
+    payload = queued_payload(queued, payload)
     if type in MEMBER_EVENT_TYPES:
         if member_id is None:
             raise ValidationError("member_id 必填", field="member_id")
@@ -372,7 +412,8 @@ def roll_call(session: Session, *, occurrence: Occurrence, site: Site, member_id
 
 def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, state: Any,
                       source: str, event_id: Any, actor_user_id: int | None = None,
-                      client_time: dt.datetime | None = None) -> list[Any]:
+                      client_time: dt.datetime | None = None, queued: bool = False,
+                      clock_offset_ms: Any = None) -> list[Any]:
     """`roll_call` validated into the writer's appends (see attendance.writer).
 
     The same events as `roll_call`: ``<event_id>:<member_id>`` per member, so a retried
@@ -383,8 +424,26 @@ def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, stat
     kind, items = _roll_call_items(member_ids, state, event_id)
     return [Append(occurrence_id=occurrence_id, type=kind, source=source,
                    event_id=member_event_id, member_id=member_id, site_id=site_id,
-                   actor_user_id=actor_user_id, client_time=client_time)
+                   actor_user_id=actor_user_id, client_time=client_time, queued=queued,
+                   payload=queued_payload(queued, None, clock_offset_ms))
             for member_id, member_event_id in items]
+
+
+def parse_client_time(value: Any, queued: Any) -> tuple[dt.datetime | None, bool]:
+    """A socket payload's ``at`` (ISO 8601 with a zone) and ``queued`` flag, validated."""
+    if queued not in (None, True, False):
+        raise ValidationError("queued 须为布尔值", field="queued")
+    if value is None:
+        return None, bool(queued)
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValidationError("at 须为 ISO 8601 时间", field="at")
+    try:
+        at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValidationError("at 须为 ISO 8601 时间", field="at") from exc
+    if at.tzinfo is None:
+        raise ValidationError("at 须带时区（ISO 8601）", field="at")
+    return at.astimezone(dt.UTC), bool(queued)
 
 
 def _roll_call_items(member_ids: Any, state: Any, event_id: Any) -> tuple[str, list]:
@@ -498,12 +557,17 @@ def overrides_of(session: Session, occurrence_id: int) -> dict[int, R.Override]:
 
 
 def broadcast_end(session: Session, occurrence_id: int) -> dt.datetime | None:
-    """When the broadcast ended before the scheduled end (the recording's end), if known."""
+    """When attendance stopped counting before the scheduled end, if it did: the broadcast's
+    end (the recording's end), or an early lock's moment, whichever came first."""
     from video.models import Recording
 
-    return session.scalar(select(Recording.ended_at).where(
+    ended = session.scalar(select(Recording.ended_at).where(
         Recording.occurrence_id == occurrence_id, Recording.ended_at.is_not(None))
         .order_by(Recording.ended_at.desc()).limit(1))
+    review = session.get(OccurrenceReview, occurrence_id)
+    if review is not None and review.locked and review.locked_at is not None:
+        ended = min(ended, review.locked_at) if ended else review.locked_at
+    return ended
 
 
 def records(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
@@ -549,6 +613,40 @@ STATUS_LABELS = {"present": N_("出席"), "late": N_("迟到"), "left_early": N_
                  "absent": N_("缺席"), "excused": N_("请假")}
 
 
+def site_offline_periods(session: Session, occurrence: Occurrence, *,
+                         config: Mapping[str, Any], now: dt.datetime
+                         ) -> dict[int, list[tuple[dt.datetime, dt.datetime]]]:
+    """Per site, when its screen/operator link was down beyond the grace period (站点离线),
+    clipped to the occurrence. Reported beside the records; never a member's leave."""
+    horizon = min(now, occurrence.ends_at)
+    down = R.site_down_periods(events_of(session, occurrence.id), horizon,
+                               rules_for(occurrence, config).grace_seconds)
+    out = {}
+    for site_id, periods in down.items():
+        clipped = R.clip(periods, occurrence.starts_at, occurrence.ends_at)
+        if clipped:
+            out[site_id] = clipped
+    return out
+
+
+def _queued_member_ids(session: Session, occurrence_id: int) -> set[int]:
+    """Members with a mark queued offline and stored later (离线补传)."""
+    return {member_id for member_id, payload in session.execute(
+        select(AttendanceEvent.member_id, AttendanceEvent.payload).where(
+            AttendanceEvent.occurrence_id == occurrence_id,
+            AttendanceEvent.member_id.is_not(None),
+            AttendanceEvent.type.in_(("check_in", "check_out"))))
+        if isinstance(payload, dict) and payload.get("queued")}
+
+
+def format_periods(periods: Iterable[tuple[dt.datetime, dt.datetime]], tz: str) -> str:
+    """``19:30–19:42、20:05–20:10`` in the site's time zone."""
+    from core.timeutil import zone
+
+    z = zone(tz)
+    return "、".join(f"{a.astimezone(z):%H:%M}–{b.astimezone(z):%H:%M}" for a, b in periods)
+
+
 def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
          now: dt.datetime) -> list[Row]:
     """One row per expected member (and per walk-in), ordered by site then member number."""
@@ -561,6 +659,9 @@ def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
     overrides = overrides_of(session, occurrence.id)
     leave = {lr.member_id: lr for lr in session.scalars(select(LeaveRequest).where(
         LeaveRequest.occurrence_id == occurrence.id, LeaveRequest.status == "approved"))}
+    queued = _queued_member_ids(session, occurrence.id)
+    offline = site_offline_periods(session, occurrence, config=config, now=now)
+    tz = occurrence.session.timezone
     out = []
     for member_id, rec in recs.items():
         member = members.get(member_id)
@@ -576,7 +677,13 @@ def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
             notes.append("个人在线观看")
         if member_id not in expected:
             notes.append("非应到人员")
-        extra = [STATUS_LABELS[f] for f in rec.flags if f != rec.status and f in STATUS_LABELS]
+        if member_id in queued:
+            notes.append("离线补传")
+        if rec.site_id in offline:
+            notes.append(f"站点离线 {format_periods(offline[rec.site_id], tz)}")
+        # The other faults, unless a correction set the status (notes follow the status).
+        extra = [] if rec.corrected else [
+            STATUS_LABELS[f] for f in rec.flags if f != rec.status and f in STATUS_LABELS]
         if extra:
             notes.append("、".join(extra))
         out.append(Row(rec, member, site, member_id in expected, "；".join(notes)))
@@ -602,6 +709,7 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     site_ids = occurrence_site_ids(session, occurrence)
     sites = {s.id: s for s in session.scalars(select(Site).where(Site.id.in_(site_ids)))}
     online = _online_sites(session, occurrence.id)
+    offline = site_offline_periods(session, occurrence, config=config, now=now)
     per_site: dict[Any, dict[str, Any]] = {}
 
     def bucket(site_id: int | None) -> dict[str, Any]:
@@ -609,7 +717,9 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
         if key not in per_site:
             site = sites.get(key) if key is not None else None
             per_site[key] = {"site_id": key, "name": site.name if site else "个人在线/其他",
-                             "online": key in online, "expected": [], "present": []}
+                             "online": key in online, "expected": [], "present": [],
+                             "offline_periods": [[a.isoformat(), b.isoformat()]
+                                                 for a, b in offline.get(key, [])]}
         return per_site[key]
 
     for sid in site_ids:
@@ -727,10 +837,23 @@ def correct(session: Session, *, occurrence: Occurrence, member_id: int,
 
 
 def set_lock(session: Session, *, occurrence: Occurrence, locked: bool, user: Any,
-             now: dt.datetime) -> OccurrenceReview:
-    """Lock a reviewed occurrence (organizer or admin); only an admin unlocks."""
+             now: dt.datetime, early: bool = False, reason: str | None = None
+             ) -> OccurrenceReview:
+    """Lock a reviewed occurrence (organizer or admin); only an admin unlocks.
+
+    A lock before the occurrence's end needs `early` and a reason: it freezes the records
+    at the lock's moment (nothing after it counts), and the log keeps who did it and why.
+    """
     if not locked and user.role != "admin":
         raise Forbidden("只有系统管理员可以解锁")
+    reason = (reason or "").strip()
+    if locked and now < occurrence.ends_at and not is_locked(session, occurrence.id):
+        if not early:
+            raise Conflict(
+                "学习活动尚未结束，不能锁定考勤；如确需提前锁定，请说明原因（锁定后的签到与观看不再计入）",
+                code="not_ended", details={"ends_at": occurrence.ends_at.isoformat()})
+        if not reason or len(reason) > 1000:
+            raise ValidationError("提前锁定需要填写原因（不超过 1000 字）", field="reason")
     from attendance.writer import lock_occurrence
 
     lock_occurrence(session, occurrence.id)  # between two batches of the writer
@@ -745,9 +868,11 @@ def set_lock(session: Session, *, occurrence: Occurrence, locked: bool, user: An
     else:
         review.locked, review.unlocked_by_id, review.unlocked_at = False, user.id, now
     session.flush()
+    payload = ({"early": True, "reason": reason} if locked and now < occurrence.ends_at
+               else {"reason": reason} if reason else None)
     record_event(session, occurrence=occurrence, type="locked" if locked else "unlocked",
                  source=f"organizer:user:{user.id}", event_id=uuid.uuid4().hex, now=now,
-                 actor_user_id=user.id, check_lock=False)
+                 actor_user_id=user.id, check_lock=False, payload=payload)
     return review
 
 

@@ -192,7 +192,9 @@ class AttendanceEvents(MethodView):
         [(event, created)] = writer_for().append(Request([Append(
             occurrence_id=occurrence_id, type=data["type"], source=source, event_id=event_id,
             member_id=data["member_id"], site_id=site_id, actor_user_id=actor,
-            client_time=data["at"])], now=utcnow()))
+            client_time=data["at"], queued=data["queued"],
+            payload=svc.queued_payload(data["queued"], None, data["clock_offset_ms"]))],
+            now=utcnow()))
         if created:
             live.publish_events([event])
         return event, 201 if created else 200
@@ -283,9 +285,18 @@ class Corrections(MethodView):
 
 def _set_lock(occurrence_id: int, locked: bool):
     occurrence = _managed_occurrence(occurrence_id)
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        raise ValidationError("请求体须为 JSON 对象", field="json")
+    early, reason = body.get("early", False), body.get("reason")
+    if not isinstance(early, bool):
+        raise ValidationError("early 须为布尔值", field="early")
+    if reason is not None and not isinstance(reason, str):
+        raise ValidationError("reason 须为文本", field="reason")
     with serialized_write():  # SQLite: take turns with the writer thread
         review = svc.set_lock(db.session, occurrence=occurrence, locked=locked,
-                              user=current_api_user(), now=utcnow())
+                              user=current_api_user(), now=utcnow(), early=early,
+                              reason=reason)
         db.session.commit()
     live.publish_changed(occurrence.id, "lock")
     return review
@@ -294,7 +305,10 @@ def _set_lock(occurrence_id: int, locked: bool):
 @blp.route("/occurrences/<int:occurrence_id>/lock", methods=["POST"])
 @blp.response(200, ReviewOut)
 def lock(occurrence_id: int):
-    """Lock a reviewed occurrence: no further events or corrections."""
+    """Lock a reviewed occurrence: no further events or corrections.
+
+    Before the occurrence's end: 409 `not_ended`, unless the body says
+    `{"early": true, "reason": "..."}` (audited; the records stop counting at the lock)."""
     return _set_lock(occurrence_id, True)
 
 
@@ -366,7 +380,8 @@ def _page_occurrence(occurrence_id: int, *, manage: bool):
 def dashboard(occurrence_id: int):
     """The organizer's live dashboard of one occurrence."""
     occurrence = _page_occurrence(occurrence_id, manage=True)
-    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    now = utcnow()
+    rows = svc.rows(db.session, occurrence, config=_config(), now=now)
     leaves = db.session.scalars(select(LeaveRequest).where(
         LeaveRequest.occurrence_id == occurrence.id).order_by(LeaveRequest.id)).all()
     corrections = db.session.scalars(select(Correction).where(
@@ -374,6 +389,7 @@ def dashboard(occurrence_id: int):
     return render_template("attendance/dashboard.html", occurrence=occurrence, rows=rows,
                            leaves=leaves, corrections=corrections,
                            locked=svc.is_locked(db.session, occurrence.id),
+                           ended=now >= occurrence.ends_at,
                            labels=svc.STATUS_LABELS, tz=occurrence.session.timezone)
 
 

@@ -161,6 +161,8 @@ class Append:
     #: The client's claimed time, bounded by the writer against the occurrence.
     client_time: dt.datetime | None = None
     payload: dict | None = None
+    #: Queued offline: `client_time` is the mark's own time (see service.bound_time).
+    queued: bool = False
 
 
 @dataclass
@@ -458,7 +460,7 @@ class GroupWriter:
     def _check(self, conn: Connection, a: Append, req: Request, now: dt.datetime, occurrences: dict,
                members: dict, facts: dict, staged_facts: list) -> dict[str, Any]:
         """The rules of `service.record_event`, on prefetched state; returns the new row."""
-        from attendance.service import MEMBER_EVENT_TYPES, bound_time
+        from attendance.service import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
 
         if a.type not in EVENT_TYPES:
             raise ValidationError(f"未知事件类型：{a.type}", field="type")
@@ -470,7 +472,9 @@ class GroupWriter:
             raise Locked("该学习活动的考勤已审核锁定", details={"occurrence_id": occ.id})
         if occ.status == "cancelled":
             raise Conflict("该学习活动已取消", code="occurrence_cancelled")
-        at = bound_time(occ, a.client_time, now)
+        at = bound_time(occ, a.client_time, now, queued=a.queued,
+                        max_delay=offline_max(self.app.config))
+        payload = queued_payload(a.queued, a.payload)
         if a.type in MEMBER_EVENT_TYPES:
             if a.member_id is None:
                 raise ValidationError("member_id 必填", field="member_id")
@@ -499,7 +503,7 @@ class GroupWriter:
         return {"occurrence_id": a.occurrence_id, "member_id": a.member_id,
                 "site_id": a.site_id, "type": a.type, "source": a.source,
                 "event_id": a.event_id, "server_time": now, "client_time": at,
-                "actor_user_id": a.actor_user_id, "payload": a.payload or {}}
+                "actor_user_id": a.actor_user_id, "payload": payload or {}}
 
 
 class _LaterEvent:

@@ -290,7 +290,13 @@
     document.querySelectorAll("button.att-api-button").forEach(function (btn) {
       btn.addEventListener("click", function () {
         if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
-        window.apiFetch(btn.dataset.url, { method: "POST" })
+        const options = { method: "POST" };
+        if (btn.dataset.early) {
+          const reason = window.prompt(btn.dataset.prompt || "");
+          if (!reason || !reason.trim()) return;
+          options.json = { early: true, reason: reason.trim() };
+        }
+        window.apiFetch(btn.dataset.url, options)
           .then(function () { window.location.reload(); })
           .catch(function (err) { text(btn.parentElement.querySelector(".att-message"), err.message); });
       });

@@ -130,17 +130,33 @@ def test_viewer_without_heartbeats_after_grace_is_closed_live():
     assert rec.last_leave == at(0.5)
 
 
-def test_site_offline_within_grace_keeps_members_and_beyond_grace_cuts_them():
+def test_a_site_going_offline_never_ends_presence_in_the_room():
+    """A room's link dropping is not the members leaving: a blip, an outage, or a link
+    still down at the end all keep the roll-called members present to the end."""
     base = [ev("site_online", -5, None), ev("check_in", 0)]
     blip = [ev("site_offline", 30, None), ev("site_online", 31, None)]
     assert derive([*base, *blip])[1].minutes == 60.0
     outage = [ev("site_offline", 30, None), ev("site_online", 40, None)]
     rec = derive([*base, *outage])[1]
-    assert rec.intervals == [(at(0), at(30)), (at(40), at(60))]
-    assert rec.minutes == 50.0
-    # still offline at the end: cut from the moment it went offline
-    rec = derive([*base, ev("site_offline", 50, None)])[1]
-    assert rec.intervals == [(at(0), at(50))]
+    assert rec.intervals == [(at(0), END)]
+    assert rec.status == "present"
+    rec = derive([*base, ev("site_offline", 5, None)])[1]
+    assert (rec.status, rec.minutes, rec.last_leave) == ("present", 60.0, END)
+    # live, 40 minutes into an outage: still here
+    assert present_now([*base, ev("site_offline", 5, None)], now=at(45),
+                       grace_seconds=90) == {1: 7}
+    # a check-out still ends the stay, link or no link
+    rec = derive([*base, ev("site_offline", 5, None), ev("check_out", 30)])[1]
+    assert rec.intervals == [(at(0), at(30))]
+
+
+def test_site_down_periods_are_reported_beyond_the_grace_period():
+    from attendance.rules import site_down_periods
+
+    events = [ev("site_online", -5, None), ev("site_offline", 10, None),
+              ev("site_online", 10.5, None), ev("site_offline", 30, None),
+              ev("site_online", 40, None), ev("site_offline", 55, None)]
+    assert site_down_periods(events, at(60), 90) == {7: [(at(30), at(40)), (at(55), at(60))]}
 
 
 def test_the_end_of_the_occurrence_or_broadcast_closes_open_intervals():

@@ -193,7 +193,7 @@ def test_a_locked_occurrence_refuses_socket_events(att_socket, scene, db_session
     from core.types import utcnow
 
     service.set_lock(db_session, occurrence=scene.occurrence, locked=True,
-                     user=scene.users["organizer"], now=utcnow())
+                     user=scene.users["organizer"], now=utcnow(), early=True, reason="测试")
     db_session.commit()
     ack = emit(att_socket("screen_a"), "roll_call:mark", {
         "occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id,
@@ -256,3 +256,81 @@ def test_turns_let_a_connections_events_queue_only_in_arrival_order():
     turns.hand_on(second)  # handing on twice (at queueing, then at the end) is harmless
     assert turns.passed == 3
     assert not turns.done
+
+
+def test_a_rooms_link_dropping_is_not_its_members_leaving(att_socket, scene, db_session, app,
+                                                          client):
+    """Roll-called members stay present after every socket of their site disconnects: the
+    site's offline period is reported (站点离线), the members' stay is not cut."""
+    import datetime as dt
+
+    from attendance import service
+    from core.types import utcnow
+
+    occ_id, site_id = scene.occurrence.id, scene.site_a.id
+    screen, operator = att_socket("screen_a"), att_socket("operator_a")
+    for sc in (screen, operator):
+        assert emit(sc, "site:join", {"occurrence_id": occ_id, "site_id": site_id})["ok"]
+    ids = [scene.members[0].id, scene.members[1].id]
+    assert emit(operator, "roll_call:mark", {"occurrence_id": occ_id, "site_id": site_id,
+                                             "member_ids": ids, "state": "present",
+                                             "event_id": "rc"})["stored"] == 2
+    screen.disconnect(namespace="/attendance")
+    db_session.expire_all()
+    assert count_events(db_session, type="site_offline", site_id=site_id) == 0  # one left
+    operator.disconnect(namespace="/attendance")
+    db_session.expire_all()
+    assert count_events(db_session, type="site_offline", site_id=site_id) == 1
+
+    occurrence = service.get_occurrence(db_session, occ_id)
+    # Twenty minutes into the outage, well past the grace period: still counted.
+    later = utcnow() + dt.timedelta(minutes=20)
+    snap = service.snapshot(db_session, occurrence, config=app.config, now=later)
+    site = next(s for s in snap["sites"] if s["site_id"] == site_id)
+    assert site["online"] is False
+    assert site["present_count"] == 2
+    assert len(site["offline_periods"]) == 1
+    # The occurrence ends with the site still offline and no check-out: present.
+    after = occurrence.ends_at + dt.timedelta(minutes=1)
+    recs = service.records(db_session, occurrence, config=app.config, now=after)
+    assert [(recs[m].status, recs[m].last_leave) for m in ids] == [
+        ("present", occurrence.ends_at)] * 2
+    rows = {r.member.id: r for r in service.rows(db_session, occurrence, config=app.config,
+                                                 now=after)}
+    assert all("站点离线" in rows[m].notes for m in ids)
+    # And through the API, now (live): present.
+    api = client.get(f"/api/v1/occurrences/{occ_id}/attendance",
+                     headers=scene.headers("organizer")).json
+    assert {r["member_id"]: r["status"] for r in api if r["member_id"] in ids} == {
+        ids[0]: "present", ids[1]: "present"}
+
+
+def test_roll_call_queued_offline_keeps_its_time_and_is_stored_once(att_socket, scene,
+                                                                     db_session):
+    import datetime as dt
+
+    from core.types import utcnow
+
+    operator = att_socket("operator_a")
+    at = (utcnow() - dt.timedelta(minutes=3)).replace(microsecond=0)
+    mark = {"occurrence_id": scene.occurrence.id, "site_id": scene.site_a.id,
+            "member_ids": [scene.members[0].id], "state": "present", "event_id": "off-1",
+            "queued": True, "at": at.isoformat().replace("+00:00", "Z"),
+            "clock_offset_ms": 2500}
+    first = emit(operator, "roll_call:mark", mark)
+    assert first["stored"] == 1, first
+    assert emit(operator, "roll_call:mark", mark)["repeated"] == 1
+    db_session.expire_all()
+    [event] = db_session.scalars(select(AttendanceEvent).where(
+        AttendanceEvent.type == "check_in")).all()
+    assert event.client_time == at
+    assert event.payload == {"queued": True, "clock_offset_ms": 2500}
+    # Not queued, 30 minutes back: refused on `at`; queued without a zone: refused too.
+    stale = dict(mark, event_id="off-2", queued=False,
+                 at=(utcnow() - dt.timedelta(minutes=30)).isoformat())
+    ack = emit(operator, "roll_call:mark", stale)
+    assert (ack["ok"], ack["error"], ack["details"]["field"]) == (False, "validation_error", "at")
+    ack = emit(operator, "roll_call:mark", dict(mark, event_id="off-3", at="2026-01-01T10:00"))
+    assert ack["details"]["field"] == "at"
+    ack = emit(operator, "roll_call:mark", dict(mark, event_id="off-4", queued="yes"))
+    assert ack["details"]["field"] == "queued"

@@ -116,7 +116,7 @@ def test_a_lock_refuses_the_next_batch_and_a_repeat_is_still_answered(app, db_se
                                           utcnow()))
     occ = svc.get_occurrence(db_session, scene.occurrence.id)
     svc.set_lock(db_session, occurrence=occ, locked=True, user=scene.users["organizer"],
-                 now=utcnow())
+                 now=utcnow(), early=True, reason="测试")
     db_session.commit()
     repeat, fresh = _batch(app,
                            Request([_check_in(scene, m, scene.site_a, "l1")], utcnow()),
