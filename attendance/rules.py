@@ -297,6 +297,7 @@ def derive_records(
     `closes_at` is the broadcast's end when it ended before the scheduled end.
     """
     horizon = min(now, end, closes_at) if closes_at else min(now, end)
+    horizon_end = min(end, closes_at) if closes_at else end
     raw = member_intervals(events, horizon=horizon, grace_seconds=rules.grace_seconds)
     excused = set(excused_member_ids)
     overrides = overrides or {}
@@ -307,7 +308,8 @@ def derive_records(
         intervals = raw.get(member_id, [])
         merged = merge(clip([(i.start, i.end) for i in intervals], start, end))
         seconds = total_seconds(merged)
-        here_now = any(i.open for i in intervals) and now < end
+        # Nobody is "here" once the broadcast ended or the records were frozen.
+        here_now = any(i.open for i in intervals) and now < horizon_end
         # Intervals that count: they reach into the occurrence, or are running now.
         relevant = [i for i in intervals if (i.end > start and i.start < end) or i.open]
         first_join = min((i.start for i in relevant), default=None)

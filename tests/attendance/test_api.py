@@ -310,3 +310,52 @@ def test_openapi_documents_the_contract(client):
     spec = client.get("/api/openapi.json").json
     post = spec["paths"]["/api/v1/occurrences/{occurrence_id}/attendance-events"]["post"]
     assert {"200", "201"} <= set(post["responses"])
+
+
+def test_locking_before_the_end_needs_an_explicit_early_lock_with_a_reason(
+        client, scene, db_session):
+    url = f"/api/v1/occurrences/{scene.occurrence.id}/lock"
+    r = client.post(url, headers=scene.headers("organizer"))
+    assert (r.status_code, r.json["error"]) == (409, "not_ended")
+    assert "ends_at" in r.json["details"]
+    r = client.post(url, json={"early": True}, headers=scene.headers("organizer"))
+    assert (r.status_code, r.json["details"]["field"]) == (422, "reason")
+    r = client.post(url, json={"early": "yes", "reason": "x"}, headers=scene.headers("organizer"))
+    assert (r.status_code, r.json["details"]["field"]) == (422, "early")
+    assert client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance",
+                      headers=scene.headers("organizer")).status_code == 200
+    r = client.post(url, json=EARLY, headers=scene.headers("organizer"))
+    assert r.json["locked"] is True
+    db_session.expire_all()
+    [locked] = db_session.scalars(select(AttendanceEvent).where(
+        AttendanceEvent.type == "locked")).all()
+    assert locked.payload == {"early": True, "reason": EARLY["reason"]}
+    assert locked.actor_user_id == scene.users["organizer"].id
+
+
+def test_an_ended_occurrence_locks_without_a_flag_and_early_lock_freezes_records(
+        client, scene, db_session):
+    from tests.attendance.conftest import make_session
+
+    start = utcnow().replace(microsecond=0) - dt.timedelta(hours=2)
+    _, past = make_session(db_session, title="已结束", start=start, minutes=60,
+                           sites=[scene.site_a], units=[scene.unit])
+    db_session.commit()
+    r = client.post(f"/api/v1/occurrences/{past.id}/lock", headers=scene.headers("organizer"))
+    assert (r.status_code, r.json["locked"]) == (200, True)
+    # A live one, locked early: nothing after the lock counts.
+    occ = scene.occurrence.id
+    assert client.post(events_url(scene), json=body(scene),
+                       headers=scene.headers("operator_a")).status_code == 201
+    client.post(f"/api/v1/occurrences/{occ}/lock", json=EARLY,
+                headers=scene.headers("organizer"))
+    first = client.get(f"/api/v1/occurrences/{occ}/attendance",
+                       headers=scene.headers("organizer")).json
+    import time
+
+    time.sleep(1.2)
+    second = client.get(f"/api/v1/occurrences/{occ}/attendance",
+                        headers=scene.headers("organizer")).json
+    assert [r["minutes"] for r in first] == [r["minutes"] for r in second]
+    row = next(r for r in second if r["member_id"] == scene.members[0].id)
+    assert row["last_leave"] is not None  # closed at the lock, not running on
