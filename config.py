@@ -49,6 +49,10 @@ def default_config(instance_path: str) -> dict[str, Any]:
         # Leaving more than this many minutes before the end counts as leaving early.
         "YUANJIAO_LEFT_EARLY_MINUTES": 10,
         "YUANJIAO_QR_ROTATE_SECONDS": 25,
+        # A roll-call mark queued offline is accepted this many hours after its time.
+        "YUANJIAO_OFFLINE_MAX_HOURS": 12,
+        # A member watching alone counts only while he holds a live media session (WHEP).
+        "YUANJIAO_VIEWER_REQUIRES_MEDIA": True,
         "BABEL_DEFAULT_LOCALE": "zh",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "BABEL_TRANSLATION_DIRECTORIES": str(BASE_DIR / "translations"),
@@ -112,6 +116,10 @@ def from_environment() -> dict[str, Any]:
                 "YUANJIAO_ATTENDANCE_GRACE_SECONDS", "YUANJIAO_LEFT_EARLY_MINUTES"):
         if env.get(key):
             out[key] = int(env[key])
+    if env.get("YUANJIAO_OFFLINE_MAX_HOURS"):
+        out["YUANJIAO_OFFLINE_MAX_HOURS"] = float(env["YUANJIAO_OFFLINE_MAX_HOURS"])
+    if "YUANJIAO_VIEWER_REQUIRES_MEDIA" in env:
+        out["YUANJIAO_VIEWER_REQUIRES_MEDIA"] = _bool(env["YUANJIAO_VIEWER_REQUIRES_MEDIA"], True)
     if env.get("YUANJIAO_MAKEUP_SHARE"):
         out["YUANJIAO_MAKEUP_SHARE"] = float(env["YUANJIAO_MAKEUP_SHARE"])
     if env.get("YUANJIAO_STUDY_HOURS_REQUIRED"):

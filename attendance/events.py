@@ -21,7 +21,7 @@ from flask import Flask, current_app, g, request, url_for
 from flask_socketio import ConnectionRefusedError, join_room
 
 from accounts.models import User
-from attendance import live
+from attendance import live, watching
 from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized, ValidationError
 from attendance.writer import Append, Request, writer_for
@@ -82,6 +82,7 @@ def init_app(app: Flask) -> None:
     server that exists when the module is first imported, so a second app (every test
     builds one) would have none.
     """
+    watching.init_app(app)
     for name, handler in HANDLERS.items():
         if name not in ("connect", "disconnect"):
             handler = _in_turn(handler)
@@ -348,10 +349,20 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
                             details={"occurrence_id": occurrence.id})
         db.session.rollback()
         viewing.add(occurrence_id)
+    seen = watching.watching()
+    if kind != "viewer_leave" and current_app.config.get("YUANJIAO_VIEWER_REQUIRES_MEDIA", True) \
+            and not seen.holds(occurrence_id, member_id):
+        raise Conflict("未检测到您的直播画面连接：请先打开直播画面，画面播放后才计入学习时长",
+                       code="no_media_session", details={"occurrence_id": occurrence_id})
+    if kind == "viewer_heartbeat" and not seen.due(
+            occurrence_id, member_id, watching.coalesce_seconds(current_app.config)):
+        return {"ok": True, "stored": False, "coalesced": True}
     [(event, created)] = _append(Request([Append(
         occurrence_id=occurrence_id, type=kind, source=f"viewer:member:{member_id}",
         event_id=event_id, member_id=member_id, actor_user_id=_actor_user_id())],
         now=utcnow()))
+    if kind != "viewer_heartbeat":
+        seen.stored(occurrence_id, member_id)
     if created and kind != "viewer_heartbeat":
         live.publish_events([event], {member_id: name})
     return {"ok": True, "stored": created, "event": live.event_dict(event)}

@@ -132,6 +132,9 @@
     function send(name) {
       emitReliably(socket, name, { occurrence_id: occ, event_id: newEventId() }, function (ack) {
         if (!ack.ok) text(panel.querySelector(".att-message"), ack.message);
+        else text(panel.querySelector(".att-message"), "");
+        // Counted only with a live video connection: join again once the video runs.
+        if (!ack.ok && ack.error === "no_media_session" && name !== "viewer:leave") watching = false;
       });
     }
     function tick() {

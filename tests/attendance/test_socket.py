@@ -122,23 +122,85 @@ def test_qr_token_for_the_screen_only(att_socket, scene):
         assert refused["error"] == "forbidden", who
 
 
-def test_viewer_join_heartbeat_leave_for_himself(att_socket, scene, db_session):
+def _media(app, occ: int, member_id: int, resource_id: str, *, joined: bool = True) -> None:
+    """What the media engine tells the app when a member's WHEP connection comes up or
+    goes (video.media.handle_event sends these signals on its worker, in an app context)."""
+    from video import service as video_service
+
+    signal = video_service.subscriber_joined if joined else video_service.subscriber_left
+    with app.app_context():
+        signal.send(occ, info={"kind": "member", "member_id": member_id},
+                    resource_id=resource_id)
+
+
+def test_viewer_join_heartbeat_leave_for_himself(att_socket, scene, db_session, app):
     dash = att_socket("admin")
     emit(dash, "dashboard:join", {"occurrence_id": scene.occurrence.id})
     dash.get_received("/attendance")
     sc = att_socket("member0")
     occ = scene.occurrence.id
+    _media(app, occ, scene.members[0].id, "whep-1")
     assert emit(sc, "viewer:join", {"occurrence_id": occ, "event_id": "j1"})["stored"] is True
-    assert emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "h1"})["ok"]
-    assert emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "h1"})["stored"] \
-        is False
+    # Within the minute after the join, heartbeats are acknowledged, not stored.
+    assert emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "h1"}) == {
+        "ok": True, "stored": False, "coalesced": True}
     assert emit(sc, "viewer:leave", {"occurrence_id": occ, "event_id": "l1"})["ok"]
     source = f"viewer:member:{scene.members[0].id}"
-    assert count_events(db_session, source=source) == 3
+    assert count_events(db_session, source=source) == 2
     updates = received(dash, "attendance:update")
     assert [(u["type"], u["present"], u["site_id"]) for u in updates] == [
         ("viewer_join", True, None), ("viewer_leave", False, None)]
     assert updates[0]["name"] == "张三"
+
+
+def test_watching_without_a_media_session_counts_nothing(att_socket, scene, db_session, app):
+    """viewer:join and heartbeats with no live WHEP connection of that member: refused, and
+    he ends the occurrence with 0 minutes, not present. Once his connection is up they
+    count; when it goes, they are refused again."""
+    import datetime as dt
+
+    from attendance import service
+    from core.types import utcnow
+
+    occ, member = scene.occurrence.id, scene.members[0].id
+    sc = att_socket("member0")
+    for i, kind in enumerate(["viewer:join"] + ["viewer:heartbeat"] * 5):
+        ack = emit(sc, kind, {"occurrence_id": occ, "event_id": f"x{i}"})
+        assert (ack["ok"], ack["error"]) == (False, "no_media_session"), ack
+    # Another member's connection does not count for him.
+    _media(app, occ, scene.members[1].id, "whep-other")
+    ack = emit(sc, "viewer:join", {"occurrence_id": occ, "event_id": "x9"})
+    assert ack["error"] == "no_media_session"
+    assert count_events(db_session, member_id=member) == 0
+    occurrence = service.get_occurrence(db_session, occ)
+    rec = service.records(db_session, occurrence, config=app.config,
+                          now=occurrence.ends_at + dt.timedelta(minutes=1))[member]
+    assert (rec.status, rec.minutes) == ("absent", 0.0)
+    # With his own connection: counted; after it closed: refused again.
+    _media(app, occ, member, "whep-own")
+    assert emit(sc, "viewer:join", {"occurrence_id": occ, "event_id": "y1"})["stored"] is True
+    _media(app, occ, member, "whep-own", joined=False)
+    ack = emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "y2"})
+    assert ack["error"] == "no_media_session"
+    snap = service.snapshot(db_session, occurrence, config=app.config,
+                            now=utcnow() + dt.timedelta(minutes=5))
+    assert member not in [m for s in snap["sites"] for m in s["present_ids"]]
+
+
+def test_a_members_heartbeats_are_stored_at_most_once_a_minute(att_socket, scene, db_session,
+                                                               app):
+    occ, member = scene.occurrence.id, scene.members[0].id
+    _media(app, occ, member, "whep-1")
+    sc = att_socket("member0")
+    assert emit(sc, "viewer:join", {"occurrence_id": occ, "event_id": "j"})["stored"]
+    acks = [emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": f"h{i}"})
+            for i in range(300)]
+    assert all(a["ok"] for a in acks)
+    assert sum(1 for a in acks if a["stored"]) == 0
+    # A second tab of the same member shares the bound.
+    other = att_socket("member0")
+    assert not emit(other, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "t"})["stored"]
+    assert count_events(db_session, member_id=member) == 1
 
 
 def test_viewer_events_refuse_non_members_and_foreign_occurrences(att_socket, scene):
