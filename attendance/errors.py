@@ -29,3 +29,10 @@ class QrRefused(DomainError):
 
     status = 400
     code = "qr_refused"
+
+
+class QrNotAllowed(QrRefused):
+    """A valid QR token this member may not use here: not expected, or off the site's
+    network."""
+
+    status = 403

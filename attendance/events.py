@@ -326,8 +326,10 @@ def qr_token(data: Any) -> dict[str, Any]:
                                        site.id, utcnow(), rotate)
     url = url_for("attendance_pages.checkin", token=token, _external=True)
     svg = segno.make(url, error="m").svg_inline(scale=5, border=2)
+    code = (svc.current_room_code(current_app.config["SECRET_KEY"], occurrence.id, site.id,
+                                  utcnow(), rotate) if site.checkin_code_required else None)
     db.session.rollback()
-    return {"ok": True, "token": token, "url": url, "svg": svg,
+    return {"ok": True, "token": token, "url": url, "svg": svg, "code": code,
             "expires_at": expires.isoformat(), "rotate_seconds": rotate}
 
 

@@ -513,20 +513,11 @@ def ledger():
     return render_template("attendance/ledger.html", data=data, year=year)
 
 
-def _qr_check_in(token: str, member, occurrence, site) -> AttendanceEvent:
-    """`svc.qr_check_in` through the group-commit writer (token already read and valid)."""
-    import hashlib
-
-    svc.require_site_of_occurrence(db.session, occurrence, site)
-    if member.status != "active":
-        raise Forbidden("该党员不在册（已转出）")
-    now = utcnow()
-    if now > occurrence.ends_at:
-        raise QrRefused("学习活动已结束", code="qr_expired")
-    append = Append(occurrence_id=occurrence.id, type="qr_check_in",
-                    source=f"qr:member:{member.id}",
-                    event_id=hashlib.sha256(token.encode()).hexdigest(),
-                    member_id=member.id, site_id=site.id, actor_user_id=current_user.id)
+def _qr_check_in(ok: svc.QrCheckIn, now) -> AttendanceEvent:
+    """A QR check-in that passed `svc.qr_check_in_rules`, through the group-commit writer."""
+    append = Append(occurrence_id=ok.occurrence.id, type="qr_check_in", source=ok.source,
+                    event_id=ok.event_id, member_id=ok.member.id, site_id=ok.site.id,
+                    actor_user_id=current_user.id)
     db.session.rollback()
     [(event, _)] = writer_for().append(Request(
         [append], now=now, repeat_error=QrRefused("该二维码您已使用过", code="qr_reused")))
@@ -541,6 +532,7 @@ def checkin(token: str):
 
     config = _config()
     rotate = int(config.get("YUANJIAO_QR_ROTATE_SECONDS", 25))
+    code = None
     try:
         member = svc.member_of(current_user)
         occurrence_id, site_id = svc.read_qr_token(config["SECRET_KEY"], token, utcnow(),
@@ -550,13 +542,23 @@ def checkin(token: str):
         if request.method == "POST":
             if config.get("WTF_CSRF_ENABLED", True):
                 validate_csrf(request.form.get("csrf_token"))
-            event = _qr_check_in(token, member, occurrence, site)
-            live.publish_events([event], {member.id: member.name})
+            code = request.form.get("code", "")[:10]
+            now = utcnow()
+            ok = svc.qr_check_in_rules(
+                db.session, token=token, member=member, secret=config["SECRET_KEY"], now=now,
+                rotate_seconds=rotate, code=code, remote_addr=request.remote_addr)
+            names = {member.id: member.name}
+            event = _qr_check_in(ok, now)
+            live.publish_events([event], names)
             return render_template("attendance/checkin.html", done=True, member=member,
                                    occurrence=occurrence, site=site, event=event,
                                    tz=site.timezone)
     except DomainError as exc:
         db.session.rollback()
+        if exc.details.get("field") == "code":  # ask again, on the same page
+            return render_template("attendance/checkin.html", done=False, member=member,
+                                   occurrence=occurrence, site=site, token=token,
+                                   tz=site.timezone, code_error=exc), exc.status
         return render_template("attendance/checkin.html", error=exc, token=token), exc.status
     return render_template("attendance/checkin.html", done=False, member=member,
                            occurrence=occurrence, site=site, token=token, tz=site.timezone)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.types import intpk, utc_datetime, utcnow
@@ -50,6 +50,10 @@ class Site(db.Model):
     capacity: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
+    #: QR check-in only from these networks (CIDRs, one per line or comma); "" = anywhere.
+    checkin_networks: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    #: QR check-in also asks for the 4-digit code shown beside the QR (said aloud in the room).
+    checkin_code_required: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     org_unit: Mapped[OrgUnit] = relationship(back_populates="sites")
 

@@ -51,6 +51,11 @@ class SiteIn(Schema):
     location = fields.String(load_default="", validate=validate.Length(max=300))
     capacity = fields.Integer(load_default=None, allow_none=True,
                               validate=validate.Range(min=0))
+    checkin_networks = fields.String(load_default="", validate=validate.Length(max=1000),
+                                     metadata={"description": "QR check-in only from these "
+                                               "networks (CIDRs, one per line); empty: any"})
+    checkin_code_required = fields.Boolean(load_default=False, metadata={
+        "description": "QR check-in also asks for the 4-digit code shown beside the QR"})
 
 
 class SitePatch(Schema):
@@ -60,6 +65,8 @@ class SitePatch(Schema):
     location = fields.String(validate=validate.Length(max=300))
     capacity = fields.Integer(allow_none=True, validate=validate.Range(min=0))
     active = fields.Boolean()
+    checkin_networks = fields.String(validate=validate.Length(max=1000))
+    checkin_code_required = fields.Boolean()
 
 
 class SiteOut(Schema):
@@ -70,6 +77,8 @@ class SiteOut(Schema):
     timezone = fields.String()
     capacity = fields.Integer(allow_none=True)
     active = fields.Boolean()
+    checkin_networks = fields.String()
+    checkin_code_required = fields.Boolean()
     created_at = fields.DateTime(format="iso")
 
 

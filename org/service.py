@@ -395,18 +395,44 @@ def get_site(session: Session, actor: User | None, site_id: int) -> Site:
     return site
 
 
+def checkin_networks_value(value: Any) -> str:
+    """A site's QR check-in networks, validated and normalised: CIDRs, one per line."""
+    import ipaddress
+
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 1000:
+        raise ValidationError("签到网段须为文本，且不超过 1000 个字符", field="checkin_networks")
+    out = []
+    for part in value.replace(",", "\n").replace("，", "\n").split("\n"):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError as exc:
+            raise ValidationError(f"签到网段无效：{part}（例：10.20.0.0/16）",
+                                  field="checkin_networks") from exc
+    return "\n".join(dict.fromkeys(out))
+
+
 def create_site(session: Session, actor: User | None, *, name: str, org_unit_id: int,
                 timezone: str | None = DEFAULT_TZ, location: str | None = "",
-                capacity: int | None = None) -> Site:
+                capacity: int | None = None, checkin_networks: Any = "",
+                checkin_code_required: Any = False) -> Site:
     """Create a meeting room for an org unit the actor manages."""
     name = _text(name, "name", max_length=200)
     unit = _referenced(session, OrgUnit, "org_unit_id", org_unit_id)
     if unit is None:
         raise ValidationError("org_unit_id 不能为空", field="org_unit_id")
     _require_manage(session, actor, unit.id)
+    if not isinstance(checkin_code_required, bool):
+        raise ValidationError("checkin_code_required 必须是布尔值", field="checkin_code_required")
     site = Site(name=name, org_unit_id=unit.id, timezone=validate_timezone(timezone),
                 location=_text(location, "location", max_length=300, required=False),
-                capacity=_capacity(capacity), active=True)
+                capacity=_capacity(capacity), active=True,
+                checkin_networks=checkin_networks_value(checkin_networks),
+                checkin_code_required=checkin_code_required)
     session.add(site)
     session.flush()
     log.info("site %s created for org unit %s", site.id, unit.id)
@@ -415,7 +441,8 @@ def create_site(session: Session, actor: User | None, *, name: str, org_unit_id:
 
 def update_site(session: Session, actor: User | None, site_id: int, *, name: Any = UNSET,
                 org_unit_id: Any = UNSET, timezone: Any = UNSET, location: Any = UNSET,
-                capacity: Any = UNSET, active: Any = UNSET) -> Site:
+                capacity: Any = UNSET, active: Any = UNSET, checkin_networks: Any = UNSET,
+                checkin_code_required: Any = UNSET) -> Site:
     """Change a site; moving it to another org unit needs the right on both units."""
     site = get_site(session, actor, site_id)
     _require_manage(session, actor, site.org_unit_id)
@@ -437,6 +464,13 @@ def update_site(session: Session, actor: User | None, site_id: int, *, name: Any
         if not isinstance(active, bool):
             raise ValidationError("active 必须是布尔值", field="active")
         site.active = active
+    if checkin_networks is not UNSET:
+        site.checkin_networks = checkin_networks_value(checkin_networks)
+    if checkin_code_required is not UNSET:
+        if not isinstance(checkin_code_required, bool):
+            raise ValidationError("checkin_code_required 必须是布尔值",
+                                  field="checkin_code_required")
+        site.checkin_code_required = checkin_code_required
     session.flush()
     return site
 

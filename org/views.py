@@ -420,6 +420,8 @@ def _site_form() -> dict[str, Any]:
         "timezone": request.form.get("timezone", "") or "Asia/Shanghai",
         "location": request.form.get("location", ""),
         "capacity": _form_int("capacity"),
+        "checkin_networks": request.form.get("checkin_networks", ""),
+        "checkin_code_required": request.form.get("checkin_code_required") == "1",
     }
     return data
 

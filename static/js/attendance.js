@@ -74,6 +74,8 @@
         const a = panel.querySelector(".att-qr-url");
         a.href = ack.url; a.textContent = ack.url;
         panel.dataset.qrUrl = ack.url;
+        const codeBox = panel.querySelector(".att-qr-code-box");
+        if (codeBox) { codeBox.hidden = !ack.code; text(codeBox.querySelector(".att-qr-code"), ack.code || ""); }
         const left = Math.max(1000, new Date(ack.expires_at) - Date.now());
         text(panel.querySelector(".att-qr-expiry"), Math.round(left / 1000) + "s");
         clearTimeout(qrTimer);

@@ -60,3 +60,70 @@ def test_makeup_pages_for_members(client, scene):
     login(client, "m0")
     assert client.get("/makeup").status_code == 200
     assert client.get("/makeup/999").status_code == 404
+
+
+def _token(app, scene, site=None):
+    from attendance.service import make_qr_token
+    from core.types import utcnow
+
+    return make_qr_token(app.config["SECRET_KEY"], scene.occurrence.id,
+                         (site or scene.site_a).id, utcnow(), 25)[0]
+
+
+def test_a_forwarded_qr_does_not_check_in_someone_not_expected(client, scene, app,
+                                                               db_session):
+    """The outsider (another organization, not expected) gets the QR link: refused, 403,
+    and nothing stored; walk-ins go through the operator's roll call."""
+    from sqlalchemy import func, select
+
+    from attendance.models import AttendanceEvent
+
+    login(client, "outsider")
+    r = client.post(f"/checkin/{_token(app, scene)}")
+    assert r.status_code == 403
+    assert 'data-code="qr_not_expected"' in r.get_data(as_text=True)
+    assert db_session.scalar(select(func.count()).select_from(AttendanceEvent)) == 0
+
+
+def test_site_options_network_ranges_and_the_spoken_room_code(client, scene, app, db_session):
+    from attendance.service import current_room_code
+    from core.types import utcnow
+    from org.models import Site
+
+    site = db_session.get(Site, scene.site_a.id)
+    site.checkin_networks = "10.20.0.0/16"
+    db_session.commit()
+    login(client, "m0")
+    token = _token(app, scene)
+    r = client.post(f"/checkin/{token}", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert r.status_code == 403
+    assert 'data-code="qr_network"' in r.get_data(as_text=True)
+    site.checkin_code_required = True
+    db_session.commit()
+    page = client.get(f"/checkin/{token}", environ_base={"REMOTE_ADDR": "10.20.3.4"})
+    assert 'name="code"' in page.get_data(as_text=True)
+    r = client.post(f"/checkin/{token}", data={"code": "0000" if current_room_code(
+        app.config["SECRET_KEY"], scene.occurrence.id, scene.site_a.id, utcnow(), 25) != "0000"
+        else "1111"}, environ_base={"REMOTE_ADDR": "10.20.3.4"})
+    assert r.status_code == 400
+    assert 'data-code="qr_code_wrong"' in r.get_data(as_text=True)
+    assert 'name="code"' in r.get_data(as_text=True)  # asked again on the same page
+    code = current_room_code(app.config["SECRET_KEY"], scene.occurrence.id, scene.site_a.id,
+                             utcnow(), 25)
+    r = client.post(f"/checkin/{token}", data={"code": code},
+                    environ_base={"REMOTE_ADDR": "10.20.3.4"})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert "签到成功" in r.get_data(as_text=True)
+
+
+def test_site_checkin_options_through_the_api_are_validated(client, scene):
+    url = f"/api/v1/sites/{scene.site_a.id}"
+    r = client.patch(url, json={"checkin_networks": "not-a-network"},
+                     headers=scene.headers("organizer"))
+    assert (r.status_code, r.json["details"]["field"]) == (422, "checkin_networks")
+    r = client.patch(url, json={"checkin_networks": "10.0.0.0/8, 192.168.1.0/24",
+                                "checkin_code_required": True},
+                     headers=scene.headers("organizer"))
+    assert r.status_code == 200, r.json
+    assert (r.json["checkin_networks"], r.json["checkin_code_required"]) == (
+        "10.0.0.0/8\n192.168.1.0/24", True)
