@@ -587,8 +587,9 @@ def qr_check_in_rules(session: Session, *, token: str, member: Member, secret: s
     if now > occurrence.ends_at:
         raise QrRefused("学习活动已结束", code="qr_expired")
     if not is_expected(session, occurrence, member.id):
-        raise QrNotAllowed("您不在本次学习活动的应到名单中；临时参加请找会议室管理员点名登记（记为列席）",
-                        code="qr_not_expected")
+        raise QrNotAllowed(
+            "您不在本次学习活动的应到名单中；临时参加请找会议室管理员点名登记（记为列席）",
+            code="qr_not_expected")
     if site.checkin_networks and not _in_networks(remote_addr, site.checkin_networks):
         raise QrNotAllowed("请连接会议室的网络后再扫码签到（本学习点只接受会场网络内的签到）",
                         code="qr_network")
