@@ -32,7 +32,9 @@ Status, in order of precedence
    minutes it names (the rest stays derived).
 2. **present**, when the member was fully present: no fault below applies.
 3. **excused**: an approved leave request excuses any fault (absent, late, left early).
-4. **absent**: no minute attended and no interval open now.
+4. **absent**: no minute attended and no interval open now, once the occurrence is over;
+   before its start such a member is **not_started** (未开始), during it **not_arrived**
+   (未到): nobody is absent before the end.
 5. **late**: the first join is more than ``late_after_minutes`` after the start.
 6. **left_early**: only once the occurrence is over (``now >= end``): the last leave is
    more than ``left_early_minutes`` before the end, or the minutes attended are below
@@ -52,6 +54,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 OPENING = frozenset({"check_in", "qr_check_in"})
+#: Not (yet) a record: nobody came so far, and the occurrence is not over.
+PENDING = frozenset({"not_started", "not_arrived"})
 SITE_EVENTS = frozenset({"site_online", "site_offline"})
 VIEWER_EVENTS = frozenset({"viewer_join", "viewer_heartbeat", "viewer_leave"})
 
@@ -339,6 +343,9 @@ def derive_records(
             status = "present"
         elif member_id in excused:
             status = "excused"
+        elif flags == ["absent"] and now < end:
+            status = "not_started" if now < start else "not_arrived"
+            flags = []
         else:
             status = flags[0]
 

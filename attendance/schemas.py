@@ -13,7 +13,9 @@ class AttendanceRowOut(Schema):
     member_no = fields.String()
     org_unit_id = fields.Integer()
     org_unit_name = fields.String()
-    status = fields.String(metadata={"enum": list(STATUSES)})
+    status = fields.String(metadata={"enum": [*STATUSES, "not_started", "not_arrived"],
+                                     "description": "not_started / not_arrived before the end "
+                                                    "(nobody is absent before the end)"})
     minutes = fields.Float()
     first_join = fields.DateTime(allow_none=True)
     last_leave = fields.DateTime(allow_none=True)

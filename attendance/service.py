@@ -692,7 +692,10 @@ def N_(message: str) -> str:
 
 
 STATUS_LABELS = {"present": N_("出席"), "late": N_("迟到"), "left_early": N_("早退"),
-                 "absent": N_("缺席"), "excused": N_("请假")}
+                 "absent": N_("缺席"), "excused": N_("请假"), "not_started": N_("未开始"),
+                 "not_arrived": N_("未到")}
+#: The statuses an organizer's correction may set.
+CORRECTION_LABELS = {k: v for k, v in STATUS_LABELS.items() if k in STATUSES}
 
 
 def site_offline_periods(session: Session, occurrence: Occurrence, *,
@@ -993,6 +996,8 @@ def member_totals(session: Session, occurrences: Iterable[Occurrence], *,
         for member_id, rec in records(session, occ, config=config, now=now).items():
             if member_filter is not None and member_id not in member_filter:
                 continue
+            if rec.status in R.PENDING:
+                continue  # not over yet: neither attended nor absent
             t = totals[member_id]
             t["expected"] += 1
             t["minutes"] += rec.minutes

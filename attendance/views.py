@@ -389,8 +389,9 @@ def dashboard(occurrence_id: int):
     return render_template("attendance/dashboard.html", occurrence=occurrence, rows=rows,
                            leaves=leaves, corrections=corrections,
                            locked=svc.is_locked(db.session, occurrence.id),
-                           ended=now >= occurrence.ends_at,
-                           labels=svc.STATUS_LABELS, tz=occurrence.session.timezone)
+                           ended=now >= occurrence.ends_at, labels=svc.STATUS_LABELS,
+                           correction_labels=svc.CORRECTION_LABELS,
+                           tz=occurrence.session.timezone)
 
 
 @pages.route("/attendance/<int:occurrence_id>/screen/<int:site_id>")

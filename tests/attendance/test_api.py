@@ -214,7 +214,8 @@ def test_attendance_rows_one_per_expected_member(client, scene):
     assert first["site_name"] == "一号会议室"
     assert first["first_join"] is not None
     assert first["minutes"] >= 0
-    assert rows[scene.members[2].id]["status"] == "absent"
+    # live: nobody is absent before the end; not yet here is 未到
+    assert rows[scene.members[2].id]["status"] == "not_arrived"
     assert client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance",
                       headers=scene.headers("other_organizer")).status_code == 403
 
@@ -280,7 +281,7 @@ def test_corrections_need_a_reason_are_audited_and_lock_stops_them(client, scene
     r = client.post(url, json={"member_id": member, "status": "present", "minutes": 50,
                                "reason": "签到机故障"}, headers=scene.headers("organizer"))
     assert r.status_code == 201
-    assert r.json["before"] == {"status": "absent", "minutes": 0.0}
+    assert r.json["before"] == {"status": "not_arrived", "minutes": 0.0}
     assert r.json["after"] == {"status": "present", "minutes": 50.0}
     assert r.json["corrected_by_id"] == scene.users["organizer"].id
     assert client.post(url, json={"member_id": member, "status": "present", "reason": "x"},

@@ -189,3 +189,12 @@ def test_present_now_groups_by_site_and_viewers():
     events = [ev("check_in", 0, 1, 7), ev("check_in", 0, 2, 8), ev("check_out", 5, 2, 8),
               *viewer([0, 1, 2, 5], member=3), *viewer([0, 1], member=4)]
     assert present_now(events, now=at(6), grace_seconds=90) == {1: 7, 3: None}
+
+
+def test_nobody_is_absent_before_the_end():
+    assert derive([], now=at(-30))[1].status == "not_started"
+    assert derive([], now=at(30))[1].status == "not_arrived"
+    assert derive([], now=at(30))[1].flags == []
+    assert derive([], now=at(61))[1].status == "absent"
+    assert derive([], now=at(30), excused_member_ids=[1])[1].status == "excused"
+    assert derive([ev("check_in", 20)], now=at(30))[1].status == "late"
