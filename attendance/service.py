@@ -724,6 +724,19 @@ def _queued_member_ids(session: Session, occurrence_id: int) -> set[int]:
         if isinstance(payload, dict) and payload.get("queued")}
 
 
+def names_for(session: Session, *, member_ids: Iterable[int], user_ids: Iterable[int]
+              ) -> tuple[dict[int, str], dict[int, str]]:
+    """Members' names ("张三（M00012）") and users' display names, for audit tables."""
+    from accounts.models import User
+
+    member_ids, user_ids = set(member_ids) - {None}, set(user_ids) - {None}
+    members = {m.id: f"{m.name}（{m.member_no}）" for m in session.scalars(
+        select(Member).where(Member.id.in_(member_ids)))} if member_ids else {}
+    users = {u.id: u.display_name or u.username for u in session.scalars(
+        select(User).where(User.id.in_(user_ids)))} if user_ids else {}
+    return members, users
+
+
 def format_periods(periods: Iterable[tuple[dt.datetime, dt.datetime]], tz: str) -> str:
     """``19:30–19:42、20:05–20:10`` in the site's time zone."""
     from core.timeutil import zone
@@ -830,9 +843,20 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
             b.pop("present")
         sites_out.append(b)
     sites_out.sort(key=lambda b: (b["site_id"] is None, b["site_id"] or 0))
-    return {"occurrence_id": occurrence.id, "locked": is_locked(session, occurrence.id),
-            "expected_count": len(expected), "present_count": len(here),
-            "sites": sites_out, "server_time": now.isoformat()}
+    # The records' statuses (leave and corrections applied): the same derivation as the
+    # table, the sheets and the ledger, so the cards never disagree with them.
+    recs = records(session, occurrence, config=config, now=now)
+    counts: dict[str, int] = defaultdict(int)
+    for rec in recs.values():
+        counts[rec.status] += 1
+    out = {"occurrence_id": occurrence.id, "locked": is_locked(session, occurrence.id),
+           "expected_count": len(expected), "present_count": len(here),
+           "attended_count": sum(counts[k] for k in ATTENDED),
+           "excused_count": counts["excused"], "status_counts": dict(counts),
+           "sites": sites_out, "server_time": now.isoformat()}
+    if with_names:
+        out["statuses"] = {str(mid): rec.status for mid, rec in recs.items()}
+    return out
 
 
 def _online_sites(session: Session, occurrence_id: int) -> set[int]:

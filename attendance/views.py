@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from flask import (
@@ -386,11 +387,19 @@ def dashboard(occurrence_id: int):
         LeaveRequest.occurrence_id == occurrence.id).order_by(LeaveRequest.id)).all()
     corrections = db.session.scalars(select(Correction).where(
         Correction.occurrence_id == occurrence.id).order_by(Correction.id.desc())).all()
+    member_names, user_names = svc.names_for(
+        db.session, member_ids={x.member_id for x in [*leaves, *corrections]},
+        user_ids={c.corrected_by_id for c in corrections}
+        | {x.decided_by_id for x in leaves if x.decided_by_id})
     return render_template("attendance/dashboard.html", occurrence=occurrence, rows=rows,
                            leaves=leaves, corrections=corrections,
+                           member_names=member_names, user_names=user_names,
                            locked=svc.is_locked(db.session, occurrence.id),
                            ended=now >= occurrence.ends_at, labels=svc.STATUS_LABELS,
                            correction_labels=svc.CORRECTION_LABELS,
+                           status_labels_json=json.dumps(
+                               {k: _(v) for k, v in svc.STATUS_LABELS.items()},
+                               ensure_ascii=False),
                            tz=occurrence.session.timezone)
 
 

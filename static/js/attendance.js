@@ -226,32 +226,54 @@
 
   function dashboardPanel(panel) {
     const box = panel.querySelector(".att-sites");
+    const labels = JSON.parse(panel.dataset.labels || "{}");
+    const attended = ["present", "late", "left_early"];
     liveSites(panel, "dashboard:join", function (snap) {
       const t = totals(snap);
+      const statuses = snap.statuses || {};
       text(panel.querySelector(".att-present-count"), t.present);
       text(panel.querySelector(".att-expected-count"), t.expected);
+      text(panel.querySelector(".att-excused-count"), snap.excused_count || 0);
+      text(panel.querySelector(".att-attended-count"), snap.attended_count || 0);
       box.innerHTML = "";
       snap.sites.forEach(function (s) {
         const card = document.createElement("div");
         card.className = "card att-site-card";
         card.dataset.site = s.site_id === null ? "" : s.site_id;
+        card.dataset.online = s.online ? "true" : "false";
         const here = new Set(s.present_ids);
-        card.innerHTML = "<h3></h3><p class='att-site-counts'></p><ul class='att-names'></ul>";
+        card.innerHTML = "<h3></h3><p class='att-site-counts'></p><p class='att-site-offline muted'></p><ul class='att-names'></ul>";
         card.querySelector("h3").textContent = s.name + (s.site_id === null ? "" : " · " + (s.online ? box.dataset.online : box.dataset.offline));
         card.querySelector(".att-site-counts").textContent = box.dataset.here + " " + here.size + " / " + s.expected_count;
+        const periods = (s.offline_periods || []).map(function (p) {
+          return fmtTime(p[0]) + "–" + fmtTime(p[1]);
+        });
+        text(card.querySelector(".att-site-offline"), periods.length ? box.dataset.offlinePeriods + " " + periods.join("、") : "");
         const ul = card.querySelector(".att-names");
         const ids = (s.expected || []).map(function (m) { return m.member_id; });
         s.present_ids.forEach(function (id) { if (ids.indexOf(id) < 0) ids.push(id); });
         ids.forEach(function (id) {
           const li = document.createElement("li");
+          const status = statuses[String(id)] || "";
           li.dataset.member = id;
-          li.className = here.has(id) ? "att-here" : "att-away";
-          li.textContent = (snap.names[id] || String(id)) + " · " + (here.has(id) ? box.dataset.here : box.dataset.away);
+          li.dataset.status = status;
+          // Here now; else the record's status (leave and corrections applied).
+          let label, cls;
+          if (here.has(id)) { label = box.dataset.here; cls = "att-here"; }
+          else if (status === "excused" || attended.indexOf(status) >= 0) { label = labels[status] || status; cls = "att-" + status; }
+          else { label = labels[status] || box.dataset.away; cls = "att-away"; }
+          li.className = cls;
+          li.textContent = (snap.names[id] || String(id)) + " · " + label;
           ul.appendChild(li);
         });
         box.appendChild(card);
       });
     });
+  }
+
+  function fmtTime(iso) {
+    const d = new Date(iso);
+    return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
   }
 
   // --- make-up playback: report played ranges while playing -------------------------------

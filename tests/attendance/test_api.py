@@ -360,3 +360,44 @@ def test_an_ended_occurrence_locks_without_a_flag_and_early_lock_freezes_records
     assert [r["minutes"] for r in first] == [r["minutes"] for r in second]
     row = next(r for r in second if r["member_id"] == scene.members[0].id)
     assert row["last_leave"] is not None  # closed at the lock, not running on
+
+
+def test_counters_records_exports_and_dashboard_come_from_one_derivation(
+        client, scene, db_session, app):
+    """One log, with a check-in, an approved leave and a correction: the live snapshot's
+    counts, the API records, the csv and the dashboard page all say the same."""
+    import csv
+
+    from attendance import service
+
+    occ = scene.occurrence.id
+    org = scene.headers("organizer")
+    assert client.post(events_url(scene), json=body(scene),
+                       headers=scene.headers("operator_a")).status_code == 201
+    leave = client.post(f"/api/v1/occurrences/{occ}/leave-requests",
+                        json={"member_id": scene.members[1].id, "reason": "出差"}, headers=org)
+    assert leave.status_code == 201, leave.json
+    assert client.post(f"/api/v1/leave-requests/{leave.json['id']}/approve",
+                       headers=org).status_code == 200
+    assert client.post(f"/api/v1/occurrences/{occ}/corrections",
+                       json={"member_id": scene.members[2].id, "status": "present",
+                             "reason": "签到机故障，现场确认"}, headers=org).status_code == 201
+    rows = {r["member_id"]: r["status"] for r in client.get(
+        f"/api/v1/occurrences/{occ}/attendance", headers=org).json}
+    assert rows == {scene.members[0].id: "present", scene.members[1].id: "excused",
+                    scene.members[2].id: "present", scene.members[3].id: "not_arrived"}
+    occurrence = service.get_occurrence(db_session, occ)
+    snap = service.snapshot(db_session, occurrence, config=app.config, now=utcnow())
+    assert (snap["attended_count"], snap["excused_count"], snap["present_count"]) == (2, 1, 1)
+    assert {int(k): v for k, v in snap["statuses"].items()} == rows
+    sheet = client.get(f"/api/v1/occurrences/{occ}/attendance.csv", headers=org)
+    table = list(csv.reader(io.StringIO(sheet.data.decode("utf-8-sig"))))
+    labels = {"present": "出席", "excused": "请假", "not_arrived": "未到"}
+    by_name = {r[0]: r for r in table[1:]}
+    for member in scene.members:
+        assert labels[rows[member.id]] in by_name[member.name]
+    # the dashboard names the members and the organizer in its audit tables
+    client.post("/login", data={"username": "organizer", "password": "password123"})
+    html = client.get(f"/attendance/{occ}").get_data(as_text=True)
+    assert "王五（" in html  # corrected, by name
+    assert "李四（" in html  # on leave, by name
