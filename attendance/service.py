@@ -52,6 +52,7 @@ from attendance.models import (
     MakeupTask,
     OccurrenceReview,
 )
+from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from org import service as org_service
 from org.models import Member, OrgUnit, Site
 from sessions import service as sessions_service
@@ -67,22 +68,6 @@ EARLY_MARGIN = dt.timedelta(hours=2)
 LATE_MARGIN = dt.timedelta(hours=12)
 MEMBER_EVENT_TYPES = frozenset({"check_in", "check_out", "qr_check_in", "viewer_join",
                                 "viewer_heartbeat", "viewer_leave"})
-
-
-def occurrences_with_attendance(session: Session, occurrence_ids: Iterable[int]) -> set[int]:
-    """Ids among `occurrence_ids` that have any attendance event (protect them from edits)."""
-    ids = list({int(i) for i in occurrence_ids})
-    if not ids:
-        return set()
-    found: set[int] = set()
-    # Chunks keep the IN list under SQLite's variable limit for long series.
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        found.update(session.scalars(
-            select(AttendanceEvent.occurrence_id)
-            .where(AttendanceEvent.occurrence_id.in_(chunk)).distinct()
-        ))
-    return found
 
 
 # --- lookups and settings ----------------------------------------------------------------

@@ -37,6 +37,7 @@ from sessions.models import (
     session_org_units,
     session_sites,
 )
+from sessions.signals import protected_occurrence_ids, session_deleted
 
 log = logging.getLogger(__name__)
 
@@ -328,15 +329,40 @@ def _wanted_starts(
 
 
 def _attended_ids(session: Session, ids: Iterable[int]) -> set[int]:
-    """Occurrences with attendance (asked of the attendance domain, imported lazily)."""
-    ids = list(ids)
-    if not ids:
-        return set()
+    """Occurrences another domain wants kept (attended ones): asked by a signal, so that
+    scheduling never imports attendance. The database's RESTRICT key backs this up."""
+    return protected_occurrence_ids(session, ids)
+
+
+def _flush_deletes(session: Session, session_id: int, occurrence_ids: list[int]) -> None:
+    """Flush the deletion of occurrences. A row still referenced elsewhere (attendance events
+    are ON DELETE RESTRICT: the database's own guard) refuses the whole change with 409;
+    the failed transaction is rolled back, and the referencing tables are named."""
     try:
-        from attendance.service import occurrences_with_attendance
-    except (ImportError, AttributeError):
-        return set()
-    return set(occurrences_with_attendance(session, ids))
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        held = _referenced_by(session, occurrence_ids)
+        attended = "attendance_events" in held
+        raise Conflict(
+            "已有考勤记录的学习安排不能删除，可以取消以后的场次" if attended
+            else "该学习安排的场次仍被其他记录引用，不能删除",
+            code="has_attendance" if attended else "in_use",
+            details={"session_id": session_id, "referenced_by": held}) from exc
+
+
+def _referenced_by(session: Session, occurrence_ids: list[int]) -> list[str]:
+    """Tables (of any domain, found from the metadata) with rows pointing at these ids."""
+    if not occurrence_ids:
+        return []
+    held = []
+    for table in Occurrence.metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.column.table.name == "occurrences" and session.scalar(
+                    select(func.count()).select_from(table)
+                    .where(fk.parent.in_(occurrence_ids[:500]))):
+                held.append(table.name)
+    return sorted(set(held))
 
 
 def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *,
@@ -396,11 +422,11 @@ def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *
                              ends_at=start + duration, status="scheduled")
             session.add(row)
         changed.append(row)
-    for pool in spare.values():
-        for row in pool:
-            study.occurrences.remove(row)
-            session.delete(row)
-    session.flush()
+    dropped = [row for pool in spare.values() for row in pool]
+    for row in dropped:
+        study.occurrences.remove(row)
+        session.delete(row)
+    _flush_deletes(session, study.id, [row.id for row in dropped])
     return changed
 
 
@@ -598,17 +624,19 @@ def update_session(session: Session, actor: User | None, study: StudySession, ch
 
 def delete_session(session: Session, actor: User | None, study: StudySession, *,
                    now: dt.datetime) -> None:
-    """Delete a session with its occurrences; refused once any has attendance."""
+    """Delete a session with its occurrences; refused (409, nothing deleted) once any has
+    attendance."""
     require_edit(session, actor, study)
-    if _attended_ids(session, [o.id for o in study.occurrences]):
+    occurrence_ids = [o.id for o in study.occurrences]
+    attended = _attended_ids(session, occurrence_ids)
+    if attended:
         raise Conflict("已有考勤记录的学习安排不能删除，可以取消以后的场次",
-                       code="has_attendance", details={"session_id": study.id})
+                       code="has_attendance",
+                       details={"session_id": study.id, "occurrence_ids": sorted(attended)})
+    session_id = study.id
     session.delete(study)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        raise Conflict("该学习安排仍被其他记录引用，不能删除", code="in_use",
-                       details={"session_id": study.id}) from exc
+    _flush_deletes(session, session_id, occurrence_ids)
+    session_deleted.send(session, session_id=session_id, occurrence_ids=occurrence_ids)
 
 
 def preview(session: Session, actor: User | None, data: dict, *, now: dt.datetime,
