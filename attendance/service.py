@@ -57,6 +57,7 @@ from org import service as org_service
 from org.models import Member, OrgUnit, Site
 from sessions import service as sessions_service
 from sessions.models import Occurrence
+from sessions.targets import occurrence_site_ids  # the one rule of targeted sites
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +106,6 @@ def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:
         left_early_minutes=int(config.get("YUANJIAO_LEFT_EARLY_MINUTES", 10)),
         grace_seconds=int(config.get("YUANJIAO_ATTENDANCE_GRACE_SECONDS", 90)),
     )
-
-
-def occurrence_site_ids(session: Session, occurrence: Occurrence) -> list[int]:
-    """Sites an occurrence is shown at: the session's sites, else its units' sites."""
-    study = occurrence.session
-    if study.sites:
-        return [s.id for s in study.sites]
-    paths = [u.path for u in study.org_units]
-    if not paths:
-        return []
-    units = select(OrgUnit.id).where(or_(*[OrgUnit.path.startswith(p) for p in paths]))
-    return list(session.scalars(
-        select(Site.id).where(Site.org_unit_id.in_(units), Site.active.is_(True))
-        .order_by(Site.id)
-    ))
 
 
 def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:

@@ -34,10 +34,17 @@ from sessions.models import (
     CalendarFeed,
     Occurrence,
     StudySession,
-    session_org_units,
-    session_sites,
 )
 from sessions.signals import protected_occurrence_ids, session_deleted
+from sessions.targets import (  # noqa: F401  (expected members re-exported)
+    expected_member_ids,
+    is_expected,
+    sessions_for_member,
+    sessions_for_org_unit,
+    sessions_targeting_site,
+    targets_sites,
+    targets_units,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,60 +71,7 @@ def horizon_days() -> int:
     return 400
 
 
-# --- members expected --------------------------------------------------------------------
-
-
-def _expected_members(occurrence: Occurrence):
-    """SELECT of the ids of the members expected at an occurrence, or None (nobody)."""
-    study = occurrence.session
-    unit_paths = [u.path for u in study.org_units]
-    site_ids = [s.id for s in study.sites]
-    conditions = []
-    if unit_paths:
-        unit_ids = select(OrgUnit.id).where(or_(*[OrgUnit.path.startswith(p) for p in unit_paths]))
-        conditions.append(Member.org_unit_id.in_(unit_ids))
-    if site_ids:
-        conditions.append(Member.home_site_id.in_(site_ids))
-    if not conditions:
-        return None
-    return select(Member.id).where(Member.status == "active", or_(*conditions))
-
-
-def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
-    """Members expected at an occurrence: active members of the targeted org units (and
-    every unit below them), and active members whose home site is a targeted site."""
-    query = _expected_members(occurrence)
-    if query is None:
-        return []
-    return list(session.scalars(query.order_by(Member.id)))
-
-
-def is_expected(session: Session, occurrence: Occurrence, member_id: int) -> bool:
-    """Whether one member is expected (one indexed row, not the whole roster: every viewer
-    asks this when he starts watching)."""
-    query = _expected_members(occurrence)
-    return query is not None and session.scalar(
-        query.where(Member.id == member_id).limit(1)) is not None
-
-
 # --- who sees what ------------------------------------------------------------------------
-
-
-def _ancestor_ids(path: str) -> list[int]:
-    """Ids on a materialized path "/1/4/9/" (the unit and every unit above it)."""
-    return [int(p) for p in path.strip("/").split("/") if p]
-
-
-def _targets_units(unit_ids) -> Any:
-    return StudySession.id.in_(
-        select(session_org_units.c.session_id).where(session_org_units.c.org_unit_id.in_(unit_ids))
-    )
-
-
-def _targets_sites(site_ids) -> Any:
-    return StudySession.id.in_(
-        select(session_sites.c.session_id).where(session_sites.c.site_id.in_(site_ids))
-    )
 
 
 def visible_sessions_filter(session: Session, principal) -> Any | None:
@@ -128,29 +82,26 @@ def visible_sessions_filter(session: Session, principal) -> Any | None:
     member: those he is expected at.
     """
     if isinstance(principal, SiteScreen):
-        return _targets_sites([principal.site_id])
+        return sessions_targeting_site(session, principal.site_id)
     role = principal.role
     if role == "admin":
         return None
     if role == "organizer":
         units = managed_org_unit_ids(session, principal) or []
         return or_(
-            _targets_units(units),
-            _targets_sites(select(Site.id).where(Site.org_unit_id.in_(units))),
+            targets_units(units),
+            targets_sites(select(Site.id).where(Site.org_unit_id.in_(units))),
             StudySession.created_by_id == principal.id,
         )
     if role == "trainer":
         return StudySession.trainer_id == principal.id
     if role == "site_operator":
-        return _targets_sites([principal.site_id or 0])
+        return sessions_targeting_site(session, principal.site_id or 0)
     if role == "member":
         member = principal.member
         if member is None:
             return StudySession.id.is_(None)
-        conditions = [_targets_units(_ancestor_ids(member.org_unit.path))]
-        if member.home_site_id:
-            conditions.append(_targets_sites([member.home_site_id]))
-        return or_(*conditions)
+        return sessions_for_member(member)
     return StudySession.id.is_(None)
 
 
@@ -487,7 +438,7 @@ def find_conflicts(
     hi = max(end for _, end in intervals)
     who = []
     if site_ids:
-        who.append(_targets_sites(site_ids))
+        who.append(targets_sites(site_ids))
     if trainer_id is not None:
         who.append(StudySession.trainer_id == trainer_id)
     query = (
@@ -710,9 +661,9 @@ def sessions_query(session: Session, principal, *, kind: str | None = None,
     if kind:
         query = query.where(StudySession.kind == kind)
     if site_id:
-        query = query.where(_targets_sites([site_id]))
+        query = query.where(sessions_targeting_site(session, site_id))
     if org_unit_id:
-        query = query.where(_targets_units([org_unit_id]))
+        query = query.where(targets_units([org_unit_id]))
     if trainer_id:
         query = query.where(StudySession.trainer_id == trainer_id)
     if q:
@@ -735,16 +686,12 @@ def occurrences_query(session: Session, principal, *, start: dt.datetime | None 
     if end is not None:
         query = query.where(Occurrence.starts_at < end)
     if site_id:
-        query = query.where(_targets_sites([site_id]))
+        query = query.where(sessions_targeting_site(session, site_id))
     if org_unit_id:
         unit = session.get(OrgUnit, org_unit_id)
         if unit is None:
             raise ValidationError(f"组织不存在：{org_unit_id}", field="org_unit_id")
-        # Sessions for the unit's members: aimed at it, above it or below it, or its sites.
-        below = select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path))
-        query = query.where(or_(
-            _targets_units(_ancestor_ids(unit.path)), _targets_units(below),
-            _targets_sites(select(Site.id).where(Site.org_unit_id.in_(below)))))
+        query = query.where(sessions_for_org_unit(unit))
     if session_id:
         query = query.where(Occurrence.session_id == session_id)
     if not include_cancelled:
@@ -768,8 +715,7 @@ def site_screen_occurrence(session: Session, site_id: int,
     at_site = (
         select(Occurrence)
         .join(StudySession, Occurrence.session_id == StudySession.id)
-        .where(Occurrence.status == "scheduled",
-               StudySession.sites.any(Site.id == site_id))
+        .where(Occurrence.status == "scheduled", sessions_targeting_site(session, site_id))
     )
     current = session.scalars(
         at_site.where(Occurrence.starts_at <= now + SCREEN_LEAD,
@@ -791,24 +737,19 @@ def occurrence_count(session: Session, study: StudySession) -> int:
 def feed_sessions_filter(session: Session, kind: str, owner_id: int) -> Any:
     """A WHERE clause on StudySession for a feed owner (site, member, trainer, org unit)."""
     if kind == "site":
-        return _targets_sites([owner_id])
+        return sessions_targeting_site(session, owner_id)
     if kind == "trainer":
         return StudySession.trainer_id == owner_id
     if kind == "member":
         member = session.get(Member, owner_id)
         if member is None:
             return StudySession.id.is_(None)
-        conditions = [_targets_units(_ancestor_ids(member.org_unit.path))]
-        if member.home_site_id:
-            conditions.append(_targets_sites([member.home_site_id]))
-        return or_(*conditions)
+        return sessions_for_member(member)
     if kind == "org_unit":
         unit = session.get(OrgUnit, owner_id)
         if unit is None:
             return StudySession.id.is_(None)
-        below = select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path))
-        return or_(_targets_units(_ancestor_ids(unit.path)), _targets_units(below),
-                   _targets_sites(select(Site.id).where(Site.org_unit_id.in_(below))))
+        return sessions_for_org_unit(unit)
     raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
 
 
