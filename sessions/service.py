@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
-from core.api import SiteScreen
+from core.principals import SiteScreen
 from core.timeutil import zone
 from org.models import Member, OrgUnit, Site
 from sessions import recurrence

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from accounts.models import User
 from accounts.service import can_manage_org_unit, can_operate_site, token_lookup
-from core.api import SiteScreen
+from core.principals import SiteScreen
 from org.models import Member, Site
 from sessions.models import Occurrence
 from sessions.targets import is_expected, site_is_targeted
