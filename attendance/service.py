@@ -20,7 +20,6 @@ Event sources (the idempotency key is ``(occurrence_id, source, event_id)``):
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import uuid
 from collections import defaultdict
@@ -325,29 +324,13 @@ def _refuse_other_site(session: Session, occurrence_id: int, member_id: int,
         )
 
 
-def roll_call(session: Session, *, occurrence: Occurrence, site: Site, member_ids: list[Any],
-              state: str, source: str, event_id: str, now: dt.datetime,
-              actor_user_id: int | None = None, client_time: dt.datetime | None = None
-              ) -> list[tuple[AttendanceEvent, bool]]:
-    """Mark one or many members present (check in) or checked out at a site.
-
-    Each member gets his own event, ``<event_id>:<member_id>``, so that a retried batch
-    stores each member once. All or nothing: a refused member refuses the batch.
-    """
-    kind, items = _roll_call_items(member_ids, state, event_id)
-    return [record_event(session, occurrence=occurrence, type=kind, source=source,
-                         event_id=member_event_id, now=now, member_id=member_id,
-                         site_id=site.id, actor_user_id=actor_user_id, client_time=client_time)
-            for member_id, member_event_id in items]
-
-
 def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, state: Any,
                       source: str, event_id: Any, actor_user_id: int | None = None,
                       client_time: dt.datetime | None = None) -> list[Any]:
-    """`roll_call` validated into the writer's appends (see attendance.writer).
-
-    The same events as `roll_call`: ``<event_id>:<member_id>`` per member, so a retried
-    batch stores each member once; the writer stores them all or none.
+    """A roll call (one or many members marked present or checked out at a site)
+    validated into the writer's appends (see attendance.writer): ``<event_id>:<member_id>``
+    per member, so a retried batch stores each member once; the writer stores them all or
+    none.
     """
     from attendance.writer import Append
 
@@ -378,17 +361,6 @@ def _roll_call_items(member_ids: Any, state: Any, event_id: Any) -> tuple[str, l
             raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
         items.append((member_id, f"{event_id}:{member_id}"[:100]))
     return kind, items
-
-
-def site_presence(session: Session, *, occurrence: Occurrence, site: Site, online: bool,
-                  now: dt.datetime, event_id: str | None = None) -> AttendanceEvent | None:
-    """Log a site screen going online or offline (server-observed)."""
-    if is_locked(session, occurrence.id) or occurrence.status == "cancelled":
-        return None
-    event, _ = record_event(
-        session, occurrence=occurrence, type="site_online" if online else "site_offline",
-        source="server", event_id=event_id or uuid.uuid4().hex, now=now, site_id=site.id)
-    return event
 
 
 def events_of(session: Session, occurrence_id: int) -> list[AttendanceEvent]:
@@ -427,28 +399,6 @@ def read_qr_token(secret: str, token: str, now: dt.datetime, rotate_seconds: int
     if qr_slot(now, rotate_seconds) - slot not in (0, 1):
         raise QrRefused("二维码已过期，请扫描屏幕上的最新二维码", code="qr_expired")
     return occurrence_id, site_id
-
-
-def qr_check_in(session: Session, *, token: str, member: Member, secret: str,
-                now: dt.datetime, rotate_seconds: int, actor_user_id: int | None = None
-                ) -> AttendanceEvent:
-    """Check a member in with a screen's QR token; each member may use a token once."""
-    occurrence_id, site_id = read_qr_token(secret, token, now, rotate_seconds)
-    occurrence = get_occurrence(session, occurrence_id)
-    site = get_site(session, site_id)
-    require_site_of_occurrence(session, occurrence, site)
-    if member.status != "active":
-        raise Forbidden("该党员不在册（已转出）")
-    source = f"qr:member:{member.id}"
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    if find_event(session, occurrence.id, source, digest) is not None:
-        raise QrRefused("该二维码您已使用过", code="qr_reused")
-    if now > occurrence.ends_at:
-        raise QrRefused("学习活动已结束", code="qr_expired")
-    event, _ = record_event(
-        session, occurrence=occurrence, type="qr_check_in", source=source, event_id=digest,
-        now=now, member_id=member.id, site_id=site.id, actor_user_id=actor_user_id)
-    return event
 
 
 # --- derived records ------------------------------------------------------------------

@@ -730,10 +730,6 @@ def site_screen_occurrence(session: Session, site_id: int,
     return upcoming, False
 
 
-def occurrence_count(session: Session, study: StudySession) -> int:
-    return session.scalar(select(func.count()).where(Occurrence.session_id == study.id)) or 0
-
-
 def feed_sessions_filter(session: Session, kind: str, owner_id: int) -> Any:
     """A WHERE clause on StudySession for a feed owner (site, member, trainer, org unit)."""
     if kind == "site":

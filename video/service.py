@@ -242,11 +242,6 @@ def recording_by_path(session: Session, occurrence_id: int, recordings_dir: str,
         Recording.path == _relative(recordings_dir, path)))
 
 
-def recordings_for_occurrence(session: Session, occurrence_id: int) -> list[Recording]:
-    return list(session.scalars(select(Recording).where(
-        Recording.occurrence_id == occurrence_id).order_by(Recording.id)))
-
-
 def recording_for_occurrence(session: Session, occurrence_id: int) -> Recording | None:
     """The latest complete recording of an occurrence (make-up study plays it), or None."""
     return session.scalar(select(Recording).where(
