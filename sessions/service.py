@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
+from config import SETTINGS
 from core.principals import SiteScreen
-from core.timeutil import zone
+from core.timeutil import DEFAULT_TZ, zone
 from org.models import Member, OrgUnit, Site
 from sessions import recurrence
 from sessions.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -57,7 +58,7 @@ SESSION_FIELDS = (
     "present_threshold_percent", "video_bitrate_kbps", "video_height", "location",
 )
 DEFAULTS: dict[str, Any] = {
-    "description": "", "trainer_id": None, "timezone": "Asia/Shanghai", "rrule": None,
+    "description": "", "trainer_id": None, "timezone": DEFAULT_TZ, "rrule": None,
     "exdates": [], "site_ids": [], "org_unit_ids": [], "late_after_minutes": 10,
     "present_threshold_percent": 80, "video_bitrate_kbps": 1200, "video_height": 480,
     "location": "", "kind": "other",
@@ -67,8 +68,8 @@ DEFAULTS: dict[str, Any] = {
 def horizon_days() -> int:
     """YUANJIAO_HORIZON_DAYS: how far ahead open-ended rules are materialized."""
     if has_app_context():
-        return int(current_app.config.get("YUANJIAO_HORIZON_DAYS", 400))
-    return 400
+        return int(current_app.config["YUANJIAO_HORIZON_DAYS"])
+    return int(SETTINGS["YUANJIAO_HORIZON_DAYS"][0])
 
 
 # --- who sees what ------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def _validate(session: Session, data: dict) -> dict:
         trainer = session.get(User, trainer_id) if isinstance(trainer_id, int) else None
         if trainer is None or not trainer.active or trainer.role not in TRAINER_ROLES:
             raise ValidationError(f"讲师不存在或不是讲师：{trainer_id}", field="trainer_id")
-    tz_name = out.get("timezone") or "Asia/Shanghai"
+    tz_name = out.get("timezone") or DEFAULT_TZ
     tz = zone(tz_name)
     if "/" not in tz_name and tz_name != "UTC":
         # Windows names ("China Standard Time") and abbreviations only on import.
@@ -481,7 +482,7 @@ def find_conflicts(
     return clashes
 
 
-def conflict_message(clash: dict, tz_name: str = "Asia/Shanghai") -> str:
+def conflict_message(clash: dict, tz_name: str = DEFAULT_TZ) -> str:
     start = dt.datetime.fromisoformat(clash["starts_at"]).astimezone(zone(tz_name))
     what = (f"学习点「{clash['site_name']}」" if clash["kind"] == "site"
             else f"讲师「{clash['trainer_name']}」")
@@ -925,7 +926,7 @@ def _feed_timezone(session: Session, kind: str, owner_id: int) -> str:
         return owner.timezone
     if kind == "member" and owner.home_site is not None:
         return owner.home_site.timezone
-    return "Asia/Shanghai"
+    return DEFAULT_TZ
 
 
 def feed_body(session: Session, feed: CalendarFeed, etag: str) -> bytes:
