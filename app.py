@@ -112,7 +112,7 @@ def _check_media_placement(app: Flask) -> None:
     """Refuse at start, not at the first broadcast, an in-process engine under gevent."""
     if (app.config["YUANJIAO_ASYNC_MODE"] == "gevent"
             and not app.config.get("YUANJIAO_MEDIA_NODES")
-            and app.config.get("YUANJIAO_MEDIA", "inprocess") == "inprocess"):
+            and app.config["YUANJIAO_MEDIA"] == "inprocess"):
         raise RuntimeError(
             "gevent worker: the in-process media engine (aiortc) cannot run beside gevent; "
             "set YUANJIAO_MEDIA_NODES to one or more `python -m video.node` addresses, "

@@ -1,60 +1,82 @@
-"""Configuration: embedded defaults, then the environment, then test overrides."""
+"""Configuration: embedded defaults, then the environment, then test overrides.
+
+Every setting of ours is in `SETTINGS` once, with its default and how the environment
+spells it: code reads `app.config["YUANJIAO_..."]` and never repeats a default.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from core.timeutil import DEFAULT_TZ
 
 BASE_DIR = Path(__file__).resolve().parent
 
 
-def _bool(value: str | None, default: bool) -> bool:
+def _bool(value: str | None, default: bool = True) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() not in {"0", "false", "no", "off"}
 
 
+def _url_list(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
+#: Our settings: name -> (default, how to read the environment's string). A default of
+#: None that depends on the instance folder is filled by `default_config`.
+SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
+    "YUANJIAO_PORT": (5000, int),
+    "YUANJIAO_HOST": ("127.0.0.1", str),
+    "YUANJIAO_DEMO": (True, _bool),
+    "YUANJIAO_ADMIN_USERNAME": (None, str),
+    "YUANJIAO_ADMIN_PASSWORD": (None, str),
+    # Start-up migrates and seeds (under a lock); off where a deploy step migrates.
+    "YUANJIAO_AUTO_MIGRATE": (True, _bool),
+    "YUANJIAO_DEFAULT_TIMEZONE": (DEFAULT_TZ, str),
+    # Media: "inprocess" starts the aiortc loop thread, "off" starts nothing
+    # (most tests), a list of URLs reaches separate `python -m video.node` processes.
+    "YUANJIAO_MEDIA": ("inprocess", str),
+    "YUANJIAO_MEDIA_NODES": ([], _url_list),
+    #: Shared secret between the web app and `python -m video.node` processes.
+    "YUANJIAO_MEDIA_NODE_SECRET": ("", str),
+    "YUANJIAO_ICE_SERVERS": ([], json.loads),
+    "YUANJIAO_RECORDINGS_DIR": (None, str),  # instance/recordings
+    # Materialize open-ended recurrences this far ahead.
+    "YUANJIAO_HORIZON_DAYS": (400, int),
+    "YUANJIAO_STUDY_HOURS_REQUIRED": (32, float),
+    "YUANJIAO_MAKEUP_SHARE": (0.9, float),
+    "YUANJIAO_ATTENDANCE_GRACE_SECONDS": (90, int),
+    # A socket connection's right to operate a site is re-checked after this long.
+    "YUANJIAO_ATTENDANCE_AUTH_TTL": (30, int),
+    # Leaving more than this many minutes before the end counts as leaving early.
+    "YUANJIAO_LEFT_EARLY_MINUTES": (10, int),
+    "YUANJIAO_QR_ROTATE_SECONDS": (25, int),
+    # A roll-call mark queued offline is accepted this many hours after its time.
+    "YUANJIAO_OFFLINE_MAX_HOURS": (12.0, float),
+    # A member watching alone counts only while he holds a live media session (WHEP).
+    "YUANJIAO_VIEWER_REQUIRES_MEDIA": (True, _bool),
+}
+
+
 def default_config(instance_path: str) -> dict[str, Any]:
     """The embedded default: SQLite under instance/, in-process media, demo data."""
+    settings = {name: (list(default) if isinstance(default, list) else default)
+                for name, (default, _parse) in SETTINGS.items()}
+    settings["YUANJIAO_RECORDINGS_DIR"] = str(Path(instance_path) / "recordings")
     return {
         "SECRET_KEY": None,  # filled from instance/secret_key on first start
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(instance_path) / 'yuanjiao.sqlite3'}",
         "SQLALCHEMY_ENGINE_OPTIONS": {},
         "SQLALCHEMY_TRACK_MODIFICATIONS": False,
         "REDIS_URL": None,
-        "YUANJIAO_PORT": 5000,
-        "YUANJIAO_HOST": "127.0.0.1",
-        "YUANJIAO_DEMO": True,
-        "YUANJIAO_ADMIN_USERNAME": None,
-        "YUANJIAO_ADMIN_PASSWORD": None,
-        "YUANJIAO_AUTO_MIGRATE": True,
-        "YUANJIAO_DEFAULT_TIMEZONE": "Asia/Shanghai",
-        # Media: "inprocess" starts the aiortc loop thread, "off" starts nothing
-        # (most tests), a list of URLs reaches separate `python -m video.node` processes.
-        "YUANJIAO_MEDIA": "inprocess",
-        "YUANJIAO_MEDIA_NODES": [],
-        #: Shared secret between the web app and `python -m video.node` processes.
-        "YUANJIAO_MEDIA_NODE_SECRET": "",
-        "YUANJIAO_ICE_SERVERS": [],
-        "YUANJIAO_RECORDINGS_DIR": str(Path(instance_path) / "recordings"),
-        # Materialize open-ended recurrences this far ahead.
-        "YUANJIAO_HORIZON_DAYS": 400,
-        "YUANJIAO_STUDY_HOURS_REQUIRED": 32,
-        "YUANJIAO_MAKEUP_SHARE": 0.9,
-        "YUANJIAO_ATTENDANCE_GRACE_SECONDS": 90,
-        # A socket connection's right to operate a site is re-checked after this long.
-        "YUANJIAO_ATTENDANCE_AUTH_TTL": 30,
-        # Leaving more than this many minutes before the end counts as leaving early.
-        "YUANJIAO_LEFT_EARLY_MINUTES": 10,
-        "YUANJIAO_QR_ROTATE_SECONDS": 25,
-        # A roll-call mark queued offline is accepted this many hours after its time.
-        "YUANJIAO_OFFLINE_MAX_HOURS": 12,
-        # A member watching alone counts only while he holds a live media session (WHEP).
-        "YUANJIAO_VIEWER_REQUIRES_MEDIA": True,
+        **settings,
         "BABEL_DEFAULT_LOCALE": "zh",
-        "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
+        "BABEL_DEFAULT_TIMEZONE": settings["YUANJIAO_DEFAULT_TIMEZONE"],
         "BABEL_TRANSLATION_DIRECTORIES": str(BASE_DIR / "translations"),
         "LANGUAGES": ["zh", "en"],
         "WTF_CSRF_TIME_LIMIT": None,
@@ -77,9 +99,10 @@ def default_config(instance_path: str) -> dict[str, Any]:
     }
 
 
-def from_environment() -> dict[str, Any]:
-    """Settings taken from YUANJIAO_*, DATABASE_URL and REDIS_URL."""
-    env = os.environ
+def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings taken from YUANJIAO_*, DATABASE_URL, REDIS_URL and SECRET_KEY; an empty
+    variable counts as unset."""
+    env = dict(os.environ) if env is None else env
     out: dict[str, Any] = {}
     if env.get("DATABASE_URL"):
         url = env["DATABASE_URL"]
@@ -93,35 +116,9 @@ def from_environment() -> dict[str, Any]:
         out["REDIS_URL"] = env["REDIS_URL"]
     if env.get("SECRET_KEY") or env.get("YUANJIAO_SECRET_KEY"):
         out["SECRET_KEY"] = env.get("YUANJIAO_SECRET_KEY") or env["SECRET_KEY"]
-    if env.get("YUANJIAO_PORT"):
-        out["YUANJIAO_PORT"] = int(env["YUANJIAO_PORT"])
-    if env.get("YUANJIAO_HOST"):
-        out["YUANJIAO_HOST"] = env["YUANJIAO_HOST"]
-    if "YUANJIAO_DEMO" in env:
-        out["YUANJIAO_DEMO"] = _bool(env["YUANJIAO_DEMO"], True)
-    for key in ("YUANJIAO_ADMIN_USERNAME", "YUANJIAO_ADMIN_PASSWORD", "YUANJIAO_MEDIA",
-                "YUANJIAO_MEDIA_NODE_SECRET",
-                "YUANJIAO_RECORDINGS_DIR", "YUANJIAO_DEFAULT_TIMEZONE"):
-        if env.get(key):
-            out[key] = env[key]
-    if env.get("YUANJIAO_MEDIA_NODES"):
-        out["YUANJIAO_MEDIA_NODES"] = [
-            u.strip() for u in env["YUANJIAO_MEDIA_NODES"].split(",") if u.strip()
-        ]
-    if env.get("YUANJIAO_ICE_SERVERS"):
-        out["YUANJIAO_ICE_SERVERS"] = json.loads(env["YUANJIAO_ICE_SERVERS"])
-    if "YUANJIAO_AUTO_MIGRATE" in env:
-        out["YUANJIAO_AUTO_MIGRATE"] = _bool(env["YUANJIAO_AUTO_MIGRATE"], True)
-    for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS",
-                "YUANJIAO_ATTENDANCE_GRACE_SECONDS", "YUANJIAO_LEFT_EARLY_MINUTES"):
-        if env.get(key):
-            out[key] = int(env[key])
-    if env.get("YUANJIAO_OFFLINE_MAX_HOURS"):
-        out["YUANJIAO_OFFLINE_MAX_HOURS"] = float(env["YUANJIAO_OFFLINE_MAX_HOURS"])
-    if "YUANJIAO_VIEWER_REQUIRES_MEDIA" in env:
-        out["YUANJIAO_VIEWER_REQUIRES_MEDIA"] = _bool(env["YUANJIAO_VIEWER_REQUIRES_MEDIA"], True)
-    if env.get("YUANJIAO_MAKEUP_SHARE"):
-        out["YUANJIAO_MAKEUP_SHARE"] = float(env["YUANJIAO_MAKEUP_SHARE"])
-    if env.get("YUANJIAO_STUDY_HOURS_REQUIRED"):
-        out["YUANJIAO_STUDY_HOURS_REQUIRED"] = float(env["YUANJIAO_STUDY_HOURS_REQUIRED"])
+    for name, (_default, parse) in SETTINGS.items():
+        if env.get(name):
+            out[name] = parse(env[name])
+    if "YUANJIAO_DEFAULT_TIMEZONE" in out:
+        out["BABEL_DEFAULT_TIMEZONE"] = out["YUANJIAO_DEFAULT_TIMEZONE"]
     return out

@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.timeutil import DEFAULT_TZ
 from core.types import utcnow
 from org.models import OrgUnit
 
 log = logging.getLogger(__name__)
 
 DEMO_PASSWORD = "yuanjiao-demo"
-TZ = "Asia/Shanghai"
+TZ = DEFAULT_TZ
 
 BRANCHES = (
     ("第一党支部（一工区）", "一工区会议室", "一工区生活营地 2 号楼"),

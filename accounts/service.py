@@ -17,12 +17,13 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from accounts.models import ROLES, ApiToken, User
+from core.principals import SiteScreen
 from org.models import Member, OrgUnit, Site
 
 MIN_PASSWORD_LENGTH = 8
@@ -145,8 +146,20 @@ def revoke_site_tokens(session: Session, site: Site) -> int:
     return len(rows)
 
 
+#: A token's `last_used_at` is written at most this often (one UPDATE a minute per token,
+#: not one per request or socket event).
+TOKEN_USE_RESOLUTION = dt.timedelta(minutes=1)
+#: Key in the database session's `info` of the token ids used and due a `last_used_at`.
+TOKENS_USED = "accounts.tokens_used"
+
+
 def token_lookup(session: Session, token: str, now: dt.datetime | None = None) -> ApiToken | None:
-    """The live ApiToken for a bearer string, or None."""
+    """The live ApiToken for a bearer string, or None.
+
+    A use is noted in `session.info` when the token's `last_used_at` is a minute old;
+    the edge writes it after the request (`record_token_use`), in a transaction of its
+    own, so that a GET, which commits nothing, still counts as a use.
+    """
     if not token:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
@@ -154,13 +167,32 @@ def token_lookup(session: Session, token: str, now: dt.datetime | None = None) -
         return None
     if row.user is not None and not row.user.active:
         return None
+    now = now or dt.datetime.now(dt.UTC)
+    if row.last_used_at is None or now - row.last_used_at >= TOKEN_USE_RESOLUTION:
+        session.info.setdefault(TOKENS_USED, set()).add(row.id)
     return row
 
 
-def revoke_token(session: Session, token: str) -> None:
+def principal_for_token(session: Session, token: str) -> User | SiteScreen | None:
+    """The principal behind a bearer token (the loader registered with core.principals)."""
     row = token_lookup(session, token)
-    if row is not None:
-        row.revoked = True
+    if row is None:
+        return None
+    return row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+
+
+def record_token_use(connection: Connection, token_ids: Iterable[int], now: dt.datetime) -> int:
+    """Write `last_used_at = now` for tokens last used a minute or more ago; returns the
+    rows written. The condition is in the UPDATE, so several processes write once."""
+    ids = sorted(set(token_ids))
+    if not ids:
+        return 0
+    result = connection.execute(
+        update(ApiToken).where(ApiToken.id.in_(ids), or_(
+            ApiToken.last_used_at.is_(None),
+            ApiToken.last_used_at <= now - TOKEN_USE_RESOLUTION))
+        .values(last_used_at=now))
+    return result.rowcount
 
 
 # --- scope -----------------------------------------------------------------------------
@@ -228,11 +260,6 @@ def can_view_member(session: Session, user: User, member: Member) -> bool:
     if user.role == "member":
         return user.member_id == member.id
     return False
-
-
-def require_role(user: User, roles: Iterable[str]) -> None:
-    if user.role not in tuple(roles):
-        raise Forbidden("当前角色无权执行此操作", details={"role": user.role})
 
 
 def get_user(session: Session, user_id: int) -> User:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
@@ -11,6 +12,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import login_required, login_user, logout_user
 from flask_smorest import Blueprint as ApiBlueprint
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import SQLAlchemyError
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired
 
@@ -20,7 +22,11 @@ from accounts.models import User
 from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut, UserPatch
 from core.api import api, current_api_user
 from core.pagination import SelectPage
+from core.principals import register_token_loader
+from core.types import utcnow
 from extensions import csrf, db
+
+log = logging.getLogger(__name__)
 
 pages = Blueprint("accounts", __name__)
 blp = ApiBlueprint("auth", __name__, url_prefix="/api/v1", description="登录令牌与用户")
@@ -30,6 +36,23 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(pages)
     api.register_blueprint(blp)
     csrf.exempt(blp)
+    # core asks accounts who a bearer token is, without importing accounts.
+    register_token_loader(service.principal_for_token)
+    app.teardown_request(_record_token_use)
+
+
+def _record_token_use(_error: BaseException | None = None) -> None:
+    """After a request or socket event: write `last_used_at` of the tokens it used (at most
+    once a minute each), in a transaction of its own, once the request's session is done."""
+    used = db.session.info.pop(service.TOKENS_USED, None)
+    if not used:
+        return
+    db.session.remove()
+    try:
+        with db.engine.begin() as connection:
+            service.record_token_use(connection, used, utcnow())
+    except SQLAlchemyError:
+        log.warning("could not record the use of tokens %s", sorted(used), exc_info=True)
 
 
 class LoginForm(FlaskForm):

@@ -50,7 +50,10 @@ class AttendanceEvent(db.Model):
     )
 
     id: Mapped[intpk]
-    occurrence_id: Mapped[int] = mapped_column(ForeignKey("occurrences.id", ondelete="CASCADE"))
+    #: RESTRICT: an occurrence with attendance is never deleted, not even by a bug in the
+    #: scheduling side's guard (the event log is the record an auditor reads).
+    occurrence_id: Mapped[int] = mapped_column(ForeignKey(
+        "occurrences.id", ondelete="RESTRICT", name="fk_attendance_events_occurrence_id"))
     #: None for site-wide facts (a site screen going online or offline).
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))

@@ -53,10 +53,12 @@ from attendance.models import (
     MakeupTask,
     OccurrenceReview,
 )
+from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from org import service as org_service
 from org.models import Member, OrgUnit, Site
 from sessions import service as sessions_service
 from sessions.models import Occurrence
+from sessions.targets import occurrence_site_ids  # the one rule of targeted sites
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +71,6 @@ QUEUED_MARGIN = dt.timedelta(minutes=30)
 OFFLINE_MAX = dt.timedelta(hours=12)
 MEMBER_EVENT_TYPES = frozenset({"check_in", "check_out", "qr_check_in", "viewer_join",
                                 "viewer_heartbeat", "viewer_leave"})
-
-
-def occurrences_with_attendance(session: Session, occurrence_ids: Iterable[int]) -> set[int]:
-    """Ids among `occurrence_ids` that have any attendance event (protect them from edits)."""
-    ids = list({int(i) for i in occurrence_ids})
-    if not ids:
-        return set()
-    found: set[int] = set()
-    # Chunks keep the IN list under SQLite's variable limit for long series.
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        found.update(session.scalars(
-            select(AttendanceEvent.occurrence_id)
-            .where(AttendanceEvent.occurrence_id.in_(chunk)).distinct()
-        ))
-    return found
 
 
 # --- lookups and settings ----------------------------------------------------------------
@@ -122,21 +108,6 @@ def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:
         left_early_minutes=int(config.get("YUANJIAO_LEFT_EARLY_MINUTES", 10)),
         grace_seconds=int(config.get("YUANJIAO_ATTENDANCE_GRACE_SECONDS", 90)),
     )
-
-
-def occurrence_site_ids(session: Session, occurrence: Occurrence) -> list[int]:
-    """Sites an occurrence is shown at: the session's sites, else its units' sites."""
-    study = occurrence.session
-    if study.sites:
-        return [s.id for s in study.sites]
-    paths = [u.path for u in study.org_units]
-    if not paths:
-        return []
-    units = select(OrgUnit.id).where(or_(*[OrgUnit.path.startswith(p) for p in paths]))
-    return list(session.scalars(
-        select(Site.id).where(Site.org_unit_id.in_(units), Site.active.is_(True))
-        .order_by(Site.id)
-    ))
 
 
 def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
@@ -395,30 +366,14 @@ def _refuse_other_site(session: Session, occurrence_id: int, member_id: int,
         )
 
 
-def roll_call(session: Session, *, occurrence: Occurrence, site: Site, member_ids: list[Any],
-              state: str, source: str, event_id: str, now: dt.datetime,
-              actor_user_id: int | None = None, client_time: dt.datetime | None = None
-              ) -> list[tuple[AttendanceEvent, bool]]:
-    """Mark one or many members present (check in) or checked out at a site.
-
-    Each member gets his own event, ``<event_id>:<member_id>``, so that a retried batch
-    stores each member once. All or nothing: a refused member refuses the batch.
-    """
-    kind, items = _roll_call_items(member_ids, state, event_id)
-    return [record_event(session, occurrence=occurrence, type=kind, source=source,
-                         event_id=member_event_id, now=now, member_id=member_id,
-                         site_id=site.id, actor_user_id=actor_user_id, client_time=client_time)
-            for member_id, member_event_id in items]
-
-
 def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, state: Any,
                       source: str, event_id: Any, actor_user_id: int | None = None,
                       client_time: dt.datetime | None = None, queued: bool = False,
                       clock_offset_ms: Any = None) -> list[Any]:
-    """`roll_call` validated into the writer's appends (see attendance.writer).
-
-    The same events as `roll_call`: ``<event_id>:<member_id>`` per member, so a retried
-    batch stores each member once; the writer stores them all or none.
+    """A roll call (one or many members marked present or checked out at a site)
+    validated into the writer's appends (see attendance.writer): ``<event_id>:<member_id>``
+    per member, so a retried batch stores each member once; the writer stores them all or
+    none.
     """
     from attendance.writer import Append
 
@@ -467,17 +422,6 @@ def _roll_call_items(member_ids: Any, state: Any, event_id: Any) -> tuple[str, l
             raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
         items.append((member_id, f"{event_id}:{member_id}"[:100]))
     return kind, items
-
-
-def site_presence(session: Session, *, occurrence: Occurrence, site: Site, online: bool,
-                  now: dt.datetime, event_id: str | None = None) -> AttendanceEvent | None:
-    """Log a site screen going online or offline (server-observed)."""
-    if is_locked(session, occurrence.id) or occurrence.status == "cancelled":
-        return None
-    event, _ = record_event(
-        session, occurrence=occurrence, type="site_online" if online else "site_offline",
-        source="server", event_id=event_id or uuid.uuid4().hex, now=now, site_id=site.id)
-    return event
 
 
 def events_of(session: Session, occurrence_id: int) -> list[AttendanceEvent]:
@@ -604,21 +548,6 @@ def qr_check_in_rules(session: Session, *, token: str, member: Member, secret: s
                             details={"field": "code"})
     return QrCheckIn(occurrence, site, member, source=f"qr:member:{member.id}",
                      event_id=hashlib.sha256(token.encode()).hexdigest())
-
-
-def qr_check_in(session: Session, *, token: str, member: Member, secret: str,
-                now: dt.datetime, rotate_seconds: int, actor_user_id: int | None = None,
-                code: str | None = None, remote_addr: str | None = None) -> AttendanceEvent:
-    """Check a member in with a screen's QR token; each member may use a token once."""
-    ok = qr_check_in_rules(session, token=token, member=member, secret=secret, now=now,
-                           rotate_seconds=rotate_seconds, code=code, remote_addr=remote_addr)
-    if find_event(session, ok.occurrence.id, ok.source, ok.event_id) is not None:
-        raise QrRefused("该二维码您已使用过", code="qr_reused")
-    event, _ = record_event(
-        session, occurrence=ok.occurrence, type="qr_check_in", source=ok.source,
-        event_id=ok.event_id, now=now, member_id=member.id, site_id=ok.site.id,
-        actor_user_id=actor_user_id)
-    return event
 
 
 # --- derived records ------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _config() -> Any:
 
 
 def _default_tz() -> str:
-    return current_app.config.get("YUANJIAO_DEFAULT_TIMEZONE", "Asia/Shanghai")
+    return current_app.config["YUANJIAO_DEFAULT_TIMEZONE"]
 
 
 # --- API: records and exports -------------------------------------------------------------
@@ -351,7 +351,7 @@ def makeup_progress(data, task_id: int):
     duration = (recording.duration_seconds if recording and recording.duration_seconds
                 else data["duration"]) or 0.0
     svc.makeup_progress(db.session, task=task, ranges=data["ranges"], duration=duration,
-                        share=float(_config().get("YUANJIAO_MAKEUP_SHARE", 0.9)),
+                        share=float(_config()["YUANJIAO_MAKEUP_SHARE"]),
                         now=utcnow())
     db.session.commit()
     return task
@@ -541,7 +541,7 @@ def checkin(token: str):
     from flask_wtf.csrf import validate_csrf
 
     config = _config()
-    rotate = int(config.get("YUANJIAO_QR_ROTATE_SECONDS", 25))
+    rotate = int(config["YUANJIAO_QR_ROTATE_SECONDS"])
     code = None
     try:
         member = svc.member_of(current_user)
@@ -582,7 +582,7 @@ def makeup_list():
     tasks = svc.makeup_tasks_of_member(db.session, member, config=_config(), now=utcnow())
     db.session.commit()
     return render_template("attendance/makeup_list.html", tasks=tasks,
-                           share=float(_config().get("YUANJIAO_MAKEUP_SHARE", 0.9)))
+                           share=float(_config()["YUANJIAO_MAKEUP_SHARE"]))
 
 
 @pages.route("/makeup/<int:task_id>")
@@ -597,7 +597,7 @@ def makeup_play(task_id: int):
     occurrence = svc.get_occurrence(db.session, task.occurrence_id)
     return render_template("attendance/makeup_play.html", task=task, recording=recording,
                            occurrence=occurrence,
-                           share=float(_config().get("YUANJIAO_MAKEUP_SHARE", 0.9)))
+                           share=float(_config()["YUANJIAO_MAKEUP_SHARE"]))
 
 
 @pages.route("/attendance/<int:occurrence_id>/snapshot.json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from flask import g, request
@@ -11,6 +10,7 @@ from flask_smorest import Api as SmorestApi
 from werkzeug.exceptions import HTTPException
 
 from core.errors import Forbidden, Unauthorized, localize
+from core.principals import SiteScreen, principal_for_token
 from extensions import csrf, db
 
 ERROR_CODES = {
@@ -74,15 +74,6 @@ class Api(SmorestApi):
 api = Api()
 
 
-@dataclass(frozen=True)
-class SiteScreen:
-    """The principal behind a meeting-room screen's token: one site, no user."""
-
-    site_id: int
-    role: str = "site_screen"
-    id: None = None
-
-
 def bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
@@ -98,15 +89,12 @@ def current_principal(*, allow_session: bool = True):
     """
     if "principal" in g:
         return g.principal
-    from accounts.service import token_lookup  # local: core must not depend on domains
-
     token = bearer_token()
     principal = None
     if token:
-        row = token_lookup(db.session, token)
-        if row is None:
+        principal = principal_for_token(db.session, token)
+        if principal is None:
             raise Unauthorized("令牌无效或已吊销", code="invalid_token")
-        principal = row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
     elif allow_session and current_user.is_authenticated:
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             csrf.protect()

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask_login import current_user
 
-from core.api import SiteScreen
 from core.errors import DomainError, Unauthorized, socket_ack
+from core.principals import principal_for_token
 from extensions import db, socketio
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,12 @@ def socket_principal(auth: Any, *, required: bool = True):
     From `auth={"token": ...}` (an API or site-screen bearer token) given at connect,
     else the Flask-Login session cookie of the page that opened the socket.
     """
-    from accounts.service import token_lookup
-
     token = auth.get("token") if isinstance(auth, dict) else None
     if token:
-        row = token_lookup(db.session, str(token))
-        if row is None:
+        principal = principal_for_token(db.session, str(token))
+        if principal is None:
             raise Unauthorized("令牌无效或已吊销", code="invalid_token")
-        return row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+        return principal
     if current_user and current_user.is_authenticated:
         return current_user._get_current_object()
     if required:

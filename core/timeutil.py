@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.errors import ValidationError
 
@@ -16,29 +16,6 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or DEFAULT_TZ)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
         raise ValidationError(f"未知时区：{name}", field="timezone") from exc
-
-
-def is_valid_timezone(name: str) -> bool:
-    return name in available_timezones()
-
-
-def parse_iso(value: str, *, field: str, default_tz: str | None = None) -> dt.datetime:
-    """Parse an ISO 8601 datetime; naive input needs `default_tz` or is refused."""
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise ValidationError(f"{field} 不是有效的 ISO 8601 时间：{value}", field=field) from exc
-    if parsed.tzinfo is None:
-        if default_tz is None:
-            raise ValidationError(f"{field} 需要带时区偏移（如 +08:00）", field=field)
-        parsed = parsed.replace(tzinfo=zone(default_tz))
-    return parsed.astimezone(dt.UTC)
-
-
-def to_local(value: dt.datetime | None, tz: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.astimezone(zone(tz))
 
 
 def iso(value: dt.datetime | None, tz: str | None = None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import ForeignKey, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from core.timeutil import DEFAULT_TZ
 from core.types import intpk, utc_datetime, utcnow
 from extensions import db
 
@@ -46,7 +47,7 @@ class Site(db.Model):
     location: Mapped[str] = mapped_column(String(300), default="")
     org_unit_id: Mapped[int] = mapped_column(ForeignKey("org_units.id"), index=True)
     #: IANA zone the site's screen and exports show times in.
-    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TZ)
     capacity: Mapped[int | None] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)

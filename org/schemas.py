@@ -3,6 +3,7 @@
 from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
 
+from core.timeutil import DEFAULT_TZ
 from org.models import MEMBER_CATEGORIES, MEMBER_STATUSES, ORG_UNIT_KINDS
 
 _name = validate.Length(min=1, max=200)
@@ -46,7 +47,7 @@ class OrgUnitQuery(Schema):
 class SiteIn(Schema):
     name = fields.String(required=True, validate=_name)
     org_unit_id = fields.Integer(required=True)
-    timezone = fields.String(load_default="Asia/Shanghai", validate=validate.Length(max=64),
+    timezone = fields.String(load_default=DEFAULT_TZ, validate=validate.Length(max=64),
                              metadata={"description": "IANA time zone, e.g. Asia/Shanghai"})
     location = fields.String(load_default="", validate=validate.Length(max=300))
     capacity = fields.Integer(load_default=None, allow_none=True,

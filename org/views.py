@@ -36,6 +36,7 @@ from accounts.models import ROLES
 from core.api import api, current_api_user, current_principal
 from core.errors import DomainError, Forbidden, ValidationError
 from core.pagination import SelectPage
+from core.timeutil import DEFAULT_TZ
 from extensions import csrf, db
 from org import service
 from org.models import MEMBER_CATEGORIES, MEMBER_STATUSES, ORG_UNIT_KINDS, Member, OrgUnit, Site
@@ -417,7 +418,7 @@ def _site_form() -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": request.form.get("name", ""),
         "org_unit_id": _form_int("org_unit_id", required=True),
-        "timezone": request.form.get("timezone", "") or "Asia/Shanghai",
+        "timezone": request.form.get("timezone", "") or DEFAULT_TZ,
         "location": request.form.get("location", ""),
         "capacity": _form_int("capacity"),
         "checkin_networks": request.form.get("checkin_networks", ""),

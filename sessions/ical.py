@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from icalendar import Calendar, Event, Timezone, vRecur
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
+from core.timeutil import DEFAULT_TZ
 from sessions import recurrence
 from sessions.models import Occurrence, StudySession
 
@@ -230,7 +231,7 @@ def _exdates(component, default_tz: str) -> list[dt.datetime]:
     return out
 
 
-def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
+def parse_calendar(content: bytes | str, *, default_tz: str = DEFAULT_TZ
                    ) -> tuple[list[EventIn], list[str]]:
     """Read an .ics as exported by Outlook, Google and others.
 

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from core.timeutil import DEFAULT_TZ
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
 from extensions import db
 
@@ -55,7 +56,7 @@ class StudySession(db.Model):
     #: First occurrence's start, UTC; the series is anchored in `timezone` local time.
     starts_at: Mapped[utc_datetime]
     duration_minutes: Mapped[int] = mapped_column(Integer)
-    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TZ)
     #: RFC 5545 RRULE without the "RRULE:" prefix; None for a one-off session.
     rrule: Mapped[str | None] = mapped_column(String(500))
     #: Excluded original starts, ISO 8601 UTC strings.

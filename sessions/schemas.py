@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 from flask_smorest.fields import Upload
 from marshmallow import EXCLUDE, Schema, fields, validate
 
+from core.timeutil import DEFAULT_TZ
 from sessions.models import OCCURRENCE_STATUSES, SESSION_KINDS
 
 _SPACE_OFFSET = re.compile(r"^(.*T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
@@ -61,7 +62,7 @@ class SessionIn(Schema):
     duration_minutes = fields.Integer(required=True, strict=True,
                                       validate=validate.Range(min=1, max=1440))
     timezone = fields.String(validate=validate.Length(min=1, max=64),
-                             metadata={"example": "Asia/Shanghai"})
+                             metadata={"example": DEFAULT_TZ})
     rrule = fields.String(allow_none=True, metadata={
         "description": "RFC 5545 RRULE without the RRULE: prefix",
         "example": "FREQ=WEEKLY;BYDAY=WE"})
@@ -217,7 +218,7 @@ _FORM_INTS = ("duration_minutes", "late_after_minutes", "present_threshold_perce
               "video_bitrate_kbps", "video_height")
 
 
-def default_form_values(now: dt.datetime, tz_name: str = "Asia/Shanghai") -> dict:
+def default_form_values(now: dt.datetime, tz_name: str = DEFAULT_TZ) -> dict:
     local = now.astimezone(ZoneInfo(tz_name)) + dt.timedelta(days=1)
     return {
         "title": "", "kind": "party_history_lecture", "description": "", "trainer_id": "",
@@ -347,7 +348,7 @@ def form_rrule(values: dict) -> str | None:
 
 def form_to_service_data(values: dict) -> dict:
     """Form fields as `create_session`/`update_session` take them; FormError names a field."""
-    tz_name = values.get("timezone") or "Asia/Shanghai"
+    tz_name = values.get("timezone") or DEFAULT_TZ
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
-from core.api import SiteScreen
-from core.timeutil import zone
+from config import SETTINGS
+from core.principals import SiteScreen
+from core.timeutil import DEFAULT_TZ, zone
 from org.models import Member, OrgUnit, Site
 from sessions import recurrence
 from sessions.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -34,8 +35,16 @@ from sessions.models import (
     CalendarFeed,
     Occurrence,
     StudySession,
-    session_org_units,
-    session_sites,
+)
+from sessions.signals import protected_occurrence_ids, session_deleted
+from sessions.targets import (  # noqa: F401  (expected members re-exported)
+    expected_member_ids,
+    is_expected,
+    sessions_for_member,
+    sessions_for_org_unit,
+    sessions_targeting_site,
+    targets_sites,
+    targets_units,
 )
 
 log = logging.getLogger(__name__)
@@ -49,7 +58,7 @@ SESSION_FIELDS = (
     "present_threshold_percent", "video_bitrate_kbps", "video_height", "location",
 )
 DEFAULTS: dict[str, Any] = {
-    "description": "", "trainer_id": None, "timezone": "Asia/Shanghai", "rrule": None,
+    "description": "", "trainer_id": None, "timezone": DEFAULT_TZ, "rrule": None,
     "exdates": [], "site_ids": [], "org_unit_ids": [], "late_after_minutes": 10,
     "present_threshold_percent": 80, "video_bitrate_kbps": 1200, "video_height": 480,
     "location": "", "kind": "other",
@@ -59,64 +68,11 @@ DEFAULTS: dict[str, Any] = {
 def horizon_days() -> int:
     """YUANJIAO_HORIZON_DAYS: how far ahead open-ended rules are materialized."""
     if has_app_context():
-        return int(current_app.config.get("YUANJIAO_HORIZON_DAYS", 400))
-    return 400
-
-
-# --- members expected --------------------------------------------------------------------
-
-
-def _expected_members(occurrence: Occurrence):
-    """SELECT of the ids of the members expected at an occurrence, or None (nobody)."""
-    study = occurrence.session
-    unit_paths = [u.path for u in study.org_units]
-    site_ids = [s.id for s in study.sites]
-    conditions = []
-    if unit_paths:
-        unit_ids = select(OrgUnit.id).where(or_(*[OrgUnit.path.startswith(p) for p in unit_paths]))
-        conditions.append(Member.org_unit_id.in_(unit_ids))
-    if site_ids:
-        conditions.append(Member.home_site_id.in_(site_ids))
-    if not conditions:
-        return None
-    return select(Member.id).where(Member.status == "active", or_(*conditions))
-
-
-def expected_member_ids(session: Session, occurrence: Occurrence) -> list[int]:
-    """Members expected at an occurrence: active members of the targeted org units (and
-    every unit below them), and active members whose home site is a targeted site."""
-    query = _expected_members(occurrence)
-    if query is None:
-        return []
-    return list(session.scalars(query.order_by(Member.id)))
-
-
-def is_expected(session: Session, occurrence: Occurrence, member_id: int) -> bool:
-    """Whether one member is expected (one indexed row, not the whole roster: every viewer
-    asks this when he starts watching)."""
-    query = _expected_members(occurrence)
-    return query is not None and session.scalar(
-        query.where(Member.id == member_id).limit(1)) is not None
+        return int(current_app.config["YUANJIAO_HORIZON_DAYS"])
+    return int(SETTINGS["YUANJIAO_HORIZON_DAYS"][0])
 
 
 # --- who sees what ------------------------------------------------------------------------
-
-
-def _ancestor_ids(path: str) -> list[int]:
-    """Ids on a materialized path "/1/4/9/" (the unit and every unit above it)."""
-    return [int(p) for p in path.strip("/").split("/") if p]
-
-
-def _targets_units(unit_ids) -> Any:
-    return StudySession.id.in_(
-        select(session_org_units.c.session_id).where(session_org_units.c.org_unit_id.in_(unit_ids))
-    )
-
-
-def _targets_sites(site_ids) -> Any:
-    return StudySession.id.in_(
-        select(session_sites.c.session_id).where(session_sites.c.site_id.in_(site_ids))
-    )
 
 
 def visible_sessions_filter(session: Session, principal) -> Any | None:
@@ -127,29 +83,26 @@ def visible_sessions_filter(session: Session, principal) -> Any | None:
     member: those he is expected at.
     """
     if isinstance(principal, SiteScreen):
-        return _targets_sites([principal.site_id])
+        return sessions_targeting_site(session, principal.site_id)
     role = principal.role
     if role == "admin":
         return None
     if role == "organizer":
         units = managed_org_unit_ids(session, principal) or []
         return or_(
-            _targets_units(units),
-            _targets_sites(select(Site.id).where(Site.org_unit_id.in_(units))),
+            targets_units(units),
+            targets_sites(select(Site.id).where(Site.org_unit_id.in_(units))),
             StudySession.created_by_id == principal.id,
         )
     if role == "trainer":
         return StudySession.trainer_id == principal.id
     if role == "site_operator":
-        return _targets_sites([principal.site_id or 0])
+        return sessions_targeting_site(session, principal.site_id or 0)
     if role == "member":
         member = principal.member
         if member is None:
             return StudySession.id.is_(None)
-        conditions = [_targets_units(_ancestor_ids(member.org_unit.path))]
-        if member.home_site_id:
-            conditions.append(_targets_sites([member.home_site_id]))
-        return or_(*conditions)
+        return sessions_for_member(member)
     return StudySession.id.is_(None)
 
 
@@ -270,7 +223,7 @@ def _validate(session: Session, data: dict) -> dict:
         trainer = session.get(User, trainer_id) if isinstance(trainer_id, int) else None
         if trainer is None or not trainer.active or trainer.role not in TRAINER_ROLES:
             raise ValidationError(f"讲师不存在或不是讲师：{trainer_id}", field="trainer_id")
-    tz_name = out.get("timezone") or "Asia/Shanghai"
+    tz_name = out.get("timezone") or DEFAULT_TZ
     tz = zone(tz_name)
     if "/" not in tz_name and tz_name != "UTC":
         # Windows names ("China Standard Time") and abbreviations only on import.
@@ -328,15 +281,40 @@ def _wanted_starts(
 
 
 def _attended_ids(session: Session, ids: Iterable[int]) -> set[int]:
-    """Occurrences with attendance (asked of the attendance domain, imported lazily)."""
-    ids = list(ids)
-    if not ids:
-        return set()
+    """Occurrences another domain wants kept (attended ones): asked by a signal, so that
+    scheduling never imports attendance. The database's RESTRICT key backs this up."""
+    return protected_occurrence_ids(session, ids)
+
+
+def _flush_deletes(session: Session, session_id: int, occurrence_ids: list[int]) -> None:
+    """Flush the deletion of occurrences. A row still referenced elsewhere (attendance events
+    are ON DELETE RESTRICT: the database's own guard) refuses the whole change with 409;
+    the failed transaction is rolled back, and the referencing tables are named."""
     try:
-        from attendance.service import occurrences_with_attendance
-    except (ImportError, AttributeError):
-        return set()
-    return set(occurrences_with_attendance(session, ids))
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        held = _referenced_by(session, occurrence_ids)
+        attended = "attendance_events" in held
+        raise Conflict(
+            "已有考勤记录的学习安排不能删除，可以取消以后的场次" if attended
+            else "该学习安排的场次仍被其他记录引用，不能删除",
+            code="has_attendance" if attended else "in_use",
+            details={"session_id": session_id, "referenced_by": held}) from exc
+
+
+def _referenced_by(session: Session, occurrence_ids: list[int]) -> list[str]:
+    """Tables (of any domain, found from the metadata) with rows pointing at these ids."""
+    if not occurrence_ids:
+        return []
+    held = []
+    for table in Occurrence.metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.column.table.name == "occurrences" and session.scalar(
+                    select(func.count()).select_from(table)
+                    .where(fk.parent.in_(occurrence_ids[:500]))):
+                held.append(table.name)
+    return sorted(set(held))
 
 
 def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *,
@@ -396,11 +374,11 @@ def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *
                              ends_at=start + duration, status="scheduled")
             session.add(row)
         changed.append(row)
-    for pool in spare.values():
-        for row in pool:
-            study.occurrences.remove(row)
-            session.delete(row)
-    session.flush()
+    dropped = [row for pool in spare.values() for row in pool]
+    for row in dropped:
+        study.occurrences.remove(row)
+        session.delete(row)
+    _flush_deletes(session, study.id, [row.id for row in dropped])
     return changed
 
 
@@ -461,7 +439,7 @@ def find_conflicts(
     hi = max(end for _, end in intervals)
     who = []
     if site_ids:
-        who.append(_targets_sites(site_ids))
+        who.append(targets_sites(site_ids))
     if trainer_id is not None:
         who.append(StudySession.trainer_id == trainer_id)
     query = (
@@ -504,7 +482,7 @@ def find_conflicts(
     return clashes
 
 
-def conflict_message(clash: dict, tz_name: str = "Asia/Shanghai") -> str:
+def conflict_message(clash: dict, tz_name: str = DEFAULT_TZ) -> str:
     start = dt.datetime.fromisoformat(clash["starts_at"]).astimezone(zone(tz_name))
     what = (f"学习点「{clash['site_name']}」" if clash["kind"] == "site"
             else f"讲师「{clash['trainer_name']}」")
@@ -598,17 +576,19 @@ def update_session(session: Session, actor: User | None, study: StudySession, ch
 
 def delete_session(session: Session, actor: User | None, study: StudySession, *,
                    now: dt.datetime) -> None:
-    """Delete a session with its occurrences; refused once any has attendance."""
+    """Delete a session with its occurrences; refused (409, nothing deleted) once any has
+    attendance."""
     require_edit(session, actor, study)
-    if _attended_ids(session, [o.id for o in study.occurrences]):
+    occurrence_ids = [o.id for o in study.occurrences]
+    attended = _attended_ids(session, occurrence_ids)
+    if attended:
         raise Conflict("已有考勤记录的学习安排不能删除，可以取消以后的场次",
-                       code="has_attendance", details={"session_id": study.id})
+                       code="has_attendance",
+                       details={"session_id": study.id, "occurrence_ids": sorted(attended)})
+    session_id = study.id
     session.delete(study)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        raise Conflict("该学习安排仍被其他记录引用，不能删除", code="in_use",
-                       details={"session_id": study.id}) from exc
+    _flush_deletes(session, session_id, occurrence_ids)
+    session_deleted.send(session, session_id=session_id, occurrence_ids=occurrence_ids)
 
 
 def preview(session: Session, actor: User | None, data: dict, *, now: dt.datetime,
@@ -682,9 +662,9 @@ def sessions_query(session: Session, principal, *, kind: str | None = None,
     if kind:
         query = query.where(StudySession.kind == kind)
     if site_id:
-        query = query.where(_targets_sites([site_id]))
+        query = query.where(sessions_targeting_site(session, site_id))
     if org_unit_id:
-        query = query.where(_targets_units([org_unit_id]))
+        query = query.where(targets_units([org_unit_id]))
     if trainer_id:
         query = query.where(StudySession.trainer_id == trainer_id)
     if q:
@@ -707,16 +687,12 @@ def occurrences_query(session: Session, principal, *, start: dt.datetime | None 
     if end is not None:
         query = query.where(Occurrence.starts_at < end)
     if site_id:
-        query = query.where(_targets_sites([site_id]))
+        query = query.where(sessions_targeting_site(session, site_id))
     if org_unit_id:
         unit = session.get(OrgUnit, org_unit_id)
         if unit is None:
             raise ValidationError(f"组织不存在：{org_unit_id}", field="org_unit_id")
-        # Sessions for the unit's members: aimed at it, above it or below it, or its sites.
-        below = select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path))
-        query = query.where(or_(
-            _targets_units(_ancestor_ids(unit.path)), _targets_units(below),
-            _targets_sites(select(Site.id).where(Site.org_unit_id.in_(below)))))
+        query = query.where(sessions_for_org_unit(unit))
     if session_id:
         query = query.where(Occurrence.session_id == session_id)
     if not include_cancelled:
@@ -740,8 +716,7 @@ def site_screen_occurrence(session: Session, site_id: int,
     at_site = (
         select(Occurrence)
         .join(StudySession, Occurrence.session_id == StudySession.id)
-        .where(Occurrence.status == "scheduled",
-               StudySession.sites.any(Site.id == site_id))
+        .where(Occurrence.status == "scheduled", sessions_targeting_site(session, site_id))
     )
     current = session.scalars(
         at_site.where(Occurrence.starts_at <= now + SCREEN_LEAD,
@@ -756,31 +731,22 @@ def site_screen_occurrence(session: Session, site_id: int,
     return upcoming, False
 
 
-def occurrence_count(session: Session, study: StudySession) -> int:
-    return session.scalar(select(func.count()).where(Occurrence.session_id == study.id)) or 0
-
-
 def feed_sessions_filter(session: Session, kind: str, owner_id: int) -> Any:
     """A WHERE clause on StudySession for a feed owner (site, member, trainer, org unit)."""
     if kind == "site":
-        return _targets_sites([owner_id])
+        return sessions_targeting_site(session, owner_id)
     if kind == "trainer":
         return StudySession.trainer_id == owner_id
     if kind == "member":
         member = session.get(Member, owner_id)
         if member is None:
             return StudySession.id.is_(None)
-        conditions = [_targets_units(_ancestor_ids(member.org_unit.path))]
-        if member.home_site_id:
-            conditions.append(_targets_sites([member.home_site_id]))
-        return or_(*conditions)
+        return sessions_for_member(member)
     if kind == "org_unit":
         unit = session.get(OrgUnit, owner_id)
         if unit is None:
             return StudySession.id.is_(None)
-        below = select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path))
-        return or_(_targets_units(_ancestor_ids(unit.path)), _targets_units(below),
-                   _targets_sites(select(Site.id).where(Site.org_unit_id.in_(below))))
+        return sessions_for_org_unit(unit)
     raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
 
 
@@ -960,7 +926,7 @@ def _feed_timezone(session: Session, kind: str, owner_id: int) -> str:
         return owner.timezone
     if kind == "member" and owner.home_site is not None:
         return owner.home_site.timezone
-    return "Asia/Shanghai"
+    return DEFAULT_TZ
 
 
 def feed_body(session: Session, feed: CalendarFeed, etag: str) -> bytes:

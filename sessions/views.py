@@ -344,8 +344,8 @@ def _viewer_tz() -> str:
     site = getattr(user, "site", None)
     if site is None and getattr(user, "member", None) is not None:
         site = user.member.home_site
-    return site.timezone if site is not None else current_app.config.get(
-        "YUANJIAO_DEFAULT_TIMEZONE", "Asia/Shanghai")
+    return site.timezone if site is not None else current_app.config[
+        "YUANJIAO_DEFAULT_TIMEZONE"]
 
 
 def _links(occ: Occurrence) -> list[dict]:

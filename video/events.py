@@ -11,6 +11,7 @@ from core.sockets import socket_principal
 from extensions import db, socketio
 from sessions import service as sessions_service
 from video import service
+from video.live import live_payload
 from video.media import NAMESPACE, room
 
 
@@ -29,8 +30,6 @@ def join(data: Any) -> dict[str, Any]:
     It then receives `state` events ({occurrence_id, state, sites, stats}) whenever the
     broadcast starts or ends or a site joins or leaves. Site screens pass their token.
     """
-    from video.views import live_payload
-
     data = data if isinstance(data, dict) else {}
     principal = socket_principal({"token": data.get("token")})
     occurrence = sessions_service.get_occurrence(db.session, int(data.get("occurrence_id") or 0))

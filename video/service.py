@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session
 
 from accounts.models import User
 from accounts.service import can_manage_org_unit, can_operate_site, token_lookup
-from core.api import SiteScreen
-from org.models import Member, OrgUnit, Site
+from core.principals import SiteScreen
+from org.models import Member, Site
 from sessions.models import Occurrence
+from sessions.targets import is_expected, site_is_targeted
 from video.errors import Forbidden, NotFound, Unauthorized
 from video.models import Recording, StreamKey
 
@@ -116,23 +117,12 @@ def publisher_for(session: Session, occurrence: Occurrence, bearer: str | None,
 # --- who may watch ----------------------------------------------------------------------
 
 
-def _site_targeted(session: Session, occurrence: Occurrence, site: Site) -> bool:
-    """A site watches an occurrence aimed at it, or at an org unit above the site's unit."""
-    study = occurrence.session
-    if any(s.id == site.id for s in study.sites):
-        return True
-    unit = session.get(OrgUnit, site.org_unit_id)
-    return unit is not None and any(unit.path.startswith(u.path) for u in study.org_units)
-
-
 def can_watch(session: Session, principal: User | SiteScreen, occurrence: Occurrence) -> bool:
     """Site screens and operators of targeted sites, expected members, organizers in
     scope, the session's trainer, admins."""
-    from sessions.service import is_expected
-
     if isinstance(principal, SiteScreen):
         site = session.get(Site, principal.site_id)
-        return site is not None and site.active and _site_targeted(session, occurrence, site)
+        return site is not None and site.active and site_is_targeted(session, occurrence, site)
     user = principal
     study = occurrence.session
     if user.role == "admin" or can_broadcast(user, occurrence):
@@ -142,7 +132,7 @@ def can_watch(session: Session, principal: User | SiteScreen, occurrence: Occurr
         return any(can_manage_org_unit(session, user, uid) for uid in unit_ids)
     if user.role == "site_operator":
         site = session.get(Site, user.site_id) if user.site_id else None
-        return site is not None and _site_targeted(session, occurrence, site)
+        return site is not None and site_is_targeted(session, occurrence, site)
     if user.role == "member":
         return user.member_id is not None and is_expected(session, occurrence, user.member_id)
     return False
@@ -250,11 +240,6 @@ def recording_by_path(session: Session, occurrence_id: int, recordings_dir: str,
     return session.scalar(select(Recording).where(
         Recording.occurrence_id == occurrence_id,
         Recording.path == _relative(recordings_dir, path)))
-
-
-def recordings_for_occurrence(session: Session, occurrence_id: int) -> list[Recording]:
-    return list(session.scalars(select(Recording).where(
-        Recording.occurrence_id == occurrence_id).order_by(Recording.id)))
 
 
 def recording_for_occurrence(session: Session, occurrence_id: int) -> Recording | None:

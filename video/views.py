@@ -42,6 +42,7 @@ from video.errors import (
     NotLive,
     UnsupportedMediaType,
 )
+from video.live import live_payload
 from video.models import Recording
 
 #: Seconds a page or client waits before asking WHEP again while nothing is live.
@@ -233,15 +234,6 @@ class RecordingSchema(Schema):
 
     def _url(self, recording: Recording) -> str:
         return url_for("video.recording_file", recording_id=recording.id)
-
-
-def live_payload(occurrence_id: int) -> dict[str, Any]:
-    """The state of an occurrence's broadcast, its connected sites and its figures."""
-    stats = media.media_stats(occurrence_id) if media.media_enabled() else None
-    state = service.live_state(db.session, occurrence_id, (stats or {}).get("state"))
-    return {"occurrence_id": occurrence_id, "state": state,
-            "sites": media.public_sites(stats) if state == "live" else [],
-            "stats": media.public_stats(stats) if state == "live" else {}}
 
 
 def _may_follow(principal, occurrence) -> None:

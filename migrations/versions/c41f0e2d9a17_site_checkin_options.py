@@ -1,7 +1,7 @@
 """sites: QR check-in options (network ranges, a spoken room code)
 
 Revision ID: c41f0e2d9a17
-Revises: a758866c380e
+Revises: b1c4e7d2a9f3
 Create Date: 2026-12-02 11:00:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "c41f0e2d9a17"
-down_revision = "a758866c380e"
+down_revision = "b1c4e7d2a9f3"
 branch_labels = None
 depends_on = None
 

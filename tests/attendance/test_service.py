@@ -28,28 +28,6 @@ def test_qr_token_valid_for_its_slot_and_the_next_only(scene):
     assert err.value.code == "qr_invalid"
 
 
-def test_qr_check_in_once_per_member_per_token_and_many_members(db_session, scene):
-    now = utcnow()
-    token, _ = svc.make_qr_token(SECRET, scene.occurrence.id, scene.site_a.id, now, 25)
-    kwargs = {"token": token, "secret": SECRET, "now": now, "rotate_seconds": 25}
-    first = svc.qr_check_in(db_session, member=scene.members[0], **kwargs)
-    assert (first.type, first.site_id) == ("qr_check_in", scene.site_a.id)
-    svc.qr_check_in(db_session, member=scene.members[1], **kwargs)
-    with pytest.raises(QrRefused) as err:
-        svc.qr_check_in(db_session, member=scene.members[0], **kwargs)
-    assert err.value.code == "qr_reused"
-
-
-def test_qr_token_of_a_site_outside_the_occurrence_is_refused(db_session, scene):
-    from attendance.errors import Forbidden
-
-    now = utcnow()
-    token, _ = svc.make_qr_token(SECRET, scene.occurrence.id, scene.foreign_site.id, now, 25)
-    with pytest.raises(Forbidden):
-        svc.qr_check_in(db_session, token=token, member=scene.members[0], secret=SECRET,
-                        now=now, rotate_seconds=25)
-
-
 def test_a_concurrent_duplicate_returns_the_stored_event(db_session, scene):
     now = utcnow()
     kw = {"occurrence": scene.occurrence, "type": "check_in", "source": "site:1",

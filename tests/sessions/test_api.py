@@ -286,8 +286,10 @@ def test_who_sees_what(client, world, factory, make_session):
         world.organizer_b: {b.id},
         world.trainer: {a.id},
         world.trainer2: {b.id},
-        world.operator: {a.id},
-        world.operator_b: {b.id},
+        # A site under a targeted unit is targeted (sessions/targets.py): its operator sees
+        # the committee's session he may watch and take the roll call of.
+        world.operator: {a.id, committee.id},
+        world.operator_b: {b.id, committee.id},
         world.member: {a.id, committee.id},
         world.member_b_user: {b.id, committee.id},
     }

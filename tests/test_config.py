@@ -1,0 +1,81 @@
+"""Settings in one place: each default once (config.SETTINGS), each readable from the
+environment, the default zone written once."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import config
+from app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A value for every setting as the environment spells it, and what the app reads.
+SAMPLES = {
+    "YUANJIAO_PORT": ("5123", 5123),
+    "YUANJIAO_HOST": ("0.0.0.0", "0.0.0.0"),
+    "YUANJIAO_DEMO": ("0", False),
+    "YUANJIAO_ADMIN_USERNAME": ("root", "root"),
+    "YUANJIAO_ADMIN_PASSWORD": ("a-long-password", "a-long-password"),
+    "YUANJIAO_AUTO_MIGRATE": ("false", False),
+    "YUANJIAO_DEFAULT_TIMEZONE": ("Asia/Urumqi", "Asia/Urumqi"),
+    "YUANJIAO_MEDIA": ("off", "off"),
+    "YUANJIAO_MEDIA_NODES": ("http://a:1, http://b:2", ["http://a:1", "http://b:2"]),
+    "YUANJIAO_MEDIA_NODE_SECRET": ("s3cret", "s3cret"),
+    "YUANJIAO_ICE_SERVERS": ('[{"urls": "stun:stun.example:3478"}]',
+                             [{"urls": "stun:stun.example:3478"}]),
+    "YUANJIAO_RECORDINGS_DIR": ("/srv/recordings", "/srv/recordings"),
+    "YUANJIAO_HORIZON_DAYS": ("100", 100),
+    "YUANJIAO_STUDY_HOURS_REQUIRED": ("56", 56.0),
+    "YUANJIAO_MAKEUP_SHARE": ("0.75", 0.75),
+    "YUANJIAO_ATTENDANCE_GRACE_SECONDS": ("120", 120),
+    "YUANJIAO_ATTENDANCE_AUTH_TTL": ("5", 5),
+    "YUANJIAO_LEFT_EARLY_MINUTES": ("15", 15),
+    "YUANJIAO_QR_ROTATE_SECONDS": ("40", 40),
+    "YUANJIAO_OFFLINE_MAX_HOURS": ("6", 6.0),
+    "YUANJIAO_VIEWER_REQUIRES_MEDIA": ("0", False),
+}
+
+
+def test_every_setting_has_a_sample():
+    assert set(SAMPLES) == set(config.SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_setting_is_read_from_the_environment(name, monkeypatch, tmp_path):
+    raw, expected = SAMPLES[name]
+    monkeypatch.setenv(name, raw)
+    assert config.from_environment()[name] == expected
+    # The app reads it too, unless the test overrides (which win) set it themselves.
+    overrides = {"TESTING": True, "SECRET_KEY": "x", "YUANJIAO_MEDIA": "off",
+                 "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'c.sqlite3'}"}
+    if name != "YUANJIAO_AUTO_MIGRATE":
+        overrides["YUANJIAO_AUTO_MIGRATE"] = False
+    app = create_app(overrides)
+    if name not in overrides:
+        assert app.config[name] == expected
+
+
+def test_every_default_is_in_the_app_config(tmp_path):
+    defaults = config.default_config(str(tmp_path))
+    for name, (default, _parse) in config.SETTINGS.items():
+        assert name in defaults
+        if default is not None:
+            assert defaults[name] == default
+    assert defaults["BABEL_DEFAULT_TIMEZONE"] == defaults["YUANJIAO_DEFAULT_TIMEZONE"]
+
+
+def _string_constants(path: Path, value: str) -> int:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sum(isinstance(n, ast.Constant) and n.value == value for n in ast.walk(tree))
+
+
+def test_the_default_zone_is_written_once():
+    files = list(ROOT.glob("*.py")) + [
+        p for d in ("core", "accounts", "org", "sessions", "video", "attendance")
+        for p in (ROOT / d).rglob("*.py")]
+    where = {str(p.relative_to(ROOT)): n for p in files
+             if (n := _string_constants(p, "Asia/Shanghai"))}
+    assert where == {"core/timeutil.py": 1}

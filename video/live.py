@@ -1,0 +1,21 @@
+"""The live state of an occurrence's broadcast as pages and sockets receive it.
+
+Below the views and the socket handlers, which both send it (`video.events` must not
+import `video.views`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extensions import db
+from video import media, service
+
+
+def live_payload(occurrence_id: int) -> dict[str, Any]:
+    """The state of an occurrence's broadcast, its connected sites and its figures."""
+    stats = media.media_stats(occurrence_id) if media.media_enabled() else None
+    state = service.live_state(db.session, occurrence_id, (stats or {}).get("state"))
+    return {"occurrence_id": occurrence_id, "state": state,
+            "sites": media.public_sites(stats) if state == "live" else [],
+            "stats": media.public_stats(stats) if state == "live" else {}}
