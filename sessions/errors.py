@@ -1,5 +1,13 @@
 """Errors of the sessions domain (the shared kinds; one handler maps them to HTTP)."""
 
-from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
+from core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationError,
+)
 
-__all__ = ["Conflict", "Forbidden", "NotFound", "Unauthorized", "ValidationError"]
+__all__ = ["Conflict", "DomainError", "Forbidden", "NotFound", "Unauthorized",
+           "ValidationError"]

@@ -193,6 +193,18 @@ class PreviewOccurrence(Schema):
     ends_at = fields.AwareDateTime()
 
 
+class PreviewMove(Schema):
+    from_ = fields.AwareDateTime(data_key="from", attribute="from")
+    to = fields.AwareDateTime()
+
+
+class PreviewChanges(Schema):
+    dropped = fields.List(fields.AwareDateTime())
+    moved = fields.List(fields.Nested(PreviewMove))
+    added = fields.Integer()
+    message = fields.String()
+
+
 class PreviewOut(Schema):
     starts_at = fields.AwareDateTime()
     timezone = fields.String()
@@ -200,6 +212,8 @@ class PreviewOut(Schema):
     total = fields.Integer()
     occurrences = fields.List(fields.Nested(PreviewOccurrence))
     conflicts = fields.List(fields.Dict())
+    changes = fields.Nested(PreviewChanges, allow_none=True, metadata={
+        "description": "Editing a series: the booked occurrences it would drop, move or add"})
 
 
 class FeedUrlOut(Schema):
@@ -224,7 +238,8 @@ def default_form_values(now: dt.datetime, tz_name: str = DEFAULT_TZ) -> dict:
         "title": "", "kind": "party_history_lecture", "description": "", "trainer_id": "",
         "start_date": local.date().isoformat(), "start_time": "19:30", "timezone": tz_name,
         "duration_minutes": "90", "repeat": "none", "interval": "1",
-        "weekdays": [WEEKDAYS[local.weekday()]], "month_day": str(local.day), "nth": "1",
+        "weekdays": [WEEKDAYS[local.weekday()]], "month_day": str(local.day),
+        "nth": "-1" if (local.day + 6) // 7 >= 5 else str((local.day + 6) // 7),
         "nth_weekday": WEEKDAYS[local.weekday()], "end": "never", "until": "", "count": "",
         "custom_rrule": "", "site_ids": [], "org_unit_ids": [], "late_after_minutes": "10",
         "present_threshold_percent": "80", "video_bitrate_kbps": "1200", "video_height": "480",

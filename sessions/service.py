@@ -28,7 +28,7 @@ from core.principals import SiteScreen
 from core.timeutil import DEFAULT_TZ, zone
 from org.models import Member, OrgUnit, Site
 from sessions import recurrence
-from sessions.errors import Conflict, Forbidden, NotFound, ValidationError
+from sessions.errors import Conflict, DomainError, Forbidden, NotFound, ValidationError
 from sessions.models import (
     OCCURRENCE_STATUSES,
     SESSION_KINDS,
@@ -591,6 +591,55 @@ def delete_session(session: Session, actor: User | None, study: StudySession, *,
     session_deleted.send(session, session_id=session_id, occurrence_ids=occurrence_ids)
 
 
+def upcoming_starts(study: StudySession, now: dt.datetime) -> dict[int, dt.datetime]:
+    """A series' booked, not yet started occurrences: id -> start."""
+    return {o.id: o.starts_at for o in study.occurrences
+            if o.id is not None and o.status == "scheduled" and o.starts_at > now}
+
+
+def occurrence_changes(before: dict[int, dt.datetime], after: dict[int, dt.datetime],
+                       tz_name: str) -> dict[str, Any]:
+    """What an edit did to the booked occurrences: dropped, moved (same row, new time),
+    added; with one sentence for the page (in the series' zone)."""
+    tz = zone(tz_name)
+    dropped = sorted(v for k, v in before.items() if k not in after)
+    moved = sorted((before[k], after[k]) for k in before.keys() & after.keys()
+                   if before[k] != after[k])
+    added = sorted(v for k, v in after.items() if k not in before)
+
+    def fmt(t: dt.datetime) -> str:
+        return f"{t.astimezone(tz):%Y-%m-%d %H:%M}"
+
+    parts = []
+    if dropped:
+        shown = "、".join(fmt(t) for t in dropped[:5]) + ("等" if len(dropped) > 5 else "")
+        parts.append(f"将删除 {len(dropped)} 个已排场次（{shown}）")
+    if moved:
+        shown = "、".join(f"{fmt(a)} → {fmt(b)}" for a, b in moved[:3]) + (
+            "等" if len(moved) > 3 else "")
+        parts.append(f"将改期 {len(moved)} 个场次（{shown}）")
+    if added:
+        parts.append(f"将新增 {len(added)} 个场次")
+    return {"dropped": dropped, "moved": [{"from": a, "to": b} for a, b in moved],
+            "added": len(added), "message": "；".join(parts)}
+
+
+def _edit_changes(session: Session, actor: User | None, study: StudySession, data: dict,
+                  now: dt.datetime) -> dict[str, Any] | None:
+    """`occurrence_changes` of an edit, tried in a savepoint and rolled back."""
+    before = upcoming_starts(study, now)
+    nested = session.begin_nested()
+    try:
+        update_session(session, actor, study, data, now=now)
+        session.flush()
+        after = upcoming_starts(study, now)
+    except DomainError:
+        return None  # the conflicts and errors are reported on their own
+    finally:
+        nested.rollback()
+    return occurrence_changes(before, after, study.timezone)
+
+
 def preview(session: Session, actor: User | None, data: dict, *, now: dt.datetime,
             session_id: int | None = None, count: int = 10) -> dict:
     """What a session form would create: the next starts and any clash; changes nothing."""
@@ -608,7 +657,10 @@ def preview(session: Session, actor: User | None, data: dict, *, now: dt.datetim
         site_ids=[s.id for s in values["sites"]], trainer_id=values["trainer_id"],
         exclude_session_id=session_id, limit=5,
     )
+    changes = (_edit_changes(session, actor, get_session(session, session_id), data, now)
+                if session_id else None)
     return {
+        "changes": changes,
         "starts_at": values["starts_at"], "timezone": values["timezone"],
         "rrule": values["rrule"], "total": len(starts),
         "occurrences": [{"starts_at": s, "ends_at": s + duration} for s in upcoming[:count]],

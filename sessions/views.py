@@ -421,10 +421,16 @@ def _form_page(study: StudySession | None):
         values = schemas.form_values_from_request(request.form)
         try:
             data = schemas.form_to_service_data(values)
+            now = utcnow()
+            changes = None
             if study is None:
-                study = service.create_session(db.session, current_user, data, now=utcnow())
+                study = service.create_session(db.session, current_user, data, now=now)
             else:
-                service.update_session(db.session, current_user, study, data, now=utcnow())
+                before = service.upcoming_starts(study, now)
+                service.update_session(db.session, current_user, study, data, now=now)
+                db.session.flush()
+                changes = service.occurrence_changes(
+                    before, service.upcoming_starts(study, now), study.timezone)
             db.session.commit()
             status = 200
         except schemas.FormError as exc:
@@ -441,6 +447,8 @@ def _form_page(study: StudySession | None):
             return render_template("sessions/form.html", values=values, errors=errors,
                                    study=study, choices=choices, kinds=SESSION_KINDS), status
         flash(_("已保存"), "ok")
+        if changes and changes["message"]:
+            flash(changes["message"].replace("将", "已"), "warn")
         return redirect(url_for("sessions.detail", session_id=study.id))
     return render_template("sessions/form.html", values=values, errors=errors, study=study,
                            choices=choices, kinds=SESSION_KINDS)

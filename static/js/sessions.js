@@ -107,6 +107,13 @@
           list.appendChild(li);
         }
         conflicts.innerHTML = "";
+        if (res.changes && res.changes.message) {
+          const div = document.createElement("div");
+          div.className = "flash warn preview-changes";
+          div.setAttribute("role", "status");
+          div.textContent = res.changes.message;
+          conflicts.appendChild(div);
+        }
         res.conflicts.forEach(function (c) {
           const div = document.createElement("div");
           div.className = "flash error conflict";
@@ -122,6 +129,38 @@
         li.textContent = err.message;
         list.appendChild(li);
       }
+    }
+
+    // The pickers follow the start date while they still say what the old date said: a
+    // weekly series starts on the chosen day, not on the default date's weekday.
+    const CODES = ["SU", "MO", "TU", "WE", "TH", "FR", "SA"];
+    function dateParts(value) {
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(value || "")) return null;
+      const [y, m, d] = value.split("-").map(Number);
+      const date = new Date(Date.UTC(y, m - 1, d));
+      const n = Math.ceil(d / 7);
+      return { weekday: CODES[date.getUTCDay()], day: d, nth: n >= 5 ? "-1" : String(n) };
+    }
+    let lastDate = dateParts(val("start_date"));
+    const startInput = form.elements.start_date;
+    if (startInput) {
+      startInput.addEventListener("change", function () {
+        const now = dateParts(startInput.value);
+        if (!now) return;
+        const was = lastDate;
+        lastDate = now;
+        const boxes = Array.from(form.querySelectorAll('input[name="weekdays"]'));
+        const ticked = boxes.filter(function (b) { return b.checked; }).map(function (b) { return b.value; });
+        if (!ticked.length || (was && ticked.length === 1 && ticked[0] === was.weekday)) {
+          boxes.forEach(function (b) { b.checked = b.value === now.weekday; });
+        }
+        const md = form.elements.month_day;
+        if (md && (!md.value || (was && Number(md.value) === was.day))) md.value = now.day;
+        const nth = form.elements.nth, nthDay = form.elements.nth_weekday;
+        if (nth && nthDay && (!was || (nth.value === was.nth && nthDay.value === was.weekday))) {
+          nth.value = now.nth; nthDay.value = now.weekday;
+        }
+      });
     }
 
     form.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(preview, 400); });

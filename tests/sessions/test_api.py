@@ -253,6 +253,32 @@ def test_preview_shows_next_occurrences_and_conflicts(client, world, admin_h):
     assert r.get_json()["details"]["field"] == "rrule"
 
 
+def test_preview_of_an_edit_says_which_booked_occurrences_it_drops_or_moves(
+        client, world, admin_h, db_session):
+    from sessions.models import Occurrence
+
+    sid = client.post("/api/v1/sessions", json=_body(world, rrule="FREQ=WEEKLY;COUNT=4"),
+                      headers=admin_h).get_json()["id"]
+    r = client.post("/api/v1/sessions/preview",
+                    json={"session_id": sid, "rrule": "FREQ=WEEKLY;COUNT=2"}, headers=admin_h)
+    assert r.status_code == 200, r.get_json()
+    changes = r.get_json()["changes"]
+    assert len(changes["dropped"]) == 2
+    assert changes["message"].startswith("将删除 2 个已排场次")
+    # a new time of day moves the booked rows (same ids), and says so
+    later = _future(hour=21)
+    r = client.post("/api/v1/sessions/preview", json={"session_id": sid, "starts_at": later},
+                    headers=admin_h)
+    changes = r.get_json()["changes"]
+    assert (len(changes["moved"]), changes["dropped"], changes["added"]) == (4, [], 0)
+    assert "将改期 4 个场次" in changes["message"]
+    # nothing was changed by the previews
+    db_session.expire_all()
+    assert db_session.query(Occurrence).filter_by(session_id=sid).count() == 4
+    r = client.post("/api/v1/sessions/preview", json=_body(world, title="new"), headers=admin_h)
+    assert r.get_json()["changes"] is None
+
+
 # --- roles and scope ---------------------------------------------------------------------------
 
 
