@@ -52,7 +52,7 @@
     mine.ontrack = function (ev) {
       stream.addTrack(ev.track);
       if (video.srcObject !== stream) video.srcObject = stream;
-      video.play().catch(function () {});
+      play();
     };
     mine.onconnectionstatechange = function () {
       if (pc !== mine) return;
@@ -99,10 +99,23 @@
     }
   });
 
-  document.getElementById("unmute").addEventListener("click", function (ev) {
+  // Sound: turned on once per device (a kiosk remembers it); if the browser refuses to
+  // play with sound before a gesture, the picture plays muted and the button comes back.
+  const unmute = document.getElementById("unmute");
+  const SOUND_KEY = "yuanjiao.sound";
+  function soundWanted() { try { return localStorage.getItem(SOUND_KEY) === "on"; } catch (e) { return false; } }
+  function showSound() { unmute.classList.toggle("on", !video.muted); unmute.textContent = video.muted ? unmute.dataset.off : unmute.dataset.on; }
+  function play() {
+    video.muted = !soundWanted();
+    video.play().catch(function () { video.muted = true; video.play().catch(function () {}); }).then(showSound);
+  }
+  unmute.addEventListener("click", function () {
     video.muted = !video.muted;
-    ev.target.classList.toggle("on", !video.muted);
+    try { localStorage.setItem(SOUND_KEY, video.muted ? "off" : "on"); } catch (e) { /* private mode */ }
+    if (!video.muted) video.play().catch(function () {});
+    showSound();
   });
+  showSound();
   window.addEventListener("pagehide", function () { Live.deleteResource(location); });
   window.livePlayer = { connect: connect, get pc() { return pc; } };
   connect();
