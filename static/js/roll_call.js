@@ -310,6 +310,8 @@
       });
     });
     socket.on("disconnect", function () { setConn(false); });
+    socket.on("connect_error", function () { setConn(false); });
+    if (!navigator.onLine) setConn(false);
     socket.on("attendance:update", function (u) {
       if (u.occurrence_id !== occ) return;
       if (u.present && u.site_id === site) present.add(u.member_id); else present.delete(u.member_id);
