@@ -452,10 +452,9 @@ def roll_call_members(occurrence_id: int, site_id: int):
 def roll_call_worker():
     """The roll call's service worker, served under /live/ so that its scope covers every
     roll-call page: it keeps the page and its assets for a reload without network."""
-    response = current_app.send_static_file("js/roll_call_sw.js")
-    response.headers["Content-Type"] = "text/javascript; charset=utf-8"
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    with current_app.open_resource("static/js/roll_call_sw.js") as f:
+        body = f.read()
+    return Response(body, mimetype="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
 @pages.route("/attendance/<int:occurrence_id>/sign-in-sheet")

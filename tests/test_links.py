@@ -50,7 +50,8 @@ def login(base: str, username: str) -> requests.Session:
     form = _parse(http.get(base + "/login", timeout=10).text)
     response = http.post(base + "/login", timeout=10, data={
         "username": username, "password": DEMO_PASSWORD, "csrf_token": form.csrf or ""})
-    assert response.ok and "/login" not in response.url, (username, response.status_code)
+    assert response.ok, (username, response.status_code)
+    assert "/login" not in response.url, username
     return http
 
 
