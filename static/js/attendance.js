@@ -73,6 +73,16 @@
       });
     }
 
+    // "HH:MM" in the site's zone (the kiosk PC's own zone may be anything).
+    function clock(at) {
+      const d = at ? new Date(at) : new Date();
+      try {
+        return d.toLocaleTimeString("zh-CN", { timeZone: panel.dataset.tz || undefined, hour: "2-digit", minute: "2-digit", hour12: false });
+      } catch (e) {
+        return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
+      }
+    }
+
     function offline(down) {
       setConn(panel, !down);
       if (banner) banner.hidden = !down;
@@ -117,8 +127,7 @@
       if (u.name) names[u.member_id] = u.name;
       const here = u.present && u.site_id === site;
       if (here && !present.has(u.member_id)) {
-        const d = new Date(u.at || Date.now());
-        recent.unshift({ id: u.member_id, time: ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2) });
+        recent.unshift({ id: u.member_id, time: clock(u.at) });
         recent.splice(20);
       }
       if (here) present.add(u.member_id); else present.delete(u.member_id);
