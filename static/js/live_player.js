@@ -88,6 +88,18 @@
     }
   }
 
+  // A kiosk (opened by its screen token) returns to its standing address a while after the
+  // lesson ended; that page shows the next lesson and opens it when it is time.
+  let kioskTimer = null;
+  function kioskAfterEnd(isEnded) {
+    clearTimeout(kioskTimer);
+    if (isEnded && cfg.kioskUrl) kioskTimer = setTimeout(function () { window.location.assign(cfg.kioskUrl); }, 10 * 60 * 1000);
+  }
+  new MutationObserver(function () {
+    kioskAfterEnd(document.getElementById("live-status").dataset.state === "ended");
+  }).observe(document.getElementById("live-status"), { attributes: true, attributeFilter: ["data-state"] });
+  kioskAfterEnd(ended);
+
   Live.joinRoom(function (msg) {
     if (msg.state === "live") {
       if (!pc) { ended = false; connect(); }
