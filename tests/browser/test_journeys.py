@@ -77,6 +77,16 @@ def qr_geometry(page) -> dict:
     }""")
 
 
+def uncovered(page, selector: str) -> bool:
+    """Whether the element at the centre of `selector` is it or inside it."""
+    return page.evaluate("""sel => {
+        const el = document.querySelector(sel);
+        const r = el.getBoundingClientRect();
+        const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+        return !!hit && (hit === el || el.contains(hit));
+    }""", selector)
+
+
 def headcount(page) -> tuple[int, int]:
     hc = page.locator("#headcount")
     return int(hc.get_attribute("data-present")), int(hc.get_attribute("data-expected"))
@@ -102,6 +112,15 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
         "() => document.getElementById('preview').videoWidth > 0", timeout=15_000)
     trainer.click("#start-broadcast")
     wait_state(trainer, "live")
+    # while live, the badge is a corner label: the preview and the controls stay uncovered
+    for selector in ("#preview", "#stop-broadcast", "#camera-select"):
+        assert uncovered(trainer, selector), selector
+    # OBS: one button issues the key and shows it beside the WHIP address
+    trainer.click("#obs-key")
+    trainer.wait_for_selector(".live-obs-fields:not([hidden])")
+    assert len(trainer.input_value("#obs-stream-key")) > 20
+    assert trainer.input_value("#obs-whip-url").endswith(f"/whip/{occ}")
+    assert trainer.locator('.live-obs [data-copy="#obs-stream-key"]').count() == 1
     shot(trainer, "01-trainer-live")
 
     # 2. the room's kiosk address (screen token, no login) opens the current lesson
@@ -187,8 +206,15 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     queued = [m for m in marks if m["member_ids"][0] in (c, d)]
     assert all(m["queued"] for m in queued), queued
 
+    trainer.evaluate("window.__tracks = window.liveBroadcast.camera.getTracks()")
     trainer.click("#stop-broadcast")
     wait_state(screen, "ended", timeout=15_000)
+    wait_state(trainer, "ended")
+    # the camera and microphone are released: no live track is left on the page
+    assert trainer.evaluate("window.__tracks.map(t => t.readyState)") == ["ended", "ended"]
+    assert trainer.evaluate("window.liveBroadcast.camera") is None
+    assert trainer.evaluate("document.getElementById('preview').srcObject") is None
+    shot(trainer, "10-trainer-ended")
     for ctx in (phone_ctx, room_ctx, trainer_ctx):
         ctx.close()
     assert Path(SHOTS / "09-room-screen-headcount-4.png").stat().st_size > 0
