@@ -127,6 +127,7 @@
     if (!video.muted) video.play().catch(function () {});
     showSound();
   });
+  video.muted = !soundWanted();
   showSound();
   window.addEventListener("pagehide", function () { Live.deleteResource(location); });
   window.livePlayer = { connect: connect, get pc() { return pc; } };
