@@ -40,7 +40,13 @@ def setup_room(server) -> dict:
         assert response.status_code in (200, 201), (path, response.text)
         return response.json()
 
-    unit = api("POST", "/api/v1/org-units", json={"name": "机关党支部", "kind": "branch"})
+    committee = api("POST", "/api/v1/org-units", json={"name": "公司党委", "kind": "committee"})
+    unit = api("POST", "/api/v1/org-units", json={"name": "机关党支部", "kind": "branch",
+                                                  "parent_id": committee["id"]})
+    other = api("POST", "/api/v1/org-units", json={"name": "一工区党支部", "kind": "branch",
+                                                   "parent_id": committee["id"]})
+    guest = api("POST", "/api/v1/members", json={"name": "赵来宾", "member_no": "J0099",
+                                                 "org_unit_id": other["id"]})
     site = api("POST", "/api/v1/sites", json={"name": "一号会议室", "org_unit_id": unit["id"]})
     members = [api("POST", "/api/v1/members", json={
         "name": name, "member_no": f"J{n:04d}", "org_unit_id": unit["id"],
@@ -60,7 +66,8 @@ def setup_room(server) -> dict:
     occurrence = api("GET", f"/api/v1/sessions/{study['id']}/occurrences")[0]
     token = api("POST", f"/api/v1/sites/{site['id']}/screen-tokens")["token"]
     return {"admin": admin, "occurrence": occurrence["id"], "site": site["id"],
-            "members": [m["id"] for m in members], "token": token, "api": api}
+            "members": [m["id"] for m in members], "guest": guest["id"], "token": token,
+            "api": api}
 
 
 def qr_geometry(page) -> dict:
@@ -159,6 +166,13 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
         assert phone.locator(f'[data-member-id="{member}"] .check-out').count() == 1
     phone.wait_for_selector('#roll-call[data-offline-ready="true"]', timeout=20_000)
     shot(phone, "03-roll-call-open")
+    # a second device of the operator (a tablet) follows the phone's marks live
+    tablet_ctx = browser.new_context(viewport={"width": 820, "height": 1180})
+    tablet = tablet_ctx.new_page()
+    login_page(tablet, base, "operator", "journey-pass")
+    tablet.goto(f"{base}/live/{occ}/site/{site}/roll-call")
+    tablet.wait_for_selector(f'[data-member-id="{a}"][data-present="false"]', timeout=15_000)
+    tablet.wait_for_selector('.rc-conn[data-state="up"]', timeout=15_000)
     for member in (a, b):
         phone.tap(f'[data-member-id="{member}"] .check-in')
         phone.wait_for_selector(f'[data-member-id="{member}"][data-present="true"]')
@@ -166,6 +180,10 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
         phone.wait_for_selector(f'[data-member-id="{member}"][data-sync="synced"]',
                                 timeout=15_000)
     shot(phone, "04-roll-call-two-marked")
+    for member in (a, b):
+        tablet.wait_for_selector(f'[data-member-id="{member}"][data-present="true"]',
+                                 timeout=15_000)
+    tablet_ctx.close()
     wait_headcount(screen, 2)
     recent = screen.inner_text(".att-recent")
     assert "王建国" in recent
@@ -206,6 +224,28 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     queued = [m for m in marks if m["member_ids"][0] in (c, d)]
     assert all(m["queued"] for m in queued), queued
 
+    # a walk-in: not on the roster, found by name among the organization's members
+    guest = room["guest"]
+    assert phone.locator(f'[data-member-id="{guest}"]').count() == 0
+    phone.fill("#rc-search", "赵来")
+    assert phone.locator(f'[data-member-id="{a}"]').is_hidden()  # the search filters
+    phone.tap(".rc-find")
+    phone.wait_for_selector(f'[data-found-id="{guest}"] .rc-add', timeout=15_000)
+    phone.tap(f'[data-found-id="{guest}"] .rc-add')
+    phone.wait_for_selector(
+        f'[data-member-id="{guest}"].rc-walk-in-row[data-present="true"][data-sync="synced"]',
+        timeout=15_000)
+    shot(phone, "10-roll-call-walk-in")
+    wait_headcount(screen, 5)
+    # and one check-out: the room screen follows
+    phone.fill("#rc-search", "")
+    phone.tap(f'[data-member-id="{a}"] .check-out')
+    phone.wait_for_selector(f'[data-member-id="{a}"][data-present="false"][data-sync="synced"]',
+                            timeout=15_000)
+    wait_headcount(screen, 4)
+    assert "赵来宾" in screen.inner_text(".att-recent")
+    shot(screen, "11-room-screen-walk-in")
+
     trainer.evaluate("window.__tracks = window.liveBroadcast.camera.getTracks()")
     trainer.click("#stop-broadcast")
     wait_state(screen, "ended", timeout=15_000)
@@ -214,7 +254,7 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     assert trainer.evaluate("window.__tracks.map(t => t.readyState)") == ["ended", "ended"]
     assert trainer.evaluate("window.liveBroadcast.camera") is None
     assert trainer.evaluate("document.getElementById('preview').srcObject") is None
-    shot(trainer, "10-trainer-ended")
+    shot(trainer, "12-trainer-ended")
     for ctx in (phone_ctx, room_ctx, trainer_ctx):
         ctx.close()
     assert Path(SHOTS / "09-room-screen-headcount-4.png").stat().st_size > 0
