@@ -340,15 +340,14 @@
     }).then(function () { return true; });
   }
 
+  // Ready for offline as early as possible: the worker and the cache do not wait for the roster.
+  offlineReady().then(function (ready) {
+    root.dataset.offlineReady = ready ? "true" : "false";
+  }).catch(function () { root.dataset.offlineReady = "false"; });
   loadMarks().then(function (rows) {
     marks = rows;
     return reload().catch(function () { render(); });
-  }).then(function () {
-    connect();
-    return offlineReady();
-  }).then(function (ready) {
-    root.dataset.offlineReady = ready ? "true" : "false";
-  }).catch(function (err) {
+  }).then(connect).catch(function (err) {
     text(root.querySelector(".rc-message"), String(err));
     if (!socket) connect();
   });
