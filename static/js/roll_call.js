@@ -59,8 +59,12 @@
     });
   }
   function saveMark(mark) { return tx("readwrite", function (store) { store.put(mark); }); }
+  const KEEP_MS = 3 * 24 * 3600 * 1000;
   function loadMarks() {
     return tx("readonly", function (store) { return store.getAll(); }).then(function (rows) {
+      // Settled marks are kept a few days (their 已同步 shows), queued ones until sent.
+      const old = (rows || []).filter(function (m) { return m.status !== "pending" && m.device_at < Date.now() - KEEP_MS; });
+      if (old.length) tx("readwrite", function (store) { old.forEach(function (m) { store.delete(m.event_id); }); });
       return (rows || []).filter(function (m) { return m.occurrence_id === occ && m.site_id === site; })
         .sort(function (a, b) { return a.device_at - b.device_at; });
     });
