@@ -21,7 +21,8 @@
   let marks = [];                // this site's marks on this device (IndexedDB rows)
   let stateTime = 0;             // server time (ms) of the roster we hold
   let offset = Number(localStorage.getItem(OFFSET_KEY) || 0);
-  let socket = null, flushing = false;
+  let socket = null, flushing = false, everConnected = false;
+  const LATE_MS = 15000;
 
   function text(el, value) { if (el) el.textContent = value; }
   function newEventId() {
@@ -149,8 +150,9 @@
       const empty = list.querySelector(".rc-empty");
       if (empty) empty.remove();
     }
-    let here = 0;
-    onRoster.forEach(function (id) { if (present.has(id)) here++; });
+    const extra = present.size - expected.filter(function (m) { return present.has(m.member_id); }).length;
+    root.querySelector(".rc-walk-ins").hidden = !extra;
+    text(root.querySelector(".rc-walk-in-count"), extra);
     const hc = document.getElementById("headcount");
     hc.dataset.present = present.size;
     hc.dataset.expected = expected.length;
@@ -179,7 +181,10 @@
   function mark(memberIds, state, extraNames) {
     const m = {
       event_id: newEventId(), occurrence_id: occ, site_id: site, member_ids: memberIds,
-      state: state, device_at: Date.now(), offset: offset, queued: !online(),
+      // Offline when made: without network, or after the socket had been up and dropped
+      // (a tap in the first moment before the socket connects is not an offline mark).
+      state: state, device_at: Date.now(), offset: offset,
+      queued: !navigator.onLine || (everConnected && !online()),
       status: "pending", names: extraNames || null,
     };
     marks.push(m);
@@ -191,7 +196,9 @@
   function payloadOf(m) {
     const p = { occurrence_id: m.occurrence_id, site_id: m.site_id, member_ids: m.member_ids,
                 state: m.state, event_id: m.event_id };
-    if (m.queued) {
+    // A mark sent late (queued offline, or held up) carries its own time; a mark sent at
+    // once is timed by the server.
+    if (m.queued || Date.now() - m.device_at > LATE_MS) {
       p.queued = true;
       p.at = new Date(m.device_at + (m.offset || 0)).toISOString();
     }
@@ -307,6 +314,7 @@
   function connect() {
     socket = window.io("/attendance", { transports: ["websocket", "polling"], reconnection: true });
     socket.on("connect", function () {
+      everConnected = true;
       socket.emit("site:join", { occurrence_id: occ, site_id: site }, function (ack) {
         if (!ack || !ack.ok) { text(root.querySelector(".rc-message"), ack ? ack.message : ""); return; }
         setConn(navigator.onLine);
