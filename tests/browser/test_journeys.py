@@ -3,8 +3,10 @@
 The trainer broadcasts with Chromium's fake camera; the meeting room's kiosk screen
 (1366×768) plays it and shows the QR beside the video; the operator, on a phone viewport,
 marks two members on the roll call and the room screen's headcount follows without a
-reload; then the operator's phone loses the network, marks two more, reloads, comes back
-and finds each mark stored once. Each step saves a screenshot under test-output/journeys/.
+reload; a member's phone follows the QR and checks in; then the operator's phone loses the
+network, marks two more, reloads, comes back and finds each mark stored once; a walk-in is
+found by name; the trainer stops and his camera is released. Each step saves a screenshot
+under test-output/journeys/.
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ def setup_room(server) -> dict:
     members = [api("POST", "/api/v1/members", json={
         "name": name, "member_no": f"J{n:04d}", "org_unit_id": unit["id"],
         "home_site_id": site["id"]}) for n, name in enumerate(("王建国", "李海燕", "张志强",
-                                                               "刘丽华"), start=1)]
+                                                               "刘丽华", "陈春梅"), start=1)]
     for username, role, extra in (("lecturer", "trainer", {}),
-                                  ("operator", "site_operator", {"site_id": site["id"]})):
+                                  ("operator", "site_operator", {"site_id": site["id"]}),
+                                  ("chen", "member", {"member_id": members[4]["id"]})):
         api("POST", "/api/v1/users", json={"username": username, "password": "journey-pass",
                                            "role": role, "display_name": username, **extra})
     trainer_id = next(u["id"] for u in api("GET", "/api/v1/users?page_size=100")
@@ -108,7 +111,7 @@ def wait_headcount(page, present: int) -> None:
 def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     room = setup_room(live_server)
     base, occ, site = live_server.url, room["occurrence"], room["site"]
-    a, b, c, d = room["members"]
+    a, b, c, d, e = room["members"]
 
     # 1. the trainer broadcasts with the fake camera
     trainer_ctx = browser.new_context()
@@ -153,7 +156,7 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     assert video["x"] + video["width"] <= geo["x"], (video, geo)
     assert screen.get_attribute("#offline-banner", "hidden") is not None
     wait_headcount(screen, 0)
-    assert headcount(screen) == (0, 4)
+    assert headcount(screen) == (0, 5)
     shot(screen, "02-room-screen-live")
 
     # 3. the operator's phone: roll call, two members, one tap each
@@ -161,7 +164,7 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     phone = phone_ctx.new_page()
     login_page(phone, base, "operator", "journey-pass")
     phone.goto(f"{base}/live/{occ}/site/{site}/roll-call")
-    for member in (a, b, c, d):
+    for member in (a, b, c, d, e):
         phone.wait_for_selector(f'[data-member-id="{member}"] .check-in', timeout=15_000)
         assert phone.locator(f'[data-member-id="{member}"] .check-out').count() == 1
     phone.wait_for_selector('#roll-call[data-offline-ready="true"]', timeout=20_000)
@@ -190,6 +193,22 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     assert "李海燕" in recent
     shot(screen, "05-room-screen-headcount-2")
 
+    # a member's phone follows the QR on the room screen and checks in; the roll call sees it
+    qr_url = screen.get_attribute("#checkin-qr", "data-url")
+    member_ctx = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    member = member_ctx.new_page()
+    member.goto(qr_url)
+    member.fill("input[name=username]", "chen")
+    member.fill("input[name=password]", "journey-pass")
+    member.click("button[type=submit]")
+    member.wait_for_url(lambda u: "/checkin/" in u)
+    member.tap("button.att-confirm")
+    member.wait_for_selector(".att-done")
+    shot(member, "05b-member-checked-in-by-qr")
+    member_ctx.close()
+    phone.wait_for_selector(f'[data-member-id="{e}"][data-present="true"]', timeout=15_000)
+    wait_headcount(screen, 3)
+
     # 4. the phone loses the network: marks are queued, survive a reload, then sync
     phone_ctx.set_offline(True)
     for member in (c, d):
@@ -204,22 +223,23 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
             timeout=15_000)
     assert phone.inner_text(".rc-queue-count") == "2"
     shot(phone, "07-roll-call-reloaded-offline")
-    assert headcount(screen) == (2, 4)  # nothing reached the server yet
+    assert headcount(screen) == (3, 5)  # nothing reached the server yet
     phone_ctx.set_offline(False)
     for member in (c, d):
         phone.wait_for_selector(f'[data-member-id="{member}"][data-sync="synced"]',
                                 timeout=30_000)
     shot(phone, "08-roll-call-synced")
-    wait_headcount(screen, 4)
-    shot(screen, "09-room-screen-headcount-4")
+    wait_headcount(screen, 5)
+    shot(screen, "09-room-screen-headcount-5")
 
     # each mark is stored once, with the event id the phone gave it
     events = live_server.api("GET", f"/api/v1/occurrences/{occ}/attendance-events?page_size=1000",
                              room["admin"]).json()
-    check_ins = [e for e in events if e["type"] == "check_in"]
-    assert sorted(e["member_id"] for e in check_ins) == sorted([a, b, c, d])
+    check_ins = [ev for ev in events if ev["type"] == "check_in"]
+    assert sorted(ev["member_id"] for ev in check_ins) == sorted([a, b, c, d])
+    assert [ev["member_id"] for ev in events if ev["type"] == "qr_check_in"] == [e]
     marks = phone.evaluate("window.rollCall.marks()")
-    assert sorted(e["event_id"] for e in check_ins) == sorted(
+    assert sorted(ev["event_id"] for ev in check_ins) == sorted(
         f"{m['event_id']}:{m['member_ids'][0]}" for m in marks)
     queued = [m for m in marks if m["member_ids"][0] in (c, d)]
     assert all(m["queued"] for m in queued), queued
@@ -236,13 +256,13 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
         f'[data-member-id="{guest}"].rc-walk-in-row[data-present="true"][data-sync="synced"]',
         timeout=15_000)
     shot(phone, "10-roll-call-walk-in")
-    wait_headcount(screen, 5)
+    wait_headcount(screen, 6)
     # and one check-out: the room screen follows
     phone.fill("#rc-search", "")
     phone.tap(f'[data-member-id="{a}"] .check-out')
     phone.wait_for_selector(f'[data-member-id="{a}"][data-present="false"][data-sync="synced"]',
                             timeout=15_000)
-    wait_headcount(screen, 4)
+    wait_headcount(screen, 5)
     assert "赵来宾" in screen.inner_text(".att-recent")
     shot(screen, "11-room-screen-walk-in")
 
@@ -257,4 +277,4 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     shot(trainer, "12-trainer-ended")
     for ctx in (phone_ctx, room_ctx, trainer_ctx):
         ctx.close()
-    assert Path(SHOTS / "09-room-screen-headcount-4.png").stat().st_size > 0
+    assert Path(SHOTS / "09-room-screen-headcount-5.png").stat().st_size > 0
