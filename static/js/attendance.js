@@ -130,7 +130,12 @@
         recent.unshift({ id: u.member_id, time: clock(u.at) });
         recent.splice(20);
       }
-      if (here) present.add(u.member_id); else present.delete(u.member_id);
+      if (here) present.add(u.member_id);
+      else {
+        present.delete(u.member_id);
+        // Gone again (checked out, or checked in elsewhere): not among the names just in.
+        for (let i = recent.length - 1; i >= 0; i--) if (recent[i].id === u.member_id) recent.splice(i, 1);
+      }
       counts(); renderRecent();
       // A walk-in's name is not in the roster we hold: a fresh snapshot brings it.
       if (here && !names[u.member_id]) join();

@@ -263,7 +263,9 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
     phone.wait_for_selector(f'[data-member-id="{a}"][data-present="false"][data-sync="synced"]',
                             timeout=15_000)
     wait_headcount(screen, 5)
-    assert "赵来宾" in screen.inner_text(".att-recent")
+    recent = screen.inner_text(".att-recent")
+    assert "赵来宾" in recent
+    assert "王建国" not in recent  # checked out
     shot(screen, "11-room-screen-walk-in")
 
     trainer.evaluate("window.__tracks = window.liveBroadcast.camera.getTracks()")
