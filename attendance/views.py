@@ -426,6 +426,63 @@ def screen(occurrence_id: int, site_id: int):
                            site_token=token, can_operate=can_operate)
 
 
+# --- the operator's roll call (a phone or tablet; works offline, see static/js/roll_call.js)
+
+
+def _roll_call_site(occurrence_id: int, site_id: int):
+    """The occurrence and site a logged-in user may take the roll call of (else 403)."""
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
+    site = svc.get_site(db.session, site_id)
+    svc.require_operate_site(db.session, _page_user(), occurrence, site)
+    return occurrence, site
+
+
+@pages.route("/live/<int:occurrence_id>/site/<int:site_id>/roll-call")
+@login_required
+def roll_call(occurrence_id: int, site_id: int):
+    """点名: the site's expected members, one tap to check each in or out, walk-ins."""
+    occurrence, site = _roll_call_site(occurrence_id, site_id)
+    return render_template("attendance/roll_call.html", occurrence=occurrence, site=site)
+
+
+@pages.route("/live/<int:occurrence_id>/site/<int:site_id>/roll-call/state.json")
+@login_required
+def roll_call_state(occurrence_id: int, site_id: int):
+    """The roll call's roster (expected and present here) and the server's clock, from
+    which the page measures its device's offset for marks queued offline."""
+    occurrence, site = _roll_call_site(occurrence_id, site_id)
+    now = utcnow()
+    snap = svc.snapshot(db.session, occurrence, config=_config(), now=now)
+    mine = next((b for b in snap["sites"] if b["site_id"] == site.id),
+                {"expected": [], "present": []})
+    response = jsonify({"occurrence_id": occurrence.id, "site_id": site.id,
+                        "server_time": iso(now), "locked": snap["locked"],
+                        "expected": mine["expected"], "present": mine["present"]})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@pages.route("/live/<int:occurrence_id>/site/<int:site_id>/roll-call/members")
+@login_required
+def roll_call_members(occurrence_id: int, site_id: int):
+    """Walk-ins: members of the organization found by name, number or phone."""
+    from org.service import walk_in_candidates
+
+    _occurrence, site = _roll_call_site(occurrence_id, site_id)
+    found = walk_in_candidates(db.session, site, request.args.get("q", ""))
+    return jsonify([{"member_id": m.id, "name": m.name, "member_no": m.member_no,
+                     "org_unit": m.org_unit.name} for m in found])
+
+
+@pages.route("/live/roll-call-sw.js")
+def roll_call_worker():
+    """The roll call's service worker, served under /live/ so that its scope covers every
+    roll-call page: it keeps the page and its assets for a reload without network."""
+    with current_app.open_resource("static/js/roll_call_sw.js") as f:
+        body = f.read()
+    return Response(body, mimetype="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
 @pages.route("/attendance/<int:occurrence_id>/sign-in-sheet")
 @login_required
 def sign_in_sheet(occurrence_id: int):

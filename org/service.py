@@ -542,6 +542,26 @@ def members_query(session: Session, actor: User | None, *, org_unit_id: int | No
     return query
 
 
+def walk_in_candidates(session: Session, site: Site, q: str, *, limit: int = 20
+                       ) -> list[Member]:
+    """Active members of the site's organization (the tree its top unit heads) whose name,
+    number or phone contains `q`: the people a room's operator may mark as walk-ins."""
+    needle = (q or "").strip().lower()
+    if not needle:
+        return []
+    unit = session.get(OrgUnit, site.org_unit_id)
+    root = "/" + unit.path.strip("/").split("/")[0] + "/" if unit and unit.path.strip("/") \
+        else "/"
+    units = select(OrgUnit.id).where(OrgUnit.path.startswith(root, autoescape=True))
+    return list(session.scalars(
+        select(Member).where(
+            Member.status == "active", Member.org_unit_id.in_(units),
+            or_(func.lower(Member.name).contains(needle, autoescape=True),
+                func.lower(Member.member_no).contains(needle, autoescape=True),
+                Member.phone.contains(needle, autoescape=True)))
+        .order_by(Member.name, Member.id).limit(limit)))
+
+
 def get_member(session: Session, actor: User | None, member_id: int) -> Member:
     """A member `actor` may read: 404 when missing, 403 when out of scope."""
     member = session.get(Member, member_id)

@@ -357,11 +357,15 @@ def _links(occ: Occurrence) -> list[dict]:
         links.append({"label": _("开始直播"), "url": f"/live/{occ.id}/broadcast"})
     if user.role == "site_operator" and user.site_id:
         links.append({"label": _("学习点屏幕"), "url": f"/live/{occ.id}/site/{user.site_id}"})
+        links.append({"label": _("点名"),
+                      "url": f"/live/{occ.id}/site/{user.site_id}/roll-call"})
+        # The operator's own record of the lesson: the printable sign-in sheet.
+        links.append({"label": _("签到表"), "url": f"/attendance/{occ.id}/sign-in-sheet"})
     elif user.role in ("admin", "organizer"):
         for site in study.sites:
             links.append({"label": _("学习点屏幕") + f"·{site.name}",
                           "url": f"/live/{occ.id}/site/{site.id}"})
-    if user.role in ("admin", "organizer", "site_operator"):
+    if user.role in ("admin", "organizer"):
         links.append({"label": _("考勤"), "url": f"/attendance/{occ.id}"})
     if user.role in ("member", "admin", "organizer", "trainer"):
         links.append({"label": _("观看"), "url": f"/live/{occ.id}/watch"})

@@ -371,7 +371,11 @@ def site_page(occurrence_id: int, site_id: int):
     return render_template(
         "video/site.html", occurrence=occurrence, site=site, site_token=token,
         can_operate=can_operate, live=live_payload(occurrence.id),
-        config=_page_config(occurrence, role="site", siteId=site.id, token=token))
+        config=_page_config(occurrence, role="site", siteId=site.id, token=token,
+                            # A kiosk goes back to its standing address once the lesson
+                            # has ended, to wait there for the next one.
+                            kioskUrl=url_for("video.room_screen", site_id=site.id, token=token)
+                            if token else None))
 
 
 @pages.get("/screen/<int:site_id>")

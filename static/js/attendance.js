@@ -36,86 +36,113 @@
 
   function text(el, value) { if (el) el.textContent = value; }
 
-  // --- a site's room screen and roll call -------------------------------------------------
+  // An inline <svg> made standalone for an <img>: its namespace, and a viewBox so it scales.
+  function standaloneSvg(svg) {
+    return svg.replace(/^<svg([^>]*?) width="(\d+(?:\.\d+)?)" height="(\d+(?:\.\d+)?)"/, function (all, pre, w, h) {
+      return '<svg xmlns="http://www.w3.org/2000/svg"' + pre + ' viewBox="0 0 ' + w + ' ' + h + '" width="' + w + '" height="' + h + '"';
+    });
+  }
+
+  // --- a site's room screen: QR, headcount, names just checked in -------------------------
   function sitePanel(panel) {
     const occ = Number(panel.dataset.occurrence), site = Number(panel.dataset.site);
-    const canOperate = panel.dataset.canOperate === "true";
     const socket = connect(panel.dataset.token);
     const present = new Set();
-    let qrTimer = null;
+    const names = {};
+    const recent = [];
+    let expected = 0, qrTimer = null;
+    const headcount = panel.querySelector("#headcount") || panel.querySelector(".att-headcount");
+    const banner = document.getElementById("offline-banner");
 
-    function counts() { text(panel.querySelector(".att-present-count"), present.size); }
-
-    function renderRoster(expected) {
-      const ul = panel.querySelector(".att-roster");
-      if (!ul) return;
-      ul.innerHTML = "";
-      if (!expected.length) { ul.innerHTML = "<li class='muted'>" + ul.dataset.empty + "</li>"; return; }
-      expected.forEach(function (m) {
-        const li = document.createElement("li");
-        li.dataset.member = m.member_id;
-        li.innerHTML = "<label><input type='checkbox' value='" + m.member_id + "'> <span></span></label>";
-        li.querySelector("span").textContent = m.name + "（" + m.member_no + "）";
-        ul.appendChild(li);
-      });
-      markRoster();
+    function counts() {
+      text(panel.querySelector(".att-present-count"), present.size);
+      text(panel.querySelector(".att-expected-count"), expected);
+      if (headcount) { headcount.dataset.present = present.size; headcount.dataset.expected = expected; }
     }
 
-    function markRoster() {
-      panel.querySelectorAll(".att-roster li[data-member]").forEach(function (li) {
-        li.classList.toggle("att-here", present.has(Number(li.dataset.member)));
+    function renderRecent() {
+      const ol = panel.querySelector(".att-recent");
+      if (!ol) return;
+      ol.innerHTML = "";
+      if (!recent.length) { ol.innerHTML = "<li class='muted'></li>"; ol.firstChild.textContent = ol.dataset.empty; return; }
+      recent.slice(0, 8).forEach(function (r) {
+        const li = document.createElement("li");
+        li.dataset.member = r.id;
+        li.textContent = "✓ " + (names[r.id] || ("#" + r.id)) + "  " + r.time;
+        ol.appendChild(li);
       });
+    }
+
+    // "HH:MM" in the site's zone (the kiosk PC's own zone may be anything).
+    function clock(at) {
+      const d = at ? new Date(at) : new Date();
+      try {
+        return d.toLocaleTimeString("zh-CN", { timeZone: panel.dataset.tz || undefined, hour: "2-digit", minute: "2-digit", hour12: false });
+      } catch (e) {
+        return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
+      }
+    }
+
+    function offline(down) {
+      setConn(panel, !down);
+      if (banner) banner.hidden = !down;
+      document.body.classList.toggle("room-offline-now", down);
     }
 
     function refreshQr() {
       socket.emit("qr:token", { occurrence_id: occ, site_id: site }, function (ack) {
-        if (!ack || !ack.ok) { text(panel.querySelector(".att-qr"), ack ? ack.message : ""); return; }
-        panel.querySelector(".att-qr").innerHTML = ack.svg;
+        const msg = panel.querySelector(".att-qr-message");
+        if (!ack || !ack.ok) { text(msg, ack ? ack.message : ""); return; }
+        text(msg, "");
+        const img = panel.querySelector("#checkin-qr");
+        img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(standaloneSvg(ack.svg));
+        img.dataset.url = ack.url;
         const a = panel.querySelector(".att-qr-url");
-        a.href = ack.url; a.textContent = ack.url;
+        if (a) { a.href = ack.url; a.textContent = ack.url; }
         panel.dataset.qrUrl = ack.url;
         const codeBox = panel.querySelector(".att-qr-code-box");
         if (codeBox) { codeBox.hidden = !ack.code; text(codeBox.querySelector(".att-qr-code"), ack.code || ""); }
         const left = Math.max(1000, new Date(ack.expires_at) - Date.now());
-        text(panel.querySelector(".att-qr-expiry"), Math.round(left / 1000) + "s");
         clearTimeout(qrTimer);
         qrTimer = setTimeout(refreshQr, left + 300);
       });
     }
 
-    socket.on("connect", function () {
-      setConn(panel, true);
+    function join() {
       socket.emit("site:join", { occurrence_id: occ, site_id: site }, function (ack) {
-        if (!ack || !ack.ok) { text(panel.querySelector(".att-message") || panel.querySelector(".att-qr"), ack ? ack.message : ""); return; }
+        if (!ack || !ack.ok) { text(panel.querySelector(".att-qr-message"), ack ? ack.message : ""); return; }
+        const s = ack.site || { expected: [], present: [], expected_count: 0 };
         present.clear();
-        (ack.site ? ack.site.present : []).forEach(function (m) { present.add(m.member_id); });
-        text(panel.querySelector(".att-expected-count"), ack.site ? ack.site.expected_count : 0);
-        counts();
-        if (canOperate) renderRoster(ack.site ? ack.site.expected : []);
+        (s.expected || []).concat(s.present || []).forEach(function (m) { names[m.member_id] = m.name; });
+        (s.present || []).forEach(function (m) { present.add(m.member_id); });
+        expected = s.expected_count || 0;
+        counts(); renderRecent();
         refreshQr();
       });
-    });
-    socket.on("disconnect", function () { setConn(panel, false); });
-    socket.on("attendance:update", function (u) {
-      if (u.site_id !== site && u.present) { present.delete(u.member_id); }
-      else if (u.present) present.add(u.member_id); else present.delete(u.member_id);
-      counts(); markRoster();
-    });
+    }
 
-    const all = panel.querySelector(".att-select-all");
-    if (all) all.addEventListener("change", function () {
-      panel.querySelectorAll(".att-roster input[type=checkbox]").forEach(function (cb) { cb.checked = all.checked; });
+    socket.on("connect", function () { offline(false); join(); });
+    socket.on("disconnect", function () { offline(true); clearTimeout(qrTimer); });
+    window.addEventListener("offline", function () { offline(true); });
+    window.addEventListener("online", function () { if (socket.connected) offline(false); });
+    socket.on("attendance:update", function (u) {
+      if (u.name) names[u.member_id] = u.name;
+      const here = u.present && u.site_id === site;
+      if (here && !present.has(u.member_id)) {
+        recent.unshift({ id: u.member_id, time: clock(u.at) });
+        recent.splice(20);
+      }
+      if (here) present.add(u.member_id);
+      else {
+        present.delete(u.member_id);
+        // Gone again (checked out, or checked in elsewhere): not among the names just in.
+        for (let i = recent.length - 1; i >= 0; i--) if (recent[i].id === u.member_id) recent.splice(i, 1);
+      }
+      counts(); renderRecent();
+      // A walk-in's name is not in the roster we hold: a fresh snapshot brings it.
+      if (here && !names[u.member_id]) join();
     });
-    panel.querySelectorAll(".att-mark").forEach(function (btn) {
-      btn.addEventListener("click", function () {
-        const ids = Array.from(panel.querySelectorAll(".att-roster input:checked")).map(function (cb) { return Number(cb.value); });
-        if (!ids.length) return;
-        const payload = { occurrence_id: occ, site_id: site, member_ids: ids, state: btn.dataset.state, event_id: newEventId() };
-        emitReliably(socket, "roll_call:mark", payload, function (ack) {
-          text(panel.querySelector(".att-message"), ack.ok ? "✓ " + ids.length : ack.message);
-        });
-      });
-    });
+    renderRecent();
   }
 
   // --- a member watching alone --------------------------------------------------------------

@@ -99,9 +99,33 @@
     if (pc) pc.close();
     pc = null;
     clearInterval(statsTimer);
+    releaseDevices();
     Live.setStatus("ended");
     startBtn.disabled = false;
   }
+
+  // After the broadcast the camera and microphone are given back (their lights go off);
+  // starting again opens them anew.
+  function releaseDevices() {
+    [camera, screen].forEach(function (stream) {
+      if (stream) stream.getTracks().forEach(function (t) { t.stop(); });
+    });
+    camera = null;
+    screen = null;
+    shareBtn.classList.remove("on");
+    preview.srcObject = null;
+  }
+
+  const obsBtn = document.getElementById("obs-key");
+  if (obsBtn) obsBtn.addEventListener("click", function () {
+    const box = obsBtn.closest(".live-obs");
+    window.apiFetch(box.dataset.keyUrl, { method: "POST" }).then(function (out) {
+      document.getElementById("obs-stream-key").value = out.stream_key;
+      document.getElementById("obs-whip-url").value = out.whip_url;
+      box.querySelector(".live-obs-fields").hidden = false;
+      document.getElementById("obs-message").textContent = "";
+    }).catch(function (err) { document.getElementById("obs-message").textContent = err.message; });
+  });
 
   async function shareScreen() {
     if (screen) { stopSharing(); return; }
@@ -177,5 +201,5 @@
   window.addEventListener("pagehide", function () { if (location) Live.deleteResource(location); });
   Live.joinRoom(onState);
   openCamera().then(listDevices).catch(function (e) { say(e.message || String(e)); });
-  window.liveBroadcast = { start: start, stop: stop, get pc() { return pc; } };
+  window.liveBroadcast = { start: start, stop: stop, get pc() { return pc; }, get camera() { return camera; } };
 })();

@@ -52,7 +52,7 @@
     mine.ontrack = function (ev) {
       stream.addTrack(ev.track);
       if (video.srcObject !== stream) video.srcObject = stream;
-      video.play().catch(function () {});
+      play();
     };
     mine.onconnectionstatechange = function () {
       if (pc !== mine) return;
@@ -88,6 +88,18 @@
     }
   }
 
+  // A kiosk (opened by its screen token) returns to its standing address a while after the
+  // lesson ended; that page shows the next lesson and opens it when it is time.
+  let kioskTimer = null;
+  function kioskAfterEnd(isEnded) {
+    clearTimeout(kioskTimer);
+    if (isEnded && cfg.kioskUrl) kioskTimer = setTimeout(function () { window.location.assign(cfg.kioskUrl); }, 10 * 60 * 1000);
+  }
+  new MutationObserver(function () {
+    kioskAfterEnd(document.getElementById("live-status").dataset.state === "ended");
+  }).observe(document.getElementById("live-status"), { attributes: true, attributeFilter: ["data-state"] });
+  kioskAfterEnd(ended);
+
   Live.joinRoom(function (msg) {
     if (msg.state === "live") {
       if (!pc) { ended = false; connect(); }
@@ -99,10 +111,24 @@
     }
   });
 
-  document.getElementById("unmute").addEventListener("click", function (ev) {
+  // Sound: turned on once per device (a kiosk remembers it); if the browser refuses to
+  // play with sound before a gesture, the picture plays muted and the button comes back.
+  const unmute = document.getElementById("unmute");
+  const SOUND_KEY = "yuanjiao.sound";
+  function soundWanted() { try { return localStorage.getItem(SOUND_KEY) === "on"; } catch (e) { return false; } }
+  function showSound() { unmute.classList.toggle("on", !video.muted); unmute.textContent = video.muted ? unmute.dataset.off : unmute.dataset.on; }
+  function play() {
+    video.muted = !soundWanted();
+    video.play().catch(function () { video.muted = true; video.play().catch(function () {}); }).then(showSound);
+  }
+  unmute.addEventListener("click", function () {
     video.muted = !video.muted;
-    ev.target.classList.toggle("on", !video.muted);
+    try { localStorage.setItem(SOUND_KEY, video.muted ? "off" : "on"); } catch (e) { /* private mode */ }
+    if (!video.muted) video.play().catch(function () {});
+    showSound();
   });
+  video.muted = !soundWanted();
+  showSound();
   window.addEventListener("pagehide", function () { Live.deleteResource(location); });
   window.livePlayer = { connect: connect, get pc() { return pc; } };
   connect();

@@ -23,7 +23,7 @@ def test_qr_check_in_reaches_the_dashboard_and_the_export(tmp_path, live_server_
     # the room screen: a site token, no login
     screen = browser.new_context().new_page()
     screen.goto(f"{server.url}/attendance/{occ}/screen/{site}?token={cfg['screen_tokens'][0]}")
-    screen.wait_for_selector(".att-qr svg", timeout=20000)
+    screen.wait_for_selector("#checkin-qr[data-url]", timeout=20000)
     qr_url = screen.get_attribute(".att-qr-url", "href")
     assert "/checkin/" in qr_url
     assert screen.inner_text(".att-present-count") == "0"
