@@ -309,7 +309,7 @@ def roll_call_mark(data: Any) -> dict[str, Any]:
         occurrence_id=occurrence_id, site_id=site_id, member_ids=data.get("member_ids"),
         state=data.get("state"), source=f"site:{site_id}", event_id=data.get("event_id"),
         actor_user_id=_actor_user_id(), client_time=at, queued=queued,
-        clock_offset_ms=data.get("clock_offset_ms"))
+        clock_offset_ms=data.get("clock_offset_ms"), walk_in=data.get("walk_in") is True)
     results = _append(Request(appends, now=utcnow()))
     live.publish_events(e for e, created in results if created)
     return {"ok": True, "stored": sum(1 for _, c in results if c),

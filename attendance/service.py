@@ -369,7 +369,7 @@ def _refuse_other_site(session: Session, occurrence_id: int, member_id: int,
 def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, state: Any,
                       source: str, event_id: Any, actor_user_id: int | None = None,
                       client_time: dt.datetime | None = None, queued: bool = False,
-                      clock_offset_ms: Any = None) -> list[Any]:
+                      clock_offset_ms: Any = None, walk_in: bool = False) -> list[Any]:
     """A roll call (one or many members marked present or checked out at a site)
     validated into the writer's appends (see attendance.writer): ``<event_id>:<member_id>``
     per member, so a retried batch stores each member once; the writer stores them all or
@@ -381,7 +381,8 @@ def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, stat
     return [Append(occurrence_id=occurrence_id, type=kind, source=source,
                    event_id=member_event_id, member_id=member_id, site_id=site_id,
                    actor_user_id=actor_user_id, client_time=client_time, queued=queued,
-                   payload=queued_payload(queued, None, clock_offset_ms))
+                   payload=queued_payload(queued, {"walk_in": True} if walk_in else None,
+                                          clock_offset_ms))
             for member_id, member_event_id in items]
 
 

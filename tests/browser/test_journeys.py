@@ -243,6 +243,15 @@ def test_trainer_room_screen_roll_call_online_and_offline(live_server, browser):
         f"{m['event_id']}:{m['member_ids'][0]}" for m in marks)
     queued = [m for m in marks if m["member_ids"][0] in (c, d)]
     assert all(m["queued"] for m in queued), queued
+    # the server kept the offline marks' own times (before the sync) and flagged them
+    offline = {ev["member_id"]: ev for ev in check_ins if ev["member_id"] in (c, d)}
+    for ev in offline.values():
+        assert ev["payload"].get("queued") is True, ev
+        assert ev["client_time"] is not None
+        assert ev["client_time"] < ev["server_time"]
+    rows = live_server.api("GET", f"/api/v1/occurrences/{occ}/attendance",
+                           room["admin"]).json()
+    assert all("离线补传" in r["notes"] for r in rows if r["member_id"] in (c, d))
 
     # a walk-in: not on the roster, found by name among the organization's members
     guest = room["guest"]
