@@ -665,6 +665,17 @@ def snapshot_json(occurrence_id: int):
     return jsonify(svc.snapshot(db.session, occurrence, config=_config(), now=utcnow()))
 
 
+@pages.route("/attendance/<int:occurrence_id>/headcount.json")
+@login_required
+def headcount_json(occurrence_id: int):
+    """A lesson's live counts, no names (工作台's rows): who may view the occurrence."""
+    occurrence = _page_occurrence(occurrence_id, manage=False)
+    snap = svc.snapshot(db.session, occurrence, config=_config(), now=utcnow(),
+                        with_names=False)
+    return jsonify({k: snap[k] for k in ("occurrence_id", "expected_count", "present_count",
+                                         "attended_count", "excused_count")})
+
+
 @pages.app_template_filter("local_time")
 def local_time(value: dt.datetime | None, tz: str | None = None, fmt: str = "%H:%M:%S") -> str:
     """A UTC datetime shown in a site's zone."""

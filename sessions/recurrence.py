@@ -164,3 +164,56 @@ def first_start(rule: str, start: dt.datetime, tz: ZoneInfo) -> dt.datetime | No
     rr = _build(rule, local_start, tz)
     naive = rr.after(local_start, inc=True)
     return localize(naive, tz) if naive is not None else None
+
+
+def describe(rule: str | None, start: dt.datetime, tz: ZoneInfo) -> str:
+    """A rule in words, in the reader's language: 每周三 19:30, 每月第一个周五 19:30, 每两周的
+    周一、周三 19:30; 共 8 次 / 至 2027-01-20. A rule the words do not cover stays as written."""
+    from flask_babel import gettext as _
+
+    local = start.astimezone(tz)
+    time = f"{local:%H:%M}"
+    if not rule:
+        return _("不重复（%(date)s %(time)s）", date=f"{local:%Y-%m-%d}", time=time)
+    parts = dict(_parts(rule))
+    names = {"MO": _("周一"), "TU": _("周二"), "WE": _("周三"), "TH": _("周四"),
+             "FR": _("周五"), "SA": _("周六"), "SU": _("周日")}
+    ordinals = {"1": _("第一个"), "2": _("第二个"), "3": _("第三个"), "4": _("第四个"),
+                "-1": _("最后一个")}
+    freq, interval = parts.get("FREQ"), int(parts.get("INTERVAL", "1") or 1)
+    known = {"FREQ", "INTERVAL", "BYDAY", "BYMONTHDAY", "UNTIL", "COUNT", "WKST"}
+    if set(parts) - known:
+        return rule
+    sep = _("、")
+    if freq == "DAILY" and "BYDAY" not in parts:
+        text = _("每天 %(time)s", time=time) if interval == 1 else _(
+            "每 %(n)s 天 %(time)s", n=interval, time=time)
+    elif freq == "WEEKLY":
+        codes = parts.get("BYDAY", "").split(",") if parts.get("BYDAY") else [
+            ["MO", "TU", "WE", "TH", "FR", "SA", "SU"][local.weekday()]]
+        if any(c not in names for c in codes):
+            return rule
+        days = sep.join(names[c] for c in codes)
+        text = _("每%(days)s %(time)s", days=days, time=time) if interval == 1 else _(
+            "每 %(n)s 周的%(days)s %(time)s", n=interval, days=days, time=time)
+    elif freq == "MONTHLY" and "BYDAY" in parts:
+        m = re.fullmatch(r"(-?\d)(MO|TU|WE|TH|FR|SA|SU)", parts["BYDAY"])
+        if not m or m.group(1) not in ordinals:
+            return rule
+        what = _("%(nth)s%(day)s", nth=ordinals[m.group(1)], day=names[m.group(2)])
+        text = _("每月%(what)s %(time)s", what=what, time=time) if interval == 1 else _(
+            "每 %(n)s 个月的%(what)s %(time)s", n=interval, what=what, time=time)
+    elif freq == "MONTHLY":
+        day = parts.get("BYMONTHDAY", str(local.day))
+        if not re.fullmatch(r"-?\d{1,2}", day):
+            return rule
+        text = _("每月 %(day)s 日 %(time)s", day=day, time=time) if interval == 1 else _(
+            "每 %(n)s 个月的 %(day)s 日 %(time)s", n=interval, day=day, time=time)
+    else:
+        return rule
+    if parts.get("COUNT"):
+        text += _("，共 %(n)s 次", n=parts["COUNT"])
+    elif parts.get("UNTIL"):
+        until = _until_to_utc(parts["UNTIL"], tz).astimezone(tz)
+        text += _("，至 %(date)s", date=f"{until:%Y-%m-%d}")
+    return text

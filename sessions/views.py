@@ -31,7 +31,7 @@ from core.pagination import SelectPage
 from core.timeutil import zone
 from core.types import utcnow
 from extensions import csrf, db
-from sessions import schemas, service
+from sessions import recurrence, schemas, service
 from sessions.errors import ValidationError
 from sessions.models import SESSION_KINDS, Occurrence, StudySession
 from sessions.schemas import (
@@ -72,7 +72,9 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _helpers() -> dict:
-        return {"session_kind_label": lambda k: str(KIND_LABELS.get(k, k)), "local": local_time}
+        return {"session_kind_label": lambda k: str(KIND_LABELS.get(k, k)), "local": local_time,
+                "describe_rrule": lambda study: recurrence.describe(
+                    study.rrule, study.starts_at, zone(study.timezone))}
 
 
 def local_time(value: dt.datetime | None, tz_name: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -349,14 +351,17 @@ def _viewer_tz() -> str:
 
 
 def _links(occ: Occurrence) -> list[dict]:
-    """What the current user can do with an occurrence, as (label, url) pairs."""
+    """What the current user can do with an occurrence: label, url and whether it is the
+    role's primary action (one per row; the rest go in a menu)."""
     user = current_user
     study = occ.session
     links = [{"label": _("详情"), "url": url_for("sessions.detail", session_id=study.id)}]
     if user.role == "admin" or user.id == study.trainer_id:
-        links.append({"label": _("开始直播"), "url": f"/live/{occ.id}/broadcast"})
+        links.append({"label": _("开始直播"), "url": f"/live/{occ.id}/broadcast",
+                      "primary": user.role == "trainer" or user.id == study.trainer_id})
     if user.role == "site_operator" and user.site_id:
-        links.append({"label": _("学习点屏幕"), "url": f"/live/{occ.id}/site/{user.site_id}"})
+        links.append({"label": _("学习点屏幕"), "url": f"/live/{occ.id}/site/{user.site_id}",
+                      "primary": True})
         links.append({"label": _("点名"),
                       "url": f"/live/{occ.id}/site/{user.site_id}/roll-call"})
         # The operator's own record of the lesson: the printable sign-in sheet.
@@ -366,10 +371,22 @@ def _links(occ: Occurrence) -> list[dict]:
             links.append({"label": _("学习点屏幕") + f"·{site.name}",
                           "url": f"/live/{occ.id}/site/{site.id}"})
     if user.role in ("admin", "organizer"):
-        links.append({"label": _("考勤"), "url": f"/attendance/{occ.id}"})
+        links.append({"label": _("考勤"), "url": f"/attendance/{occ.id}",
+                      "primary": user.role == "organizer" or user.id != study.trainer_id})
     if user.role in ("member", "admin", "organizer", "trainer"):
-        links.append({"label": _("观看"), "url": f"/live/{occ.id}/watch"})
+        links.append({"label": _("观看"), "url": f"/live/{occ.id}/watch",
+                      "primary": user.role == "member"})
+    first = next((link for link in links if link.get("primary")), None)
+    for link in links:
+        link["primary"] = link is first
     return links
+
+
+def _headcount_url(occ: Occurrence) -> str | None:
+    """Where 工作台 reads a lesson's live headcount (roles that see attendance)."""
+    if current_user.role in ("admin", "organizer", "site_operator", "trainer"):
+        return url_for("attendance_pages.headcount_json", occurrence_id=occ.id)
+    return None
 
 
 def _occurrences_between(start: dt.datetime, end: dt.datetime) -> list[Occurrence]:
@@ -393,7 +410,8 @@ def dashboard():
     today_rows = [o for o in rows if o.starts_at < tomorrow]
     upcoming = [o for o in rows if o.starts_at >= tomorrow]
     return render_template("sessions/dashboard.html", today=today_rows, upcoming=upcoming,
-                           tz=tz, tz_name=tz_name, links=_links, now=now)
+                           tz=tz, tz_name=tz_name, links=_links, now=now,
+                           headcount_url=_headcount_url)
 
 
 @pages.route("/sessions")
@@ -478,8 +496,16 @@ def detail(session_id: int):
     service.require_view(db.session, current_user, study)
     if service.extend_horizons(db.session, utcnow()):
         db.session.commit()
+    now = utcnow()
+    rows = sorted(study.occurrences, key=lambda o: o.starts_at)
+    per_page = 20
+    pages = max(1, -(-len(rows) // per_page))
+    default = next((i for i, o in enumerate(rows) if o.ends_at > now), len(rows) - 1)
+    page = request.args.get("page", type=int) or default // per_page + 1
+    page = min(max(page, 1), pages)
     return render_template("sessions/detail.html", study=study, tz=zone(study.timezone),
-                           occurrences=study.occurrences, now=utcnow(),
+                           occurrences=rows[(page - 1) * per_page:page * per_page],
+                           total=len(rows), page=page, pages=pages, now=now,
                            can_edit=service.can_edit_session(db.session, current_user, study),
                            links=_links)
 

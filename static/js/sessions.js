@@ -230,6 +230,24 @@
     });
   }
 
+  // --- 工作台: today's lessons with their live headcount ------------------------------------
+  const counts = document.querySelectorAll(".live-headcount[data-url]");
+  if (counts.length) {
+    const refresh = function () {
+      counts.forEach(async function (el) {
+        try {
+          const res = await window.apiFetch(el.dataset.url);
+          el.textContent = el.dataset.label.replace("{present}", res.present_count)
+            .replace("{expected}", res.expected_count);
+          el.dataset.present = res.present_count;
+          el.dataset.expected = res.expected_count;
+        } catch (err) { el.hidden = true; }
+      });
+    };
+    refresh();
+    setInterval(refresh, 30000);
+  }
+
   // --- feed URLs: reset ------------------------------------------------------------------
   document.addEventListener("click", async function (ev) {
     const btn = ev.target.closest("button.revoke");

@@ -127,3 +127,20 @@ def test_site_checkin_options_through_the_api_are_validated(client, scene):
     assert r.status_code == 200, r.json
     assert (r.json["checkin_networks"], r.json["checkin_code_required"]) == (
         "10.0.0.0/8\n192.168.1.0/24", True)
+
+
+def test_workbench_rows_have_one_primary_action_and_a_live_headcount(client, scene):
+    import re
+
+    login(client, "op_a")
+    html = client.get("/").get_data(as_text=True)
+    row = html[html.index(f'data-occurrence-id="{scene.occurrence.id}"'):]
+    row = row[:row.index("</tr>")]
+    assert len(re.findall(r'class="button small primary"', row)) == 1
+    assert f"/live/{scene.occurrence.id}/site/{scene.site_a.id}" in row  # its primary
+    assert 'class="row-menu"' in row
+    url = re.search(r'class="live-headcount" data-url="([^"]+)"', row).group(1)
+    counts = client.get(url).get_json()
+    assert (counts["expected_count"], counts["present_count"]) == (4, 0)
+    login(client, "outsider")
+    assert client.get(url).status_code == 403
