@@ -180,10 +180,16 @@ def _init_extensions(app: Flask) -> None:
                      view_func=_socketio_transport, websocket=True)
 
     @login_manager.user_loader
-    def _load_user(user_id: str):
+    def _load_user(session_token: str):
+        """Sessions and remember cookies name the user's current session token (not his
+        id): once it is rotated (logout, password, deactivation) they name nobody."""
+        from sqlalchemy import select
+
         from accounts.models import User
 
-        user = db.session.get(User, int(user_id))
+        if not session_token or len(session_token) != 64:
+            return None
+        user = db.session.scalar(select(User).where(User.session_token == session_token))
         return user if user is not None and user.active else None
 
     @app.context_processor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -54,6 +55,15 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "BABEL_TRANSLATION_DIRECTORIES": str(BASE_DIR / "translations"),
         "LANGUAGES": ["zh", "en"],
         "WTF_CSRF_TIME_LIMIT": None,
+        # Sessions: the remember cookie lasts 30 days; neither cookie is sent by other
+        # sites' requests (SameSite=Lax) nor readable by scripts.
+        "REMEMBER_COOKIE_DURATION": dt.timedelta(days=30),
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_HTTPONLY": True,
+        # Days a user's API token (POST /api/v1/auth/token) stays valid.
+        "YUANJIAO_TOKEN_DAYS": 90,
         # flask-smorest / OpenAPI
         "API_TITLE": "Yuanjiao API",
         "API_VERSION": "v1",
@@ -108,7 +118,7 @@ def from_environment() -> dict[str, Any]:
         out["YUANJIAO_ICE_SERVERS"] = json.loads(env["YUANJIAO_ICE_SERVERS"])
     if "YUANJIAO_AUTO_MIGRATE" in env:
         out["YUANJIAO_AUTO_MIGRATE"] = _bool(env["YUANJIAO_AUTO_MIGRATE"], True)
-    for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS",
+    for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS", "YUANJIAO_TOKEN_DAYS",
                 "YUANJIAO_ATTENDANCE_GRACE_SECONDS", "YUANJIAO_LEFT_EARLY_MINUTES"):
         if env.get(key):
             out[key] = int(env[key])

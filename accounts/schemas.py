@@ -12,6 +12,7 @@ class TokenRequest(Schema):
 
 class TokenResponse(Schema):
     token = fields.String(required=True)
+    expires_at = fields.DateTime()
 
 
 class UserIn(Schema):
@@ -39,4 +40,6 @@ class UserPatch(Schema):
     display_name = fields.String()
     active = fields.Boolean()
     password = fields.String(load_only=True, validate=validate.Length(min=8))
+    #: Required to change one's own password (a token alone does not suffice).
+    current_password = fields.String(load_only=True)
     locale = fields.String(validate=validate.OneOf(["zh", "en", ""]))

@@ -22,10 +22,16 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
-from accounts.models import ROLES, ApiToken, User
+from accounts.models import ROLES, ApiToken, User, new_session_token
+from core.types import utcnow
 from org.models import Member, OrgUnit, Site
 
 MIN_PASSWORD_LENGTH = 8
+#: Days a user's API token stays valid (YUANJIAO_TOKEN_DAYS overrides it per app).
+TOKEN_DAYS = 90
+#: A token's last_used_at is written at most this often (a write per request would cost
+#: more than the request).
+TOKEN_TOUCH_SECONDS = 300
 
 
 def hash_token(token: str) -> str:
@@ -96,12 +102,16 @@ def update_user(
             raise ValidationError("姓名不能为空，且不超过 100 个字符", field="display_name")
         user.display_name = display_name.strip()
     if active is not None:
+        if active != user.active:
+            end_sessions(user)  # reactivation must not revive old cookies either
         user.active = active
         if not active:
             for token in user.tokens:
                 token.revoked = True
     if password is not None:
         set_password(user, password)
+        end_sessions(user)
+        revoke_user_tokens(user)
     if locale is not None:
         if locale not in ("zh", "en", ""):
             raise ValidationError("界面语言只能是 zh 或 en", field="locale")
@@ -118,10 +128,37 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
-def issue_token(session: Session, user: User) -> str:
-    """A new API bearer token for `user`; only its hash is stored."""
+def end_sessions(user: User) -> None:
+    """End every login session and remember cookie of `user` (a new session token)."""
+    user.session_token = new_session_token()
+
+
+def revoke_user_tokens(user: User) -> int:
+    """Revoke every API token of `user` (not site-screen tokens); returns the count."""
+    count = 0
+    for token in user.tokens:
+        if not token.revoked:
+            token.revoked = True
+            count += 1
+    return count
+
+
+def change_own_password(user: User, current_password: str | None, new_password: str) -> None:
+    """A user's own password change: the current password is required, whatever the
+    credential of the request (a stolen token alone must not take the account)."""
+    if not current_password or not check_password_hash(user.password_hash, current_password):
+        raise Forbidden("当前密码不正确", code="wrong_password",
+                        details={"field": "current_password"})
+    update_user(user, password=new_password)
+
+
+def issue_token(session: Session, user: User, now: dt.datetime | None = None,
+                days: int = TOKEN_DAYS) -> str:
+    """A new API bearer token for `user`, valid `days`; only its hash is stored."""
+    now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), purpose="api"))
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), purpose="api",
+                         created_at=now, expires_at=now + dt.timedelta(days=days)))
     session.flush()
     return token
 
@@ -146,21 +183,44 @@ def revoke_site_tokens(session: Session, site: Site) -> int:
 
 
 def token_lookup(session: Session, token: str, now: dt.datetime | None = None) -> ApiToken | None:
-    """The live ApiToken for a bearer string, or None."""
+    """The live ApiToken for a bearer string, or None (unknown, revoked, expired, or its
+    user deactivated)."""
     if not token:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     if row is None or row.revoked:
+        return None
+    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
         return None
     if row.user is not None and not row.user.active:
         return None
     return row
 
 
-def revoke_token(session: Session, token: str) -> None:
+def token_needs_touch(row: ApiToken, now: dt.datetime) -> bool:
+    """Whether `last_used_at` is old enough to be written again (throttled)."""
+    return row.last_used_at is None or (
+        now - row.last_used_at).total_seconds() >= TOKEN_TOUCH_SECONDS
+
+
+def revoke_token(session: Session, token: str) -> bool:
+    """Revoke the token given as a bearer string; False when it is not live."""
     row = token_lookup(session, token)
-    if row is not None:
-        row.revoked = True
+    if row is None:
+        return False
+    row.revoked = True
+    return True
+
+
+def revoke_tokens_of(session: Session, actor: User, user_id: int) -> int:
+    """Revoke every API token of a user: the user himself, or one who manages him."""
+    user = get_user(session, user_id)
+    if actor.id != user.id:
+        require_manage_user(session, actor, role=user.role, org_unit_id=user.org_unit_id,
+                            site_id=user.site_id, member_id=user.member_id)
+    count = revoke_user_tokens(user)
+    session.flush()
+    return count
 
 
 # --- scope -----------------------------------------------------------------------------

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.views import MethodView
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_login import login_required, login_user, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
 from flask_smorest import Blueprint as ApiBlueprint
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -18,8 +28,9 @@ from accounts import service
 from accounts.errors import Forbidden, Unauthorized
 from accounts.models import User
 from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut, UserPatch
-from core.api import api, current_api_user
+from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
+from core.types import utcnow
 from extensions import csrf, db
 
 pages = Blueprint("accounts", __name__)
@@ -63,6 +74,9 @@ def login():
 @pages.route("/logout", methods=["POST"])
 @login_required
 def logout():
+    """Log out: every session and remember cookie of this user stops working."""
+    service.end_sessions(current_user._get_current_object())
+    db.session.commit()
     logout_user()
     return redirect(url_for("accounts.login"))
 
@@ -72,11 +86,34 @@ def logout():
 @blp.response(200, TokenResponse)
 @blp.doc(security=[])
 def issue_token(data):
-    """Exchange a username and password for an API bearer token."""
+    """Exchange a username and password for an API bearer token (it expires after
+    YUANJIAO_TOKEN_DAYS, 90 by default; `expires_at` says when)."""
     user = service.authenticate(db.session, data["username"], data["password"])
-    token = service.issue_token(db.session, user)
+    now = utcnow()
+    days = int(current_app.config.get("YUANJIAO_TOKEN_DAYS") or service.TOKEN_DAYS)
+    token = service.issue_token(db.session, user, now, days)
     db.session.commit()
-    return {"token": token}
+    return {"token": token, "expires_at": now + dt.timedelta(days=days)}
+
+
+@blp.route("/auth/token", methods=["DELETE"])
+@blp.response(204)
+def revoke_token():
+    """Revoke the bearer token this request carries (log out of the API)."""
+    token = bearer_token()
+    if not token:
+        raise Unauthorized("需要 Bearer 令牌", code="login_required")
+    current_principal()
+    service.revoke_token(db.session, token)
+    db.session.commit()
+
+
+@blp.route("/users/<int:user_id>/tokens", methods=["DELETE"])
+@blp.response(204)
+def revoke_user_tokens(user_id: int):
+    """Revoke every API token of a user: the user himself, or one who manages him."""
+    service.revoke_tokens_of(db.session, current_api_user(), user_id)
+    db.session.commit()
 
 
 @blp.route("/users")
@@ -116,9 +153,14 @@ class UserById(MethodView):
         (within their subtree, never admins or trainers) may change others."""
         caller = current_api_user()
         user = service.get_user(db.session, user_id)
+        current_password = data.pop("current_password", None)
         if caller.id == user.id:
             if "active" in data:
                 raise Forbidden("不能停用自己的账号")
+            if "password" in data:
+                service.change_own_password(user, current_password, data.pop("password"))
+                if not bearer_token():  # this browser stays logged in, the others do not
+                    login_user(user, remember=True)
         else:
             _require_manage(caller, user)
         service.update_user(user, **data)

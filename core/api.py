@@ -105,7 +105,8 @@ def current_principal(*, allow_session: bool = True):
     if token:
         row = token_lookup(db.session, token)
         if row is None:
-            raise Unauthorized("令牌无效或已吊销", code="invalid_token")
+            raise Unauthorized("令牌无效、已过期或已吊销", code="invalid_token")
+        touch_token(row)
         principal = row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
     elif allow_session and current_user.is_authenticated:
         if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -115,6 +116,22 @@ def current_principal(*, allow_session: bool = True):
         raise Unauthorized("需要登录或 Bearer 令牌", code="login_required")
     g.principal = principal
     return principal
+
+
+def touch_token(row) -> None:
+    """Record when a token was last used, at most every few minutes, in a transaction
+    of its own (the request's own transaction stays the view's to commit)."""
+    from sqlalchemy import update
+
+    from accounts.models import ApiToken
+    from accounts.service import token_needs_touch
+    from core.types import utcnow
+
+    now = utcnow()
+    if not token_needs_touch(row, now):
+        return
+    with db.engine.begin() as conn:
+        conn.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
 
 
 def current_api_user(*roles: str):

@@ -16,7 +16,7 @@ PAGES = ["/org", "/org/sites", "/org/members", "/org/members/import", "/users"]
 def login(app, user):
     client = app.test_client()
     with client.session_transaction() as sess:
-        sess["_user_id"] = str(user.id)
+        sess["_user_id"] = user.get_id()
         sess["_fresh"] = True
     return client
 
