@@ -111,8 +111,9 @@ def _sheet_name(occurrence, ext: str) -> str:
     return f"attendance-{occurrence.id}-{local:%Y%m%d}.{ext}"
 
 
-def _download(data: bytes, mimetype: str, filename: str) -> Response:
-    return Response(data, mimetype=mimetype, headers={
+def _download(data: bytes, content_type: str, filename: str) -> Response:
+    # content_type, not mimetype: werkzeug would add a second "; charset=utf-8".
+    return Response(data, content_type=content_type, headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Cache-Control": "no-store"})
 
