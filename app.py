@@ -217,7 +217,20 @@ def _select_locale() -> str:
     return session.get("lang", "zh")
 
 
+def _refuse_large_bodies() -> None:
+    """413 from the declared length, before anything reads the body (or checks a login):
+    werkzeug would only refuse once a view reads it. Chunked bodies without a length are
+    cut at the same limit by werkzeug as they are read."""
+    from flask import abort, current_app
+
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit and request.content_length is not None and request.content_length > limit:
+        abort(413)
+
+
 def _register_error_handlers(app: Flask) -> None:
+    app.before_request(_refuse_large_bodies)
+
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
         db.session.rollback()

@@ -64,6 +64,10 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         # Days a user's API token (POST /api/v1/auth/token) stays valid.
         "YUANJIAO_TOKEN_DAYS": 90,
+        # Requests larger than this are refused with 413 before their body is read.
+        "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+        # Events one .ics import may hold (more is refused with 422 before parsing).
+        "YUANJIAO_ICS_MAX_EVENTS": 2000,
         # flask-smorest / OpenAPI
         "API_TITLE": "Yuanjiao API",
         "API_VERSION": "v1",
@@ -118,7 +122,10 @@ def from_environment() -> dict[str, Any]:
         out["YUANJIAO_ICE_SERVERS"] = json.loads(env["YUANJIAO_ICE_SERVERS"])
     if "YUANJIAO_AUTO_MIGRATE" in env:
         out["YUANJIAO_AUTO_MIGRATE"] = _bool(env["YUANJIAO_AUTO_MIGRATE"], True)
+    if env.get("YUANJIAO_MAX_CONTENT_LENGTH"):
+        out["MAX_CONTENT_LENGTH"] = int(env["YUANJIAO_MAX_CONTENT_LENGTH"])
     for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS", "YUANJIAO_TOKEN_DAYS",
+                "YUANJIAO_ICS_MAX_EVENTS",
                 "YUANJIAO_ATTENDANCE_GRACE_SECONDS", "YUANJIAO_LEFT_EARLY_MINUTES"):
         if env.get(key):
             out[key] = int(env[key])

@@ -787,18 +787,31 @@ def feed_sessions_filter(session: Session, kind: str, owner_id: int) -> Any:
 # --- import ---------------------------------------------------------------------------------
 
 
+#: Events one .ics import may hold (YUANJIAO_ICS_MAX_EVENTS): a plan for a year of
+#: branches is a few hundred; 50,000 took 107 s while check-ins waited.
+MAX_IMPORT_EVENTS = 2000
+
+
 def import_ics(session: Session, actor: User | None, content: bytes | str, *,
                site_ids: list[int], org_unit_ids: list[int], trainer_id: int | None = None,
-               now: dt.datetime) -> tuple[list[StudySession], list[str]]:
+               now: dt.datetime, max_events: int = MAX_IMPORT_EVENTS
+               ) -> tuple[list[StudySession], list[str]]:
     """Create sessions from an .ics file (Outlook, Google, others), recurrence and moved or
     cancelled instances included. All or nothing: the caller commits only on success.
 
-    Returns the sessions created and notes about what was skipped.
+    Returns the sessions created and notes about what was skipped. A file with more than
+    `max_events` events is refused before it is parsed.
     """
     from sessions import ical
 
     if actor is not None and actor.role not in CREATOR_ROLES:
         raise Forbidden("只有管理员和组织管理员可以导入日历", details={"role": actor.role})
+    marker = b"BEGIN:VEVENT" if isinstance(content, bytes) else "BEGIN:VEVENT"
+    count = content.upper().count(marker)
+    if count > max_events:
+        raise ValidationError(f"日历文件中的日程过多：{count} 个（一次最多导入 {max_events} 个）",
+                              field="file", code="too_many_events",
+                              details={"events": count, "limit": max_events})
     try:
         events, notes = ical.parse_calendar(content)
     except ical.CalendarFileError as exc:

@@ -143,7 +143,8 @@ def import_sessions(files, form):
     content = files["file"].read()
     studies, notes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],
-        trainer_id=form.get("trainer_id"), now=utcnow())
+        trainer_id=form.get("trainer_id"), now=utcnow(),
+        max_events=current_app.config["YUANJIAO_ICS_MAX_EVENTS"])
     db.session.commit()
     return {"ids": [s.id for s in studies], "sessions": studies, "notes": notes}
 
