@@ -35,6 +35,9 @@ DOMAINS = ("accounts", "org", "sessions", "attendance", "video")
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then the environment, then `overrides` (tests)."""
     app = Flask(__name__, instance_relative_config=True)
+    from core.converters import BoundedIntegerConverter
+
+    app.url_map.converters["int"] = BoundedIntegerConverter
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.update(config.default_config(app.instance_path))
     app.config.update(config.from_environment())
@@ -237,6 +240,18 @@ def _register_error_handlers(app: Flask) -> None:
         if is_api_request() or request.accept_mimetypes.best == "application/json":
             return jsonify(error.to_dict()), error.status
         return render_template("error.html", error=error), error.status
+
+    from sqlalchemy.exc import DataError
+
+    @app.errorhandler(OverflowError)
+    @app.errorhandler(DataError)
+    def _out_of_range(error: Exception):
+        """A number or date past what Python or the database can hold (an id of 2^64, a
+        date in the year 9999 moved by its offset): the caller's input, so 422."""
+        from core.errors import ValidationError
+
+        log.info("out-of-range input on %s: %s", request.path, error)
+        return _domain_error(ValidationError("数值或日期超出允许范围", code="out_of_range"))
 
     @app.errorhandler(500)
     def _server_error(error):

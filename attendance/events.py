@@ -23,10 +23,10 @@ from flask_socketio import ConnectionRefusedError, join_room
 from accounts.models import User
 from attendance import live
 from attendance import service as svc
-from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized, ValidationError
+from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
 from core.api import SiteScreen
-from core.sockets import socket_principal
+from core.sockets import object_payload, payload_id, socket_principal
 from core.types import utcnow
 from extensions import db, socketio
 
@@ -79,6 +79,8 @@ def init_app(app: Flask) -> None:
     builds one) would have none.
     """
     for name, handler in HANDLERS.items():
+        if name not in ("connect", "disconnect", "ping"):
+            handler = object_payload(handler)  # no payload or not an object: refused
         if name not in ("connect", "disconnect"):
             handler = _in_turn(handler)
         socketio.on_event(name, handler, namespace=NS)
@@ -189,10 +191,7 @@ def _caller():
 
 
 def _int(data: Any, key: str) -> int:
-    try:
-        return int(data[key])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise ValidationError(f"{key} 必填且须为整数", field=key) from exc
+    return payload_id(data, key)
 
 
 def _occurrence_and_site(data: Any):

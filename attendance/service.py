@@ -52,6 +52,7 @@ from attendance.models import (
     MakeupTask,
     OccurrenceReview,
 )
+from core.converters import MAX_ID
 from org import service as org_service
 from org.models import Member, OrgUnit, Site
 from sessions import service as sessions_service
@@ -106,9 +107,13 @@ def get_member(session: Session, member_id: Any) -> Member:
 def _client_id(value: Any, what: str, field: str) -> int:
     """An id from a socket payload or form: anything not an integer names nothing."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise NotFound(f"{what}不存在：{value}", details={field: value}) from None
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise NotFound(f"{what}不存在：{str(value)[:40]}", details={field: str(value)[:40]}) \
+            from None
+    if isinstance(value, bool) or not 0 < number <= MAX_ID:
+        raise NotFound(f"{what}不存在：{str(value)[:40]}", details={field: str(value)[:40]})
+    return number
 
 
 def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:
@@ -399,13 +404,15 @@ def _roll_call_items(member_ids: Any, state: Any, event_id: Any) -> tuple[str, l
         raise ValidationError("member_ids 需为 1–1000 个党员", field="member_ids")
     event_id = clean_event_id(event_id)
     kind = "check_in" if state == "present" else "check_out"
-    items = []
-    for raw in dict.fromkeys(member_ids):
-        try:
-            member_id = int(raw)
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
-        items.append((member_id, f"{event_id}:{member_id}"[:100]))
+    ids = []
+    for raw in member_ids:
+        # Integers (or their digits) in the database's range; not floats, bools, dicts.
+        if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 10:
+            raw = int(raw.strip())
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw <= MAX_ID:
+            raise ValidationError(f"member_ids 含无效值：{str(raw)[:40]}", field="member_ids")
+        ids.append(raw)
+    items = [(member_id, f"{event_id}:{member_id}"[:100]) for member_id in dict.fromkeys(ids)]
     return kind, items
 
 

@@ -43,7 +43,7 @@ from attendance.schemas import (
 from attendance.writer import Append, Request, serialized_write, writer_for
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
-from core.timeutil import iso, zone
+from core.timeutil import iso, require_window, zone
 from core.types import utcnow
 from extensions import csrf, db
 
@@ -433,9 +433,10 @@ def _date_arg(name: str, default: dt.date) -> dt.date:
     if not value:
         return default
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError as exc:
         raise ValidationError(_("日期格式应为 YYYY-MM-DD"), field=name) from exc
+    return require_window(day, name)
 
 
 def _scope_units(user) -> list[int] | None:

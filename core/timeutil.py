@@ -22,6 +22,29 @@ def is_valid_timezone(name: str) -> bool:
     return name in available_timezones()
 
 
+#: Input dates outside these years are refused (422): a study plan, a report or an
+#: import lives in this century, and year 1 or 9999 overflowed on conversion.
+MIN_YEAR, MAX_YEAR = 2000, 2100
+
+
+def in_window(value: dt.date | dt.datetime) -> bool:
+    """Whether a date (or datetime, in UTC) falls within MIN_YEAR..MAX_YEAR."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        try:
+            value = value.astimezone(dt.UTC)
+        except OverflowError:
+            return False
+    return MIN_YEAR <= value.year <= MAX_YEAR
+
+
+def require_window(value, field: str):
+    """`value` unchanged when in_window, else ValidationError on `field`."""
+    if not in_window(value):
+        raise ValidationError(f"{field} 必须在 {MIN_YEAR} 年到 {MAX_YEAR} 年之间", field=field,
+                              details={"min_year": MIN_YEAR, "max_year": MAX_YEAR})
+    return value
+
+
 def parse_iso(value: str, *, field: str, default_tz: str | None = None) -> dt.datetime:
     """Parse an ISO 8601 datetime; naive input needs `default_tz` or is refused."""
     try:
@@ -32,7 +55,7 @@ def parse_iso(value: str, *, field: str, default_tz: str | None = None) -> dt.da
         if default_tz is None:
             raise ValidationError(f"{field} 需要带时区偏移（如 +08:00）", field=field)
         parsed = parsed.replace(tzinfo=zone(default_tz))
-    return parsed.astimezone(dt.UTC)
+    return require_window(parsed, field).astimezone(dt.UTC)
 
 
 def to_local(value: dt.datetime | None, tz: str | None) -> dt.datetime | None:

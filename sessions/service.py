@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, selectinload
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
 from core.api import SiteScreen
-from core.timeutil import zone
+from core.timeutil import require_window, zone
 from org.models import Member, OrgUnit, Site
 from sessions import recurrence
 from sessions.errors import Conflict, Forbidden, NotFound, ValidationError
@@ -222,6 +222,7 @@ def _aware(value: Any, field: str) -> dt.datetime:
         raise ValidationError(f"{field} 必须是时间", field=field)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{field} 需要带时区偏移（如 +08:00）", field=field)
+    require_window(value, field)
     # iCalendar has whole seconds: keep no more, or feeds and rows would disagree.
     return value.astimezone(dt.UTC).replace(microsecond=0)
 

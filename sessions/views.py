@@ -28,7 +28,7 @@ from sqlalchemy.orm import contains_eager
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
 from core.pagination import SelectPage
-from core.timeutil import zone
+from core.timeutil import MAX_YEAR, MIN_YEAR, in_window, zone
 from core.types import utcnow
 from extensions import csrf, db
 from sessions import schemas, service
@@ -503,6 +503,9 @@ def calendar():
         anchor = dt.date.fromisoformat(request.args["date"]) if request.args.get("date") \
             else utcnow().astimezone(tz).date()
     except ValueError:
+        anchor = utcnow().astimezone(tz).date()
+    if not in_window(anchor):  # year 1 or 9999: no grid around it (the page said 500)
+        flash(_("日期必须在 %(lo)s 年到 %(hi)s 年之间", lo=MIN_YEAR, hi=MAX_YEAR), "error")
         anchor = utcnow().astimezone(tz).date()
     if service.extend_horizons(db.session, utcnow()):
         db.session.commit()
