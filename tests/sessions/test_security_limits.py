@@ -97,3 +97,13 @@ def test_rare_but_real_rules_still_work(rule, first):
     tz = ZoneInfo("Asia/Shanghai")
     start = dt.datetime(2030, 3, 4, 11, 30, tzinfo=dt.UTC)
     assert first_start(rule, start, tz).astimezone(tz).date().isoformat() == first
+
+
+@pytest.mark.parametrize("stamp", ["00010101T090000Z", "99991231T230000Z",
+                                   "00010101T090000", "99991231T235959"])
+def test_ics_with_dates_in_year_1_or_9999_is_422(client, world, factory, stamp):
+    headers = factory.headers(world.admin)
+    content = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:x\r\nSUMMARY:讲座\r\n"
+               f"DTSTART:{stamp}\r\nDURATION:PT1H\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n").encode()
+    response = _import(client, headers, world, content)
+    assert response.status_code == 422, response.json
