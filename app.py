@@ -153,6 +153,9 @@ def _init_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
     login_manager.login_message = None
+    from accounts import throttle
+
+    throttle.init_app(app)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_select_locale)
     api.init_app(app)
@@ -237,9 +240,12 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
         db.session.rollback()
+        headers = {}
+        if error.status == 429 and error.details.get("retry_after"):
+            headers["Retry-After"] = str(error.details["retry_after"])
         if is_api_request() or request.accept_mimetypes.best == "application/json":
-            return jsonify(error.to_dict()), error.status
-        return render_template("error.html", error=error), error.status
+            return jsonify(error.to_dict()), error.status, headers
+        return render_template("error.html", error=error), error.status, headers
 
     from sqlalchemy.exc import DataError
 

@@ -64,6 +64,12 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         # Days a user's API token (POST /api/v1/auth/token) stays valid.
         "YUANJIAO_TOKEN_DAYS": 90,
+        # Login throttling: this many failures for one username (or from one address:
+        # a meeting room's phones share one) within the window answer 429 until the
+        # oldest leaves it.
+        "YUANJIAO_LOGIN_MAX_FAILURES": 5,
+        "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP": 20,
+        "YUANJIAO_LOGIN_WINDOW_SECONDS": 900,
         # Requests larger than this are refused with 413 before their body is read.
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
         # Events one .ics import may hold (more is refused with 422 before parsing).
@@ -125,7 +131,8 @@ def from_environment() -> dict[str, Any]:
     if env.get("YUANJIAO_MAX_CONTENT_LENGTH"):
         out["MAX_CONTENT_LENGTH"] = int(env["YUANJIAO_MAX_CONTENT_LENGTH"])
     for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS", "YUANJIAO_TOKEN_DAYS",
-                "YUANJIAO_ICS_MAX_EVENTS",
+                "YUANJIAO_ICS_MAX_EVENTS", "YUANJIAO_LOGIN_MAX_FAILURES",
+                "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP", "YUANJIAO_LOGIN_WINDOW_SECONDS",
                 "YUANJIAO_ATTENDANCE_GRACE_SECONDS", "YUANJIAO_LEFT_EARLY_MINUTES"):
         if env.get(key):
             out[key] = int(env[key])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -23,10 +24,12 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from accounts.models import ROLES, ApiToken, User, new_session_token
+from accounts.passwords import MIN_LENGTH, check_new_password
 from core.types import utcnow
 from org.models import Member, OrgUnit, Site
 
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = MIN_LENGTH
+log = logging.getLogger(__name__)
 #: Days a user's API token stays valid (YUANJIAO_TOKEN_DAYS overrides it per app).
 TOKEN_DAYS = 90
 #: A token's last_used_at is written at most this often (a write per request would cost
@@ -48,15 +51,19 @@ def create_user(
     org_unit_id: int | None = None,
     site_id: int | None = None,
     member_id: int | None = None,
+    check_policy: bool = True,
 ) -> User:
-    """Create a user, checking that the role has the scope it needs."""
+    """Create a user, checking that the role has the scope it needs (and, unless
+    `check_policy` is off, that the password is not weak: see accounts.passwords)."""
     username = (username or "").strip()
     if not username or len(username) > 80:
         raise ValidationError("用户名不能为空，且不超过 80 个字符", field="username")
     if role not in ROLES:
         raise ValidationError(f"未知角色：{role}", field="role", details={"allowed": list(ROLES)})
-    if not password or len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"密码至少 {MIN_PASSWORD_LENGTH} 位", field="password")
+    if check_policy:
+        check_new_password(password, username)
+    elif not password:
+        raise ValidationError("密码不能为空", field="password")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"用户名已存在：{username}", details={"field": "username"})
     required_scope = {
@@ -83,8 +90,7 @@ def create_user(
 
 
 def set_password(user: User, password: str) -> None:
-    if not password or len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"密码至少 {MIN_PASSWORD_LENGTH} 位", field="password")
+    check_new_password(password, user.username)
     user.password_hash = generate_password_hash(password)
 
 
@@ -119,11 +125,23 @@ def update_user(
     return user
 
 
+_dummy_hash: list[str] = []
+
+
+def _unknown_user_hash() -> str:
+    """A hash to verify against when the user does not exist: the same work as for a
+    real user, so the answer's time does not tell whether a username exists."""
+    if not _dummy_hash:
+        _dummy_hash.append(generate_password_hash(secrets.token_hex(16)))
+    return _dummy_hash[0]
+
+
 def authenticate(session: Session, username: str, password: str) -> User:
     """The active user with that username and password, or Unauthorized."""
     user = session.scalar(select(User).where(User.username == (username or "").strip()))
-    if user is None or not user.active or not check_password_hash(user.password_hash,
-                                                                  password or ""):
+    stored = user.password_hash if user is not None else _unknown_user_hash()
+    matches = check_password_hash(stored, password or "")
+    if user is None or not matches or not user.active:
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     return user
 
@@ -306,8 +324,14 @@ def ensure_admin(session: Session, username: str, password: str) -> User | None:
     """Create the admin named by the environment when no admin exists yet."""
     if session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
         return None
+    try:
+        check_new_password(password, username)
+    except ValidationError as exc:
+        # The operator chose it in the environment; refusing would stop the start-up.
+        log.warning("YUANJIAO_ADMIN_PASSWORD is weak (%s); change it after logging in",
+                    exc.raw_message)
     return create_user(session, username=username, password=password, role="admin",
-                       display_name="系统管理员")
+                       display_name="系统管理员", check_policy=False)
 
 
 # --- managing users ---------------------------------------------------------------

@@ -25,9 +25,10 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired
 
 from accounts import service
-from accounts.errors import Forbidden, Unauthorized
+from accounts.errors import Forbidden, TooManyRequests, Unauthorized
 from accounts.models import User
 from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut, UserPatch
+from accounts.throttle import throttle
 from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.types import utcnow
@@ -62,13 +63,33 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            user = service.authenticate(db.session, form.username.data, form.password.data)
+            user = _authenticate(form.username.data, form.password.data)
+        except TooManyRequests as exc:
+            flash(exc.message, "error")
+            return render_template("accounts/login.html", form=form), 429, {
+                "Retry-After": str(exc.details["retry_after"])}
         except Unauthorized:
             flash(_("用户名或密码错误"), "error")
         else:
             login_user(user, remember=True)
             return redirect(_safe_next(request.args.get("next")))
     return render_template("accounts/login.html", form=form), (400 if form.errors else 200)
+
+
+def _authenticate(username: str, password: str) -> User:
+    """Check a login, throttled per username and per address (429 with Retry-After)."""
+    limiter = throttle()
+    wait = limiter.retry_after(username, request.remote_addr)
+    if wait is not None:
+        raise TooManyRequests(f"登录失败次数过多，请 {(wait + 59) // 60} 分钟后再试",
+                              code="too_many_attempts", details={"retry_after": wait})
+    try:
+        user = service.authenticate(db.session, username, password)
+    except Unauthorized:
+        limiter.failed(username, request.remote_addr)
+        raise
+    limiter.succeeded(username)
+    return user
 
 
 @pages.route("/logout", methods=["POST"])
@@ -88,7 +109,7 @@ def logout():
 def issue_token(data):
     """Exchange a username and password for an API bearer token (it expires after
     YUANJIAO_TOKEN_DAYS, 90 by default; `expires_at` says when)."""
-    user = service.authenticate(db.session, data["username"], data["password"])
+    user = _authenticate(data["username"], data["password"])
     now = utcnow()
     days = int(current_app.config.get("YUANJIAO_TOKEN_DAYS") or service.TOKEN_DAYS)
     token = service.issue_token(db.session, user, now, days)

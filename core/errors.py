@@ -162,6 +162,13 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class TooManyRequests(DomainError):
+    """429; `details["retry_after"]` (seconds) becomes the Retry-After header."""
+
+    status = 429
+    code = "too_many_requests"
+
+
 def socket_ack(error: Exception) -> dict[str, Any]:
     """The ack a socket handler returns when it refuses an event."""
     if isinstance(error, DomainError):
