@@ -377,7 +377,7 @@ def broadcast_join(data: Any) -> dict[str, Any]:
     """The trainer's broadcast page: per-site headcounts, then deltas."""
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
     svc.require_view_occurrence(db.session, _caller(), occurrence)
-    join_room(live.occurrence_room(occurrence.id))
+    join_room(live.counts_room(occurrence.id))  # not the dashboard's room: no names
     snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
                         with_names=False)
     db.session.rollback()

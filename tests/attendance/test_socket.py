@@ -256,3 +256,24 @@ def test_turns_let_a_connections_events_queue_only_in_arrival_order():
     turns.hand_on(second)  # handing on twice (at queueing, then at the end) is harmless
     assert turns.passed == 3
     assert not turns.done
+
+
+def test_broadcast_join_gets_no_names(att_socket, scene):
+    """Security (issue 10): `broadcast:join` is a view right: it receives headcount deltas
+    without names, and not the dashboard's channel."""
+    trainer = att_socket("trainer")
+    assert emit(trainer, "broadcast:join", {"occurrence_id": scene.occurrence.id})["ok"]
+    organizer = att_socket("organizer")
+    assert emit(organizer, "dashboard:join", {"occurrence_id": scene.occurrence.id})["ok"]
+    trainer.get_received("/attendance")
+    organizer.get_received("/attendance")
+    from attendance import live
+
+    ack = emit(att_socket("member0"), "viewer:join", {"occurrence_id": scene.occurrence.id,
+                                                      "event_id": "v1"})
+    assert ack["ok"], ack
+    to_trainer = received(trainer, "attendance:update")
+    to_organizer = received(organizer, "attendance:update")
+    assert [u["member_id"] for u in to_trainer] == [scene.members[0].id]
+    assert all("name" not in u for u in to_trainer)
+    assert [u.get("name") for u in to_organizer] == ["张三"]
