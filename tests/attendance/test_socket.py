@@ -267,7 +267,6 @@ def test_broadcast_join_gets_no_names(att_socket, scene):
     assert emit(organizer, "dashboard:join", {"occurrence_id": scene.occurrence.id})["ok"]
     trainer.get_received("/attendance")
     organizer.get_received("/attendance")
-    from attendance import live
 
     ack = emit(att_socket("member0"), "viewer:join", {"occurrence_id": scene.occurrence.id,
                                                       "event_id": "v1"})
