@@ -880,27 +880,40 @@ def _feed_owner(session: Session, kind: str, owner_id: int):
     return owner
 
 
-def require_feed_access(session: Session, principal, kind: str, owner_id: int) -> None:
-    """Who may get (or revoke) a feed URL: the owner, whoever manages him, and admins."""
-    from accounts.service import can_manage_org_unit, can_view_member, can_view_site
+def require_feed_access(session: Session, principal, kind: str, owner_id: int, *,
+                        revoke: bool = False) -> None:
+    """Who may get (or, with `revoke`, reset) a feed URL.
+
+    The owner (the member himself, the trainer himself, the site's operator or screen)
+    and those who manage him (organizers of his subtree, admins) may both. A member may
+    also read, never reset, the shared calendars of his home site and his org unit.
+    Trainers read only their own.
+    """
+    from accounts.service import can_manage_org_unit, can_operate_site
 
     owner = _feed_owner(session, kind, owner_id)
     if isinstance(principal, SiteScreen):
-        allowed = kind == "site" and principal.site_id == owner_id
+        allowed = kind == "site" and principal.site_id == owner_id and not revoke
     elif principal.role == "admin":
         allowed = True
     elif kind == "site":
-        allowed = can_view_site(session, principal, owner)
+        member = principal.member if principal.role == "member" else None
+        allowed = can_operate_site(session, principal, owner) or (
+            not revoke and member is not None and member.home_site_id == owner.id)
     elif kind == "member":
-        allowed = can_view_member(session, principal, owner)
+        allowed = principal.member_id == owner.id or (
+            principal.role == "organizer" and can_manage_org_unit(session, principal,
+                                                                  owner.org_unit_id))
     elif kind == "trainer":
         allowed = principal.id == owner.id
     else:
-        allowed = can_manage_org_unit(session, principal, owner.id) or (
-            principal.role == "member" and principal.member is not None
-            and principal.member.org_unit_id == owner.id)
+        member = principal.member if principal.role == "member" else None
+        allowed = (principal.role == "organizer"
+                   and can_manage_org_unit(session, principal, owner.id)) or (
+            not revoke and member is not None and member.org_unit_id == owner.id)
     if not allowed:
-        raise Forbidden("无权获取该日历订阅", details={"kind": kind, "id": owner_id})
+        raise Forbidden("无权重置该日历订阅" if revoke else "无权获取该日历订阅",
+                        details={"kind": kind, "id": owner_id})
 
 
 def _feed_row(session: Session, kind: str, owner_id: int) -> CalendarFeed:

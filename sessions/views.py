@@ -308,7 +308,7 @@ def revoke_calendar_url(owner: str, owner_id: int):
     principal = current_principal()
     if isinstance(principal, SiteScreen):
         raise service.Forbidden("学习点屏幕令牌不能重置订阅地址")
-    service.require_feed_access(db.session, principal, kind, owner_id)
+    service.require_feed_access(db.session, principal, kind, owner_id, revoke=True)
     token = service.revoke_feed(db.session, kind, owner_id, secret=_secret())
     db.session.commit()
     return {"url": feed_url(token)}
@@ -533,8 +533,13 @@ def feeds():
         token = service.feed_token(db.session, kind, owner_id, secret=_secret())
         path = {"site": "sites", "member": "members", "trainer": "users",
                 "org_unit": "org-units"}[kind]
+        try:  # a member reads his site's and unit's shared calendars, resets none
+            service.require_feed_access(db.session, current_user, kind, owner_id, revoke=True)
+            revoke = f"/api/v1/{path}/{owner_id}/calendar-url/revoke"
+        except DomainError:
+            revoke = None
         links.append({"kind": kind, "id": owner_id, "label": label, "url": feed_url(token),
-                      "revoke": f"/api/v1/{path}/{owner_id}/calendar-url/revoke",
+                      "revoke": revoke,
                       "key": hashlib.sha1(f"{kind}{owner_id}".encode()).hexdigest()[:8]})
     db.session.commit()
     return render_template("feeds/index.html", links=links)
