@@ -288,6 +288,23 @@ def _require_operate(data: Any) -> tuple[int, int]:
     return occurrence_id, site_id
 
 
+def _require_check_in_scope(occurrence_id: int, site_id: int, member_ids: list[int]) -> None:
+    """Another organization's walk-in is refused (see svc.require_check_in_scope); the
+    expected list is cached on the connection with the operate right, so a roll call of
+    expected members costs no query."""
+    def expected() -> frozenset[int]:
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        return frozenset(svc.expected_member_ids(db.session, occurrence))
+
+    ids = _granted_or_check(("expected", occurrence_id), expected)
+    if all(m in ids for m in member_ids):
+        return
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
+    svc.require_check_in_scope(db.session, _caller(), occurrence,
+                               svc.get_site(db.session, site_id), member_ids, ids)
+    db.session.rollback()
+
+
 def _actor_user_id() -> int | None:
     conn = _conn()
     return conn.ident if conn.kind == "user" else None
@@ -300,6 +317,7 @@ def roll_call_mark(data: Any) -> dict[str, Any]:
         occurrence_id=occurrence_id, site_id=site_id, member_ids=data.get("member_ids"),
         state=data.get("state"), source=f"site:{site_id}", event_id=data.get("event_id"),
         actor_user_id=_actor_user_id())
+    _require_check_in_scope(occurrence_id, site_id, [a.member_id for a in appends])
     results = _append(Request(appends, now=utcnow()))
     live.publish_events(e for e, created in results if created)
     return {"ok": True, "stored": sum(1 for _, c in results if c),

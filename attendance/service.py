@@ -223,6 +223,33 @@ def require_operate_site(session: Session, principal: Any, occurrence: Occurrenc
     raise Forbidden("无权操作该学习点的考勤", details={"site_id": site.id})
 
 
+def require_check_in_scope(session: Session, principal: Any, occurrence: Occurrence,
+                           site: Site, member_ids: Iterable[int],
+                           expected: Iterable[int] | None = None) -> None:
+    """A site's operator or screen checks in the members expected for the occurrence, and
+    walk-ins of the site's own organization (its org unit's subtree). Another
+    organization's member is refused exactly as an unknown id is, so that trying ids
+    reveals no name. Managers of the occurrence are not limited here.
+
+    `expected` may be passed in when the caller caches it (the socket connection does).
+    """
+    if not is_screen(principal) and can_manage_occurrence(session, principal, occurrence):
+        return
+    expected_ids = set(expected if expected is not None
+                       else expected_member_ids(session, occurrence))
+    others = sorted({m for m in member_ids if m not in expected_ids})
+    if not others:
+        return
+    site_unit = session.get(OrgUnit, site.org_unit_id)
+    rows = session.execute(select(Member.id, OrgUnit.path).join(
+        OrgUnit, Member.org_unit_id == OrgUnit.id).where(Member.id.in_(others))).all()
+    own = {mid for mid, path in rows
+           if site_unit is not None and path.startswith(site_unit.path)}
+    for member_id in others:
+        if member_id not in own:
+            raise NotFound(f"党员不存在：{member_id}", details={"member_id": member_id})
+
+
 def member_of(principal: Any) -> Member:
     """The roster entry of a member user; others cannot act as a member."""
     if is_screen(principal) or getattr(principal, "role", None) != "member" \

@@ -187,6 +187,9 @@ class AttendanceEvents(MethodView):
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         site = svc.get_site(db.session, data["site_id"])
         svc.require_operate_site(db.session, principal, occurrence, site)
+        if data["member_id"] is not None:
+            svc.require_check_in_scope(db.session, principal, occurrence, site,
+                                       [data["member_id"]])
         actor = getattr(principal, "id", None)
         site_id = site.id
         db.session.rollback()  # reads done: the writer appends and commits
