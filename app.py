@@ -35,6 +35,9 @@ DOMAINS = ("accounts", "org", "sessions", "attendance", "video")
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then the environment, then `overrides` (tests)."""
     app = Flask(__name__, instance_relative_config=True)
+    from core.converters import BoundedIntegerConverter
+
+    app.url_map.converters["int"] = BoundedIntegerConverter
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.update(config.default_config(app.instance_path))
     app.config.update(config.from_environment())
@@ -150,6 +153,9 @@ def _init_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
     login_manager.login_message = None
+    from accounts import throttle
+
+    throttle.init_app(app)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_select_locale)
     api.init_app(app)
@@ -180,10 +186,16 @@ def _init_extensions(app: Flask) -> None:
                      view_func=_socketio_transport, websocket=True)
 
     @login_manager.user_loader
-    def _load_user(user_id: str):
+    def _load_user(session_token: str):
+        """Sessions and remember cookies name the user's current session token (not his
+        id): once it is rotated (logout, password, deactivation) they name nobody."""
+        from sqlalchemy import select
+
         from accounts.models import User
 
-        user = db.session.get(User, int(user_id))
+        if not session_token or len(session_token) != 64:
+            return None
+        user = db.session.scalar(select(User).where(User.session_token == session_token))
         return user if user is not None and user.active else None
 
     @app.context_processor
@@ -211,13 +223,41 @@ def _select_locale() -> str:
     return session.get("lang", "zh")
 
 
+def _refuse_large_bodies() -> None:
+    """413 from the declared length, before anything reads the body (or checks a login):
+    werkzeug would only refuse once a view reads it. Chunked bodies without a length are
+    cut at the same limit by werkzeug as they are read."""
+    from flask import abort, current_app
+
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit and request.content_length is not None and request.content_length > limit:
+        abort(413)
+
+
 def _register_error_handlers(app: Flask) -> None:
+    app.before_request(_refuse_large_bodies)
+
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
         db.session.rollback()
+        headers = {}
+        if error.status == 429 and error.details.get("retry_after"):
+            headers["Retry-After"] = str(error.details["retry_after"])
         if is_api_request() or request.accept_mimetypes.best == "application/json":
-            return jsonify(error.to_dict()), error.status
-        return render_template("error.html", error=error), error.status
+            return jsonify(error.to_dict()), error.status, headers
+        return render_template("error.html", error=error), error.status, headers
+
+    from sqlalchemy.exc import DataError
+
+    @app.errorhandler(OverflowError)
+    @app.errorhandler(DataError)
+    def _out_of_range(error: Exception):
+        """A number or date past what Python or the database can hold (an id of 2^64, a
+        date in the year 9999 moved by its offset): the caller's input, so 422."""
+        from core.errors import ValidationError
+
+        log.info("out-of-range input on %s: %s", request.path, error)
+        return _domain_error(ValidationError("数值或日期超出允许范围", code="out_of_range"))
 
     @app.errorhandler(500)
     def _server_error(error):

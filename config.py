@@ -6,6 +6,7 @@ spells it: code reads `app.config["YUANJIAO_..."]` and never repeats a default.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Callable
@@ -60,6 +61,16 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_OFFLINE_MAX_HOURS": (12.0, float),
     # A member watching alone counts only while he holds a live media session (WHEP).
     "YUANJIAO_VIEWER_REQUIRES_MEDIA": (True, _bool),
+    # Days a user's API token (POST /api/v1/auth/token) stays valid.
+    "YUANJIAO_TOKEN_DAYS": (90, int),
+    # Login throttling: this many failures for one username (or from one address: a
+    # meeting room's phones share one) within the window answer 429 until the oldest
+    # leaves it.
+    "YUANJIAO_LOGIN_MAX_FAILURES": (5, int),
+    "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP": (20, int),
+    "YUANJIAO_LOGIN_WINDOW_SECONDS": (900, int),
+    # Events one .ics import may hold (more is refused with 422 before parsing).
+    "YUANJIAO_ICS_MAX_EVENTS": (2000, int),
 }
 
 
@@ -80,6 +91,16 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "BABEL_TRANSLATION_DIRECTORIES": str(BASE_DIR / "translations"),
         "LANGUAGES": ["zh", "en"],
         "WTF_CSRF_TIME_LIMIT": None,
+        # Sessions: the remember cookie lasts 30 days; neither cookie is sent by other
+        # sites' requests (SameSite=Lax) nor readable by scripts.
+        "REMEMBER_COOKIE_DURATION": dt.timedelta(days=30),
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_HTTPONLY": True,
+        # Requests larger than this are refused with 413 before their body is read
+        # (YUANJIAO_MAX_CONTENT_LENGTH in the environment).
+        "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
         # flask-smorest / OpenAPI
         "API_TITLE": "Yuanjiao API",
         "API_VERSION": "v1",
@@ -121,4 +142,6 @@ def from_environment(env: dict[str, str] | None = None) -> dict[str, Any]:
             out[name] = parse(env[name])
     if "YUANJIAO_DEFAULT_TIMEZONE" in out:
         out["BABEL_DEFAULT_TIMEZONE"] = out["YUANJIAO_DEFAULT_TIMEZONE"]
+    if env.get("YUANJIAO_MAX_CONTENT_LENGTH"):
+        out["MAX_CONTENT_LENGTH"] = int(env["YUANJIAO_MAX_CONTENT_LENGTH"])
     return out

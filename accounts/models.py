@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
@@ -17,6 +18,7 @@ ROLES = ("admin", "organizer", "trainer", "site_operator", "member")
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("session_token", name="uq_users_session_token"),)
 
     id: Mapped[intpk]
     username: Mapped[str] = mapped_column(String(80), unique=True)
@@ -34,6 +36,11 @@ class User(UserMixin, db.Model):
     #: UI language, "zh" or "en"; None follows the browser, then Chinese.
     locale: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
+    #: Flask-Login's id for this user's sessions and remember cookies. Rotated on logout,
+    #: password change or reset, deactivation and reactivation: every cookie issued
+    #: before then stops working (the numeric id never goes into a cookie).
+    session_token: Mapped[str] = mapped_column(String(64),
+                                               default=lambda: new_session_token())
 
     org_unit: Mapped[OrgUnit | None] = relationship()
     site: Mapped[Site | None] = relationship()
@@ -44,8 +51,17 @@ class User(UserMixin, db.Model):
     def is_active(self) -> bool:  # Flask-Login
         return self.active
 
+    def get_id(self) -> str:  # Flask-Login's alternative id (see session_token)
+        if not self.session_token:
+            self.session_token = new_session_token()
+        return self.session_token
+
     def __repr__(self) -> str:
         return f"<User {self.username} {self.role}>"
+
+
+def new_session_token() -> str:
+    return secrets.token_hex(32)
 
 
 class ApiToken(db.Model):
@@ -63,6 +79,9 @@ class ApiToken(db.Model):
     purpose: Mapped[str] = mapped_column(String(20), default="api")
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: After this a user's token is refused (YUANJIAO_TOKEN_DAYS after issue); None for
+    #: a meeting-room screen's token, which lives until it is revoked.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked: Mapped[bool] = mapped_column(default=False)
 
     user: Mapped[User | None] = relationship(back_populates="tokens")

@@ -3,6 +3,7 @@
 from marshmallow import Schema, fields, validate
 
 from accounts.models import ROLES
+from accounts.passwords import MIN_LENGTH
 
 
 class TokenRequest(Schema):
@@ -12,11 +13,13 @@ class TokenRequest(Schema):
 
 class TokenResponse(Schema):
     token = fields.String(required=True)
+    expires_at = fields.DateTime()
 
 
 class UserIn(Schema):
     username = fields.String(required=True, validate=validate.Length(min=1, max=80))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=8))
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(min=MIN_LENGTH))
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     display_name = fields.String(load_default="")
     org_unit_id = fields.Integer(load_default=None, allow_none=True)
@@ -38,5 +41,7 @@ class UserOut(Schema):
 class UserPatch(Schema):
     display_name = fields.String()
     active = fields.Boolean()
-    password = fields.String(load_only=True, validate=validate.Length(min=8))
+    password = fields.String(load_only=True, validate=validate.Length(min=MIN_LENGTH))
+    #: Required to change one's own password (a token alone does not suffice).
+    current_password = fields.String(load_only=True)
     locale = fields.String(validate=validate.OneOf(["zh", "en", ""]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -22,11 +23,16 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
-from accounts.models import ROLES, ApiToken, User
+from accounts.models import ROLES, ApiToken, User, new_session_token
+from accounts.passwords import MIN_LENGTH, check_new_password
 from core.principals import SiteScreen
+from core.types import utcnow
 from org.models import Member, OrgUnit, Site
 
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = MIN_LENGTH
+log = logging.getLogger(__name__)
+#: Days a user's API token stays valid (YUANJIAO_TOKEN_DAYS overrides it per app).
+TOKEN_DAYS = 90
 
 
 def hash_token(token: str) -> str:
@@ -43,15 +49,19 @@ def create_user(
     org_unit_id: int | None = None,
     site_id: int | None = None,
     member_id: int | None = None,
+    check_policy: bool = True,
 ) -> User:
-    """Create a user, checking that the role has the scope it needs."""
+    """Create a user, checking that the role has the scope it needs (and, unless
+    `check_policy` is off, that the password is not weak: see accounts.passwords)."""
     username = (username or "").strip()
     if not username or len(username) > 80:
         raise ValidationError("用户名不能为空，且不超过 80 个字符", field="username")
     if role not in ROLES:
         raise ValidationError(f"未知角色：{role}", field="role", details={"allowed": list(ROLES)})
-    if not password or len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"密码至少 {MIN_PASSWORD_LENGTH} 位", field="password")
+    if check_policy:
+        check_new_password(password, username)
+    elif not password:
+        raise ValidationError("密码不能为空", field="password")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"用户名已存在：{username}", details={"field": "username"})
     required_scope = {
@@ -78,8 +88,7 @@ def create_user(
 
 
 def set_password(user: User, password: str) -> None:
-    if not password or len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"密码至少 {MIN_PASSWORD_LENGTH} 位", field="password")
+    check_new_password(password, user.username)
     user.password_hash = generate_password_hash(password)
 
 
@@ -97,12 +106,16 @@ def update_user(
             raise ValidationError("姓名不能为空，且不超过 100 个字符", field="display_name")
         user.display_name = display_name.strip()
     if active is not None:
+        if active != user.active:
+            end_sessions(user)  # reactivation must not revive old cookies either
         user.active = active
         if not active:
             for token in user.tokens:
                 token.revoked = True
     if password is not None:
         set_password(user, password)
+        end_sessions(user)
+        revoke_user_tokens(user)
     if locale is not None:
         if locale not in ("zh", "en", ""):
             raise ValidationError("界面语言只能是 zh 或 en", field="locale")
@@ -110,19 +123,58 @@ def update_user(
     return user
 
 
+_dummy_hash: list[str] = []
+
+
+def _unknown_user_hash() -> str:
+    """A hash to verify against when the user does not exist: the same work as for a
+    real user, so the answer's time does not tell whether a username exists."""
+    if not _dummy_hash:
+        _dummy_hash.append(generate_password_hash(secrets.token_hex(16)))
+    return _dummy_hash[0]
+
+
 def authenticate(session: Session, username: str, password: str) -> User:
     """The active user with that username and password, or Unauthorized."""
     user = session.scalar(select(User).where(User.username == (username or "").strip()))
-    if user is None or not user.active or not check_password_hash(user.password_hash,
-                                                                  password or ""):
+    stored = user.password_hash if user is not None else _unknown_user_hash()
+    matches = check_password_hash(stored, password or "")
+    if user is None or not matches or not user.active:
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     return user
 
 
-def issue_token(session: Session, user: User) -> str:
-    """A new API bearer token for `user`; only its hash is stored."""
+def end_sessions(user: User) -> None:
+    """End every login session and remember cookie of `user` (a new session token)."""
+    user.session_token = new_session_token()
+
+
+def revoke_user_tokens(user: User) -> int:
+    """Revoke every API token of `user` (not site-screen tokens); returns the count."""
+    count = 0
+    for token in user.tokens:
+        if not token.revoked:
+            token.revoked = True
+            count += 1
+    return count
+
+
+def change_own_password(user: User, current_password: str | None, new_password: str) -> None:
+    """A user's own password change: the current password is required, whatever the
+    credential of the request (a stolen token alone must not take the account)."""
+    if not current_password or not check_password_hash(user.password_hash, current_password):
+        raise Forbidden("当前密码不正确", code="wrong_password",
+                        details={"field": "current_password"})
+    update_user(user, password=new_password)
+
+
+def issue_token(session: Session, user: User, now: dt.datetime | None = None,
+                days: int = TOKEN_DAYS) -> str:
+    """A new API bearer token for `user`, valid `days`; only its hash is stored."""
+    now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), purpose="api"))
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), purpose="api",
+                         created_at=now, expires_at=now + dt.timedelta(days=days)))
     session.flush()
     return token
 
@@ -165,6 +217,8 @@ def token_lookup(session: Session, token: str, now: dt.datetime | None = None) -
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     if row is None or row.revoked:
         return None
+    if row.expires_at is not None and row.expires_at <= (now or utcnow()):
+        return None
     if row.user is not None and not row.user.active:
         return None
     now = now or dt.datetime.now(dt.UTC)
@@ -193,6 +247,24 @@ def record_token_use(connection: Connection, token_ids: Iterable[int], now: dt.d
             ApiToken.last_used_at <= now - TOKEN_USE_RESOLUTION))
         .values(last_used_at=now))
     return result.rowcount
+def revoke_token(session: Session, token: str) -> bool:
+    """Revoke the token given as a bearer string; False when it is not live."""
+    row = token_lookup(session, token)
+    if row is None:
+        return False
+    row.revoked = True
+    return True
+
+
+def revoke_tokens_of(session: Session, actor: User, user_id: int) -> int:
+    """Revoke every API token of a user: the user himself, or one who manages him."""
+    user = get_user(session, user_id)
+    if actor.id != user.id:
+        require_manage_user(session, actor, role=user.role, org_unit_id=user.org_unit_id,
+                            site_id=user.site_id, member_id=user.member_id)
+    count = revoke_user_tokens(user)
+    session.flush()
+    return count
 
 
 # --- scope -----------------------------------------------------------------------------
@@ -273,8 +345,14 @@ def ensure_admin(session: Session, username: str, password: str) -> User | None:
     """Create the admin named by the environment when no admin exists yet."""
     if session.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
         return None
+    try:
+        check_new_password(password, username)
+    except ValidationError as exc:
+        # The operator chose it in the environment; refusing would stop the start-up.
+        log.warning("YUANJIAO_ADMIN_PASSWORD is weak (%s); change it after logging in",
+                    exc.raw_message)
     return create_user(session, username=username, password=password, role="admin",
-                       display_name="系统管理员")
+                       display_name="系统管理员", check_policy=False)
 
 
 # --- managing users ---------------------------------------------------------------

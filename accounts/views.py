@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.views import MethodView
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_login import login_required, login_user, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
 from flask_smorest import Blueprint as ApiBlueprint
 from flask_wtf import FlaskForm
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,10 +27,11 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired
 
 from accounts import service
-from accounts.errors import Forbidden, Unauthorized
+from accounts.errors import Forbidden, TooManyRequests, Unauthorized
 from accounts.models import User
 from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut, UserPatch
-from core.api import api, current_api_user
+from accounts.throttle import throttle
+from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.principals import register_token_loader
 from core.types import utcnow
@@ -74,7 +85,11 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            user = service.authenticate(db.session, form.username.data, form.password.data)
+            user = _authenticate(form.username.data, form.password.data)
+        except TooManyRequests as exc:
+            flash(exc.message, "error")
+            return render_template("accounts/login.html", form=form), 429, {
+                "Retry-After": str(exc.details["retry_after"])}
         except Unauthorized:
             flash(_("用户名或密码错误"), "error")
         else:
@@ -83,9 +98,28 @@ def login():
     return render_template("accounts/login.html", form=form), (400 if form.errors else 200)
 
 
+def _authenticate(username: str, password: str) -> User:
+    """Check a login, throttled per username and per address (429 with Retry-After)."""
+    limiter = throttle()
+    wait = limiter.retry_after(username, request.remote_addr)
+    if wait is not None:
+        raise TooManyRequests(f"登录失败次数过多，请 {(wait + 59) // 60} 分钟后再试",
+                              code="too_many_attempts", details={"retry_after": wait})
+    try:
+        user = service.authenticate(db.session, username, password)
+    except Unauthorized:
+        limiter.failed(username, request.remote_addr)
+        raise
+    limiter.succeeded(username)
+    return user
+
+
 @pages.route("/logout", methods=["POST"])
 @login_required
 def logout():
+    """Log out: every session and remember cookie of this user stops working."""
+    service.end_sessions(current_user._get_current_object())
+    db.session.commit()
     logout_user()
     return redirect(url_for("accounts.login"))
 
@@ -95,11 +129,34 @@ def logout():
 @blp.response(200, TokenResponse)
 @blp.doc(security=[])
 def issue_token(data):
-    """Exchange a username and password for an API bearer token."""
-    user = service.authenticate(db.session, data["username"], data["password"])
-    token = service.issue_token(db.session, user)
+    """Exchange a username and password for an API bearer token (it expires after
+    YUANJIAO_TOKEN_DAYS, 90 by default; `expires_at` says when)."""
+    user = _authenticate(data["username"], data["password"])
+    now = utcnow()
+    days = int(current_app.config.get("YUANJIAO_TOKEN_DAYS") or service.TOKEN_DAYS)
+    token = service.issue_token(db.session, user, now, days)
     db.session.commit()
-    return {"token": token}
+    return {"token": token, "expires_at": now + dt.timedelta(days=days)}
+
+
+@blp.route("/auth/token", methods=["DELETE"])
+@blp.response(204)
+def revoke_token():
+    """Revoke the bearer token this request carries (log out of the API)."""
+    token = bearer_token()
+    if not token:
+        raise Unauthorized("需要 Bearer 令牌", code="login_required")
+    current_principal()
+    service.revoke_token(db.session, token)
+    db.session.commit()
+
+
+@blp.route("/users/<int:user_id>/tokens", methods=["DELETE"])
+@blp.response(204)
+def revoke_user_tokens(user_id: int):
+    """Revoke every API token of a user: the user himself, or one who manages him."""
+    service.revoke_tokens_of(db.session, current_api_user(), user_id)
+    db.session.commit()
 
 
 @blp.route("/users")
@@ -139,9 +196,14 @@ class UserById(MethodView):
         (within their subtree, never admins or trainers) may change others."""
         caller = current_api_user()
         user = service.get_user(db.session, user_id)
+        current_password = data.pop("current_password", None)
         if caller.id == user.id:
             if "active" in data:
                 raise Forbidden("不能停用自己的账号")
+            if "password" in data:
+                service.change_own_password(user, current_password, data.pop("password"))
+                if not bearer_token():  # this browser stays logged in, the others do not
+                    login_user(user, remember=True)
         else:
             _require_manage(caller, user)
         service.update_user(user, **data)

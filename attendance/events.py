@@ -23,10 +23,10 @@ from flask_socketio import ConnectionRefusedError, join_room
 from accounts.models import User
 from attendance import live, watching
 from attendance import service as svc
-from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized, ValidationError
+from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
 from core.api import SiteScreen
-from core.sockets import socket_principal
+from core.sockets import object_payload, payload_id, socket_principal
 from core.types import utcnow
 from extensions import db, socketio
 
@@ -84,6 +84,8 @@ def init_app(app: Flask) -> None:
     """
     watching.init_app(app)
     for name, handler in HANDLERS.items():
+        if name not in ("connect", "disconnect", "ping"):
+            handler = object_payload(handler)  # no payload or not an object: refused
         if name not in ("connect", "disconnect"):
             handler = _in_turn(handler)
         socketio.on_event(name, handler, namespace=NS)
@@ -194,10 +196,7 @@ def _caller():
 
 
 def _int(data: Any, key: str) -> int:
-    try:
-        return int(data[key])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise ValidationError(f"{key} 必填且须为整数", field=key) from exc
+    return payload_id(data, key)
 
 
 def _occurrence_and_site(data: Any):
@@ -296,6 +295,23 @@ def _require_operate(data: Any) -> tuple[int, int]:
     return occurrence_id, site_id
 
 
+def _require_check_in_scope(occurrence_id: int, site_id: int, member_ids: list[int]) -> None:
+    """Another organization's walk-in is refused (see svc.require_check_in_scope); the
+    expected list is cached on the connection with the operate right, so a roll call of
+    expected members costs no query."""
+    def expected() -> frozenset[int]:
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        return frozenset(svc.expected_member_ids(db.session, occurrence))
+
+    ids = _granted_or_check(("expected", occurrence_id), expected)
+    if all(m in ids for m in member_ids):
+        return
+    occurrence = svc.get_occurrence(db.session, occurrence_id)
+    svc.require_check_in_scope(db.session, _caller(), occurrence,
+                               svc.get_site(db.session, site_id), member_ids, ids)
+    db.session.rollback()
+
+
 def _actor_user_id() -> int | None:
     conn = _conn()
     return conn.ident if conn.kind == "user" else None
@@ -310,6 +326,7 @@ def roll_call_mark(data: Any) -> dict[str, Any]:
         state=data.get("state"), source=f"site:{site_id}", event_id=data.get("event_id"),
         actor_user_id=_actor_user_id(), client_time=at, queued=queued,
         clock_offset_ms=data.get("clock_offset_ms"), walk_in=data.get("walk_in") is True)
+    _require_check_in_scope(occurrence_id, site_id, [a.member_id for a in appends])
     results = _append(Request(appends, now=utcnow()))
     live.publish_events(e for e, created in results if created)
     return {"ok": True, "stored": sum(1 for _, c in results if c),
@@ -399,7 +416,7 @@ def broadcast_join(data: Any) -> dict[str, Any]:
     """The trainer's broadcast page: per-site headcounts, then deltas."""
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
     svc.require_view_occurrence(db.session, _caller(), occurrence)
-    join_room(live.occurrence_room(occurrence.id))
+    join_room(live.counts_room(occurrence.id))  # not the dashboard's room: no names
     snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
                         with_names=False)
     db.session.rollback()

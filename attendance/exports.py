@@ -13,6 +13,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from attendance.service import STATUS_LABELS, Row
+from core.spreadsheet import csv_row, strip_control, xlsx_append
 from core.timeutil import zone
 
 HEADERS = ["姓名", "党员编号", "所在支部", "学习点", "首次签到", "最后签退", "时长(分钟)",
@@ -60,7 +61,7 @@ def sheet_xlsx(title: str, rows: list[Row], default_tz: str) -> bytes:
     ws.title = "考勤明细"
     _header(ws, HEADERS, [12, 14, 20, 18, 20, 20, 12, 8, 40])
     for row in rows:
-        ws.append(_values(row, default_tz))
+        xlsx_append(ws, _values(row, default_tz))
         r = ws.max_row
         for col in (5, 6):
             ws.cell(row=r, column=col).number_format = "yyyy-mm-dd hh:mm:ss"
@@ -76,10 +77,11 @@ def sheet_xlsx(title: str, rows: list[Row], default_tz: str) -> bytes:
     for name, c in per_site.items():
         came = c["present"] + c["late"] + c["left_early"]
         due = c["expected"] - c["excused"]
-        summary.append([name, c["expected"], came, c["present"], c["late"], c["left_early"],
-                        c["absent"], c["excused"], round(came / due, 4) if due > 0 else None])
+        xlsx_append(summary, [name, c["expected"], came, c["present"], c["late"],
+                              c["left_early"], c["absent"], c["excused"],
+                              round(came / due, 4) if due > 0 else None])
         summary.cell(row=summary.max_row, column=9).number_format = "0.0%"
-    wb.properties.title = title
+    wb.properties.title = strip_control(title)
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()
@@ -94,7 +96,7 @@ def sheet_csv(rows: list[Row], default_tz: str) -> bytes:
         values = _values(row, default_tz)
         for i in (4, 5):
             values[i] = values[i].strftime("%Y-%m-%d %H:%M:%S") if values[i] else ""
-        writer.writerow(values)
+        writer.writerow(csv_row(values))
     return buf.getvalue().encode("utf-8-sig")
 
 
@@ -106,7 +108,7 @@ def ledger_xlsx(ledger: dict[str, Any]) -> bytes:
     _header(ws, ["姓名", "党员编号", "所在支部", "现场/在线学时", "补学学时", "合计学时",
                  "年度要求", "差额", "是否达标"], [12, 14, 20, 14, 10, 10, 10, 8, 10])
     for r in ledger["rows"]:
-        ws.append([r["member"].name, r["member"].member_no,
+        xlsx_append(ws, [r["member"].name, r["member"].member_no,
                    r["unit"].name if r["unit"] else "", r["live_hours"], r["makeup_hours"],
                    r["total_hours"], ledger["required"], r["shortfall"],
                    "未达标" if r["short"] else "达标"])

@@ -2,7 +2,9 @@
 
 Rooms of the ``/attendance`` namespace:
 
-* ``att:<occurrence_id>``: the organizer dashboards and the trainer's broadcast page;
+* ``att:<occurrence_id>``: the organizer dashboards (names included);
+* ``att:<occurrence_id>:counts``: the trainer's broadcast page (headcounts: the same
+  deltas without names, since `broadcast:join` is a view right, not a manage right);
 * ``att:<occurrence_id>:site:<site_id>``: a site's screen and operator pages.
 
 Updates are small deltas (one member's new state), so that a burst of check-ins costs
@@ -28,6 +30,10 @@ def occurrence_room(occurrence_id: int) -> str:
     return f"att:{occurrence_id}"
 
 
+def counts_room(occurrence_id: int) -> str:
+    return f"att:{occurrence_id}:counts"
+
+
 def site_room(occurrence_id: int, site_id: int) -> str:
     return f"att:{occurrence_id}:site:{site_id}"
 
@@ -51,8 +57,10 @@ def publish_events(events: Iterable[AttendanceEvent], names: dict[int, str] | No
         update = {"occurrence_id": event.occurrence_id, "member_id": event.member_id,
                   "site_id": event.site_id, "type": event.type,
                   "present": PRESENT_AFTER[event.type], "at": event.at.isoformat()}
+        socketio.emit("attendance:update", update, namespace=NAMESPACE,
+                      to=counts_room(event.occurrence_id))
         if names and event.member_id in names:
-            update["name"] = names[event.member_id]
+            update = {**update, "name": names[event.member_id]}
         rooms = [occurrence_room(event.occurrence_id)]
         if event.site_id is not None:
             rooms.append(site_room(event.occurrence_id, event.site_id))
@@ -63,10 +71,12 @@ def publish_events(events: Iterable[AttendanceEvent], names: dict[int, str] | No
 def publish_site_status(occurrence_id: int, site_id: int, online: bool) -> None:
     socketio.emit("site:status", {"occurrence_id": occurrence_id, "site_id": site_id,
                                   "online": online},
-                  namespace=NAMESPACE, to=occurrence_room(occurrence_id))
+                  namespace=NAMESPACE,
+                  to=[occurrence_room(occurrence_id), counts_room(occurrence_id)])
 
 
 def publish_changed(occurrence_id: int, what: str) -> None:
     """Something beyond one member changed (a correction, a lock): pages refresh."""
     socketio.emit("attendance:changed", {"occurrence_id": occurrence_id, "what": what},
-                  namespace=NAMESPACE, to=occurrence_room(occurrence_id))
+                  namespace=NAMESPACE,
+                  to=[occurrence_room(occurrence_id), counts_room(occurrence_id)])

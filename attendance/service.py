@@ -54,6 +54,7 @@ from attendance.models import (
     OccurrenceReview,
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
+from core.converters import MAX_ID
 from org import service as org_service
 from org.models import Member, OrgUnit, Site
 from sessions import service as sessions_service
@@ -94,9 +95,13 @@ def get_member(session: Session, member_id: Any) -> Member:
 def _client_id(value: Any, what: str, field: str) -> int:
     """An id from a socket payload or form: anything not an integer names nothing."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise NotFound(f"{what}不存在：{value}", details={field: value}) from None
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise NotFound(f"{what}不存在：{str(value)[:40]}", details={field: str(value)[:40]}) \
+            from None
+    if isinstance(value, bool) or not 0 < number <= MAX_ID:
+        raise NotFound(f"{what}不存在：{str(value)[:40]}", details={field: str(value)[:40]})
+    return number
 
 
 def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:
@@ -189,6 +194,33 @@ def require_operate_site(session: Session, principal: Any, occurrence: Occurrenc
             session, principal, occurrence):
         return
     raise Forbidden("无权操作该学习点的考勤", details={"site_id": site.id})
+
+
+def require_check_in_scope(session: Session, principal: Any, occurrence: Occurrence,
+                           site: Site, member_ids: Iterable[int],
+                           expected: Iterable[int] | None = None) -> None:
+    """A site's operator or screen checks in the members expected for the occurrence, and
+    walk-ins of the site's own organization (its org unit's subtree). Another
+    organization's member is refused exactly as an unknown id is, so that trying ids
+    reveals no name. Managers of the occurrence are not limited here.
+
+    `expected` may be passed in when the caller caches it (the socket connection does).
+    """
+    if not is_screen(principal) and can_manage_occurrence(session, principal, occurrence):
+        return
+    expected_ids = set(expected if expected is not None
+                       else expected_member_ids(session, occurrence))
+    others = sorted({m for m in member_ids if m not in expected_ids})
+    if not others:
+        return
+    site_unit = session.get(OrgUnit, site.org_unit_id)
+    rows = session.execute(select(Member.id, OrgUnit.path).join(
+        OrgUnit, Member.org_unit_id == OrgUnit.id).where(Member.id.in_(others))).all()
+    own = {mid for mid, path in rows
+           if site_unit is not None and path.startswith(site_unit.path)}
+    for member_id in others:
+        if member_id not in own:
+            raise NotFound(f"党员不存在：{member_id}", details={"member_id": member_id})
 
 
 def member_of(principal: Any) -> Member:
@@ -415,13 +447,15 @@ def _roll_call_items(member_ids: Any, state: Any, event_id: Any) -> tuple[str, l
         raise ValidationError("member_ids 需为 1–1000 个党员", field="member_ids")
     event_id = clean_event_id(event_id)
     kind = "check_in" if state == "present" else "check_out"
-    items = []
-    for raw in dict.fromkeys(member_ids):
-        try:
-            member_id = int(raw)
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"member_ids 含无效值：{raw}", field="member_ids") from exc
-        items.append((member_id, f"{event_id}:{member_id}"[:100]))
+    ids = []
+    for raw in member_ids:
+        # Integers (or their digits) in the database's range; not floats, bools, dicts.
+        if isinstance(raw, str) and raw.strip().isdigit() and len(raw.strip()) <= 10:
+            raw = int(raw.strip())
+        if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw <= MAX_ID:
+            raise ValidationError(f"member_ids 含无效值：{str(raw)[:40]}", field="member_ids")
+        ids.append(raw)
+    items = [(member_id, f"{event_id}:{member_id}"[:100]) for member_id in dict.fromkeys(ids)]
     return kind, items
 
 

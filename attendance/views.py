@@ -44,7 +44,7 @@ from attendance.schemas import (
 from attendance.writer import Append, Request, serialized_write, writer_for
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
-from core.timeutil import iso, zone
+from core.timeutil import iso, require_window, zone
 from core.types import utcnow
 from extensions import csrf, db
 
@@ -112,8 +112,9 @@ def _sheet_name(occurrence, ext: str) -> str:
     return f"attendance-{occurrence.id}-{local:%Y%m%d}.{ext}"
 
 
-def _download(data: bytes, mimetype: str, filename: str) -> Response:
-    return Response(data, mimetype=mimetype, headers={
+def _download(data: bytes, content_type: str, filename: str) -> Response:
+    # content_type, not mimetype: werkzeug would add a second "; charset=utf-8".
+    return Response(data, content_type=content_type, headers={
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Cache-Control": "no-store"})
 
@@ -187,6 +188,9 @@ class AttendanceEvents(MethodView):
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         site = svc.get_site(db.session, data["site_id"])
         svc.require_operate_site(db.session, principal, occurrence, site)
+        if data["member_id"] is not None:
+            svc.require_check_in_scope(db.session, principal, occurrence, site,
+                                       [data["member_id"]])
         actor = getattr(principal, "id", None)
         site_id = site.id
         db.session.rollback()  # reads done: the writer appends and commits
@@ -515,9 +519,10 @@ def _date_arg(name: str, default: dt.date) -> dt.date:
     if not value:
         return default
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError as exc:
         raise ValidationError(_("日期格式应为 YYYY-MM-DD"), field=name) from exc
+    return require_window(day, name)
 
 
 def _scope_units(user) -> list[int] | None:

@@ -94,7 +94,7 @@ def current_principal(*, allow_session: bool = True):
     if token:
         principal = principal_for_token(db.session, token)
         if principal is None:
-            raise Unauthorized("令牌无效或已吊销", code="invalid_token")
+            raise Unauthorized("令牌无效、已过期或已吊销", code="invalid_token")
     elif allow_session and current_user.is_authenticated:
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             csrf.protect()

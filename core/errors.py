@@ -22,6 +22,12 @@ CODE_MESSAGES: dict[str, Any] = {
     "login_required": _l("需要登录或令牌"),
     "invalid_token": _l("令牌无效、已过期或已吊销"),
     "invalid_credentials": _l("用户名或密码错误"),
+    "wrong_password": _l("当前密码不正确"),
+    "weak_password": _l("密码太弱"),
+    "too_many_attempts": _l("登录失败次数过多，请稍后再试"),
+    "payload_too_large": _l("请求内容过大"),
+    "too_many_events": _l("日历文件中的事件过多"),
+    "out_of_range": _l("数值超出允许范围"),
     "forbidden": _l("无权执行此操作"),
     "conflict": _l("与现有记录冲突"),
     "schedule_conflict": _l("与已有安排时间冲突"),
@@ -160,6 +166,13 @@ class Forbidden(DomainError):
 class Conflict(DomainError):
     status = 409
     code = "conflict"
+
+
+class TooManyRequests(DomainError):
+    """429; `details["retry_after"]` (seconds) becomes the Retry-After header."""
+
+    status = 429
+    code = "too_many_requests"
 
 
 def socket_ack(error: Exception) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask_login import current_user
 
-from core.errors import DomainError, Unauthorized, socket_ack
+from core.errors import DomainError, Unauthorized, ValidationError, socket_ack
 from core.principals import principal_for_token
 from extensions import db, socketio
 
@@ -17,12 +17,52 @@ log = logging.getLogger(__name__)
 def init_app(app) -> None:
     """Register the one default error handler: a refused event is acked, never dropped."""
 
+    from sqlalchemy.exc import DataError
+
     @socketio.on_error_default
     def _refuse(error: Exception) -> dict[str, Any]:
         db.session.rollback()
+        if isinstance(error, OverflowError | DataError):  # the caller's numbers: 422-like
+            error = ValidationError("数值或日期超出允许范围", code="out_of_range")
         if not isinstance(error, DomainError):
             log.exception("socket handler failed", exc_info=error)
         return socket_ack(error)
+
+
+#: The largest id a payload may name (PostgreSQL's INTEGER).
+MAX_ID = 2**31 - 1
+
+
+def payload_object(data: Any) -> dict[str, Any]:
+    """A socket event's payload must be a JSON object; anything else is refused."""
+    if not isinstance(data, dict):
+        raise ValidationError("事件数据必须是 JSON 对象", code="validation_error",
+                              details={"field": "payload"})
+    return data
+
+
+def payload_id(data: Any, key: str) -> int:
+    """A positive id from a payload: an integer (or its digits) within the database's range.
+
+    Not a float (1e308), a bool, a dict or a list: those are refused as `validation_error`.
+    """
+    value = payload_object(data).get(key)
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 10:
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise ValidationError(f"{key} 必填且须为正整数", field=key)
+    return value
+
+
+def object_payload(handler):
+    """Wrap a handler so that no payload, or a non-object one, is a `validation_error` ack."""
+    import functools
+
+    @functools.wraps(handler)
+    def run(data: Any = None, *args: Any):
+        return handler(payload_object(data), *args)
+
+    return run
 
 
 def socket_principal(auth: Any, *, required: bool = True):

@@ -767,6 +767,16 @@ def user_active(user_id: int):
     return redirect(url_for("org.users"))
 
 
+@pages.route("/users/<int:user_id>/tokens", methods=["POST"])
+@login_required
+def user_tokens_revoke(user_id: int):
+    """Revoke every API token of a user (a lost phone, a leaked script)."""
+    user = _page_user("admin", "organizer")
+    _attempt(lambda: accounts_service.revoke_tokens_of(db.session, user, user_id),
+             _("该用户的全部 API 令牌已吊销"))
+    return redirect(url_for("org.users"))
+
+
 @pages.route("/users/<int:user_id>/password", methods=["POST"])
 @login_required
 def user_password(user_id: int):

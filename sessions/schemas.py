@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask_babel import lazy_gettext as _l
 from flask_smorest.fields import Upload
 from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import ValidationError as MarshmallowError
 
-from core.timeutil import DEFAULT_TZ
+from core.timeutil import DEFAULT_TZ, MAX_YEAR, MIN_YEAR, in_window
 from sessions.models import OCCURRENCE_STATUSES, SESSION_KINDS
 
 _SPACE_OFFSET = re.compile(r"^(.*T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
@@ -28,7 +29,11 @@ class OffsetDateTime(fields.AwareDateTime):
             m = _SPACE_OFFSET.match(value.strip())
             if m:
                 value = f"{m.group(1)}+{m.group(2)}"
-        return super()._deserialize(value, attr, data, **kwargs)
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        if not in_window(parsed):
+            raise MarshmallowError(_l("时间必须在 %(lo)s 年到 %(hi)s 年之间", lo=MIN_YEAR,
+                                      hi=MAX_YEAR))
+        return parsed
 
 
 class IdList(fields.List):

@@ -25,7 +25,7 @@ from accounts.models import User
 from accounts.service import managed_org_unit_ids
 from config import SETTINGS
 from core.principals import SiteScreen
-from core.timeutil import DEFAULT_TZ, zone
+from core.timeutil import DEFAULT_TZ, require_window, zone
 from org.models import Member, OrgUnit, Site
 from sessions import recurrence
 from sessions.errors import Conflict, DomainError, Forbidden, NotFound, ValidationError
@@ -175,6 +175,7 @@ def _aware(value: Any, field: str) -> dt.datetime:
         raise ValidationError(f"{field} 必须是时间", field=field)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{field} 需要带时区偏移（如 +08:00）", field=field)
+    require_window(value, field)
     # iCalendar has whole seconds: keep no more, or feeds and rows would disagree.
     return value.astimezone(dt.UTC).replace(microsecond=0)
 
@@ -805,18 +806,31 @@ def feed_sessions_filter(session: Session, kind: str, owner_id: int) -> Any:
 # --- import ---------------------------------------------------------------------------------
 
 
+#: Events one .ics import may hold (YUANJIAO_ICS_MAX_EVENTS): a plan for a year of
+#: branches is a few hundred; 50,000 took 107 s while check-ins waited.
+MAX_IMPORT_EVENTS = 2000
+
+
 def import_ics(session: Session, actor: User | None, content: bytes | str, *,
                site_ids: list[int], org_unit_ids: list[int], trainer_id: int | None = None,
-               now: dt.datetime) -> tuple[list[StudySession], list[str]]:
+               now: dt.datetime, max_events: int = MAX_IMPORT_EVENTS
+               ) -> tuple[list[StudySession], list[str]]:
     """Create sessions from an .ics file (Outlook, Google, others), recurrence and moved or
     cancelled instances included. All or nothing: the caller commits only on success.
 
-    Returns the sessions created and notes about what was skipped.
+    Returns the sessions created and notes about what was skipped. A file with more than
+    `max_events` events is refused before it is parsed.
     """
     from sessions import ical
 
     if actor is not None and actor.role not in CREATOR_ROLES:
         raise Forbidden("只有管理员和组织管理员可以导入日历", details={"role": actor.role})
+    marker = b"BEGIN:VEVENT" if isinstance(content, bytes) else "BEGIN:VEVENT"
+    count = content.upper().count(marker)
+    if count > max_events:
+        raise ValidationError(f"日历文件中的日程过多：{count} 个（一次最多导入 {max_events} 个）",
+                              field="file", code="too_many_events",
+                              details={"events": count, "limit": max_events})
     try:
         events, notes = ical.parse_calendar(content)
     except ical.CalendarFileError as exc:
@@ -884,27 +898,40 @@ def _feed_owner(session: Session, kind: str, owner_id: int):
     return owner
 
 
-def require_feed_access(session: Session, principal, kind: str, owner_id: int) -> None:
-    """Who may get (or revoke) a feed URL: the owner, whoever manages him, and admins."""
-    from accounts.service import can_manage_org_unit, can_view_member, can_view_site
+def require_feed_access(session: Session, principal, kind: str, owner_id: int, *,
+                        revoke: bool = False) -> None:
+    """Who may get (or, with `revoke`, reset) a feed URL.
+
+    The owner (the member himself, the trainer himself, the site's operator or screen)
+    and those who manage him (organizers of his subtree, admins) may both. A member may
+    also read, never reset, the shared calendars of his home site and his org unit.
+    Trainers read only their own.
+    """
+    from accounts.service import can_manage_org_unit, can_operate_site
 
     owner = _feed_owner(session, kind, owner_id)
     if isinstance(principal, SiteScreen):
-        allowed = kind == "site" and principal.site_id == owner_id
+        allowed = kind == "site" and principal.site_id == owner_id and not revoke
     elif principal.role == "admin":
         allowed = True
     elif kind == "site":
-        allowed = can_view_site(session, principal, owner)
+        member = principal.member if principal.role == "member" else None
+        allowed = can_operate_site(session, principal, owner) or (
+            not revoke and member is not None and member.home_site_id == owner.id)
     elif kind == "member":
-        allowed = can_view_member(session, principal, owner)
+        allowed = principal.member_id == owner.id or (
+            principal.role == "organizer" and can_manage_org_unit(session, principal,
+                                                                  owner.org_unit_id))
     elif kind == "trainer":
         allowed = principal.id == owner.id
     else:
-        allowed = can_manage_org_unit(session, principal, owner.id) or (
-            principal.role == "member" and principal.member is not None
-            and principal.member.org_unit_id == owner.id)
+        member = principal.member if principal.role == "member" else None
+        allowed = (principal.role == "organizer"
+                   and can_manage_org_unit(session, principal, owner.id)) or (
+            not revoke and member is not None and member.org_unit_id == owner.id)
     if not allowed:
-        raise Forbidden("无权获取该日历订阅", details={"kind": kind, "id": owner_id})
+        raise Forbidden("无权重置该日历订阅" if revoke else "无权获取该日历订阅",
+                        details={"kind": kind, "id": owner_id})
 
 
 def _feed_row(session: Session, kind: str, owner_id: int) -> CalendarFeed:

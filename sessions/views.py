@@ -28,7 +28,7 @@ from sqlalchemy.orm import contains_eager
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
 from core.pagination import SelectPage
-from core.timeutil import zone
+from core.timeutil import MAX_YEAR, MIN_YEAR, in_window, zone
 from core.types import utcnow
 from extensions import csrf, db
 from sessions import recurrence, schemas, service
@@ -145,7 +145,8 @@ def import_sessions(files, form):
     content = files["file"].read()
     studies, notes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],
-        trainer_id=form.get("trainer_id"), now=utcnow())
+        trainer_id=form.get("trainer_id"), now=utcnow(),
+        max_events=current_app.config["YUANJIAO_ICS_MAX_EVENTS"])
     db.session.commit()
     return {"ids": [s.id for s in studies], "sessions": studies, "notes": notes}
 
@@ -309,7 +310,7 @@ def revoke_calendar_url(owner: str, owner_id: int):
     principal = current_principal()
     if isinstance(principal, SiteScreen):
         raise service.Forbidden("学习点屏幕令牌不能重置订阅地址")
-    service.require_feed_access(db.session, principal, kind, owner_id)
+    service.require_feed_access(db.session, principal, kind, owner_id, revoke=True)
     token = service.revoke_feed(db.session, kind, owner_id, secret=_secret())
     db.session.commit()
     return {"url": feed_url(token)}
@@ -541,6 +542,9 @@ def calendar():
             else utcnow().astimezone(tz).date()
     except ValueError:
         anchor = utcnow().astimezone(tz).date()
+    if not in_window(anchor):  # year 1 or 9999: no grid around it (the page said 500)
+        flash(_("日期必须在 %(lo)s 年到 %(hi)s 年之间", lo=MIN_YEAR, hi=MAX_YEAR), "error")
+        anchor = utcnow().astimezone(tz).date()
     if service.extend_horizons(db.session, utcnow()):
         db.session.commit()
     grid = calendar_grid(view, anchor)
@@ -567,8 +571,13 @@ def feeds():
         token = service.feed_token(db.session, kind, owner_id, secret=_secret())
         path = {"site": "sites", "member": "members", "trainer": "users",
                 "org_unit": "org-units"}[kind]
+        try:  # a member reads his site's and unit's shared calendars, resets none
+            service.require_feed_access(db.session, current_user, kind, owner_id, revoke=True)
+            revoke = f"/api/v1/{path}/{owner_id}/calendar-url/revoke"
+        except DomainError:
+            revoke = None
         links.append({"kind": kind, "id": owner_id, "label": label, "url": feed_url(token),
-                      "revoke": f"/api/v1/{path}/{owner_id}/calendar-url/revoke",
+                      "revoke": revoke,
                       "key": hashlib.sha1(f"{kind}{owner_id}".encode()).hexdigest()[:8]})
     db.session.commit()
     return render_template("feeds/index.html", links=links)

@@ -195,10 +195,17 @@ class Factory:
 
     def user(self, role: str = "admin", *, username: str | None = None,
              password: str = "password123", **scope):
+        from werkzeug.security import generate_password_hash
+
         from accounts.service import create_user
 
-        return create_user(self.session, username=username or f"{role}{self._next()}",
-                           password=password, role=role, **scope)
+        # Created through the service with a policy-compliant password, then given the
+        # test's own (tests log in with short, well-known ones; the policy has its tests).
+        user = create_user(self.session, username=username or f"{role}{self._next()}",
+                           password="Factory-pass-2026", role=role, **scope)
+        user.password_hash = generate_password_hash(password, method="pbkdf2:sha256:1000")
+        self.session.flush()
+        return user
 
     def token(self, user) -> str:
         from accounts.service import issue_token

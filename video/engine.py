@@ -369,9 +369,12 @@ class MediaEngine:
         return self.call(self._subscribe(int(occurrence_id), offer_sdp,
                                          dict(subscriber_info or {})))
 
-    def stop(self, resource_id: str) -> dict[str, Any] | None:
-        """End a resource: a publisher ends the broadcast, a subscriber leaves."""
-        return self.call(self._stop(resource_id))
+    def stop(self, resource_id: str, occurrence_id: int | None = None) -> dict[str, Any] | None:
+        """End a resource: a publisher ends the broadcast, a subscriber leaves.
+
+        With `occurrence_id`, a resource of another occurrence is left alone (None).
+        """
+        return self.call(self._stop(resource_id, occurrence_id))
 
     def end_broadcast(self, occurrence_id: int) -> bool:
         return self.call(self._end_broadcast(int(occurrence_id), reason="ended"))
@@ -381,6 +384,14 @@ class MediaEngine:
 
     def resource(self, resource_id: str) -> tuple[str, int] | None:
         return self.resources.get(resource_id)
+
+    def describe(self, resource_id: str) -> dict[str, Any] | None:
+        """Who a resource belongs to, without touching it: {kind, occurrence_id, info}.
+
+        `info` is what the subscriber was created with (its owner among it); for the
+        publisher, the publishing user's id. None when there is no such resource.
+        """
+        return self.call(self._describe(resource_id))
 
     def record(self, occurrence_id: int, path: str | None) -> bool:
         """Start recording a live broadcast to `path` (None stops it)."""
@@ -557,11 +568,31 @@ class MediaEngine:
                     "was_connected": subscriber.connected})
         return True
 
-    async def _stop(self, resource_id: str) -> dict[str, Any] | None:
+    async def _describe(self, resource_id: str) -> dict[str, Any] | None:
         entry = self.resources.get(resource_id)
         if entry is None:
             return None
         kind, occurrence_id = entry
+        broadcast = self.broadcasts.get(occurrence_id)
+        if broadcast is None:
+            return None
+        if kind == "publisher":
+            info: dict[str, Any] = {"user_id": broadcast.publisher_user}
+        else:
+            subscriber = broadcast.subscribers.get(resource_id)
+            if subscriber is None:
+                return None
+            info = dict(subscriber.info)
+        return {"kind": kind, "occurrence_id": occurrence_id, "info": info}
+
+    async def _stop(self, resource_id: str, expected_occurrence: int | None = None
+                    ) -> dict[str, Any] | None:
+        entry = self.resources.get(resource_id)
+        if entry is None:
+            return None
+        kind, occurrence_id = entry
+        if expected_occurrence is not None and occurrence_id != int(expected_occurrence):
+            return None
         broadcast = self.broadcasts.get(occurrence_id)
         if broadcast is None:
             self.resources.pop(resource_id, None)

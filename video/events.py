@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from flask_socketio import join_room
 
-from core.sockets import socket_principal
+from core.sockets import payload_id, payload_object, socket_principal
 from extensions import db, socketio
 from sessions import service as sessions_service
 from video import service
@@ -24,15 +24,15 @@ def init_app(app: Flask) -> None:
     socketio.on_event("join", join, namespace=NAMESPACE)
 
 
-def join(data: Any) -> dict[str, Any]:
+def join(data: Any = None) -> dict[str, Any]:
     """A live page (trainer, site screen, viewer) joins `live:<occurrence_id>`.
 
     It then receives `state` events ({occurrence_id, state, sites, stats}) whenever the
     broadcast starts or ends or a site joins or leaves. Site screens pass their token.
     """
-    data = data if isinstance(data, dict) else {}
+    data = payload_object(data)
     principal = socket_principal({"token": data.get("token")})
-    occurrence = sessions_service.get_occurrence(db.session, int(data.get("occurrence_id") or 0))
+    occurrence = sessions_service.get_occurrence(db.session, payload_id(data, "occurrence_id"))
     service.require_watch(db.session, principal, occurrence)
     join_room(room(occurrence.id))
     return {"ok": True, **live_payload(occurrence.id)}

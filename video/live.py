@@ -12,10 +12,12 @@ from extensions import db
 from video import media, service
 
 
-def live_payload(occurrence_id: int) -> dict[str, Any]:
-    """The state of an occurrence's broadcast, its connected sites and its figures."""
+def live_payload(occurrence_id: int, *, with_resources: bool = False) -> dict[str, Any]:
+    """The state of an occurrence's broadcast, its connected sites and its figures
+    (resource ids only `with_resources`: for those who manage the occurrence)."""
     stats = media.media_stats(occurrence_id) if media.media_enabled() else None
     state = service.live_state(db.session, occurrence_id, (stats or {}).get("state"))
     return {"occurrence_id": occurrence_id, "state": state,
-            "sites": media.public_sites(stats) if state == "live" else [],
+            "sites": media.public_sites(stats, with_resources=with_resources)
+            if state == "live" else [],
             "stats": media.public_stats(stats) if state == "live" else {}}

@@ -98,14 +98,28 @@ class NodeClient:
                   subscriber_info: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._offer("whep", occurrence_id, offer_sdp, subscriber_info or {})
 
-    def stop(self, resource_id: str) -> dict[str, Any] | None:
+    def _resource_url(self, resource_id: str) -> str | None:
         prefix, _, rid = resource_id.partition(".")
+        if not prefix.startswith("n") or not rid.isalnum():
+            return None
         try:
-            url = self.urls[int(prefix[1:])]
+            return f"{self.urls[int(prefix[1:])]}/resources/{rid}"
         except (ValueError, IndexError):
             return None
-        response = self.http.delete(f"{url}/resources/{rid}", headers=self._headers(),
-                                    timeout=30)
+
+    def stop(self, resource_id: str, occurrence_id: int | None = None) -> dict[str, Any] | None:
+        url = self._resource_url(resource_id)
+        if url is None:
+            return None
+        params = {} if occurrence_id is None else {"occurrence": int(occurrence_id)}
+        response = self.http.delete(url, params=params, headers=self._headers(), timeout=30)
+        return response.json() if response.status_code == 200 else None
+
+    def describe(self, resource_id: str) -> dict[str, Any] | None:
+        url = self._resource_url(resource_id)
+        if url is None:
+            return None
+        response = self.http.get(url, headers=self._headers(), timeout=10)
         return response.json() if response.status_code == 200 else None
 
     def end_broadcast(self, occurrence_id: int) -> bool:
@@ -248,10 +262,17 @@ def recordings_dir() -> str:
         Path(current_app.instance_path) / "recordings")
 
 
-def public_sites(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The connected subscribers as the pages show them."""
-    keys = ("resource_id", "kind", "label", "site_id", "site_name", "member_id",
+def public_sites(stats: dict[str, Any] | None, *, with_resources: bool = False
+                 ) -> list[dict[str, Any]]:
+    """The connected subscribers as the pages show them.
+
+    A resource id is the handle that ends a connection: only those who manage the
+    occurrence get it (`with_resources`); the room's broadcast never carries it.
+    """
+    keys = ("kind", "label", "site_id", "site_name", "member_id",
             "member_name", "user_name", "state", "joined_at", "first_frame_ms", "codec")
+    if with_resources:
+        keys = ("resource_id", *keys)
     return [{k: s.get(k) for k in keys if k in s} for s in (stats or {}).get("sites", [])]
 
 

@@ -121,11 +121,18 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
                     "X-Yuanjiao-Result": json.dumps(result)})
             elif method == "DELETE" and (m := re.fullmatch(
                     r"/(?:resources|whip/\d+|whep/\d+)/(\w+)", path)):
-                result = engine.stop(m.group(1))
+                expected = int(query["occurrence"][0]) if "occurrence" in query else None
+                result = engine.stop(m.group(1), expected)
                 if result is None:
                     self._send(404, {"error": "not_found", "message": "no such resource"})
                 else:
                     self._send(200, result)
+            elif method == "GET" and (m := re.fullmatch(r"/resources/(\w+)", path)):
+                described = engine.describe(m.group(1))
+                if described is None:
+                    self._send(404, {"error": "not_found", "message": "no such resource"})
+                else:
+                    self._send(200, described)
             elif method == "POST" and (m := re.fullmatch(r"/end/(\d+)", path)):
                 self._send(200, {"ended": engine.end_broadcast(int(m.group(1)))})
             elif method == "GET" and (m := re.fullmatch(r"/stats/(\d+)", path)):

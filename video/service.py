@@ -144,6 +144,46 @@ def require_watch(session: Session, principal: User | SiteScreen,
         raise Forbidden("无权观看该场直播", details={"occurrence_id": occurrence.id})
 
 
+def can_manage_live(session: Session, principal: User | SiteScreen,
+                    occurrence: Occurrence) -> bool:
+    """Those who manage a broadcast's connections: its trainer, admins, and organizers
+    whose subtree the occurrence is aimed at. Site screens never."""
+    if isinstance(principal, SiteScreen):
+        return False
+    if principal.role == "admin" or can_broadcast(principal, occurrence):
+        return True
+    if principal.role != "organizer":
+        return False
+    study = occurrence.session
+    unit_ids = [u.id for u in study.org_units] + [s.org_unit_id for s in study.sites]
+    return any(can_manage_org_unit(session, principal, uid) for uid in unit_ids)
+
+
+def resource_owner(principal: User | SiteScreen) -> str:
+    """The owner bound to a WHEP resource when it is created: a user, or a site's screen."""
+    if isinstance(principal, SiteScreen):
+        return f"site:{principal.site_id}"
+    return f"user:{principal.id}"
+
+
+def may_end_resource(session: Session, principal: User | SiteScreen, occurrence: Occurrence,
+                     resource: dict[str, Any] | None) -> bool:
+    """Whether `principal` may end a WHIP/WHEP resource (as the engine describes it).
+
+    The resource must belong to this occurrence. A viewer ends only the connection he
+    created; the publisher's connection only its publisher; those who manage the
+    occurrence end any. Checked before anything is stopped.
+    """
+    if resource is None or resource.get("occurrence_id") != occurrence.id:
+        return False
+    if can_manage_live(session, principal, occurrence):
+        return True
+    info = resource.get("info") or {}
+    if resource.get("kind") == "publisher":
+        return not isinstance(principal, SiteScreen) and info.get("user_id") == principal.id
+    return info.get("owner") is not None and info.get("owner") == resource_owner(principal)
+
+
 def can_view_site_screen(session: Session, user: User, site: Site) -> bool:
     """A meeting room's screen page, opened with a login (not a screen token)."""
     return user.role == "admin" or can_operate_site(session, user, site)
@@ -154,9 +194,10 @@ def subscriber_info(session: Session, principal: User | SiteScreen,
     """What the live list shows about a connected subscriber (site and member names)."""
     if isinstance(principal, SiteScreen):
         site = session.get(Site, principal.site_id)
-        return {"kind": "site", "site_id": principal.site_id,
+        return {"kind": "site", "site_id": principal.site_id, "owner": resource_owner(principal),
                 "site_name": site.name if site else "", "label": site.name if site else ""}
     info: dict[str, Any] = {"kind": "user", "user_id": principal.id,
+                            "owner": resource_owner(principal),
                             "user_name": principal.display_name or principal.username,
                             "role": principal.role}
     site = session.get(Site, site_id) if site_id else None

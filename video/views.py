@@ -151,16 +151,33 @@ def whip_publish(occurrence_id: int):
                                 resource_id=result["resource_id"]), result["answer"])
 
 
+def _end_resource(occurrence, principal, resource_id: str, kind: str, message: str
+                  ) -> Response:
+    """Stop a WHIP/WHEP resource once it is known to belong to this occurrence and this
+    caller (or one who manages the occurrence); otherwise 404 and nothing happens."""
+    backend = media.backend()
+    described = backend.describe(resource_id)
+    if described is None or described.get("kind") != kind or not service.may_end_resource(
+            db.session, principal, occurrence, described):
+        raise NotFound(message, details={"resource_id": resource_id})
+    db.session.rollback()  # nothing to write; end the read transaction before waiting
+    if backend.stop(resource_id, occurrence.id) is None:
+        raise NotFound(message, details={"resource_id": resource_id})
+    return Response(status=200)
+
+
 @signaling.delete("/whip/<int:occurrence_id>/<resource_id>")
 def whip_resource(occurrence_id: int, resource_id: str):
     """End the broadcast (the trainer's stop button, or OBS's "stop streaming")."""
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
-    _publisher(occurrence)
+    bearer = bearer_token()
+    if bearer and bearer.startswith("sk_"):  # OBS: the occurrence's stream key
+        principal = service.publisher_for(db.session, occurrence, bearer, None)
+    else:
+        principal = current_principal()
     _check_media_enabled()
-    result = media.backend().stop(resource_id)
-    if result is None or result.get("occurrence_id") != occurrence.id:
-        raise NotFound("该推流资源不存在或已结束", details={"resource_id": resource_id})
-    return Response(status=200)
+    return _end_resource(occurrence, principal, resource_id, "publisher",
+                         "该推流资源不存在或已结束")
 
 
 @signaling.post("/whep/<int:occurrence_id>")
@@ -183,12 +200,13 @@ def whep_subscribe(occurrence_id: int):
 
 @signaling.delete("/whep/<int:occurrence_id>/<resource_id>")
 def whep_resource(occurrence_id: int, resource_id: str):
-    """Leave. The unguessable resource id is the capability, as in RFC 9725."""
+    """Leave: the viewer who created the resource (same user, or the same site's screen),
+    or one who manages the occurrence. The resource id alone is not enough."""
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
+    principal = current_principal()
     _check_media_enabled()
-    result = media.backend().stop(resource_id)
-    if result is None or result.get("occurrence_id") != occurrence_id:
-        raise NotFound("该观看资源不存在或已结束", details={"resource_id": resource_id})
-    return Response(status=200)
+    return _end_resource(occurrence, principal, resource_id, "subscriber",
+                         "该观看资源不存在或已结束")
 
 
 # --- the live API -----------------------------------------------------------------------
@@ -263,8 +281,10 @@ class LiveView(MethodView):
     def get(self, occurrence_id: int):
         """waiting, live or ended; the connected sites; bitrate, frame rate, site count."""
         occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
-        _may_follow(current_principal(), occurrence)
-        return live_payload(occurrence_id)
+        principal = current_principal()
+        _may_follow(principal, occurrence)
+        return live_payload(occurrence_id, with_resources=service.can_manage_live(
+            db.session, principal, occurrence))
 
 
 @blp.route("/occurrences/<int:occurrence_id>/recordings")

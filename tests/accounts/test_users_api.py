@@ -122,10 +122,13 @@ def test_user_changes_own_password_and_language(client, factory, tree):
     trainer = factory.user("trainer", username="teacher")
     headers = factory.headers(trainer)
     r = client.patch(f"/api/v1/users/{trainer.id}", headers=headers,
-                     json={"password": "a-new-password", "locale": "en"})
+                     json={"password": "a-new-password", "current_password": "password123",
+                           "locale": "en"})
     assert r.status_code == 200
-    assert client.post("/api/v1/auth/token", json={
-        "username": "teacher", "password": "a-new-password"}).status_code == 200
+    issued = client.post("/api/v1/auth/token", json={
+        "username": "teacher", "password": "a-new-password"})
+    assert issued.status_code == 200
+    headers = {"Authorization": f"Bearer {issued.json['token']}"}
     assert client.patch(f"/api/v1/users/{trainer.id}", headers=headers,
                         json={"active": False}).status_code == 403
 

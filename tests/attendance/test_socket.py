@@ -396,3 +396,24 @@ def test_roll_call_queued_offline_keeps_its_time_and_is_stored_once(att_socket, 
     assert ack["details"]["field"] == "at"
     ack = emit(operator, "roll_call:mark", dict(mark, event_id="off-4", queued="yes"))
     assert ack["details"]["field"] == "queued"
+
+
+def test_broadcast_join_gets_no_names(att_socket, scene, app):
+    """Security (issue 10): `broadcast:join` is a view right: it receives headcount deltas
+    without names, and not the dashboard's channel."""
+    trainer = att_socket("trainer")
+    assert emit(trainer, "broadcast:join", {"occurrence_id": scene.occurrence.id})["ok"]
+    organizer = att_socket("organizer")
+    assert emit(organizer, "dashboard:join", {"occurrence_id": scene.occurrence.id})["ok"]
+    trainer.get_received("/attendance")
+    organizer.get_received("/attendance")
+
+    _media(app, scene.occurrence.id, scene.members[0].id, "whep-1")
+    ack = emit(att_socket("member0"), "viewer:join", {"occurrence_id": scene.occurrence.id,
+                                                      "event_id": "v1"})
+    assert ack["ok"], ack
+    to_trainer = received(trainer, "attendance:update")
+    to_organizer = received(organizer, "attendance:update")
+    assert [u["member_id"] for u in to_trainer] == [scene.members[0].id]
+    assert all("name" not in u for u in to_trainer)
+    assert [u.get("name") for u in to_organizer] == ["张三"]

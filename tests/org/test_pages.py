@@ -16,7 +16,7 @@ PAGES = ["/org", "/org/sites", "/org/members", "/org/members/import", "/users"]
 def login(app, user):
     client = app.test_client()
     with client.session_transaction() as sess:
-        sess["_user_id"] = str(user.id)
+        sess["_user_id"] = user.get_id()
         sess["_fresh"] = True
     return client
 
@@ -201,20 +201,20 @@ def test_import_page_shows_bad_rows(app, org, db_session):
 
 def test_user_forms(app, org, db_session):
     organizer = login(app, org.organizer_a)
-    r = organizer.post("/users", data={"username": "op_a2", "password": "password123",
+    r = organizer.post("/users", data={"username": "op_a2", "password": "branch-pass-2026",
                                        "role": "site_operator", "site_id": str(org.site_a.id),
                                        "display_name": "二号管理员"})
     assert r.status_code == 302
     created = db_session.scalar(select(User).where(User.username == "op_a2"))
     assert created.site_id == org.site_a.id
-    organizer.post("/users", data={"username": "wangwu", "password": "password123",
+    organizer.post("/users", data={"username": "wangwu", "password": "branch-pass-2026",
                                    "role": "member", "member_no": "A001"})
     assert db_session.scalar(select(User).where(User.username == "wangwu")).member_id \
         == org.member_a.id
-    r = organizer.post("/users", data={"username": "op_b2", "password": "password123",
+    r = organizer.post("/users", data={"username": "op_b2", "password": "branch-pass-2026",
                                        "role": "site_operator", "site_id": str(org.site_b.id)})
     assert r.status_code == 403
-    r = organizer.post("/users", data={"username": "boss", "password": "password123",
+    r = organizer.post("/users", data={"username": "boss", "password": "branch-pass-2026",
                                        "role": "admin"})
     assert r.status_code == 403
     r = organizer.post("/users", data={"username": "short", "password": "123",

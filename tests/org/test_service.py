@@ -195,19 +195,19 @@ def test_screen_tokens(db_session, org):
 
 def test_users_created_by_an_organizer(db_session, org):
     user = accounts_service.create_user_for(db_session, org.organizer_a, username="op_a2",
-                                   password="password123", role="site_operator",
+                                   password="branch-pass-2026", role="site_operator",
                                    site_id=org.site_a.id)
     assert user.site_id == org.site_a.id
     with pytest.raises(Forbidden):
         accounts_service.create_user_for(db_session, org.organizer_a, username="op_b2",
-                                password="password123", role="site_operator",
+                                password="branch-pass-2026", role="site_operator",
                                 site_id=org.site_b.id)
     with pytest.raises(Forbidden):
         accounts_service.create_user_for(db_session, org.organizer_a, username="boss2",
-                                password="password123", role="admin")
+                                password="branch-pass-2026", role="admin")
     with pytest.raises(Forbidden):
         accounts_service.create_user_for(db_session, org.organizer_a, username="org2",
-                                password="password123", role="organizer",
+                                password="branch-pass-2026", role="organizer",
                                 org_unit_id=org.branch_a.id)
     accounts_service.set_user_active(db_session, org.organizer_a, user.id, False)
     assert user.active is False

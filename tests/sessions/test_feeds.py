@@ -178,3 +178,28 @@ def test_session_ics(client, world, factory, make_session):
     r = client.get(f"/api/v1/sessions/{study.id}/ics",
                    headers=factory.headers(world.member_b_user))
     assert r.status_code == 403
+
+
+def test_feed_urls_are_read_and_reset_only_by_owner_or_managers(client, world, factory):
+    """Security (issue 10): no trainer reads or resets a site's feed; a member reads his
+    site's and unit's shared calendars but resets neither."""
+    def status(user, path, revoke=False):
+        url = f"/api/v1/{path}/calendar-url" + ("/revoke" if revoke else "")
+        call = client.post if revoke else client.get
+        return call(url, headers=factory.headers(user)).status_code
+
+    site_a, unit_a = f"sites/{world.site_a.id}", f"org-units/{world.branch_a.id}"
+    assert status(world.trainer, site_a) == 403
+    assert status(world.trainer, site_a, revoke=True) == 403
+    assert status(world.member, site_a) == 200
+    assert status(world.member, site_a, revoke=True) == 403
+    assert status(world.member, unit_a) == 200
+    assert status(world.member, unit_a, revoke=True) == 403
+    assert status(world.member, f"members/{world.member_a.id}", revoke=True) == 200
+    assert status(world.operator, site_a, revoke=True) == 200
+    assert status(world.operator_b, site_a) == 403
+    assert status(world.organizer, site_a, revoke=True) == 200
+    assert status(world.organizer_b, site_a, revoke=True) == 403
+    assert status(world.organizer, f"members/{world.member_a.id}", revoke=True) == 200
+    assert status(world.organizer_b, f"members/{world.member_a.id}") == 403
+    assert status(world.operator, f"members/{world.member_a.id}") == 403

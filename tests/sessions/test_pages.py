@@ -12,7 +12,7 @@ from sessions.models import StudySession
 
 def _login(client, user):
     with client.session_transaction() as sess:
-        sess["_user_id"] = str(user.id)
+        sess["_user_id"] = user.get_id()
         sess["_fresh"] = True
 
 

@@ -1,0 +1,137 @@
+"""Security, login (issue 10, finding 7): throttling per username and per address, the
+same work for unknown users, and a password policy for new passwords."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from accounts import service
+from accounts.passwords import check_new_password
+from accounts.throttle import LoginThrottle, MemoryStore
+from core.errors import ValidationError
+
+PASSWORD = "right-pass-2026"
+
+
+def _token(client, username: str, password: str, addr: str = "10.0.0.1"):
+    return client.post("/api/v1/auth/token", json={"username": username, "password": password},
+                       environ_base={"REMOTE_ADDR": addr})
+
+
+def test_api_token_endpoint_is_throttled_per_username(client, factory, db_session):
+    factory.user("trainer", username="t1", password=PASSWORD)
+    db_session.commit()
+    for n in range(5):
+        assert _token(client, "t1", f"wrong-{n}", addr=f"10.0.1.{n}").status_code == 401
+    blocked = _token(client, "t1", PASSWORD, addr="10.0.2.1")  # even the right one, elsewhere
+    assert blocked.status_code == 429
+    assert blocked.json["error"] == "too_many_attempts"
+    assert 0 < int(blocked.headers["Retry-After"]) <= 900
+    # Another user is not affected.
+    factory.user("trainer", username="t2", password=PASSWORD)
+    db_session.commit()
+    assert _token(client, "t2", PASSWORD, addr="10.0.2.1").status_code == 200
+
+
+def test_login_page_is_throttled_per_address(app, client, factory, db_session):
+    app.config["YUANJIAO_LOGIN_MAX_FAILURES_PER_IP"] = 5
+    from accounts import throttle
+
+    throttle.init_app(app)
+    factory.user("trainer", username="victim", password=PASSWORD)
+    db_session.commit()
+    for n in range(5):  # five different usernames from one address
+        response = client.post("/login", data={"username": f"guess{n}", "password": "x" * 12},
+                               environ_base={"REMOTE_ADDR": "10.9.9.9"})
+        assert response.status_code == 200
+    blocked = client.post("/login", data={"username": "victim", "password": PASSWORD},
+                          environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert blocked.status_code == 429
+    assert int(blocked.headers["Retry-After"]) > 0
+    assert "登录失败次数过多" in blocked.get_data(as_text=True)
+    ok = client.post("/login", data={"username": "victim", "password": PASSWORD},
+                     environ_base={"REMOTE_ADDR": "10.9.9.10"})
+    assert ok.status_code == 302
+
+
+def test_success_clears_the_username_count_and_the_window_expires():
+    limiter = LoginThrottle(MemoryStore(), max_failures=5, max_failures_per_ip=20, window=900)
+    for n in range(4):
+        limiter.failed("u", "1.1.1.1", now=1000 + n)
+    assert limiter.retry_after("u", "1.1.1.1", now=1010) is None
+    limiter.succeeded("u")
+    for n in range(4):
+        limiter.failed("u", "1.1.1.1", now=1020 + n)
+    assert limiter.retry_after("u", "1.1.1.1", now=1030) is None  # cleared: 4, not 8
+    limiter.failed("u", "1.1.1.1", now=1030)
+    assert limiter.retry_after("u", "1.1.1.1", now=1031) == 889
+    assert limiter.retry_after("u", "1.1.1.1", now=1020 + 900) is None
+
+
+def test_unknown_users_cost_the_same_work(app, factory, db_session):
+    from werkzeug.security import generate_password_hash
+
+    user = factory.user("trainer", username="known")
+    user.password_hash = generate_password_hash(PASSWORD)  # the production hash
+    db_session.commit()
+
+    def timed(username: str) -> float:
+        best = 10.0
+        for _ in range(3):
+            started = time.perf_counter()
+            with pytest.raises(Exception):  # noqa: B017, PT011 (Unauthorized either way)
+                service.authenticate(db_session, username, "wrong-password")
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    known, unknown = timed("known"), timed("nobody-here")
+    assert unknown > known / 3, (known, unknown)
+
+
+@pytest.mark.parametrize(("password", "username"), [
+    ("short", "x"), ("123456789", "x"), ("password123", "x"), ("1234567890", "x"),
+    ("zhangsan-2026", "zhangsan"), ("ZhangSan", "zhangsan"), ("aaaaaaaaaaaa", "x"),
+])
+def test_weak_new_passwords_are_refused(password, username):
+    with pytest.raises(ValidationError) as refused:
+        check_new_password(password, username)
+    assert refused.value.code == "weak_password"
+    assert refused.value.details["field"] == "password"
+
+
+def test_policy_on_creation_change_and_reset(client, factory, db_session):
+    admin_headers = factory.headers(factory.user("admin"))
+    created = client.post("/api/v1/users", headers=admin_headers, json={
+        "username": "lisi", "password": "lisi-12345678", "role": "trainer"})
+    assert created.status_code == 422
+    created = client.post("/api/v1/users", headers=admin_headers, json={
+        "username": "lisi", "password": "password1234", "role": "trainer"})
+    assert created.status_code == 422
+    assert created.json["error"] == "weak_password"
+    created = client.post("/api/v1/users", headers=admin_headers, json={
+        "username": "lisi", "password": "plum-river-2026", "role": "trainer"})
+    assert created.status_code == 201
+    user_id = created.json["id"]
+    reset = client.patch(f"/api/v1/users/{user_id}", headers=admin_headers,
+                         json={"password": "1234567890"})
+    assert reset.status_code == 422
+    own = client.post("/api/v1/auth/token", json={"username": "lisi",
+                                                  "password": "plum-river-2026"})
+    headers = {"Authorization": f"Bearer {own.json['token']}"}
+    changed = client.patch(f"/api/v1/users/{user_id}", headers=headers, json={
+        "password": "qwertyuiop", "current_password": "plum-river-2026"})
+    assert changed.status_code == 422
+
+
+def test_demo_users_keep_working(client, db_session):
+    """The demo seeds through the policy, and its users log in."""
+    from demo import DEMO_PASSWORD, seed
+
+    seed(db_session)
+    db_session.commit()
+    for username in ("organizer", "trainer", "member1"):
+        response = client.post("/api/v1/auth/token",
+                               json={"username": username, "password": DEMO_PASSWORD})
+        assert response.status_code == 200, username
