@@ -385,8 +385,9 @@ def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *
 def extend_horizons(session: Session, now: dt.datetime) -> int:
     """Materialize open-ended rules up to now + horizon; returns occurrences created.
 
-    Called lazily when occurrences or feeds are read. It costs one indexed query when
-    nothing is due: a series is extended only once its horizon falls a week short.
+    Run at start-up, once a day and by `flask extend-horizons` (sessions/jobs.py), never
+    by a read. It costs one indexed query when nothing is due: a series is extended only
+    once its horizon falls a week short.
     """
     horizon_end = now + dt.timedelta(days=horizon_days())
     due = session.scalars(
@@ -712,7 +713,6 @@ def site_screen_occurrence(session: Session, site_id: int,
     The scheduled occurrence aimed at the site that runs now (from SCREEN_LEAD before its
     start to SCREEN_TAIL after its end), else the next one, else (None, False).
     """
-    extend_horizons(session, now)
     at_site = (
         select(Occurrence)
         .join(StudySession, Occurrence.session_id == StudySession.id)
