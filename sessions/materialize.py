@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from flask import current_app, has_app_context
 from sqlalchemy import func, select
@@ -62,14 +63,18 @@ def _attended_ids(session: Session, ids: Iterable[int]) -> set[int]:
     return protected_occurrence_ids(session, ids)
 
 
-def _flush_deletes(session: Session, session_id: int, occurrence_ids: list[int]) -> None:
-    """Flush the deletion of occurrences. A row still referenced elsewhere (attendance events
-    are ON DELETE RESTRICT: the database's own guard) refuses the whole change with 409;
-    the failed transaction is rolled back, and the referencing tables are named."""
+@contextmanager
+def deleting(session: Session, session_id: int, occurrence_ids: list[int]) -> Iterator[None]:
+    """Delete occurrences (in the block) inside a savepoint, and flush them. A row still
+    referenced elsewhere (attendance events are ON DELETE RESTRICT: the database's own
+    guard) refuses with 409 naming the referencing tables; the savepoint is rolled back,
+    the rest of the caller's transaction stays usable."""
+    nested = session.begin_nested()  # flushes the changes made before it
     try:
+        yield
         session.flush()
     except IntegrityError as exc:
-        session.rollback()
+        nested.rollback()
         held = _referenced_by(session, occurrence_ids)
         attended = "attendance_events" in held
         raise Conflict(
@@ -77,6 +82,10 @@ def _flush_deletes(session: Session, session_id: int, occurrence_ids: list[int])
             else "该学习安排的场次仍被其他记录引用，不能删除",
             code="has_attendance" if attended else "in_use",
             details={"session_id": session_id, "referenced_by": held}) from exc
+    except BaseException:
+        nested.rollback()
+        raise
+    nested.commit()
 
 
 def _referenced_by(session: Session, occurrence_ids: list[int]) -> list[str]:
@@ -151,10 +160,10 @@ def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *
             session.add(row)
         changed.append(row)
     dropped = [row for pool in spare.values() for row in pool]
-    for row in dropped:
-        study.occurrences.remove(row)
-        session.delete(row)
-    _flush_deletes(session, study.id, [row.id for row in dropped])
+    with deleting(session, study.id, [row.id for row in dropped]):
+        for row in dropped:
+            study.occurrences.remove(row)
+            session.delete(row)
     return changed
 
 

@@ -63,8 +63,8 @@ from sessions.feeds import (  # noqa: F401
 )
 from sessions.materialize import (  # noqa: F401
     _attended_ids,
-    _flush_deletes,
     _sync_occurrences,
+    deleting,
     extend_horizons,
     horizon_days,
 )
@@ -176,8 +176,8 @@ def delete_session(session: Session, actor: User | None, study: StudySession, *,
                        code="has_attendance",
                        details={"session_id": study.id, "occurrence_ids": sorted(attended)})
     session_id = study.id
-    session.delete(study)
-    _flush_deletes(session, session_id, occurrence_ids)
+    with deleting(session, session_id, occurrence_ids):
+        session.delete(study)
     session_deleted.send(session, session_id=session_id, occurrence_ids=occurrence_ids)
 
 
