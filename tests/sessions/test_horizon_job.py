@@ -57,3 +57,18 @@ def test_reads_do_not_extend_and_the_job_does(app, client, make_session, world, 
     assert f"{after[1] - before[1]} occurrences created" in result.output
     # Nothing left to do: a second run creates nothing.
     assert extend_all_horizons(app) == 0
+
+
+def test_a_serving_process_extends_at_start(app, make_session, world, db_session):
+    """`start_jobs` (python app.py, each gunicorn worker) runs the job at once, then daily."""
+    import time
+
+    from app import start_jobs
+
+    sid, until = _stale_series(make_session, world, db_session)
+    start_jobs(app)
+    deadline = time.monotonic() + 20
+    while _state(db_session, sid)[0] == until and time.monotonic() < deadline:
+        db_session.rollback()
+        time.sleep(0.1)
+    assert _state(db_session, sid)[0] > until + dt.timedelta(days=300)
