@@ -77,8 +77,9 @@ def require_view(session: Session, principal, study: StudySession) -> None:
         raise Forbidden("无权查看该学习安排", details={"session_id": study.id})
 
 
-def _require_targets_in_scope(session: Session, actor: User, sites: Sequence[Site],
-                              units: Sequence[OrgUnit]) -> None:
+def require_targets_in_scope(session: Session, actor: User, sites: Sequence[Site],
+                             units: Sequence[OrgUnit]) -> None:
+    """An organizer may aim a session only at units and sites inside his subtree."""
     if actor.role == "admin":
         return
     managed = set(managed_org_unit_ids(session, actor) or [])
@@ -96,7 +97,7 @@ def can_edit_session(session: Session, actor, study: StudySession) -> bool:
     if isinstance(actor, SiteScreen) or actor.role not in CREATOR_ROLES:
         return False
     try:
-        _require_targets_in_scope(session, actor, study.sites, study.org_units)
+        require_targets_in_scope(session, actor, study.sites, study.org_units)
     except Forbidden:
         return False
     return True

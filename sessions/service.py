@@ -32,12 +32,12 @@ from sessions import recurrence
 from sessions.access import (  # noqa: F401  (public names re-exported)
     CREATOR_ROLES,
     TRAINER_ROLES,
-    _require_targets_in_scope,
     can_edit_session,
     can_view_session,
     get_occurrence,
     get_session,
     require_edit,
+    require_targets_in_scope,
     require_view,
     visible_sessions_filter,
 )
@@ -118,7 +118,7 @@ def create_session(session: Session, actor: User | None, data: dict, *,
         raise ValidationError(f"未知字段：{', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     values = _validate(session, {**DEFAULTS, **data})
     if actor is not None:
-        _require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
     study = StudySession(created_by_id=actor.id if actor else None, created_at=now,
                          updated_at=now, sequence=0)
     _apply(study, values)
@@ -154,7 +154,7 @@ def update_session(session: Session, actor: User | None, study: StudySession, ch
         raise ValidationError(f"未知字段：{', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     values = _validate(session, {**session_values(study), **changes})
     if actor is not None:
-        _require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
     _apply(study, values)
     study.sequence += 1
     study.updated_at = now
