@@ -111,6 +111,14 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 10, 100)
 
 
+def start_jobs(app: Flask) -> None:
+    """The scheduled work of a serving process (`python app.py`, each gunicorn worker):
+    open-ended recurrences materialized ahead once a day (sessions/jobs.py)."""
+    from sessions.jobs import start_horizon_job
+
+    start_horizon_job(app)
+
+
 def _check_media_placement(app: Flask) -> None:
     """Refuse at start, not at the first broadcast, an in-process engine under gevent."""
     if (app.config["YUANJIAO_ASYNC_MODE"] == "gevent"
@@ -283,6 +291,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()
     tune_gc()
+    start_jobs(app)
     host, port = app.config["YUANJIAO_HOST"], app.config["YUANJIAO_PORT"]
     log.info("Yuanjiao serving at http://%s:%s", host, port)
     socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, use_reloader=False)

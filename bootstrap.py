@@ -67,6 +67,9 @@ def _bootstrap(app: Flask) -> None:
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
         ensure_admin(app)
+        from sessions.jobs import extend_all_horizons
+
+        extend_all_horizons(app)
         if app.config["YUANJIAO_DEMO"]:
             import demo
 

@@ -1,4 +1,5 @@
-"""CLI: `flask --app app db upgrade | create-admin | import-members | seed-demo`."""
+"""CLI: `flask --app app db upgrade | create-admin | import-members | seed-demo |
+extend-horizons`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(create_admin)
     app.cli.add_command(import_members)
     app.cli.add_command(seed_demo)
+    app.cli.add_command(extend_horizons)
+
+
+@click.command("extend-horizons")
+def extend_horizons() -> None:
+    """Materialize open-ended recurrences up to the horizon (run daily, e.g. from cron)."""
+    from flask import current_app
+
+    from sessions.jobs import extend_all_horizons
+
+    created = extend_all_horizons(current_app._get_current_object())
+    click.echo(f"extended: {created} occurrences created")
 
 
 @click.command("create-admin")

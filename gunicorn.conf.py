@@ -19,7 +19,9 @@ graceful_timeout = 20
 
 
 def post_worker_init(worker) -> None:
-    """The app is loaded: keep its startup objects out of the collector's way."""
-    from app import tune_gc
+    """The app is loaded: keep its startup objects out of the collector's way, and start
+    its daily jobs."""
+    from app import start_jobs, tune_gc
 
     tune_gc()
+    start_jobs(worker.wsgi)

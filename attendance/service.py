@@ -59,7 +59,7 @@ from org import service as org_service
 from org.models import Member, OrgUnit, Site
 from sessions import service as sessions_service
 from sessions.models import Occurrence
-from sessions.targets import occurrence_site_ids  # the one rule of targeted sites
+from sessions.targets import occurrence_site_ids, occurrence_unit_ids  # the targeting rule
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,6 @@ def is_expected(session: Session, occurrence: Occurrence, member_id: int) -> boo
     return sessions_service.is_expected(session, occurrence, member_id)
 
 
-def _occurrence_unit_ids(session: Session, occurrence: Occurrence) -> set[int]:
-    study = occurrence.session
-    ids = {u.id for u in study.org_units}
-    ids.update(s.org_unit_id for s in study.sites)
-    return ids
-
-
 # --- who may --------------------------------------------------------------------------
 
 
@@ -148,7 +141,7 @@ def can_manage_occurrence(session: Session, user: Any, occurrence: Occurrence) -
     from accounts.service import managed_org_unit_ids
 
     managed = set(managed_org_unit_ids(session, user) or [])
-    return bool(managed & _occurrence_unit_ids(session, occurrence))
+    return bool(managed & occurrence_unit_ids(occurrence))
 
 
 def require_manage_occurrence(session: Session, user: Any, occurrence: Occurrence) -> None:

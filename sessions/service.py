@@ -2,42 +2,87 @@
 
 Every function takes the database session, plain values and an explicit `now`; it
 validates, changes rows, flushes and returns. Views commit once.
+
+This module holds the writes of sessions and occurrences (create, edit, delete, move,
+import) and what the forms offer; the rest lives in modules of their own, whose public
+names stay importable from here:
+
+- `sessions.access`: who may see or edit; `get_session`, `get_occurrence`
+- `sessions.validation`: the fields of a session, checked
+- `sessions.materialize`: occurrences from the rule, the horizon
+- `sessions.conflicts`: site and trainer clashes
+- `sessions.queries`: lists of sessions and occurrences, the room screen's lecture
+- `sessions.feeds`: calendar feeds and .ics files
+- `sessions.targets`: who an occurrence targets (sites, units, expected members)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-import secrets
-from bisect import bisect_left
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
 from typing import Any
 
-from flask import current_app, has_app_context
-from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
-from config import SETTINGS
-from core.principals import SiteScreen
-from core.timeutil import DEFAULT_TZ, require_window, zone
-from org.models import Member, OrgUnit, Site
+from core.timeutil import zone
+from org.models import OrgUnit, Site
 from sessions import recurrence
-from sessions.errors import Conflict, DomainError, Forbidden, NotFound, ValidationError
+from sessions.access import (  # noqa: F401  (public names re-exported)
+    CREATOR_ROLES,
+    TRAINER_ROLES,
+    can_edit_session,
+    can_view_session,
+    get_occurrence,
+    get_session,
+    require_edit,
+    require_targets_in_scope,
+    require_view,
+    visible_sessions_filter,
+)
+from sessions.conflicts import (
+    _raise_on_conflict,
+    conflict_message,
+    find_conflicts,
+)
+from sessions.errors import Conflict, DomainError, Forbidden, ValidationError
+from sessions.feeds import (  # noqa: F401
+    _FEED_CACHE_SIZE,
+    FEED_KINDS,
+    _feed_cache,
+    feed_body,
+    feed_etag,
+    feed_name,
+    feed_sessions_filter,
+    feed_token,
+    require_feed_access,
+    resolve_feed,
+    revoke_feed,
+    session_ics,
+)
+from sessions.materialize import (  # noqa: F401
+    _attended_ids,
+    _sync_occurrences,
+    deleting,
+    extend_horizons,
+    horizon_days,
+)
 from sessions.models import (
     OCCURRENCE_STATUSES,
-    SESSION_KINDS,
-    CalendarFeed,
     Occurrence,
     StudySession,
 )
-from sessions.signals import protected_occurrence_ids, session_deleted
-from sessions.targets import (  # noqa: F401  (expected members re-exported)
+from sessions.queries import (  # noqa: F401
+    SCREEN_LEAD,
+    SCREEN_TAIL,
+    occurrences_query,
+    sessions_query,
+    site_screen_occurrence,
+)
+from sessions.signals import session_deleted
+from sessions.targets import (  # noqa: F401
     expected_member_ids,
     is_expected,
     sessions_for_member,
@@ -46,464 +91,9 @@ from sessions.targets import (  # noqa: F401  (expected members re-exported)
     targets_sites,
     targets_units,
 )
+from sessions.validation import DEFAULTS, SESSION_FIELDS, _aware, _validate
 
 log = logging.getLogger(__name__)
-
-CREATOR_ROLES = ("admin", "organizer")
-TRAINER_ROLES = ("trainer", "admin")
-#: Fields a caller may give when creating or editing a session.
-SESSION_FIELDS = (
-    "title", "kind", "description", "trainer_id", "starts_at", "duration_minutes",
-    "timezone", "rrule", "exdates", "site_ids", "org_unit_ids", "late_after_minutes",
-    "present_threshold_percent", "video_bitrate_kbps", "video_height", "location",
-)
-DEFAULTS: dict[str, Any] = {
-    "description": "", "trainer_id": None, "timezone": DEFAULT_TZ, "rrule": None,
-    "exdates": [], "site_ids": [], "org_unit_ids": [], "late_after_minutes": 10,
-    "present_threshold_percent": 80, "video_bitrate_kbps": 1200, "video_height": 480,
-    "location": "", "kind": "other",
-}
-
-
-def horizon_days() -> int:
-    """YUANJIAO_HORIZON_DAYS: how far ahead open-ended rules are materialized."""
-    if has_app_context():
-        return int(current_app.config["YUANJIAO_HORIZON_DAYS"])
-    return int(SETTINGS["YUANJIAO_HORIZON_DAYS"][0])
-
-
-# --- who sees what ------------------------------------------------------------------------
-
-
-def visible_sessions_filter(session: Session, principal) -> Any | None:
-    """A WHERE clause on StudySession for what `principal` may see; None means all.
-
-    admin: all; organizer: sessions aimed at his subtree (units or their sites) or that he
-    created; trainer: his own; site operator (and a site screen): those aimed at his site;
-    member: those he is expected at.
-    """
-    if isinstance(principal, SiteScreen):
-        return sessions_targeting_site(session, principal.site_id)
-    role = principal.role
-    if role == "admin":
-        return None
-    if role == "organizer":
-        units = managed_org_unit_ids(session, principal) or []
-        return or_(
-            targets_units(units),
-            targets_sites(select(Site.id).where(Site.org_unit_id.in_(units))),
-            StudySession.created_by_id == principal.id,
-        )
-    if role == "trainer":
-        return StudySession.trainer_id == principal.id
-    if role == "site_operator":
-        return sessions_targeting_site(session, principal.site_id or 0)
-    if role == "member":
-        member = principal.member
-        if member is None:
-            return StudySession.id.is_(None)
-        return sessions_for_member(member)
-    return StudySession.id.is_(None)
-
-
-def can_view_session(session: Session, principal, study: StudySession) -> bool:
-    clause = visible_sessions_filter(session, principal)
-    if clause is None:
-        return True
-    return session.scalar(
-        select(func.count()).select_from(StudySession).where(StudySession.id == study.id, clause)
-    ) > 0
-
-
-def require_view(session: Session, principal, study: StudySession) -> None:
-    if not can_view_session(session, principal, study):
-        # Not 404: the caller named an id he cannot see; say so without details.
-        raise Forbidden("无权查看该学习安排", details={"session_id": study.id})
-
-
-def _require_targets_in_scope(session: Session, actor: User, sites: Sequence[Site],
-                              units: Sequence[OrgUnit]) -> None:
-    if actor.role == "admin":
-        return
-    managed = set(managed_org_unit_ids(session, actor) or [])
-    for unit in units:
-        if unit.id not in managed:
-            raise Forbidden(f"无权面向该组织安排学习：{unit.name}",
-                            details={"field": "org_unit_ids", "org_unit_id": unit.id})
-    for site in sites:
-        if site.org_unit_id not in managed:
-            raise Forbidden(f"无权面向该学习点安排学习：{site.name}",
-                            details={"field": "site_ids", "site_id": site.id})
-
-
-def can_edit_session(session: Session, actor, study: StudySession) -> bool:
-    if isinstance(actor, SiteScreen) or actor.role not in CREATOR_ROLES:
-        return False
-    try:
-        _require_targets_in_scope(session, actor, study.sites, study.org_units)
-    except Forbidden:
-        return False
-    return True
-
-
-def require_edit(session: Session, actor, study: StudySession) -> None:
-    if actor is None:
-        return
-    if not can_edit_session(session, actor, study):
-        raise Forbidden("无权修改该学习安排", details={"session_id": study.id})
-
-
-def get_session(session: Session, session_id: int) -> StudySession:
-    study = session.get(StudySession, session_id)
-    if study is None:
-        raise NotFound(f"学习安排不存在：{session_id}", details={"session_id": session_id})
-    return study
-
-
-def get_occurrence(session: Session, occurrence_id: int) -> Occurrence:
-    occ = session.get(Occurrence, occurrence_id)
-    if occ is None:
-        raise NotFound(f"场次不存在：{occurrence_id}", details={"occurrence_id": occurrence_id})
-    return occ
-
-
-# --- validation ---------------------------------------------------------------------------
-
-
-def _aware(value: Any, field: str) -> dt.datetime:
-    if not isinstance(value, dt.datetime):
-        raise ValidationError(f"{field} 必须是时间", field=field)
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(f"{field} 需要带时区偏移（如 +08:00）", field=field)
-    require_window(value, field)
-    # iCalendar has whole seconds: keep no more, or feeds and rows would disagree.
-    return value.astimezone(dt.UTC).replace(microsecond=0)
-
-
-def _int_in(data: dict, field: str, lo: int, hi: int) -> int:
-    value = data.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValidationError(f"{field} 必须是 {lo} 到 {hi} 之间的整数", field=field)
-    return value
-
-
-def _load_targets(session: Session, data: dict) -> tuple[list[Site], list[OrgUnit]]:
-    sites, units = [], []
-    for field, model, out, label in (("site_ids", Site, sites, "学习点"),
-                                     ("org_unit_ids", OrgUnit, units, "组织")):
-        ids = data.get(field) or []
-        if not isinstance(ids, list | tuple):
-            raise ValidationError(f"{field} 必须是列表", field=field)
-        for raw in dict.fromkeys(ids):
-            if isinstance(raw, bool) or not isinstance(raw, int):
-                raise ValidationError(f"{field} 中的 id 无效：{raw}", field=field)
-            row = session.get(model, raw)
-            if row is None:
-                raise ValidationError(f"{label}不存在：{raw}", field=field,
-                                      details={"id": raw})
-            out.append(row)
-    if not sites and not units:
-        raise ValidationError("至少选择一个学习点或组织", field="site_ids")
-    return sites, units
-
-
-def _validate(session: Session, data: dict) -> dict:
-    """Check a complete set of session fields; returns them normalized."""
-    out = dict(data)
-    title = (out.get("title") or "").strip()
-    if not title or len(title) > 200:
-        raise ValidationError("标题不能为空，且不超过 200 个字符", field="title")
-    out["title"] = title
-    if out.get("kind") not in SESSION_KINDS:
-        raise ValidationError(f"未知的学习类型：{out.get('kind')}", field="kind",
-                              details={"allowed": list(SESSION_KINDS)})
-    out["description"] = out.get("description") or ""
-    out["location"] = (out.get("location") or "")[:300]
-    trainer_id = out.get("trainer_id")
-    if trainer_id is not None:
-        trainer = session.get(User, trainer_id) if isinstance(trainer_id, int) else None
-        if trainer is None or not trainer.active or trainer.role not in TRAINER_ROLES:
-            raise ValidationError(f"讲师不存在或不是讲师：{trainer_id}", field="trainer_id")
-    tz_name = out.get("timezone") or DEFAULT_TZ
-    tz = zone(tz_name)
-    if "/" not in tz_name and tz_name != "UTC":
-        # Windows names ("China Standard Time") and abbreviations only on import.
-        raise ValidationError(f"请使用 IANA 时区名称（如 Asia/Shanghai）：{tz_name}",
-                              field="timezone")
-    out["timezone"] = tz_name
-    out["starts_at"] = _aware(out.get("starts_at"), "starts_at")
-    out["duration_minutes"] = _int_in(out, "duration_minutes", 1, 1440)
-    out["late_after_minutes"] = _int_in(out, "late_after_minutes", 0, 1440)
-    out["present_threshold_percent"] = _int_in(out, "present_threshold_percent", 0, 100)
-    out["video_bitrate_kbps"] = _int_in(out, "video_bitrate_kbps", 100, 20000)
-    out["video_height"] = _int_in(out, "video_height", 144, 2160)
-    exdates = out.get("exdates") or []
-    if not isinstance(exdates, list | tuple):
-        raise ValidationError("exdates 必须是时间列表", field="exdates")
-    out["exdates"] = sorted({_aware(x, "exdates") for x in exdates})
-    rule = out.get("rrule")
-    if rule is not None and not str(rule).strip():
-        rule = None
-    if rule is not None:
-        rule = recurrence.normalize_rrule(str(rule), tz)
-        first = recurrence.first_start(rule, out["starts_at"], tz)
-        if first is None:
-            raise ValidationError("重复规则不产生任何场次", field="rrule")
-        # DTSTART must be an instance of its own rule (RFC 5545 leaves the rest undefined):
-        # a weekly-on-Wednesday rule entered with a Monday start begins on that Wednesday.
-        out["starts_at"] = first
-    out["rrule"] = rule
-    out["sites"], out["org_units"] = _load_targets(session, out)
-    return out
-
-
-# --- materialization ------------------------------------------------------------------------
-
-
-def _exdate_set(study: StudySession) -> set[dt.datetime]:
-    return {dt.datetime.fromisoformat(x).astimezone(dt.UTC) for x in study.exdates or []}
-
-
-def _wanted_starts(
-    study: StudySession, now: dt.datetime, after: dt.datetime | None = None
-) -> tuple[list[dt.datetime], dt.datetime | None]:
-    """Rule starts up to the horizon (minus EXDATEs), and the new `materialized_until`."""
-    tz = zone(study.timezone)
-    if not study.rrule:
-        starts = [study.starts_at] if after is None or study.starts_at > after else []
-        return starts, None
-    horizon_end = now + dt.timedelta(days=horizon_days())
-    starts = recurrence.expand(study.rrule, study.starts_at, tz, until=horizon_end, after=after)
-    more = recurrence.expand(study.rrule, study.starts_at, tz, after=horizon_end,
-                             until=horizon_end + dt.timedelta(days=400), limit=1_000_000)
-    until = horizon_end if more or recurrence.is_open_ended(study.rrule) else None
-    excluded = _exdate_set(study)
-    return [s for s in starts if s not in excluded], until
-
-
-def _attended_ids(session: Session, ids: Iterable[int]) -> set[int]:
-    """Occurrences another domain wants kept (attended ones): asked by a signal, so that
-    scheduling never imports attendance. The database's RESTRICT key backs this up."""
-    return protected_occurrence_ids(session, ids)
-
-
-def _flush_deletes(session: Session, session_id: int, occurrence_ids: list[int]) -> None:
-    """Flush the deletion of occurrences. A row still referenced elsewhere (attendance events
-    are ON DELETE RESTRICT: the database's own guard) refuses the whole change with 409;
-    the failed transaction is rolled back, and the referencing tables are named."""
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        session.rollback()
-        held = _referenced_by(session, occurrence_ids)
-        attended = "attendance_events" in held
-        raise Conflict(
-            "已有考勤记录的学习安排不能删除，可以取消以后的场次" if attended
-            else "该学习安排的场次仍被其他记录引用，不能删除",
-            code="has_attendance" if attended else "in_use",
-            details={"session_id": session_id, "referenced_by": held}) from exc
-
-
-def _referenced_by(session: Session, occurrence_ids: list[int]) -> list[str]:
-    """Tables (of any domain, found from the metadata) with rows pointing at these ids."""
-    if not occurrence_ids:
-        return []
-    held = []
-    for table in Occurrence.metadata.sorted_tables:
-        for fk in table.foreign_keys:
-            if fk.column.table.name == "occurrences" and session.scalar(
-                    select(func.count()).select_from(table)
-                    .where(fk.parent.in_(occurrence_ids[:500]))):
-                held.append(table.name)
-    return sorted(set(held))
-
-
-def _sync_occurrences(session: Session, study: StudySession, now: dt.datetime, *,
-                      is_new: bool) -> list[Occurrence]:
-    """Make the occurrence rows match the rule; returns rows created or retimed.
-
-    Never touched: occurrences already started or past, moved or cancelled ones
-    (overrides), and those with attendance. Free rows keep their id when the time of day
-    changes (paired by local date), so links and stream keys to them stay valid.
-    """
-    wanted, study.materialized_until = _wanted_starts(study, now)
-    if not wanted and is_new:
-        raise ValidationError("重复规则不产生任何场次（可能全部被排除）", field="rrule")
-    duration = dt.timedelta(minutes=study.duration_minutes)
-    rows = list(study.occurrences) if not is_new else []
-    attended = _attended_ids(session, [r.id for r in rows if r.id is not None])
-    by_start = {r.original_start: r for r in rows}
-    protected = {r.id for r in rows
-                 if r.overridden or r.starts_at <= now or r.id in attended}
-    changed: list[Occurrence] = []
-    missing = []
-    for start in wanted:
-        row = by_start.get(start)
-        if row is None:
-            if is_new or start > now:
-                missing.append(start)
-            continue
-        if row.id not in protected and (row.starts_at != start or row.ends_at != start + duration):
-            row.starts_at, row.ends_at = start, start + duration
-            changed.append(row)
-    wanted_set = set(wanted)
-    tz = zone(study.timezone)
-    spare: dict[dt.date, list[Occurrence]] = {}
-    claimed: dict[dt.date, int] = {}
-    for row in rows:
-        if row.original_start in wanted_set:
-            continue
-        day = row.original_start.astimezone(tz).date()
-        if row.id in protected:
-            # A kept row (moved, attended, past) stands for the new rule's instance on its
-            # day: creating another would book the same meeting twice.
-            claimed[day] = claimed.get(day, 0) + 1
-        else:
-            spare.setdefault(day, []).append(row)
-    for start in missing:
-        day = start.astimezone(tz).date()
-        if claimed.get(day):
-            claimed[day] -= 1
-            continue
-        pool = spare.get(day)
-        if pool:
-            row = pool.pop(0)
-            row.original_start, row.starts_at, row.ends_at = start, start, start + duration
-            row.status = "scheduled"
-        else:
-            row = Occurrence(session=study, original_start=start, starts_at=start,
-                             ends_at=start + duration, status="scheduled")
-            session.add(row)
-        changed.append(row)
-    dropped = [row for pool in spare.values() for row in pool]
-    for row in dropped:
-        study.occurrences.remove(row)
-        session.delete(row)
-    _flush_deletes(session, study.id, [row.id for row in dropped])
-    return changed
-
-
-def extend_horizons(session: Session, now: dt.datetime) -> int:
-    """Materialize open-ended rules up to now + horizon; returns occurrences created.
-
-    Called lazily when occurrences or feeds are read. It costs one indexed query when
-    nothing is due: a series is extended only once its horizon falls a week short.
-    """
-    horizon_end = now + dt.timedelta(days=horizon_days())
-    due = session.scalars(
-        select(StudySession).where(
-            StudySession.materialized_until.is_not(None),
-            StudySession.materialized_until < horizon_end - dt.timedelta(days=7),
-        )
-    ).all()
-    created = 0
-    for study in due:
-        starts, until = _wanted_starts(study, now, after=study.materialized_until)
-        duration = dt.timedelta(minutes=study.duration_minutes)
-        try:
-            # A savepoint: two requests extending at once must not fail the reader.
-            with session.begin_nested():
-                for start in starts:
-                    session.add(Occurrence(session_id=study.id, original_start=start,
-                                           starts_at=start, ends_at=start + duration,
-                                           status="scheduled"))
-                study.materialized_until = until
-        except IntegrityError:
-            log.info("horizon of session %s extended concurrently", study.id)
-            continue
-        created += len(starts)
-        log.info("extended session %s by %d occurrences", study.id, len(starts))
-    return created
-
-
-# --- conflicts -------------------------------------------------------------------------------
-
-
-def find_conflicts(
-    session: Session,
-    intervals: Sequence[tuple[dt.datetime, dt.datetime]],
-    *,
-    site_ids: Iterable[int],
-    trainer_id: int | None,
-    exclude_session_id: int | None = None,
-    exclude_occurrence_ids: Iterable[int] = (),
-    limit: int = 10,
-) -> list[dict]:
-    """Booked occurrences overlapping any of `intervals` at one of the sites or with the
-    trainer; each clash as a dict naming the occurrence, its session, start, and what
-    clashes (a site or the trainer). Cancelled occurrences never clash."""
-    site_ids = list(site_ids)
-    intervals = sorted(i for i in intervals)
-    if not intervals or (not site_ids and trainer_id is None):
-        return []
-    lo = intervals[0][0]
-    hi = max(end for _, end in intervals)
-    who = []
-    if site_ids:
-        who.append(targets_sites(site_ids))
-    if trainer_id is not None:
-        who.append(StudySession.trainer_id == trainer_id)
-    query = (
-        select(Occurrence).join(StudySession)
-        .where(Occurrence.status != "cancelled", Occurrence.starts_at < hi,
-               Occurrence.ends_at > lo, or_(*who))
-        .options(selectinload(Occurrence.session).selectinload(StudySession.sites))
-        .order_by(Occurrence.starts_at)
-    )
-    if exclude_session_id is not None:
-        query = query.where(Occurrence.session_id != exclude_session_id)
-    excluded = set(exclude_occurrence_ids)
-    starts = [s for s, _ in intervals]
-    clashes: list[dict] = []
-    site_set = set(site_ids)
-    for other in session.scalars(query):
-        if other.id in excluded:
-            continue
-        # Intervals are sorted by start; only those starting before `other` ends can overlap.
-        idx = bisect_left(starts, other.ends_at)
-        mine = next(((s, e) for s, e in intervals[:idx] if e > other.starts_at), None)
-        if mine is None:
-            continue
-        study = other.session
-        common = [s for s in study.sites if s.id in site_set]
-        base = {
-            "occurrence_id": other.id, "session_id": study.id, "session_title": study.title,
-            "starts_at": other.starts_at.isoformat(), "ends_at": other.ends_at.isoformat(),
-            "requested_starts_at": mine[0].isoformat(),
-        }
-        if common:
-            clashes.append({**base, "kind": "site", "site_id": common[0].id,
-                            "site_name": common[0].name})
-        else:
-            trainer = study.trainer
-            clashes.append({**base, "kind": "trainer", "trainer_id": study.trainer_id,
-                            "trainer_name": trainer.display_name if trainer else ""})
-        if len(clashes) >= limit:
-            break
-    return clashes
-
-
-def conflict_message(clash: dict, tz_name: str = DEFAULT_TZ) -> str:
-    start = dt.datetime.fromisoformat(clash["starts_at"]).astimezone(zone(tz_name))
-    what = (f"学习点「{clash['site_name']}」" if clash["kind"] == "site"
-            else f"讲师「{clash['trainer_name']}」")
-    return (f"时间冲突：{what}在 {start:%Y-%m-%d %H:%M} 已有安排「{clash['session_title']}」"
-            f"（场次 #{clash['occurrence_id']}）")
-
-
-def _raise_on_conflict(session: Session, study: StudySession, occurrences: Iterable[Occurrence],
-                       *, same_session: bool = False) -> None:
-    rows = [o for o in occurrences if o.status != "cancelled"]
-    clashes = find_conflicts(
-        session, [(o.starts_at, o.ends_at) for o in rows],
-        site_ids=[s.id for s in study.sites], trainer_id=study.trainer_id,
-        exclude_session_id=None if same_session else study.id,
-        exclude_occurrence_ids=[o.id for o in rows if o.id is not None], limit=5,
-    )
-    if clashes:
-        raise Conflict(conflict_message(clashes[0], study.timezone),
-                       details={"conflict": clashes[0], "conflicts": clashes},
-                       code="schedule_conflict")
 
 
 # --- sessions ----------------------------------------------------------------------------------
@@ -529,7 +119,7 @@ def create_session(session: Session, actor: User | None, data: dict, *,
         raise ValidationError(f"未知字段：{', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     values = _validate(session, {**DEFAULTS, **data})
     if actor is not None:
-        _require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
     study = StudySession(created_by_id=actor.id if actor else None, created_at=now,
                          updated_at=now, sequence=0)
     _apply(study, values)
@@ -565,7 +155,7 @@ def update_session(session: Session, actor: User | None, study: StudySession, ch
         raise ValidationError(f"未知字段：{', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     values = _validate(session, {**session_values(study), **changes})
     if actor is not None:
-        _require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
     _apply(study, values)
     study.sequence += 1
     study.updated_at = now
@@ -587,8 +177,8 @@ def delete_session(session: Session, actor: User | None, study: StudySession, *,
                        code="has_attendance",
                        details={"session_id": study.id, "occurrence_ids": sorted(attended)})
     session_id = study.id
-    session.delete(study)
-    _flush_deletes(session, session_id, occurrence_ids)
+    with deleting(session, session_id, occurrence_ids):
+        session.delete(study)
     session_deleted.send(session, session_id=session_id, occurrence_ids=occurrence_ids)
 
 
@@ -701,108 +291,6 @@ def update_occurrence(session: Session, actor: User | None, occ: Occurrence, *,
     return occ
 
 
-# --- queries --------------------------------------------------------------------------------------
-
-
-def sessions_query(session: Session, principal, *, kind: str | None = None,
-                   site_id: int | None = None, org_unit_id: int | None = None,
-                   trainer_id: int | None = None, q: str | None = None):
-    """The sessions `principal` may see, filtered, newest first."""
-    query = select(StudySession).order_by(StudySession.starts_at.desc(), StudySession.id.desc())
-    clause = visible_sessions_filter(session, principal)
-    if clause is not None:
-        query = query.where(clause)
-    if kind:
-        query = query.where(StudySession.kind == kind)
-    if site_id:
-        query = query.where(sessions_targeting_site(session, site_id))
-    if org_unit_id:
-        query = query.where(targets_units([org_unit_id]))
-    if trainer_id:
-        query = query.where(StudySession.trainer_id == trainer_id)
-    if q:
-        query = query.where(StudySession.title.contains(q))
-    return query
-
-
-def occurrences_query(session: Session, principal, *, start: dt.datetime | None = None,
-                      end: dt.datetime | None = None, site_id: int | None = None,
-                      org_unit_id: int | None = None, session_id: int | None = None,
-                      include_cancelled: bool = True):
-    """Occurrences the principal may see overlapping [start, end), in time order."""
-    query = (select(Occurrence).join(StudySession)
-             .order_by(Occurrence.starts_at, Occurrence.id))
-    clause = visible_sessions_filter(session, principal)
-    if clause is not None:
-        query = query.where(clause)
-    if start is not None:
-        query = query.where(Occurrence.ends_at > start)
-    if end is not None:
-        query = query.where(Occurrence.starts_at < end)
-    if site_id:
-        query = query.where(sessions_targeting_site(session, site_id))
-    if org_unit_id:
-        unit = session.get(OrgUnit, org_unit_id)
-        if unit is None:
-            raise ValidationError(f"组织不存在：{org_unit_id}", field="org_unit_id")
-        query = query.where(sessions_for_org_unit(unit))
-    if session_id:
-        query = query.where(Occurrence.session_id == session_id)
-    if not include_cancelled:
-        query = query.where(Occurrence.status != "cancelled")
-    return query
-
-
-#: A room screen switches to a lecture this long before it starts, and stays after its end.
-SCREEN_LEAD = dt.timedelta(minutes=30)
-SCREEN_TAIL = dt.timedelta(minutes=15)
-
-
-def site_screen_occurrence(session: Session, site_id: int,
-                           now: dt.datetime) -> tuple[Occurrence | None, bool]:
-    """What a meeting room's screen should show: (occurrence, is_now).
-
-    The scheduled occurrence aimed at the site that runs now (from SCREEN_LEAD before its
-    start to SCREEN_TAIL after its end), else the next one, else (None, False).
-    """
-    extend_horizons(session, now)
-    at_site = (
-        select(Occurrence)
-        .join(StudySession, Occurrence.session_id == StudySession.id)
-        .where(Occurrence.status == "scheduled", sessions_targeting_site(session, site_id))
-    )
-    current = session.scalars(
-        at_site.where(Occurrence.starts_at <= now + SCREEN_LEAD,
-                      Occurrence.ends_at >= now - SCREEN_TAIL)
-        .order_by(Occurrence.starts_at).limit(1)
-    ).first()
-    if current is not None:
-        return current, True
-    upcoming = session.scalars(
-        at_site.where(Occurrence.starts_at > now).order_by(Occurrence.starts_at).limit(1)
-    ).first()
-    return upcoming, False
-
-
-def feed_sessions_filter(session: Session, kind: str, owner_id: int) -> Any:
-    """A WHERE clause on StudySession for a feed owner (site, member, trainer, org unit)."""
-    if kind == "site":
-        return sessions_targeting_site(session, owner_id)
-    if kind == "trainer":
-        return StudySession.trainer_id == owner_id
-    if kind == "member":
-        member = session.get(Member, owner_id)
-        if member is None:
-            return StudySession.id.is_(None)
-        return sessions_for_member(member)
-    if kind == "org_unit":
-        unit = session.get(OrgUnit, owner_id)
-        if unit is None:
-            return StudySession.id.is_(None)
-        return sessions_for_org_unit(unit)
-    raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
-
-
 # --- import ---------------------------------------------------------------------------------
 
 
@@ -874,169 +362,6 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
         created.append(study)
     session.flush()
     return created, notes
-
-
-# --- calendar feeds ----------------------------------------------------------------------------
-
-FEED_KINDS = ("site", "member", "trainer", "org_unit")
-_FEED_SALT = "yuanjiao-calendar-feed"
-#: Rendered feeds by ETag. The ETag is derived from the data, so an entry can never be
-#: stale: any change gives a new key. Bounded, since every change leaves an orphan.
-_feed_cache: OrderedDict[str, bytes] = OrderedDict()
-_FEED_CACHE_SIZE = 128
-#: Bump when the feed's format changes, so that clients and the cache start afresh.
-_FEED_FORMAT = "3"
-
-
-def _feed_owner(session: Session, kind: str, owner_id: int):
-    model = {"site": Site, "member": Member, "trainer": User, "org_unit": OrgUnit}.get(kind)
-    if model is None:
-        raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
-    owner = session.get(model, owner_id)
-    if owner is None or (kind == "trainer" and owner.role not in TRAINER_ROLES):
-        raise NotFound(f"订阅对象不存在：{kind} {owner_id}")
-    return owner
-
-
-def require_feed_access(session: Session, principal, kind: str, owner_id: int, *,
-                        revoke: bool = False) -> None:
-    """Who may get (or, with `revoke`, reset) a feed URL.
-
-    The owner (the member himself, the trainer himself, the site's operator or screen)
-    and those who manage him (organizers of his subtree, admins) may both. A member may
-    also read, never reset, the shared calendars of his home site and his org unit.
-    Trainers read only their own.
-    """
-    from accounts.service import can_manage_org_unit, can_operate_site
-
-    owner = _feed_owner(session, kind, owner_id)
-    if isinstance(principal, SiteScreen):
-        allowed = kind == "site" and principal.site_id == owner_id and not revoke
-    elif principal.role == "admin":
-        allowed = True
-    elif kind == "site":
-        member = principal.member if principal.role == "member" else None
-        allowed = can_operate_site(session, principal, owner) or (
-            not revoke and member is not None and member.home_site_id == owner.id)
-    elif kind == "member":
-        allowed = principal.member_id == owner.id or (
-            principal.role == "organizer" and can_manage_org_unit(session, principal,
-                                                                  owner.org_unit_id))
-    elif kind == "trainer":
-        allowed = principal.id == owner.id
-    else:
-        member = principal.member if principal.role == "member" else None
-        allowed = (principal.role == "organizer"
-                   and can_manage_org_unit(session, principal, owner.id)) or (
-            not revoke and member is not None and member.org_unit_id == owner.id)
-    if not allowed:
-        raise Forbidden("无权重置该日历订阅" if revoke else "无权获取该日历订阅",
-                        details={"kind": kind, "id": owner_id})
-
-
-def _feed_row(session: Session, kind: str, owner_id: int) -> CalendarFeed:
-    row = session.scalar(select(CalendarFeed).where(CalendarFeed.owner_kind == kind,
-                                                    CalendarFeed.owner_id == owner_id))
-    if row is None:
-        row = CalendarFeed(owner_kind=kind, owner_id=owner_id, nonce=secrets.token_urlsafe(16))
-        session.add(row)
-        try:
-            with session.begin_nested():
-                session.flush()
-        except IntegrityError:  # created concurrently by another request
-            row = session.scalar(select(CalendarFeed).where(
-                CalendarFeed.owner_kind == kind, CalendarFeed.owner_id == owner_id))
-    return row
-
-
-def feed_token(session: Session, kind: str, owner_id: int, *, secret: str) -> str:
-    """The signed token of a feed: {kind, id, nonce}; stable until revoked."""
-    _feed_owner(session, kind, owner_id)
-    row = _feed_row(session, kind, owner_id)
-    return URLSafeSerializer(secret, salt=_FEED_SALT).dumps([kind, owner_id, row.nonce])
-
-
-def revoke_feed(session: Session, kind: str, owner_id: int, *, secret: str) -> str:
-    """A new nonce: every older URL of this feed stops working. Returns the new token."""
-    _feed_owner(session, kind, owner_id)
-    row = _feed_row(session, kind, owner_id)
-    row.nonce = secrets.token_urlsafe(16)
-    session.flush()
-    return URLSafeSerializer(secret, salt=_FEED_SALT).dumps([kind, owner_id, row.nonce])
-
-
-def resolve_feed(session: Session, token: str, *, secret: str) -> CalendarFeed:
-    """The feed a token stands for, or NotFound (forged, malformed or revoked)."""
-    try:
-        kind, owner_id, nonce = URLSafeSerializer(secret, salt=_FEED_SALT).loads(token)
-    except (BadSignature, ValueError, TypeError) as exc:
-        raise NotFound("订阅地址无效") from exc
-    row = session.scalar(select(CalendarFeed).where(CalendarFeed.owner_kind == kind,
-                                                    CalendarFeed.owner_id == owner_id))
-    if row is None or not secrets.compare_digest(row.nonce, str(nonce)):
-        raise NotFound("订阅地址已失效（已被重置）", code="feed_revoked")
-    return row
-
-
-def feed_etag(session: Session, feed: CalendarFeed) -> str:
-    """A cheap validator of a feed: counts and latest changes of its sessions and rows."""
-    clause = feed_sessions_filter(session, feed.owner_kind, feed.owner_id)
-    s_count, s_max = session.execute(
-        select(func.count(StudySession.id), func.max(StudySession.updated_at)).where(clause)
-    ).one()
-    o_count, o_max = session.execute(
-        select(func.count(Occurrence.id), func.max(Occurrence.updated_at))
-        .join(StudySession).where(clause)
-    ).one()
-    raw = f"{_FEED_FORMAT}|{feed.owner_kind}|{feed.owner_id}|{s_count}|{s_max}|{o_count}|{o_max}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
-
-
-def feed_name(session: Session, kind: str, owner_id: int) -> str:
-    owner = _feed_owner(session, kind, owner_id)
-    label = {"site": "学习点", "member": "党员", "trainer": "讲师", "org_unit": "组织"}[kind]
-    name = owner.display_name if kind == "trainer" else owner.name
-    return f"远教 · {label} · {name}"
-
-
-def _feed_timezone(session: Session, kind: str, owner_id: int) -> str:
-    owner = _feed_owner(session, kind, owner_id)
-    if kind == "site":
-        return owner.timezone
-    if kind == "member" and owner.home_site is not None:
-        return owner.home_site.timezone
-    return DEFAULT_TZ
-
-
-def feed_body(session: Session, feed: CalendarFeed, etag: str) -> bytes:
-    """The feed's iCalendar text, rendered once per ETag."""
-    body = _feed_cache.get(etag)
-    if body is not None:
-        _feed_cache.move_to_end(etag)
-        return body
-    from sessions import ical
-
-    studies = session.scalars(
-        select(StudySession).where(feed_sessions_filter(session, feed.owner_kind, feed.owner_id))
-        .options(selectinload(StudySession.occurrences), selectinload(StudySession.sites))
-        .order_by(StudySession.id)
-    ).all()
-    cal = ical.build_calendar(list(studies),
-                              name=feed_name(session, feed.owner_kind, feed.owner_id),
-                              timezone=_feed_timezone(session, feed.owner_kind, feed.owner_id))
-    body = ical.to_bytes(cal)
-    _feed_cache[etag] = body
-    while len(_feed_cache) > _FEED_CACHE_SIZE:
-        _feed_cache.popitem(last=False)
-    return body
-
-
-def session_ics(study: StudySession) -> bytes:
-    """One session as an .ics file (download or e-mail attachment)."""
-    from sessions import ical
-
-    cal = ical.build_calendar([study], name=study.title, timezone=study.timezone)
-    return ical.to_bytes(cal)
 
 
 # --- what the pages offer ------------------------------------------------------------------------

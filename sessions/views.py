@@ -194,8 +194,6 @@ def session_occurrences(args, session_id: int):
     """Every occurrence of a session in [from, to), cancelled ones included."""
     study = _visible_session(session_id)
     start, end = _range(args)
-    if service.extend_horizons(db.session, utcnow()):
-        db.session.commit()
     query = (select(Occurrence).join(StudySession).where(Occurrence.session_id == study.id)
              .order_by(Occurrence.starts_at, Occurrence.id))
     if start is not None:
@@ -246,8 +244,6 @@ def occurrences(args):
     """Occurrences the caller may see in [from, to), by site, org unit or session."""
     principal = current_principal()
     start, end = _range(args)
-    if service.extend_horizons(db.session, utcnow()):
-        db.session.commit()
     query = service.occurrences_query(
         db.session, principal, start=start, end=end, site_id=args.get("site_id"),
         org_unit_id=args.get("org_unit_id"), session_id=args.get("session_id"))
@@ -326,8 +322,6 @@ def feed(token: str):
         row = service.resolve_feed(db.session, token, secret=_secret())
     except DomainError:
         abort(404)
-    if service.extend_horizons(db.session, utcnow()):
-        db.session.commit()
     etag = service.feed_etag(db.session, row)
     headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=300"}
     if request.if_none_match.contains_weak(etag):
@@ -402,8 +396,6 @@ def dashboard():
     tz_name = _viewer_tz()
     tz = zone(tz_name)
     now = utcnow()
-    if service.extend_horizons(db.session, now):
-        db.session.commit()
     today = now.astimezone(tz).date()
     day_start = dt.datetime.combine(today, dt.time(), tz)
     rows = _occurrences_between(day_start, day_start + dt.timedelta(days=8))
@@ -495,8 +487,6 @@ def detail(session_id: int):
     """A session with its occurrences (move and cancel buttons for those who may edit)."""
     study = service.get_session(db.session, session_id)
     service.require_view(db.session, current_user, study)
-    if service.extend_horizons(db.session, utcnow()):
-        db.session.commit()
     now = utcnow()
     rows = sorted(study.occurrences, key=lambda o: o.starts_at)
     per_page = 20
@@ -545,8 +535,6 @@ def calendar():
     if not in_window(anchor):  # year 1 or 9999: no grid around it (the page said 500)
         flash(_("日期必须在 %(lo)s 年到 %(hi)s 年之间", lo=MIN_YEAR, hi=MAX_YEAR), "error")
         anchor = utcnow().astimezone(tz).date()
-    if service.extend_horizons(db.session, utcnow()):
-        db.session.commit()
     grid = calendar_grid(view, anchor)
     start = dt.datetime.combine(grid["days"][0], dt.time(), tz)
     end = dt.datetime.combine(grid["days"][-1] + dt.timedelta(days=1), dt.time(), tz)

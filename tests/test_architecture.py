@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("core", "accounts", "org", "sessions", "video", "attendance")
 #: Where the rules live (no HTTP in them: they must not import core.api).
 RULE_MODULES = ("service", "targets", "signals", "recurrence", "rules", "reactions", "live",
-                "writer", "importer", "ical", "exports")
+                "writer", "importer", "ical", "exports", "access", "validation",
+                "materialize", "conflicts", "queries", "feeds", "jobs", "principals")
 
 
 def _modules() -> dict[str, Path]:

@@ -32,7 +32,7 @@ from accounts.service import can_manage_org_unit, can_operate_site, token_lookup
 from core.principals import SiteScreen
 from org.models import Member, Site
 from sessions.models import Occurrence
-from sessions.targets import is_expected, site_is_targeted
+from sessions.targets import is_expected, occurrence_unit_ids, site_is_targeted
 from video.errors import Forbidden, NotFound, Unauthorized
 from video.models import Recording, StreamKey
 
@@ -124,12 +124,11 @@ def can_watch(session: Session, principal: User | SiteScreen, occurrence: Occurr
         site = session.get(Site, principal.site_id)
         return site is not None and site.active and site_is_targeted(session, occurrence, site)
     user = principal
-    study = occurrence.session
     if user.role == "admin" or can_broadcast(user, occurrence):
         return True
     if user.role == "organizer":
-        unit_ids = [u.id for u in study.org_units] + [s.org_unit_id for s in study.sites]
-        return any(can_manage_org_unit(session, user, uid) for uid in unit_ids)
+        return any(can_manage_org_unit(session, user, uid)
+                   for uid in sorted(occurrence_unit_ids(occurrence)))
     if user.role == "site_operator":
         site = session.get(Site, user.site_id) if user.site_id else None
         return site is not None and site_is_targeted(session, occurrence, site)

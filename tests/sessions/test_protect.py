@@ -116,6 +116,10 @@ def test_series_edit_without_the_guard_is_refused_by_the_database(make_session, 
     assert refused.value.code == "has_attendance"
     assert refused.value.status == 409
     assert refused.value.details["referenced_by"] == ["attendance_events"]
+    # Only the savepoint was rolled back: the caller's transaction still answers queries
+    # (the view then rolls the edit back).
+    assert _events(db_session, attended.id) == 1
+    db_session.rollback()
     db_session.expire_all()
     assert db_session.get(Occurrence, attended.id) is not None
     assert _events(db_session, attended.id) == 1
