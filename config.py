@@ -38,6 +38,8 @@ def default_config(instance_path: str) -> dict[str, Any]:
         #: Shared secret between the web app and `python -m video.node` processes.
         "YUANJIAO_MEDIA_NODE_SECRET": "",
         "YUANJIAO_ICE_SERVERS": [],
+        #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
+        "YUANJIAO_CORS_ORIGINS": [],
         "YUANJIAO_RECORDINGS_DIR": str(Path(instance_path) / "recordings"),
         # Materialize open-ended recurrences this far ahead.
         "YUANJIAO_HORIZON_DAYS": 400,
@@ -103,6 +105,10 @@ def from_environment() -> dict[str, Any]:
     if env.get("YUANJIAO_MEDIA_NODES"):
         out["YUANJIAO_MEDIA_NODES"] = [
             u.strip() for u in env["YUANJIAO_MEDIA_NODES"].split(",") if u.strip()
+        ]
+    if env.get("YUANJIAO_CORS_ORIGINS"):
+        out["YUANJIAO_CORS_ORIGINS"] = [
+            o.strip().rstrip("/") for o in env["YUANJIAO_CORS_ORIGINS"].split(",") if o.strip()
         ]
     if env.get("YUANJIAO_ICE_SERVERS"):
         out["YUANJIAO_ICE_SERVERS"] = json.loads(env["YUANJIAO_ICE_SERVERS"])
