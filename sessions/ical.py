@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from icalendar import Calendar, Event, Timezone, vRecur
+from icalendar import (
+    Calendar,
+    Event,
+    Timezone,
+    TimezoneDaylight,
+    TimezoneStandard,
+    vDuration,
+    vRecur,
+)
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from sessions import recurrence
@@ -32,13 +41,113 @@ REFRESH = dt.timedelta(hours=1)
 
 @lru_cache(maxsize=64)
 def vtimezone(tzid: str) -> Timezone | None:
-    """The VTIMEZONE of an IANA zone (cached: building one walks decades of transitions)."""
+    """The VTIMEZONE of an IANA zone (cached).
+
+    Written with yearly RRULEs from the zone's current rule, as Outlook and Google write
+    theirs: Outlook and vobject read only the first or the RRULE part of a zone and get
+    a list of RDATE transitions wrong. A zone whose rule POSIX cannot say plainly
+    (Julian days, transitions outside 0-24 h) falls back to its listed transitions.
+    """
+    component = rule_vtimezone(tzid)
+    if component is not None:
+        return component
     try:
         return Timezone.from_tzid(tzid, first_date=dt.date(1990, 1, 1),
                                   last_date=dt.date(2040, 1, 1))
     except ValueError:
         log.warning("no VTIMEZONE for %s", tzid)
         return None
+
+
+def _tzif_footer(tzid: str) -> str | None:
+    """The POSIX TZ string at the end of a zone's TZif file (version 2 and later)."""
+    import zoneinfo
+    from importlib import resources
+    from pathlib import Path
+
+    data = None
+    if ".." in tzid or tzid.startswith("/"):
+        return None
+    for base in zoneinfo.TZPATH:
+        path = Path(base) / tzid
+        if path.is_file():
+            data = path.read_bytes()
+            break
+    if data is None:
+        try:
+            data = resources.files("tzdata.zoneinfo").joinpath(*tzid.split("/")).read_bytes()
+        except (ModuleNotFoundError, FileNotFoundError, OSError):
+            return None
+    if not data.startswith(b"TZif") or data[4:5] < b"2":
+        return None
+    footer = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return footer.decode("ascii", "replace") or None
+
+
+_POSIX = re.compile(
+    r"^(?P<std><[^>]+>|[A-Za-z]{3,})(?P<stdoff>[+-]?\d{1,2}(?::\d{2}){0,2})"
+    r"(?:(?P<dst><[^>]+>|[A-Za-z]{3,})(?P<dstoff>[+-]?\d{1,2}(?::\d{2}){0,2})?"
+    r",M(?P<sm>\d{1,2})\.(?P<sw>[1-5])\.(?P<sd>[0-6])(?:/(?P<st>\d{1,2}(?::\d{2}){0,2}))?"
+    r",M(?P<em>\d{1,2})\.(?P<ew>[1-5])\.(?P<ed>[0-6])(?:/(?P<et>\d{1,2}(?::\d{2}){0,2}))?)?$")
+_DAYS = ("SU", "MO", "TU", "WE", "TH", "FR", "SA")
+
+
+def _seconds(text: str) -> int:
+    sign = -1 if text.startswith("-") else 1
+    parts = [int(p) for p in text.lstrip("+-").split(":")] + [0, 0]
+    return sign * (parts[0] * 3600 + parts[1] * 60 + parts[2])
+
+
+def _nth_weekday(year: int, month: int, week: int, weekday: int) -> dt.date:
+    """POSIX `Mm.w.d`: day `weekday` (0 = Sunday) of week `week` (5 = the last)."""
+    first = dt.date(year, month, 1)
+    shift = (weekday - (first.isoweekday() % 7)) % 7
+    day = first + dt.timedelta(days=shift + 7 * (week - 1))
+    while day.month != month:
+        day -= dt.timedelta(days=7)
+    return day
+
+
+def rule_vtimezone(tzid: str) -> Timezone | None:
+    """A VTIMEZONE with one STANDARD (and one DAYLIGHT with yearly RRULEs) from the zone's
+    POSIX rule; None when the zone has no plain rule."""
+    footer = _tzif_footer(tzid)
+    match = _POSIX.match(footer or "")
+    if match is None:
+        return None
+    std_name = match["std"].strip("<>")
+    std = -_seconds(match["stdoff"])
+    tz = Timezone()
+    tz.add("tzid", tzid)
+    if not match["dst"]:
+        part = TimezoneStandard()
+        part.add("dtstart", dt.datetime(1970, 1, 1))
+        part.add("tzoffsetfrom", dt.timedelta(seconds=std))
+        part.add("tzoffsetto", dt.timedelta(seconds=std))
+        part.add("tzname", std_name)
+        tz.add_component(part)
+        return tz
+    dst = -_seconds(match["dstoff"]) if match["dstoff"] else std + 3600
+    for cls, name, month, week, day, at, before, after in (
+            (TimezoneDaylight, match["dst"].strip("<>"), match["sm"], match["sw"], match["sd"],
+             match["st"], std, dst),
+            (TimezoneStandard, std_name, match["em"], match["ew"], match["ed"], match["et"],
+             dst, std)):
+        seconds = _seconds(at) if at else 7200
+        if not 0 <= seconds < 86400:
+            return None
+        month, week, day = int(month), int(week), int(day)
+        start = dt.datetime.combine(_nth_weekday(1970, month, week, day), dt.time()) + \
+            dt.timedelta(seconds=seconds)
+        part = cls()
+        part.add("dtstart", start)
+        part.add("rrule", {"freq": "yearly", "bymonth": month,
+                           "byday": f"{-1 if week == 5 else week}{_DAYS[day]}"})
+        part.add("tzoffsetfrom", dt.timedelta(seconds=before))
+        part.add("tzoffsetto", dt.timedelta(seconds=after))
+        part.add("tzname", name)
+        tz.add_component(part)
+    return tz
 
 
 def _local(value: dt.datetime, tz: ZoneInfo) -> dt.datetime:
@@ -117,11 +226,14 @@ def build_calendar(studies: list[StudySession], *, name: str, timezone: str) -> 
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
     cal.add("calscale", "GREGORIAN")
-    cal.add("method", "PUBLISH")
+    # No METHOD: a feed is a plain calendar, not an iTIP message. METHOD:PUBLISH would
+    # require an ORGANIZER on every event (RFC 5546), and trainers have no e-mail address.
     cal.add("x-wr-calname", name)
     cal.add("x-wr-timezone", timezone)
     cal.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
-    cal.add("x-published-ttl", REFRESH)
+    # An X- property has no type of its own: give the value as a DURATION (PT1H), which is
+    # what Outlook reads; a bare timedelta would be written "1:00:00".
+    cal.add("x-published-ttl", vDuration(REFRESH))
     zones = {timezone}
     for study in studies:
         zones.add(study.timezone)

@@ -24,6 +24,7 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
+from werkzeug.http import http_date
 
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
@@ -325,9 +326,16 @@ def feed(token: str):
         abort(404)
     if service.extend_horizons(db.session, utcnow()):
         db.session.commit()
-    etag = service.feed_etag(db.session, row)
+    etag, changed = service.feed_validators(db.session, row)
     headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=300"}
-    if request.if_none_match.contains_weak(etag):
+    if changed is not None:
+        headers["Last-Modified"] = http_date(changed.replace(microsecond=0))
+    # RFC 9110 13.2.2: If-None-Match decides when present; else If-Modified-Since.
+    if request.if_none_match:
+        if request.if_none_match.contains_weak(etag):
+            return Response(status=304, headers=headers)
+    elif (since := request.if_modified_since) is not None and changed is not None \
+            and changed.replace(microsecond=0) <= since:
         return Response(status=304, headers=headers)
     body = service.feed_body(db.session, row, etag)
     response = _ics_response(body, f"{row.owner_kind}-{row.owner_id}.ics")
