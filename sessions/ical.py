@@ -281,12 +281,16 @@ class EventIn:
     overrides: list[OverrideIn] = field(default_factory=list)
 
 
-def iana_name(tzid: str | None, fallback: str) -> str:
+def iana_name(tzid: str | None, fallback: str, file_zones: dict[str, str] | None = None
+              ) -> str:
     """An IANA zone for a TZID as exporters write it (Windows names from Outlook,
-    "/vendor/Europe/Berlin" from libical); the fallback when there is none."""
+    "/vendor/Europe/Berlin" from libical, or a zone the file's own VTIMEZONE describes,
+    see `file_zone_names`); the fallback when there is none."""
     if not tzid:
         return fallback
     cleaned = tzid.strip().strip('"')
+    if file_zones and cleaned in file_zones:
+        return file_zones[cleaned]
     candidates = [cleaned, WINDOWS_TO_OLSON.get(cleaned)]
     if cleaned.startswith("/"):
         parts = cleaned.strip("/").split("/")
@@ -302,14 +306,80 @@ def iana_name(tzid: str | None, fallback: str) -> str:
     raise CalendarFileError(f"无法识别的时区：{tzid}")
 
 
-def _when(prop, default_tz: str) -> tuple[dt.datetime | dt.date, str]:
+def _offsets(tzinfo, year: int) -> list[dt.timedelta | None]:
+    """The UTC offset at local noon of every day of three years around `year`."""
+    day = dt.datetime(year - 1, 1, 1, 12)
+    out = []
+    for _ in range(3 * 365 + 1):
+        out.append(day.replace(tzinfo=tzinfo).utcoffset())
+        day += dt.timedelta(days=1)
+    return out
+
+
+def match_vtimezone(component: Timezone, prefer: str, year: int) -> str | None:
+    """The IANA zone whose offsets equal those of a file's own VTIMEZONE (Outlook's
+    "Customized Time Zone") around `year`: `prefer` if it fits, else a zone Windows names
+    map to, else any; a fixed whole-hour offset no zone has gives "Etc/GMT-8" and the
+    like. None when nothing fits."""
+    import zoneinfo
+
+    try:
+        tzinfo = component.to_tz(lookup_tzid=False)
+        theirs = _offsets(tzinfo, year)
+    except Exception:  # a VTIMEZONE dateutil cannot read
+        return None
+    if any(x is None for x in theirs):
+        return None
+    seen = set()
+    for name in [prefer, *sorted(set(WINDOWS_TO_OLSON.values())),
+                 *sorted(zoneinfo.available_timezones())]:
+        if name in seen or ("/" not in name and name != "UTC") or name.startswith(
+                ("posix/", "right/")):
+            continue
+        seen.add(name)
+        try:
+            zone = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+        if _offsets(zone, year) == theirs:
+            return name
+    fixed = set(theirs)
+    if len(fixed) == 1:
+        seconds = int(fixed.pop().total_seconds())
+        if seconds % 3600 == 0 and -12 <= seconds // 3600 <= 14:
+            hours = seconds // 3600
+            return "UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"
+    return None
+
+
+def file_zone_names(cal: Calendar, default_tz: str, year: int) -> dict[str, str]:
+    """IANA names for the file's own VTIMEZONEs whose TZID names no known zone."""
+    out = {}
+    for component in cal.walk("VTIMEZONE"):
+        tzid = str(component.get("TZID", "")).strip().strip('"')
+        if not tzid:
+            continue
+        try:
+            iana_name(tzid, default_tz)
+            continue
+        except CalendarFileError:
+            pass
+        name = match_vtimezone(component, default_tz, year)
+        if name is None:
+            raise CalendarFileError(f"无法识别的时区：{tzid}（其规则与任何已知时区都不相符）")
+        out[tzid] = name
+    return out
+
+
+def _when(prop, default_tz: str, zones: dict[str, str] | None = None
+          ) -> tuple[dt.datetime | dt.date, str]:
     """A DTSTART/DTEND/RECURRENCE-ID value as aware UTC (or a date) and its zone name."""
     value = prop.dt
     if not isinstance(value, dt.datetime):
         return value, default_tz
     tzid = prop.params.get("TZID")
     if tzid:
-        name = iana_name(tzid, default_tz)
+        name = iana_name(tzid, default_tz, zones)
         # Wall time as written, placed in the mapped IANA zone (Outlook's own VTIMEZONE
         # for "China Standard Time" describes the same rules).
         return value.replace(tzinfo=ZoneInfo(name)).astimezone(dt.UTC), name
@@ -323,7 +393,15 @@ def _text(component, name: str) -> str:
     return str(value).strip() if value is not None else ""
 
 
-def _exdates(component, default_tz: str) -> list[dt.datetime]:
+def _is_utc(prop) -> bool:
+    """A date-time written in UTC ("...Z"), not in a named zone nor floating."""
+    value = prop.dt
+    return (isinstance(value, dt.datetime) and not prop.params.get("TZID")
+            and value.tzinfo is not None and value.utcoffset() == dt.timedelta(0))
+
+
+def _exdates(component, default_tz: str, zones: dict[str, str] | None = None
+             ) -> list[dt.datetime]:
     raw = component.get("EXDATE")
     if raw is None:
         return []
@@ -335,7 +413,7 @@ def _exdates(component, default_tz: str) -> list[dt.datetime]:
             if not isinstance(value, dt.datetime):
                 continue
             if tzid:
-                value = value.replace(tzinfo=ZoneInfo(iana_name(tzid, default_tz)))
+                value = value.replace(tzinfo=ZoneInfo(iana_name(tzid, default_tz, zones)))
             elif value.tzinfo is None:
                 value = value.replace(tzinfo=ZoneInfo(default_tz))
             out.append(value.astimezone(dt.UTC))
@@ -366,6 +444,9 @@ def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
     wr_tz = cal.get("X-WR-TIMEZONE")
     if wr_tz:
         default_tz = iana_name(str(wr_tz), default_tz)
+    first = next((e["DTSTART"].dt for e in cal.walk("VEVENT") if e.get("DTSTART") is not None
+                  and isinstance(e["DTSTART"].dt, dt.date)), None)
+    zones = file_zone_names(cal, default_tz, first.year if first else dt.date.today().year)
     masters: dict[str, EventIn] = {}
     overrides: dict[str, list[tuple[OverrideIn, object]]] = {}
     notes: list[str] = []
@@ -379,12 +460,12 @@ def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
             if vevent.get("DTSTART") is None:
                 raise CalendarFileError(f"{label}缺少 DTSTART")
             uid = _text(vevent, "UID") or f"no-uid-{n}"
-            start, tz_name = _when(vevent["DTSTART"], default_tz)
+            start, tz_name = _when(vevent["DTSTART"], default_tz, zones)
             if not isinstance(start, dt.datetime):
                 notes.append(f"{label}是全天日程，已跳过（学习安排需要具体时间）")
                 continue
             if vevent.get("DTEND") is not None:
-                end, _ = _when(vevent["DTEND"], tz_name)
+                end, _ = _when(vevent["DTEND"], tz_name, zones)
                 if not isinstance(end, dt.datetime):
                     raise CalendarFileError(f"{label}的 DTEND 不是时间")
             elif vevent.get("DURATION") is not None:
@@ -396,7 +477,7 @@ def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
                 raise CalendarFileError(f"{label}的时长必须在 1 到 1440 分钟之间（现为 {minutes}）")
             cancelled = _text(vevent, "STATUS").upper() == "CANCELLED"
             if vevent.get("RECURRENCE-ID") is not None:
-                rid, _ = _when(vevent["RECURRENCE-ID"], tz_name)
+                rid, _ = _when(vevent["RECURRENCE-ID"], tz_name, zones)
                 if not isinstance(rid, dt.datetime):
                     notes.append(f"{label}：全天的单次修改已跳过")
                     continue
@@ -416,6 +497,10 @@ def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
                     raise CalendarFileError(f"{label}有多条 RRULE，无法导入")
                 rules = rules[0]
             rule = rules.to_ical().decode() if rules is not None else None
+            if rule is not None and _is_utc(vevent["DTSTART"]):
+                # A rule on a UTC start is evaluated in UTC (RFC 5545 3.3.10): BYDAY=MO
+                # means Monday in UTC, even when the calendar's zone is a day ahead.
+                tz_name = "UTC"
             if vevent.get("RDATE") is not None:
                 notes.append(f"{label}的附加日期 (RDATE) 未导入")
             if uid in masters:
@@ -423,7 +508,7 @@ def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
             masters[uid] = EventIn(
                 uid=uid, title=title[:200], description=_text(vevent, "DESCRIPTION"),
                 location=_text(vevent, "LOCATION")[:300], starts_at=start, timezone=tz_name,
-                duration_minutes=minutes, rrule=rule, exdates=_exdates(vevent, tz_name))
+                duration_minutes=minutes, rrule=rule, exdates=_exdates(vevent, tz_name, zones))
         except CalendarFileError as exc:
             if str(exc).startswith(label):
                 raise

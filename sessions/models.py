@@ -72,6 +72,9 @@ class StudySession(db.Model):
     #: iCalendar SEQUENCE of the series, raised on every change.
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     location: Mapped[str] = mapped_column(String(300), default="")
+    #: The UID of the calendar event an .ics import created this session from (importing
+    #: the file again updates the session instead of adding a second one).
+    import_uid: Mapped[str | None] = mapped_column(String(255), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[utc_datetime] = mapped_column(default=utcnow, onupdate=utcnow)

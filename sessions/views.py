@@ -137,16 +137,29 @@ def preview_session(data):
 @blp.arguments(ImportFiles, location="files")
 @blp.arguments(ImportForm, location="form")
 @blp.response(201, ImportOut)
+@blp.alt_response(200, schema=ImportOut, description="dry_run: what an import would do")
 def import_sessions(files, form):
     """Import an .ics file (Outlook, Google, ...): multipart `file`, `site_ids`,
-    `org_unit_ids` (repeated or comma separated) and optional `trainer_id`."""
+    `org_unit_ids` (repeated or comma separated) and optional `trainer_id`.
+
+    Events whose UID an earlier import created sessions from update those sessions.
+    `dry_run=true` answers 200 with what would be created, updated or left unchanged,
+    and saves nothing."""
     actor = current_api_user("admin", "organizer")
     content = files["file"].read()
-    studies, notes = service.import_ics(
+    studies, notes, changes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],
         trainer_id=form.get("trainer_id"), now=utcnow())
+    if form.get("dry_run"):
+        db.session.rollback()
+        for change in changes:
+            if change["action"] == "created":
+                change["session_id"] = None
+        return {"ids": [], "sessions": [], "notes": notes, "changes": changes,
+                "dry_run": True}, 200
     db.session.commit()
-    return {"ids": [s.id for s in studies], "sessions": studies, "notes": notes}
+    return {"ids": [s.id for s in studies], "sessions": studies, "notes": notes,
+            "changes": changes, "dry_run": False}
 
 
 def _visible_session(session_id: int) -> StudySession:

@@ -1,0 +1,30 @@
+"""study sessions: the UID of the calendar event an import created them from
+
+Importing the same .ics again updates the sessions its UIDs created instead of adding
+duplicates (and clashing with them).
+
+Revision ID: c3f1a9e2d7b4
+Revises: a758866c380e
+Create Date: 2026-12-02 11:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "c3f1a9e2d7b4"
+down_revision = "a758866c380e"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("study_sessions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("import_uid", sa.String(length=255), nullable=True))
+        batch_op.create_index(batch_op.f("ix_study_sessions_import_uid"), ["import_uid"],
+                              unique=False)
+
+
+def downgrade():
+    with op.batch_alter_table("study_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_study_sessions_import_uid"))
+        batch_op.drop_column("import_uid")
