@@ -32,7 +32,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from video.http import etag_for, parse_sdpfrag
+from video.ice import etag_for, parse_sdpfrag
 from video.relay import (
     AUDIO_TIME_BASE,
     VIDEO_CODECS,
