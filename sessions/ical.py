@@ -306,14 +306,15 @@ def iana_name(tzid: str | None, fallback: str, file_zones: dict[str, str] | None
     raise CalendarFileError(f"无法识别的时区：{tzid}")
 
 
-def _offsets(tzinfo, year: int) -> list[dt.timedelta | None]:
-    """The UTC offset at local noon of every day of three years around `year`."""
-    day = dt.datetime(year - 1, 1, 1, 12)
-    out = []
-    for _ in range(3 * 365 + 1):
-        out.append(day.replace(tzinfo=tzinfo).utcoffset())
-        day += dt.timedelta(days=1)
-    return out
+def _sample_days(year: int) -> list[dt.datetime]:
+    """Local noon of every day of three years around `year`."""
+    first = dt.datetime(year - 1, 1, 1, 12)
+    return [first + dt.timedelta(days=n) for n in range(3 * 365 + 1)]
+
+
+def _same_offsets(zone, days: list[dt.datetime], theirs: list[dt.timedelta | None]) -> bool:
+    return all(day.replace(tzinfo=zone).utcoffset() == offset
+               for day, offset in zip(days, theirs, strict=True))
 
 
 def match_vtimezone(component: Timezone, prefer: str, year: int) -> str | None:
@@ -325,7 +326,8 @@ def match_vtimezone(component: Timezone, prefer: str, year: int) -> str | None:
 
     try:
         tzinfo = component.to_tz(lookup_tzid=False)
-        theirs = _offsets(tzinfo, year)
+        days = _sample_days(year)
+        theirs = [day.replace(tzinfo=tzinfo).utcoffset() for day in days]
     except Exception:  # a VTIMEZONE dateutil cannot read
         return None
     if any(x is None for x in theirs):
@@ -341,7 +343,7 @@ def match_vtimezone(component: Timezone, prefer: str, year: int) -> str | None:
             zone = ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
             continue
-        if _offsets(zone, year) == theirs:
+        if _same_offsets(zone, days, theirs):
             return name
     fixed = set(theirs)
     if len(fixed) == 1:

@@ -266,3 +266,12 @@ def test_patch_refusals(client, db_session, factory, scene):
     assert out["unknown"].status_code == 404
     assert out["garbage"].status_code == 400
     assert out["ok"].status_code == 204
+
+
+def test_cors_origins_from_the_environment(monkeypatch):
+    import config
+
+    monkeypatch.setenv("YUANJIAO_CORS_ORIGINS", "http://studio.example, https://player.example/")
+    assert config.from_environment()["YUANJIAO_CORS_ORIGINS"] == [
+        "http://studio.example", "https://player.example"]
+    assert config.default_config("/tmp")["YUANJIAO_CORS_ORIGINS"] == []
