@@ -139,3 +139,6 @@ class CalendarFeed(db.Model):
     #: Random nonce inside the signed token; a new nonce revokes every older URL.
     nonce: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
+    #: A change the data cannot show (a deleted session): the feed's Last-Modified is at
+    #: least this, so that If-Modified-Since never hides a removal.
+    changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

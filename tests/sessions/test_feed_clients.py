@@ -101,6 +101,22 @@ def test_last_modified_and_if_modified_since(client, world, busy_feed, db_sessio
     assert parse_date(after.headers["Last-Modified"]) > parse_date(last_modified)
 
 
+def test_a_deleted_session_moves_last_modified_on(client, world, make_session, db_session,
+                                                   factory):
+    now = utcnow()
+    make_session(title="留下", starts_at=now + dt.timedelta(days=2), rrule=None, now=now)
+    gone = make_session(title="删除", starts_at=now + dt.timedelta(days=3), rrule=None, now=now)
+    url = _feed_url(client, factory.headers(world.admin), f"sites/{world.site_a.id}")
+    last_modified = client.get(url).headers["Last-Modified"]
+    time.sleep(1.1)
+    service.delete_session(db_session, world.admin, gone, now=utcnow())
+    db_session.commit()
+    after = client.get(url, headers={"If-Modified-Since": last_modified})
+    assert after.status_code == 200
+    assert "删除" not in after.data.decode()
+    assert parse_date(after.headers["Last-Modified"]) > parse_date(last_modified)
+
+
 def _vobject_instances(text: str, a: dt.datetime, b: dt.datetime):
     import vobject
 
