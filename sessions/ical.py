@@ -24,6 +24,7 @@ from icalendar import (
     TimezoneStandard,
     vDuration,
     vRecur,
+    vText,
 )
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
@@ -207,11 +208,18 @@ def session_events(study: StudySession, occurrences: list[Occurrence]) -> list[E
     events = [master]
     for occ in occurrences:
         plain = (occ.status != "cancelled" and occ.starts_at == occ.original_start
-                 and occ.ends_at - occ.starts_at == duration)
+                 and occ.ends_at - occ.starts_at == duration and occ.title_override is None
+                 and occ.description_override is None)
         if plain:
             continue
         override = Event()
         _common(override, study, location)
+        if occ.title_override is not None:
+            override["summary"] = vText(occ.title_override)
+        if occ.description_override is not None:
+            override.pop("description", None)
+            if occ.description_override:
+                override.add("description", occ.description_override)
         override.add("recurrence-id", _local(occ.original_start, tz))
         override.add("dtstart", _local(occ.starts_at, tz))
         override.add("dtend", _local(occ.ends_at, tz))
@@ -263,6 +271,8 @@ class OverrideIn:
     starts_at: dt.datetime | None = None
     ends_at: dt.datetime | None = None
     cancelled: bool = False
+    title: str = ""
+    description: str = ""
 
 
 @dataclass
@@ -484,7 +494,9 @@ def parse_calendar(content: bytes | str, *, default_tz: str = "Asia/Shanghai"
                     notes.append(f"{label}：全天的单次修改已跳过")
                     continue
                 override = OverrideIn(recurrence_id=rid, starts_at=start, ends_at=end,
-                                      cancelled=cancelled)
+                                      cancelled=cancelled,
+                                      title=_text(vevent, "SUMMARY")[:200],
+                                      description=_text(vevent, "DESCRIPTION"))
                 one_off = EventIn(uid=uid, title=title, description=_text(vevent, "DESCRIPTION"),
                                   location=_text(vevent, "LOCATION"), starts_at=start,
                                   timezone=tz_name, duration_minutes=minutes)

@@ -107,6 +107,10 @@ class Occurrence(db.Model):
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     #: True once the occurrence was moved or edited on its own (a RECURRENCE-ID override).
     overridden: Mapped[bool] = mapped_column(default=False)
+    #: This occurrence's own title and description (an imported RECURRENCE-ID override
+    #: that renames one meeting); None: the session's.
+    title_override: Mapped[str | None] = mapped_column(String(200))
+    description_override: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[utc_datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     session: Mapped[StudySession] = relationship(back_populates="occurrences")
@@ -117,8 +121,13 @@ class Occurrence(db.Model):
 
     @property
     def title(self) -> str:
-        """The session's title (API rows carry it beside each occurrence)."""
-        return self.session.title
+        """Its own title, else the session's (API rows carry it beside each occurrence)."""
+        return self.title_override or self.session.title
+
+    @property
+    def description(self) -> str:
+        return self.description_override if self.description_override is not None \
+            else self.session.description
 
     @property
     def timezone(self) -> str:

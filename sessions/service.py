@@ -904,8 +904,8 @@ def _imported_update(session: Session, actor: User | None, study: StudySession, 
 
 
 def _apply_overrides(study: StudySession, event, notes: list[str], now: dt.datetime) -> bool:
-    """The file's RECURRENCE-ID overrides on the occurrence rows: moves and cancellations.
-    True when a row changed."""
+    """The file's RECURRENCE-ID overrides on the occurrence rows: moves, cancellations, and
+    an instance's own title and description. True when a row changed."""
     changed = False
     by_original = {o.original_start: o for o in study.occurrences}
     for override in event.overrides:
@@ -914,13 +914,20 @@ def _apply_overrides(study: StudySession, event, notes: list[str], now: dt.datet
             notes.append(f"日程「{event.title}」在 {override.recurrence_id:%Y-%m-%d %H:%M} UTC "
                          "的单次修改没有对应的场次，已跳过")
             continue
+        # An override without SUMMARY or DESCRIPTION keeps the series' (exporters omit
+        # what did not change); one with its own text keeps that text.
+        title = override.title if override.title and override.title != study.title else None
+        description = override.description if override.description and \
+            override.description != study.description else None
         if override.cancelled:
-            target = (occ.starts_at, occ.ends_at, "cancelled")
+            target = (occ.starts_at, occ.ends_at, "cancelled", title, description)
         else:
-            target = (override.starts_at, override.ends_at, "scheduled")
-        if (occ.starts_at, occ.ends_at, occ.status) == target:
+            target = (override.starts_at, override.ends_at, "scheduled", title, description)
+        if (occ.starts_at, occ.ends_at, occ.status, occ.title_override,
+                occ.description_override) == target:
             continue
-        occ.starts_at, occ.ends_at, occ.status = target
+        (occ.starts_at, occ.ends_at, occ.status, occ.title_override,
+         occ.description_override) = target
         occ.overridden = True
         occ.sequence += 1
         occ.updated_at = now

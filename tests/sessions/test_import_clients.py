@@ -254,3 +254,26 @@ def test_a_dry_run_of_a_new_file_saves_nothing(client, world, admin_h, db_sessio
         "uid": "0rnf2bq1h1p3v9lq0s9e4d6t8c@google.com", "title": "线上党课",
         "action": "created", "session_id": None, "occurrences": 4}]
     assert db_session.query(StudySession).count() == 0
+
+
+def test_an_override_keeps_its_own_title_in_the_feed(client, world, admin_h, db_session):
+    r = _post(client, admin_h, world, OUTLOOK.replace("{y}", str(YEAR)))
+    assert r.status_code == 201, r.get_json()
+    study = db_session.get(StudySession, r.get_json()["ids"][0])
+    moved = next(o for o in study.occurrences if o.starts_at != o.original_start)
+    assert moved.title == "党史学习讲座（改到周四）"
+    assert moved.description == study.description  # the override has none of its own
+    cancelled = next(o for o in study.occurrences if o.status == "cancelled")
+    assert cancelled.title_override is None  # same SUMMARY as the series
+    url = client.get(f"/api/v1/sites/{world.site_a.id}/calendar-url",
+                     headers=admin_h).get_json()["url"].removeprefix("http://localhost")
+    from icalendar import Calendar
+
+    events = Calendar.from_ical(client.get(url).data).walk("VEVENT")
+    overrides = {e["RECURRENCE-ID"].dt.astimezone(SH).strftime("%m-%d"): e for e in events
+                 if e.get("RECURRENCE-ID") is not None}
+    assert str(overrides["03-11"]["SUMMARY"]) == "党史学习讲座（改到周四）"
+    assert str(overrides["03-25"]["SUMMARY"]) == "党史学习讲座"
+    # Importing it again changes nothing.
+    again = _post(client, admin_h, world, OUTLOOK.replace("{y}", str(YEAR)))
+    assert [c["action"] for c in again.get_json()["changes"]] == ["unchanged"]
