@@ -97,6 +97,9 @@ def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
     against the SDP fingerprint. An offer that is itself `passive` keeps the engine the
     client; an `active` one already made it the server.
     """
+    offer = SessionDescription.parse(pc.remoteDescription.sdp)
+    if any(m.dtls is not None and m.dtls.role != "auto" for m in offer.media):
+        return  # the offerer chose its role: aiortc answers the other one
     for transceiver in pc.getTransceivers():
         transport = transceiver.receiver.transport
         if transport is not None and transport._role == "auto":

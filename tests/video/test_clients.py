@@ -116,7 +116,8 @@ def test_whep_before_the_broadcast_is_503_with_retry_after_for_other_origins(
     assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
 
 
-def _publish_and_watch(client, db_session, factory, scene, certificate, *, trickle=False):
+def _publish_and_watch(client, db_session, factory, scene, certificate, *, trickle=False,
+                       setup=None):
     """Publish with `certificate`, watch from a site; the WHIP response and frame counts."""
     occ = scene.occurrence.id
     key = stream_key(client, occ, factory.headers(scene.trainer))
@@ -130,6 +131,8 @@ def _publish_and_watch(client, db_session, factory, scene, certificate, *, trick
 
         async def signal(sdp):
             body = sdp
+            if setup:  # an offerer that chose its DTLS role
+                body = body.replace("a=setup:actpass", f"a=setup:{setup}")
             if trickle:  # post before gathering, as a trickling client does
                 body = "".join(line + "\r\n" for line in sdp.splitlines()
                                if not line.startswith(("a=candidate:", "a=end-of-candidates")))
@@ -185,6 +188,16 @@ def test_publishers_with_rsa_or_ecdsa_certificates_are_relayed(
     # The engine is the DTLS server: it chooses an ECDSA suite for its own certificate.
     answer = seen["whip"].get_data(as_text=True)
     assert set(re.findall(r"a=setup:(\w+)", answer)) == {"passive"}
+
+
+@pytest.mark.media
+def test_an_offer_that_chose_passive_gets_an_active_answer(client, db_session, factory, scene):
+    seen, ok, frames, state = _publish_and_watch(client, db_session, factory, scene, None,
+                                                 setup="passive")
+    answer = seen["whip"].get_data(as_text=True)
+    assert set(re.findall(r"a=setup:(\w+)", answer)) == {"active"}
+    assert state == "connected"
+    assert ok, frames
 
 
 @pytest.mark.media
