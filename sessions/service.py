@@ -827,8 +827,7 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
             "rrule": event.rrule, "exdates": event.exdates, "site_ids": list(site_ids),
             "org_unit_ids": list(org_unit_ids),
         }
-        existing = session.scalar(select(StudySession).where(
-            StudySession.import_uid == event.uid)) if event.uid else None
+        existing = _imported_before(session, actor, event.uid, site_ids, org_unit_ids)
         try:
             if existing is None:
                 study = _imported_new(session, actor, {
@@ -862,6 +861,23 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
                                            if o.status != "cancelled")})
     session.flush()
     return studies, notes, changes
+
+
+def _imported_before(session: Session, actor: User | None, uid: str, site_ids: list[int],
+                     org_unit_ids: list[int]) -> StudySession | None:
+    """The session an earlier import of this UID created for the same audience (a site or
+    org unit in common) and the actor may edit; None: this import creates its own."""
+    if not uid:
+        return None
+    rows = session.scalars(select(StudySession).where(StudySession.import_uid == uid)
+                           .order_by(StudySession.id)).all()
+    for row in rows:
+        if actor is not None and not can_edit_session(session, actor, row):
+            continue
+        if {s.id for s in row.sites} & set(site_ids) or \
+                {u.id for u in row.org_units} & set(org_unit_ids):
+            return row
+    return None
 
 
 def _imported_new(session: Session, actor: User | None, data: dict, uid: str,

@@ -277,3 +277,20 @@ def test_an_override_keeps_its_own_title_in_the_feed(client, world, admin_h, db_
     # Importing it again changes nothing.
     again = _post(client, admin_h, world, OUTLOOK.replace("{y}", str(YEAR)))
     assert [c["action"] for c in again.get_json()["changes"]] == ["unchanged"]
+
+
+def test_another_audience_importing_the_same_file_gets_its_own_sessions(
+        client, world, factory, admin_h, db_session):
+    content = GOOGLE_UTC
+    first = _post(client, admin_h, world, content)
+    assert first.status_code == 201, first.get_json()
+    # Branch B's organizer imports the same shared calendar for branch B's room.
+    other = _post(client, factory.headers(world.organizer_b), world, content,
+                  site_ids=str(world.site_b.id), org_unit_ids=str(world.branch_b.id))
+    assert other.status_code == 201, other.get_json()
+    assert [c["action"] for c in other.get_json()["changes"]] == ["created"]
+    assert other.get_json()["ids"] != first.get_json()["ids"]
+    db_session.expire_all()
+    mine = db_session.get(StudySession, first.get_json()["ids"][0])
+    assert [s.id for s in mine.sites] == [world.site_a.id]
+    assert db_session.query(StudySession).count() == 2
