@@ -377,9 +377,8 @@ def file_zone_names(cal: Calendar, default_tz: str, year: int) -> dict[str, str]
         except CalendarFileError:
             pass
         name = match_vtimezone(component, default_tz, year)
-        if name is None:
-            raise CalendarFileError(f"无法识别的时区：{tzid}（其规则与任何已知时区都不相符）")
-        out[tzid] = name
+        if name is not None:  # else an event using it is refused (an unused one is fine)
+            out[tzid] = name
     return out
 
 
