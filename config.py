@@ -30,6 +30,10 @@ def _url_list(value: str) -> list[str]:
 
 #: Our settings: name -> (default, how to read the environment's string). A default of
 #: None that depends on the instance folder is filled by `default_config`.
+def _origin_list(value: str) -> list[str]:
+    return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+
+
 SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_PORT": (5000, int),
     "YUANJIAO_HOST": ("127.0.0.1", str),
@@ -46,6 +50,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     #: Shared secret between the web app and `python -m video.node` processes.
     "YUANJIAO_MEDIA_NODE_SECRET": ("", str),
     "YUANJIAO_ICE_SERVERS": ([], json.loads),
+    #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
+    "YUANJIAO_CORS_ORIGINS": ([], _origin_list),
     "YUANJIAO_RECORDINGS_DIR": (None, str),  # instance/recordings
     # Materialize open-ended recurrences this far ahead.
     "YUANJIAO_HORIZON_DAYS": (400, int),

@@ -65,7 +65,8 @@ class Api(SmorestApi):
     def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
         if not is_api_request():
             return error
-        headers = {}
+        # Keep werkzeug's own headers (a 405's `Allow`), not its HTML content type.
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         if error.code == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return http_error_payload(error), error.code, headers

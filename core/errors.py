@@ -55,6 +55,8 @@ CODE_MESSAGES: dict[str, Any] = {
     "media_unavailable": _l("直播媒体服务不可用"),
     "not_live": _l("直播尚未开始，请稍候重试"),
     "already_live": _l("该场次已在直播中"),
+    "precondition_failed": _l("If-Match 与该资源当前的 ETag 不符"),
+    "ice_restart_unsupported": _l("不支持 ICE 重启，请重新发起连接"),
     "foreign_stream_key": _l("推流密钥属于其他场次"),
     "feed_revoked": _l("该订阅地址已吊销"),
     "unsupported_file": _l("不支持的文件类型"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from collections import OrderedDict
@@ -58,7 +59,7 @@ _FEED_SALT = "yuanjiao-calendar-feed"
 _feed_cache: OrderedDict[str, bytes] = OrderedDict()
 _FEED_CACHE_SIZE = 128
 #: Bump when the feed's format changes, so that clients and the cache start afresh.
-_FEED_FORMAT = "3"
+_FEED_FORMAT = "4"
 
 
 def _feed_owner(session: Session, kind: str, owner_id: int):
@@ -153,6 +154,13 @@ def resolve_feed(session: Session, token: str, *, secret: str) -> CalendarFeed:
 
 def feed_etag(session: Session, feed: CalendarFeed) -> str:
     """A cheap validator of a feed: counts and latest changes of its sessions and rows."""
+    return feed_validators(session, feed)[0]
+
+
+def feed_validators(session: Session, feed: CalendarFeed
+                    ) -> tuple[str, dt.datetime | None]:
+    """The feed's ETag, and its Last-Modified: the latest change of its sessions and
+    occurrences (None for an empty feed)."""
     clause = feed_sessions_filter(session, feed.owner_kind, feed.owner_id)
     s_count, s_max = session.execute(
         select(func.count(StudySession.id), func.max(StudySession.updated_at)).where(clause)
@@ -162,7 +170,9 @@ def feed_etag(session: Session, feed: CalendarFeed) -> str:
         .join(StudySession).where(clause)
     ).one()
     raw = f"{_FEED_FORMAT}|{feed.owner_kind}|{feed.owner_id}|{s_count}|{s_max}|{o_count}|{o_max}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    changes = [x if x.tzinfo else x.replace(tzinfo=dt.UTC)
+               for x in (s_max, o_max, feed.changed_at) if isinstance(x, dt.datetime)]
+    return hashlib.sha256(raw.encode()).hexdigest()[:32], max(changes, default=None)
 
 
 def feed_name(session: Session, kind: str, owner_id: int) -> str:

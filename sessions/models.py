@@ -73,6 +73,9 @@ class StudySession(db.Model):
     #: iCalendar SEQUENCE of the series, raised on every change.
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     location: Mapped[str] = mapped_column(String(300), default="")
+    #: The UID of the calendar event an .ics import created this session from (importing
+    #: the file again updates the session instead of adding a second one).
+    import_uid: Mapped[str | None] = mapped_column(String(255), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[utc_datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -105,6 +108,10 @@ class Occurrence(db.Model):
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     #: True once the occurrence was moved or edited on its own (a RECURRENCE-ID override).
     overridden: Mapped[bool] = mapped_column(default=False)
+    #: This occurrence's own title and description (an imported RECURRENCE-ID override
+    #: that renames one meeting); None: the session's.
+    title_override: Mapped[str | None] = mapped_column(String(200))
+    description_override: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[utc_datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     session: Mapped[StudySession] = relationship(back_populates="occurrences")
@@ -115,8 +122,13 @@ class Occurrence(db.Model):
 
     @property
     def title(self) -> str:
-        """The session's title (API rows carry it beside each occurrence)."""
-        return self.session.title
+        """Its own title, else the session's (API rows carry it beside each occurrence)."""
+        return self.title_override or self.session.title
+
+    @property
+    def description(self) -> str:
+        return self.description_override if self.description_override is not None \
+            else self.session.description
 
     @property
     def timezone(self) -> str:
@@ -137,3 +149,6 @@ class CalendarFeed(db.Model):
     #: Random nonce inside the signed token; a new nonce revokes every older URL.
     nonce: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
+    #: A change the data cannot show (a deleted session): the feed's Last-Modified is at
+    #: least this, so that If-Modified-Since never hides a removal.
+    changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -185,12 +185,23 @@ class ImportForm(Schema):
     site_ids = IdList(load_default=list)
     org_unit_ids = IdList(load_default=list)
     trainer_id = fields.Integer(allow_none=True, load_default=None)
+    dry_run = fields.Boolean(load_default=False)
+
+
+class ImportChange(Schema):
+    uid = fields.String()
+    title = fields.String()
+    action = fields.String(metadata={"enum": ["created", "updated", "unchanged"]})
+    session_id = fields.Integer(allow_none=True)
+    occurrences = fields.Integer()
 
 
 class ImportOut(Schema):
     ids = fields.List(fields.Integer())
     sessions = fields.List(fields.Nested(SessionOut))
     notes = fields.List(fields.String())
+    changes = fields.List(fields.Nested(ImportChange))
+    dry_run = fields.Boolean()
 
 
 class PreviewOccurrence(Schema):

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from accounts.models import User
@@ -57,6 +57,7 @@ from sessions.feeds import (  # noqa: F401
     feed_name,
     feed_sessions_filter,
     feed_token,
+    feed_validators,
     require_feed_access,
     resolve_feed,
     revoke_feed,
@@ -71,6 +72,7 @@ from sessions.materialize import (  # noqa: F401
 )
 from sessions.models import (
     OCCURRENCE_STATUSES,
+    CalendarFeed,
     Occurrence,
     StudySession,
 )
@@ -180,6 +182,9 @@ def delete_session(session: Session, actor: User | None, study: StudySession, *,
     with deleting(session, session_id, occurrence_ids):
         session.delete(study)
     session_deleted.send(session, session_id=session_id, occurrence_ids=occurrence_ids)
+    # The removal shows in no row's updated_at: every feed's Last-Modified moves on (one
+    # statement; a feed that did not hold the session answers 200 once more, no harm).
+    session.execute(update(CalendarFeed).values(changed_at=now))
 
 
 def upcoming_starts(study: StudySession, now: dt.datetime) -> dict[int, dt.datetime]:
@@ -302,12 +307,20 @@ MAX_IMPORT_EVENTS = 2000
 def import_ics(session: Session, actor: User | None, content: bytes | str, *,
                site_ids: list[int], org_unit_ids: list[int], trainer_id: int | None = None,
                now: dt.datetime, max_events: int = MAX_IMPORT_EVENTS
-               ) -> tuple[list[StudySession], list[str]]:
+               ) -> tuple[list[StudySession], list[str], list[dict]]:
     """Create sessions from an .ics file (Outlook, Google, others), recurrence and moved or
-    cancelled instances included. All or nothing: the caller commits only on success.
+    cancelled instances included. All or nothing: the caller commits only on success (and
+    rolls back for a dry run).
 
-    Returns the sessions created and notes about what was skipped. A file with more than
+    The file's own EXDATEs, moves and cancellations are applied before the conflict
+    check, so an instance the file moves away never clashes where it no longer is. An
+    event whose UID an earlier import created a session from updates that session
+    (times, rule, texts, targets) instead of adding a second one. A file with more than
     `max_events` events is refused before it is parsed.
+
+    Returns the sessions created or updated, notes about what was skipped, and one
+    change per event: {uid, title, action (created, updated, unchanged), session_id,
+    occurrences}.
     """
     from sessions import ical
 
@@ -327,17 +340,27 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
         why = "：" + "；".join(notes) if notes else ""
         raise ValidationError(f"日历文件中没有可导入的日程{why}", field="file",
                               code="invalid_calendar", details={"notes": notes})
-    created = []
+    studies, changes = [], []
     for event in events:
         data = {
-            "title": event.title, "kind": "other", "description": event.description,
+            "title": event.title, "description": event.description,
             "location": event.location, "starts_at": event.starts_at,
             "timezone": event.timezone, "duration_minutes": event.duration_minutes,
             "rrule": event.rrule, "exdates": event.exdates, "site_ids": list(site_ids),
-            "org_unit_ids": list(org_unit_ids), "trainer_id": trainer_id,
+            "org_unit_ids": list(org_unit_ids),
         }
+        existing = _imported_before(session, actor, event.uid, site_ids, org_unit_ids)
         try:
-            study = create_session(session, actor, data, now=now)
+            if existing is None:
+                study = _imported_new(session, actor, {
+                    **data, "kind": "other", "trainer_id": trainer_id}, event.uid, now)
+                action = "created"
+            else:
+                study = existing
+                if trainer_id is not None:
+                    data["trainer_id"] = trainer_id
+                action = "updated" if _imported_update(session, actor, study, data,
+                                                       now) else "unchanged"
         except ValidationError as exc:
             field = exc.details.get("field")
             if field in ("site_ids", "org_unit_ids", "trainer_id"):
@@ -346,22 +369,110 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
                                   code="invalid_calendar",
                                   details={"event": event.title, "uid": event.uid,
                                            "event_field": field}) from exc
-        by_original = {o.original_start: o for o in study.occurrences}
-        for override in event.overrides:
-            occ = by_original.get(override.recurrence_id)
-            if occ is None:
-                notes.append(f"日程「{event.title}」在 {override.recurrence_id:%Y-%m-%d %H:%M} UTC "
-                             "的单次修改没有对应的场次，已跳过")
-                continue
-            if override.cancelled:
-                update_occurrence(session, actor, occ, status="cancelled", now=now)
-            elif override.starts_at != occ.starts_at or override.ends_at != occ.ends_at:
-                duration = override.ends_at - override.starts_at
-                update_occurrence(session, actor, occ, starts_at=override.starts_at, now=now)
-                occ.ends_at = occ.starts_at + duration
-        created.append(study)
+        if _apply_overrides(study, event, notes, now) and action == "unchanged":
+            action = "updated"
+        session.flush()
+        rows = [o for o in study.occurrences if o.status != "cancelled"]
+        if action != "created":
+            rows = [o for o in rows if o.ends_at > now]
+        _raise_on_conflict(session, study, rows)
+        studies.append(study)
+        changes.append({"uid": event.uid, "title": study.title, "action": action,
+                        "session_id": study.id,
+                        "occurrences": sum(1 for o in study.occurrences
+                                           if o.status != "cancelled")})
     session.flush()
-    return created, notes
+    return studies, notes, changes
+
+
+def _imported_before(session: Session, actor: User | None, uid: str, site_ids: list[int],
+                     org_unit_ids: list[int]) -> StudySession | None:
+    """The session an earlier import of this UID created for the same audience (a site or
+    org unit in common) and the actor may edit; None: this import creates its own."""
+    if not uid:
+        return None
+    rows = session.scalars(select(StudySession).where(StudySession.import_uid == uid)
+                           .order_by(StudySession.id)).all()
+    for row in rows:
+        if actor is not None and not can_edit_session(session, actor, row):
+            continue
+        if {s.id for s in row.sites} & set(site_ids) or \
+                {u.id for u in row.org_units} & set(org_unit_ids):
+            return row
+    return None
+
+
+def _imported_new(session: Session, actor: User | None, data: dict, uid: str,
+                  now: dt.datetime) -> StudySession:
+    """create_session without its conflict check (the import checks after overrides)."""
+    values = _validate(session, {**DEFAULTS, **data})
+    if actor is not None:
+        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+    study = StudySession(created_by_id=actor.id if actor else None, created_at=now,
+                         updated_at=now, sequence=0, import_uid=uid)
+    _apply(study, values)
+    session.add(study)
+    session.flush()
+    _sync_occurrences(session, study, now, is_new=True)
+    return study
+
+
+#: What an import sets; the rest (kind, attendance rules, video) stays as edited.
+_IMPORTED_FIELDS = ("title", "description", "location", "starts_at", "timezone",
+                    "duration_minutes", "rrule", "exdates", "sites", "org_units", "trainer_id")
+
+
+def _imported_update(session: Session, actor: User | None, study: StudySession, data: dict,
+                     now: dt.datetime) -> bool:
+    """update_session without its conflict check; False when the file changes nothing."""
+    require_edit(session, actor, study)
+    values = _validate(session, {**session_values(study), **data})
+    if actor is not None:
+        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+    current = {**session_values(study), "sites": list(study.sites),
+               "org_units": list(study.org_units)}
+    current["exdates"] = sorted(x.astimezone(dt.UTC) for x in current["exdates"])
+    if all(values[f] == current[f] for f in _IMPORTED_FIELDS):
+        return False
+    _apply(study, values)
+    study.sequence += 1
+    study.updated_at = now
+    _sync_occurrences(session, study, now, is_new=False)
+    return True
+
+
+def _apply_overrides(study: StudySession, event, notes: list[str], now: dt.datetime) -> bool:
+    """The file's RECURRENCE-ID overrides on the occurrence rows: moves, cancellations, and
+    an instance's own title and description. True when a row changed."""
+    changed = False
+    by_original = {o.original_start: o for o in study.occurrences}
+    for override in event.overrides:
+        occ = by_original.get(override.recurrence_id)
+        if occ is None:
+            notes.append(f"日程「{event.title}」在 {override.recurrence_id:%Y-%m-%d %H:%M} UTC "
+                         "的单次修改没有对应的场次，已跳过")
+            continue
+        # An override without SUMMARY or DESCRIPTION keeps the series' (exporters omit
+        # what did not change); one with its own text keeps that text.
+        title = override.title if override.title and override.title != study.title else None
+        description = override.description if override.description and \
+            override.description != study.description else None
+        if override.cancelled:
+            target = (occ.starts_at, occ.ends_at, "cancelled", title, description)
+        else:
+            target = (override.starts_at, override.ends_at, "scheduled", title, description)
+        if (occ.starts_at, occ.ends_at, occ.status, occ.title_override,
+                occ.description_override) == target:
+            continue
+        (occ.starts_at, occ.ends_at, occ.status, occ.title_override,
+         occ.description_override) = target
+        occ.overridden = True
+        occ.sequence += 1
+        occ.updated_at = now
+        study.sequence += 1
+        study.updated_at = now
+        changed = True
+    return changed
 
 
 # --- what the pages offer ------------------------------------------------------------------------

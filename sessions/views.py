@@ -24,6 +24,7 @@ from flask_login import current_user, login_required
 from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
+from werkzeug.http import http_date
 
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
@@ -138,17 +139,30 @@ def preview_session(data):
 @blp.arguments(ImportFiles, location="files")
 @blp.arguments(ImportForm, location="form")
 @blp.response(201, ImportOut)
+@blp.alt_response(200, schema=ImportOut, description="dry_run: what an import would do")
 def import_sessions(files, form):
     """Import an .ics file (Outlook, Google, ...): multipart `file`, `site_ids`,
-    `org_unit_ids` (repeated or comma separated) and optional `trainer_id`."""
+    `org_unit_ids` (repeated or comma separated) and optional `trainer_id`.
+
+    Events whose UID an earlier import created sessions from update those sessions.
+    `dry_run=true` answers 200 with what would be created, updated or left unchanged,
+    and saves nothing."""
     actor = current_api_user("admin", "organizer")
     content = files["file"].read()
-    studies, notes = service.import_ics(
+    studies, notes, changes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],
         trainer_id=form.get("trainer_id"), now=utcnow(),
         max_events=current_app.config["YUANJIAO_ICS_MAX_EVENTS"])
+    if form.get("dry_run"):
+        db.session.rollback()
+        for change in changes:
+            if change["action"] == "created":
+                change["session_id"] = None
+        return {"ids": [], "sessions": [], "notes": notes, "changes": changes,
+                "dry_run": True}, 200
     db.session.commit()
-    return {"ids": [s.id for s in studies], "sessions": studies, "notes": notes}
+    return {"ids": [s.id for s in studies], "sessions": studies, "notes": notes,
+            "changes": changes, "dry_run": False}
 
 
 def _visible_session(session_id: int) -> StudySession:
@@ -322,9 +336,16 @@ def feed(token: str):
         row = service.resolve_feed(db.session, token, secret=_secret())
     except DomainError:
         abort(404)
-    etag = service.feed_etag(db.session, row)
+    etag, changed = service.feed_validators(db.session, row)
     headers = {"ETag": f'"{etag}"', "Cache-Control": "private, max-age=300"}
-    if request.if_none_match.contains_weak(etag):
+    if changed is not None:
+        headers["Last-Modified"] = http_date(changed.replace(microsecond=0))
+    # RFC 9110 13.2.2: If-None-Match decides when present; else If-Modified-Since.
+    if request.if_none_match:
+        if request.if_none_match.contains_weak(etag):
+            return Response(status=304, headers=headers)
+    elif (since := request.if_modified_since) is not None and changed is not None \
+            and changed.replace(microsecond=0) <= since:
         return Response(status=304, headers=headers)
     body = service.feed_body(db.session, row, etag)
     response = _ics_response(body, f"{row.owner_kind}-{row.owner_id}.ics")

@@ -30,8 +30,9 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
-from aiortc.sdp import SessionDescription
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from video.ice import etag_for, parse_sdpfrag
 from video.relay import (
     AUDIO_TIME_BASE,
     VIDEO_CODECS,
@@ -84,6 +85,41 @@ def ice_configuration(ice_servers: list[dict[str, Any]] | None) -> RTCConfigurat
             servers.append(RTCIceServer(urls=urls, username=entry.get("username"),
                                         credential=entry.get("credential")))
     return RTCConfiguration(iceServers=servers)
+
+
+def answer_as_dtls_server(pc: RTCPeerConnection) -> None:
+    """Answer `a=setup:passive` to an `actpass` offer: the engine becomes the DTLS server.
+
+    aiortc's own DTLS context offers only ECDHE-ECDSA suites. As the DTLS client it then
+    cannot reach a server holding an RSA certificate (GStreamer's webrtcbin, several
+    hardware encoders): "no shared cipher". As the server it picks an ECDSA suite for its
+    own ECDSA certificate, and the peer's certificate, RSA or ECDSA, is only checked
+    against the SDP fingerprint. An offer that is itself `passive` keeps the engine the
+    client; an `active` one already made it the server.
+    """
+    offer = SessionDescription.parse(pc.remoteDescription.sdp)
+    if any(m.dtls is not None and m.dtls.role != "auto" for m in offer.media):
+        return  # the offerer chose its role: aiortc answers the other one
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is not None and transport._role == "auto":
+            transport._set_role("server")
+
+
+def remote_ice_ufrag(pc: RTCPeerConnection) -> str | None:
+    description = pc.remoteDescription
+    if description is None:
+        return None
+    parsed = SessionDescription.parse(description.sdp)
+    return next((m.ice.usernameFragment for m in parsed.media if m.ice.usernameFragment), None)
+
+
+def local_ice_ufrag(pc: RTCPeerConnection) -> str | None:
+    description = pc.localDescription
+    if description is None:
+        return None
+    parsed = SessionDescription.parse(description.sdp)
+    return next((m.ice.usernameFragment for m in parsed.media if m.ice.usernameFragment), None)
 
 
 class Subscriber:
@@ -376,6 +412,16 @@ class MediaEngine:
         """
         return self.call(self._stop(resource_id, occurrence_id))
 
+    def trickle(self, resource_id: str, fragment: str,
+                if_match: list[str] | None = None) -> dict[str, Any] | None:
+        """Trickle ICE (RFC 8840 fragment) into a resource: {occurrence_id, etag}, or None.
+
+        MediaError "precondition_failed" when `if_match` names another entity tag,
+        "ice_restart_unsupported" for an ICE restart (aiortc cannot restart ICE),
+        "bad_sdp" for a fragment that is not one.
+        """
+        return self.call(self._trickle(resource_id, fragment, if_match))
+
     def end_broadcast(self, occurrence_id: int) -> bool:
         return self.call(self._end_broadcast(int(occurrence_id), reason="ended"))
 
@@ -440,6 +486,7 @@ class MediaEngine:
             if not any(t.receiver.track is not None and t.kind == "video"
                        for t in pc.getTransceivers()):
                 raise MediaError("bad_sdp", "the publisher's offer sends no video")
+            answer_as_dtls_server(pc)
             await pc.setLocalDescription(await pc.createAnswer())
         except MediaError:
             await pc.close()
@@ -464,7 +511,8 @@ class MediaEngine:
             self._emit({"type": "broadcast_started", "occurrence_id": occurrence_id,
                         "resource_id": resource_id, "record_path": broadcast.record_path})
         return {"answer": pc.localDescription.sdp, "resource_id": resource_id,
-                "started": started, "replaced": replaced is not None}
+                "started": started, "replaced": replaced is not None,
+                "etag": etag_for(resource_id, local_ice_ufrag(pc))}
 
     async def _grace(self, broadcast: Broadcast, resource_id: str) -> None:
         await asyncio.sleep(PUBLISHER_GRACE_SECONDS)
@@ -503,6 +551,7 @@ class MediaEngine:
                     pc.addTransceiver(track, direction="sendonly")
                     subscriber.tracks.append(track)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            answer_as_dtls_server(pc)
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             for track in subscriber.tracks:
@@ -532,7 +581,7 @@ class MediaEngine:
         broadcast.subscribers[resource_id] = subscriber
         self.resources[resource_id] = ("subscriber", occurrence_id)
         return {"answer": pc.localDescription.sdp, "resource_id": resource_id,
-                "codec": codec}
+                "codec": codec, "etag": etag_for(resource_id, local_ice_ufrag(pc))}
 
     def _video_track_for(self, broadcast: Broadcast, codec: str) -> Any:
         if broadcast.mode == "mediarelay":
@@ -605,6 +654,53 @@ class MediaEngine:
             return {"kind": kind, "occurrence_id": occurrence_id, "ended": True}
         await self._remove_subscriber(broadcast, resource_id)
         return {"kind": kind, "occurrence_id": occurrence_id}
+
+    def _resource_pc(self, resource_id: str) -> tuple[int, RTCPeerConnection] | None:
+        entry = self.resources.get(resource_id)
+        if entry is None:
+            return None
+        kind, occurrence_id = entry
+        broadcast = self.broadcasts.get(occurrence_id)
+        if broadcast is None:
+            return None
+        if kind == "publisher":
+            pc = broadcast.publisher_pc if broadcast.publisher_id == resource_id else None
+        else:
+            subscriber = broadcast.subscribers.get(resource_id)
+            pc = subscriber.pc if subscriber is not None else None
+        return (occurrence_id, pc) if pc is not None else None
+
+    async def _trickle(self, resource_id: str, text: str,
+                       if_match: list[str] | None) -> dict[str, Any] | None:
+        found = self._resource_pc(resource_id)
+        if found is None:
+            return None
+        occurrence_id, pc = found
+        etag = etag_for(resource_id, local_ice_ufrag(pc))
+        if if_match is not None and "*" not in if_match and etag not in if_match:
+            raise MediaError("precondition_failed", "If-Match names another ICE session")
+        try:
+            fragment = parse_sdpfrag(text)
+        except ValueError as exc:
+            raise MediaError("bad_sdp", f"not a trickle-ICE SDP fragment: {exc}") from exc
+        current = remote_ice_ufrag(pc)
+        if (if_match is not None and "*" in if_match) or (
+                fragment.ufrag is not None and fragment.ufrag != current):
+            raise MediaError("ice_restart_unsupported", "ICE restarts are not supported")
+        first_mid = next((t.mid for t in pc.getTransceivers() if t.mid is not None), None)
+        for mid, line in fragment.candidates:
+            try:
+                candidate = candidate_from_sdp(line)
+            except (AssertionError, ValueError, IndexError) as exc:
+                raise MediaError("bad_sdp", f"bad candidate line: {line[:60]}") from exc
+            candidate.sdpMid = mid if mid is not None else first_mid
+            if candidate.sdpMid is None:
+                candidate.sdpMLineIndex = 0
+            await pc.addIceCandidate(candidate)
+        if fragment.end_of_candidates:
+            await pc.addIceCandidate(None)
+        return {"occurrence_id": occurrence_id, "etag": etag,
+                "candidates": len(fragment.candidates)}
 
     async def _end_broadcast(self, occurrence_id: int, reason: str) -> bool:
         broadcast = self.broadcasts.pop(occurrence_id, None)

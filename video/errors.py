@@ -22,6 +22,20 @@ class MediaUnavailable(DomainError):
     code = "media_unavailable"
 
 
+class PreconditionFailed(DomainError):
+    """A PATCH whose If-Match names another ICE session of the resource (RFC 9725)."""
+
+    status = 412
+    code = "precondition_failed"
+
+
+class IceRestartUnsupported(DomainError):
+    """RFC 9725: a resource that trickles ICE but cannot restart it answers 422."""
+
+    status = 422
+    code = "ice_restart_unsupported"
+
+
 class NotLive(DomainError):
     """WHEP while nothing is on air: the pages wait and retry (Retry-After)."""
 
@@ -29,5 +43,6 @@ class NotLive(DomainError):
     code = "not_live"
 
 
-__all__ = ["BadSdp", "Conflict", "DomainError", "Forbidden", "MediaUnavailable", "NotFound",
-           "NotLive", "Unauthorized", "UnsupportedMediaType", "ValidationError"]
+__all__ = ["BadSdp", "Conflict", "DomainError", "Forbidden", "IceRestartUnsupported",
+           "MediaUnavailable", "NotFound", "NotLive", "PreconditionFailed", "Unauthorized",
+           "UnsupportedMediaType", "ValidationError"]

@@ -122,6 +122,24 @@ class NodeClient:
         response = self.http.get(url, headers=self._headers(), timeout=10)
         return response.json() if response.status_code == 200 else None
 
+    def trickle(self, resource_id: str, fragment: str,
+                if_match: list[str] | None = None) -> dict[str, Any] | None:
+        prefix, _, rid = resource_id.partition(".")
+        try:
+            url = self.urls[int(prefix[1:])]
+        except (ValueError, IndexError):
+            return None
+        headers = self._headers(**{"Content-Type": "application/trickle-ice-sdpfrag"})
+        if if_match is not None:
+            headers["If-Match"] = ", ".join(if_match)
+        response = self.http.patch(f"{url}/resources/{rid}", data=fragment.encode(),
+                                   headers=headers, timeout=30)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            self._raise(response)
+        return response.json()
+
     def end_broadcast(self, occurrence_id: int) -> bool:
         _, url = self.node_for(occurrence_id)
         response = self.http.post(f"{url}/end/{int(occurrence_id)}", headers=self._headers(),

@@ -9,6 +9,8 @@ engine's synchronous interface:
 - `POST /whip/<occurrence_id>` (application/sdp; options as JSON in `X-Yuanjiao-Meta`)
   and `POST /whep/<occurrence_id>` (subscriber info in `X-Yuanjiao-Meta`): 201, the
   SDP answer, `Location`, and `X-Yuanjiao-Result` (JSON: resource_id, started, ...).
+- `PATCH /resources/<resource_id>` (application/trickle-ice-sdpfrag; the caller's
+  `If-Match` passed on): 200 and JSON {occurrence_id, etag}.
 - `DELETE /resources/<resource_id>`, `POST /end/<occurrence_id>`,
   `GET /stats/<occurrence_id>`, `POST /record/<occurrence_id>` ({"path": ...}).
 - `GET /events?after=<seq>&wait=<seconds>`: the event log, long-polled by the web app.
@@ -37,7 +39,8 @@ from video.engine import MediaEngine, MediaError
 
 log = logging.getLogger(__name__)
 
-STATUS_FOR = {"bad_sdp": 400, "not_live": 503, "already_live": 409}
+STATUS_FOR = {"bad_sdp": 400, "not_live": 503, "already_live": 409,
+              "precondition_failed": 412, "ice_restart_unsupported": 422}
 
 
 class EventLog:
@@ -133,6 +136,14 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
                     self._send(404, {"error": "not_found", "message": "no such resource"})
                 else:
                     self._send(200, described)
+            elif method == "PATCH" and (m := re.fullmatch(r"/resources/(\w+)", path)):
+                if_match = self.headers.get("If-Match")
+                tags = [t.strip() for t in if_match.split(",")] if if_match else None
+                result = engine.trickle(m.group(1), self._body().decode(), tags)
+                if result is None:
+                    self._send(404, {"error": "not_found", "message": "no such resource"})
+                else:
+                    self._send(200, result)
             elif method == "POST" and (m := re.fullmatch(r"/end/(\d+)", path)):
                 self._send(200, {"ended": engine.end_broadcast(int(m.group(1)))})
             elif method == "GET" and (m := re.fullmatch(r"/stats/(\d+)", path)):
@@ -158,6 +169,9 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
 
         def do_DELETE(self) -> None:
             self._route("DELETE")
+
+        def do_PATCH(self) -> None:
+            self._route("PATCH")
 
     return Handler
 

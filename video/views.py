@@ -30,16 +30,18 @@ from core.types import utcnow
 from extensions import csrf, db
 from org.models import Member, Site
 from sessions import service as sessions_service
-from video import media, service
+from video import http, media, service
 from video.engine import MediaError, parse_offer
 from video.errors import (
     BadSdp,
     Conflict,
     DomainError,
     Forbidden,
+    IceRestartUnsupported,
     MediaUnavailable,
     NotFound,
     NotLive,
+    PreconditionFailed,
     UnsupportedMediaType,
 )
 from video.live import live_payload
@@ -100,16 +102,30 @@ def _media_call(fn, *args) -> dict[str, Any]:
                           details={"retry_after": RETRY_AFTER}) from exc
         if exc.code == "already_live":
             raise Conflict("该场次已在直播中", code="already_live") from exc
+        if exc.code == "precondition_failed":
+            raise PreconditionFailed("If-Match 与该资源当前的 ETag 不符") from exc
+        if exc.code == "ice_restart_unsupported":
+            raise IceRestartUnsupported("不支持 ICE 重启，请重新发起连接") from exc
         raise MediaUnavailable(f"媒体服务出错：{exc.message}") from exc
     except TimeoutError as exc:
         raise MediaUnavailable("媒体服务无响应") from exc
 
 
-def _sdp_created(location: str, answer: str) -> Response:
-    response = Response(answer, status=201, mimetype="application/sdp")
-    response.headers["Location"] = location
-    response.headers["Access-Control-Expose-Headers"] = "Location"
-    return response
+def _sdp_created(location: str, result: dict[str, Any]) -> Response:
+    return http.created_response(location, result["answer"], result.get("etag"))
+
+
+@signaling.before_request
+def _options():
+    """OPTIONS (and the CORS preflight) on an endpoint or a resource: 204, no login."""
+    if request.method == "OPTIONS":
+        return http.options_response(resource="resource_id" in (request.view_args or {}))
+    return None
+
+
+@signaling.after_request
+def _cors(response: Response) -> Response:
+    return http.add_cors(response)
 
 
 def _check_media_enabled() -> None:
@@ -148,7 +164,7 @@ def whip_publish(occurrence_id: int):
         service.start_recording(db.session, occurrence, relative, now)
         db.session.commit()
     return _sdp_created(url_for(".whip_resource", occurrence_id=occurrence.id,
-                                resource_id=result["resource_id"]), result["answer"])
+                                resource_id=result["resource_id"]), result)
 
 
 def _end_resource(occurrence, principal, resource_id: str, kind: str, message: str
@@ -195,7 +211,7 @@ def whep_subscribe(occurrence_id: int):
     db.session.rollback()  # nothing to write; end the read transaction before waiting
     result = _media_call(media.backend().subscribe, occurrence.id, sdp, info)
     return _sdp_created(url_for(".whep_resource", occurrence_id=occurrence.id,
-                                resource_id=result["resource_id"]), result["answer"])
+                                resource_id=result["resource_id"]), result)
 
 
 @signaling.delete("/whep/<int:occurrence_id>/<resource_id>")
@@ -207,6 +223,36 @@ def whep_resource(occurrence_id: int, resource_id: str):
     _check_media_enabled()
     return _end_resource(occurrence, principal, resource_id, "subscriber",
                          "该观看资源不存在或已结束")
+
+
+def _trickle(occurrence_id: int, resource_id: str) -> Response:
+    """Trickle ICE by PATCH (RFC 9725 section 4.3): 204 and the resource's ETag."""
+    if request.mimetype != http.SDPFRAG:
+        raise UnsupportedMediaType(f"Content-Type 必须是 {http.SDPFRAG}",
+                                   details={"content_type": request.mimetype})
+    _check_media_enabled()
+    result = _media_call(media.backend().trickle, resource_id, request.get_data(as_text=True),
+                         http.if_match_values(request.headers.get("If-Match")))
+    if result is None or result.get("occurrence_id") != occurrence_id:
+        raise NotFound("该资源不存在或已结束", details={"resource_id": resource_id})
+    response = Response(status=204)
+    response.headers["ETag"] = result["etag"]
+    return response
+
+
+@signaling.patch("/whip/<int:occurrence_id>/<resource_id>")
+def whip_patch(occurrence_id: int, resource_id: str):
+    """The publisher's late ICE candidates; an ICE restart answers 422."""
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
+    _publisher(occurrence)
+    db.session.rollback()
+    return _trickle(occurrence.id, resource_id)
+
+
+@signaling.patch("/whep/<int:occurrence_id>/<resource_id>")
+def whep_patch(occurrence_id: int, resource_id: str):
+    """A player's late ICE candidates (the resource id is the capability, as for DELETE)."""
+    return _trickle(occurrence_id, resource_id)
 
 
 # --- the live API -----------------------------------------------------------------------

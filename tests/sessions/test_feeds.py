@@ -69,7 +69,8 @@ def test_feed_round_trip(client, world, factory, make_session, db_session):
     assert r.headers["Content-Type"] == "text/calendar; charset=utf-8"
     body = r.data
     text = body.decode()
-    for needle in ("METHOD:PUBLISH", "X-WR-CALNAME", "X-WR-TIMEZONE:Asia/Shanghai",
+    assert "METHOD:" not in text
+    for needle in ("X-PUBLISHED-TTL:PT1H", "X-WR-CALNAME", "X-WR-TIMEZONE:Asia/Shanghai",
                    "REFRESH-INTERVAL;VALUE=DURATION:PT1H", "TZID:Europe/Berlin",
                    "TZID:Asia/Shanghai", "DTSTART;TZID=Europe/Berlin:", "RRULE:FREQ=WEEKLY",
                    "RECURRENCE-ID;TZID=Europe/Berlin:", "STATUS:CANCELLED", "EXDATE;TZID=",

@@ -58,8 +58,13 @@ def empty_config() -> RTCConfiguration:
 class Publisher:
     """A plain aiortc WHIP client, as OBS would be: synthetic video and silent audio."""
 
-    def __init__(self, audio: bool = True, width: int = 640, height: int = 480) -> None:
+    def __init__(self, audio: bool = True, width: int = 640, height: int = 480,
+                 certificate: Any = None) -> None:
         self.pc = RTCPeerConnection(configuration=empty_config())
+        if certificate is not None:
+            # aiortc has no public way to choose the certificate: set it before any
+            # transport is made (transports take it when the first track is added).
+            self.pc._RTCPeerConnection__certificates = [certificate]
         self.video = MovingVideoTrack(width, height)
         self.pc.addTrack(self.video)
         if audio:

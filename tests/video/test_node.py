@@ -93,3 +93,37 @@ def test_publish_and_watch_through_a_media_node(app, client, factory, scene, db_
         == "ended"
     offer = client.post(f"/whep/{occ}", data="v=0\r\nbroken", headers={**site_auth, **SDP})
     assert offer.status_code == 400
+
+
+def test_etag_and_trickle_ice_through_a_media_node(client, factory, scene, db_session):
+    occ = scene.occurrence.id
+    key = stream_key(client, occ, factory.headers(scene.trainer))
+    db_session.commit()
+    frag = {"Content-Type": "application/trickle-ice-sdpfrag"}
+
+    async def scenario():
+        publisher = Publisher(audio=False, width=320, height=240)
+        seen: dict = {}
+
+        async def signal(sdp):
+            response = client.post(f"/whip/{occ}", data=sdp, headers=bearer(key))
+            seen["response"] = response
+            return response.get_data(as_text=True), response.headers["Location"]
+
+        await publisher.start(signal)
+        location, etag = seen["response"].headers["Location"], seen["response"].headers["ETag"]
+        ufrag = publisher.pc.localDescription.sdp.split("a=ice-ufrag:")[1].split()[0]
+        body = (f"a=ice-ufrag:{ufrag}\r\na=ice-pwd:x\r\na=mid:0\r\n"
+                "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n")
+        out = [client.patch(location, data=body, headers={**bearer(key), **frag,
+                                                          "If-Match": tag})
+               for tag in (etag, '"stale"', "*")]
+        await publisher.close()
+        return etag, out
+
+    etag, (ok, stale, restart) = run(scenario())
+    assert etag.startswith('"')
+    assert ok.status_code == 204, ok.get_data(as_text=True)
+    assert ok.headers["ETag"] == etag
+    assert stale.status_code == 412
+    assert restart.status_code == 422
