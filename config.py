@@ -62,6 +62,10 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
+        # Behind HTTPS: cookies only over HTTPS. Behind a reverse proxy: trust one hop of
+        # X-Forwarded-For/-Proto/-Host (the login throttle counts per client address).
+        "YUANJIAO_SECURE_COOKIES": False,
+        "YUANJIAO_PROXY_FIX": False,
         # Days a user's API token (POST /api/v1/auth/token) stays valid.
         "YUANJIAO_TOKEN_DAYS": 90,
         # Login throttling: this many failures for one username (or from one address:
@@ -128,6 +132,9 @@ def from_environment() -> dict[str, Any]:
         out["YUANJIAO_ICE_SERVERS"] = json.loads(env["YUANJIAO_ICE_SERVERS"])
     if "YUANJIAO_AUTO_MIGRATE" in env:
         out["YUANJIAO_AUTO_MIGRATE"] = _bool(env["YUANJIAO_AUTO_MIGRATE"], True)
+    for key in ("YUANJIAO_SECURE_COOKIES", "YUANJIAO_PROXY_FIX"):
+        if key in env:
+            out[key] = _bool(env[key], False)
     if env.get("YUANJIAO_MAX_CONTENT_LENGTH"):
         out["MAX_CONTENT_LENGTH"] = int(env["YUANJIAO_MAX_CONTENT_LENGTH"])
     for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS", "YUANJIAO_TOKEN_DAYS",
