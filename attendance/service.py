@@ -217,9 +217,10 @@ def require_operate_site(session: Session, principal: Any, occurrence: Occurrenc
         return
     from accounts.service import can_operate_site
 
-    if can_operate_site(session, principal, site) or can_manage_occurrence(
-            session, principal, occurrence):
-        return
+    if can_operate_site(session, principal, site) or (
+            can_manage_occurrence(session, principal, occurrence)
+            and member_scope(session, principal, occurrence) is None):
+        return  # not an organizer of one part of a joint occurrence at another's site
     raise Forbidden("无权操作该学习点的考勤", details={"site_id": site.id})
 
 
@@ -913,8 +914,9 @@ def rate(attended: float, expected: float, excused: float) -> float | None:
 
 def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
            start: dt.datetime, end: dt.datetime, config: Mapping[str, Any],
-           now: dt.datetime) -> dict[str, Any]:
-    """Attendance per member and per branch, for the members of a unit's subtree."""
+           now: dt.datetime, home_site_id: int | None = None) -> dict[str, Any]:
+    """Attendance per member and per branch, for the members of a unit's subtree (only
+    those whose home site is `home_site_id`, when given: a site operator's report)."""
     scope_ids = unit_ids
     if unit_id is not None:
         from accounts.service import subtree_ids
@@ -925,6 +927,8 @@ def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
     q = select(Member)
     if scope_ids is not None:
         q = q.where(Member.org_unit_id.in_(scope_ids))
+    if home_site_id is not None:
+        q = q.where(Member.home_site_id == home_site_id)
     members = {m.id: m for m in session.scalars(q)}
     totals = member_totals(session, occs, config=config, now=now, member_filter=set(members))
     units = {u.id: u for u in session.scalars(select(OrgUnit).where(

@@ -488,7 +488,8 @@ def reports():
     start = dt.datetime.combine(start_d, dt.time(), tz).astimezone(dt.UTC)
     end = dt.datetime.combine(end_d + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
     data = svc.report(db.session, unit_id=unit_id, unit_ids=scope, start=start, end=end,
-                      config=_config(), now=utcnow())
+                      config=_config(), now=utcnow(),
+                      home_site_id=user.site_id if user.role == "site_operator" else None)
     from org.models import OrgUnit
 
     q = select(OrgUnit).order_by(OrgUnit.path)

@@ -109,3 +109,23 @@ def test_joint_occurrence_dashboard_counts_others_without_names(att_socket, scen
     assert "张三" in named
     assert "外人" not in named
     assert "" in named  # the other branch's member: counted, not named
+
+
+def test_joint_occurrence_organizer_cannot_operate_the_other_organizations_site(
+        att_socket, scene, joint):
+    refused = emit(att_socket("organizer"), "roll_call:mark", {
+        "occurrence_id": joint.id, "site_id": scene.foreign_site.id,
+        "member_ids": [scene.outsider.id], "state": "present", "event_id": "x1"})
+    assert refused["error"] == "forbidden"
+    allowed = emit(att_socket("organizer"), "roll_call:mark", {
+        "occurrence_id": joint.id, "site_id": scene.site_a.id,
+        "member_ids": [scene.members[0].id], "state": "present", "event_id": "x2"})
+    assert allowed["ok"] is True
+
+
+def test_reports_show_a_site_operator_only_his_sites_members(client, scene):
+    r = client.post("/login", data={"username": "op_a", "password": "password123"})
+    assert r.status_code == 302
+    page = client.get("/attendance/reports?start=2020-01-01").get_data(as_text=True)
+    assert "张三" in page  # home site A
+    assert "王五" not in page  # home site B: another operator's
