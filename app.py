@@ -43,6 +43,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update(config.from_environment())
     if overrides:
         app.config.update(overrides)
+    if app.config.get("YUANJIAO_SECURE_COOKIES"):  # served over HTTPS
+        app.config["SESSION_COOKIE_SECURE"] = app.config["REMEMBER_COOKIE_SECURE"] = True
+    if app.config.get("YUANJIAO_PROXY_FIX"):  # behind nginx: client address and scheme
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path))
     app.config["YUANJIAO_ASYNC_MODE"] = async_mode()
@@ -231,6 +237,27 @@ def _select_locale() -> str:
     return session.get("lang", "zh")
 
 
+#: No inline scripts (pages load theirs from /static; JSON config blocks are data, not
+#: code); no framing; styles may be inline (a few style attributes); media from blobs.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+#: Swagger UI's page (flask-smorest's template) starts itself with an inline script.
+CSP_API_DOCS = CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
+
+
+def _security_headers(response):
+    """Headers every answer carries; `Server` names no versions."""
+    headers = response.headers
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")  # tokens in URLs stay here
+    headers.setdefault("X-Frame-Options", "DENY")
+    docs = request.path.startswith("/api/docs")
+    headers.setdefault("Content-Security-Policy", CSP_API_DOCS if docs else CSP)
+    headers["Server"] = "Yuanjiao"
+    return response
+
+
 def _refuse_large_bodies() -> None:
     """413 from the declared length, before anything reads the body (or checks a login):
     werkzeug would only refuse once a view reads it. Chunked bodies without a length are
@@ -244,6 +271,7 @@ def _refuse_large_bodies() -> None:
 
 def _register_error_handlers(app: Flask) -> None:
     app.before_request(_refuse_large_bodies)
+    app.after_request(_security_headers)
 
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):

@@ -77,6 +77,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_LOGIN_WINDOW_SECONDS": (900, int),
     # Events one .ics import may hold (more is refused with 422 before parsing).
     "YUANJIAO_ICS_MAX_EVENTS": (2000, int),
+    # Behind HTTPS: cookies only over HTTPS. Behind a reverse proxy: trust one hop of
+    # X-Forwarded-For/-Proto/-Host (the login throttle counts per client address).
+    "YUANJIAO_SECURE_COOKIES": (False, _bool),
+    "YUANJIAO_PROXY_FIX": (False, _bool),
 }
 
 

@@ -151,6 +151,15 @@ def revoke_token():
     db.session.commit()
 
 
+@blp.route("/users/<int:user_id>/login-failures", methods=["DELETE"])
+@blp.response(204)
+def clear_login_failures(user_id: int):
+    """Lift a user's login throttle (he called: it was him mistyping). Managers only."""
+    caller = current_api_user("admin", "organizer")
+    user = service.managed_user(db.session, caller, user_id)
+    throttle().succeeded(user.username)
+
+
 @blp.route("/users/<int:user_id>/tokens", methods=["DELETE"])
 @blp.response(204)
 def revoke_user_tokens(user_id: int):

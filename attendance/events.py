@@ -405,9 +405,15 @@ def viewer_leave(data: Any) -> dict[str, Any]:
 def dashboard_join(data: Any) -> dict[str, Any]:
     """An organizer or admin in scope opens the dashboard: snapshot now, deltas later."""
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
-    svc.require_manage_occurrence(db.session, _caller(), occurrence)
-    join_room(live.occurrence_room(occurrence.id))
-    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow())
+    caller = _caller()
+    svc.require_manage_occurrence(db.session, caller, occurrence)
+    scope = svc.member_scope(db.session, caller, occurrence)
+    # An organizer of one organization of a joint occurrence gets the counts room:
+    # the dashboard's room carries every member's name.
+    join_room(live.occurrence_room(occurrence.id) if scope is None
+              else live.counts_room(occurrence.id))
+    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
+                        name_visible=scope)
     db.session.rollback()
     return {"ok": True, "snapshot": snap}
 

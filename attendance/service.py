@@ -24,7 +24,7 @@ import hashlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,10 +183,77 @@ def require_operate_site(session: Session, principal: Any, occurrence: Occurrenc
         return
     from accounts.service import can_operate_site
 
-    if can_operate_site(session, principal, site) or can_manage_occurrence(
-            session, principal, occurrence):
-        return
+    if can_operate_site(session, principal, site) or (
+            can_manage_occurrence(session, principal, occurrence)
+            and member_scope(session, principal, occurrence) is None):
+        return  # not an organizer of one part of a joint occurrence at another's site
     raise Forbidden("无权操作该学习点的考勤", details={"site_id": site.id})
+
+
+def member_scope(session: Session, principal: Any, occurrence: Occurrence
+                 ) -> Callable[[Member | None, int | None], bool] | None:
+    """Whose names `principal` may see, correct and export in an occurrence: a predicate
+    on (member, site id of his row), or None for everyone.
+
+    Admins and the session's trainer see the whole roster. In a joint occurrence an
+    organizer sees the members of his own subtree only; a site's operator or screen, the
+    members of that site (by home site or by the site they checked in at). The others
+    appear only in counts.
+    """
+    if not is_screen(principal) and (principal.role == "admin" or (
+            principal.role == "trainer" and occurrence.session.trainer_id == principal.id)):
+        return None
+    if is_screen(principal) or principal.role == "site_operator":
+        site_id = principal.site_id
+        return lambda m, row_site: m is not None and (
+            m.home_site_id == site_id or row_site == site_id)
+    if principal.role == "organizer":
+        from accounts.service import managed_org_unit_ids
+
+        managed = set(managed_org_unit_ids(session, principal) or [])
+        if occurrence_unit_ids(occurrence) <= managed and all(
+                u in managed for u in _member_unit_ids(session, occurrence)):
+            return None  # his subtree holds the whole occurrence
+        return lambda m, _row_site: m is not None and m.org_unit_id in managed
+    return lambda _m, _row_site: False
+
+
+def _member_unit_ids(session: Session, occurrence: Occurrence) -> set[int]:
+    ids = expected_member_ids(session, occurrence)
+    if not ids:
+        return set()
+    return set(session.scalars(select(Member.org_unit_id).where(Member.id.in_(ids))
+                               .distinct()))
+
+
+def visible_rows(session: Session, principal: Any, occurrence: Occurrence,
+                 all_rows: list[Row]) -> list[Row]:
+    """The rows `principal` may see by name (see member_scope)."""
+    visible = member_scope(session, principal, occurrence)
+    if visible is None:
+        return all_rows
+    return [r for r in all_rows if visible(r.member, r.site.id if r.site else None)]
+
+
+def require_member_in_scope(session: Session, principal: Any, occurrence: Occurrence,
+                            member_id: int) -> None:
+    """Correct or decide for a member only within one's scope (403 otherwise)."""
+    visible = member_scope(session, principal, occurrence)
+    if visible is None:
+        return
+    member = session.get(Member, member_id)
+    if member is None or not visible(member, None):
+        raise Forbidden("该党员不在您管理的范围内", details={"member_id": member_id})
+
+
+def require_manage_whole_occurrence(session: Session, user: Any,
+                                    occurrence: Occurrence) -> None:
+    """Locking reviews everyone's attendance: an admin, or an organizer whose subtree holds
+    the whole occurrence (not one of several organizations of a joint one)."""
+    require_manage_occurrence(session, user, occurrence)
+    if member_scope(session, user, occurrence) is not None:
+        raise Forbidden("联合学习活动涉及其他组织，只有系统管理员或上级组织可以锁定",
+                        details={"occurrence_id": occurrence.id})
 
 
 def require_check_in_scope(session: Session, principal: Any, occurrence: Occurrence,
@@ -754,8 +821,13 @@ def present_now(session: Session, occurrence: Occurrence, *, config: Mapping[str
 
 
 def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
-             now: dt.datetime, with_names: bool = True) -> dict[str, Any]:
-    """The live picture: per site the expected and present members; counts; lock."""
+             now: dt.datetime, with_names: bool = True,
+             name_visible: Callable[[Member | None, int | None], bool] | None = None
+             ) -> dict[str, Any]:
+    """The live picture: per site the expected and present members; counts; lock.
+
+    `name_visible` (see member_scope) blanks the names of members out of the caller's
+    scope: they still count."""
     here = present_now(session, occurrence, config=config, now=now)
     expected = expected_member_ids(session, occurrence)
     member_ids = set(expected) | set(here)
@@ -780,8 +852,10 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     for sid in site_ids:
         bucket(sid)
 
-    def person(mid: int) -> dict[str, Any]:
+    def person(mid: int, site_id: int | None = None) -> dict[str, Any]:
         m = members.get(mid)
+        if name_visible is not None and not name_visible(m, site_id):
+            return {"member_id": mid, "name": "", "member_no": ""}
         return {"member_id": mid, "name": m.name if m else str(mid),
                 "member_no": m.member_no if m else ""}
 
@@ -789,7 +863,7 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
         m = members.get(mid)
         bucket(m.home_site_id if m else None)["expected"].append(person(mid))
     for mid, sid in here.items():
-        bucket(sid)["present"].append(person(mid))
+        bucket(sid)["present"].append(person(mid, sid))
     sites_out = []
     for b in per_site.values():
         b["expected_count"] = len(b["expected"])
@@ -977,9 +1051,9 @@ def member_totals(session: Session, occurrences: Iterable[Occurrence], *,
         for member_id, rec in records(session, occ, config=config, now=now).items():
             if member_filter is not None and member_id not in member_filter:
                 continue
+            t = totals[member_id]  # listed, even before his first lesson is over
             if rec.status in R.PENDING:
                 continue  # not over yet: neither attended nor absent
-            t = totals[member_id]
             t["expected"] += 1
             t["minutes"] += rec.minutes
             if rec.status in ATTENDED:
@@ -999,8 +1073,9 @@ def rate(attended: float, expected: float, excused: float) -> float | None:
 
 def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
            start: dt.datetime, end: dt.datetime, config: Mapping[str, Any],
-           now: dt.datetime) -> dict[str, Any]:
-    """Attendance per member and per branch, for the members of a unit's subtree."""
+           now: dt.datetime, home_site_id: int | None = None) -> dict[str, Any]:
+    """Attendance per member and per branch, for the members of a unit's subtree (only
+    those whose home site is `home_site_id`, when given: a site operator's report)."""
     scope_ids = unit_ids
     if unit_id is not None:
         from accounts.service import subtree_ids
@@ -1011,6 +1086,8 @@ def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
     q = select(Member)
     if scope_ids is not None:
         q = q.where(Member.org_unit_id.in_(scope_ids))
+    if home_site_id is not None:
+        q = q.where(Member.home_site_id == home_site_id)
     members = {m.id: m for m in session.scalars(q)}
     totals = member_totals(session, occs, config=config, now=now, member_filter=set(members))
     units = {u.id: u for u in session.scalars(select(OrgUnit).where(

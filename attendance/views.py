@@ -101,10 +101,16 @@ class AttendanceRecords(MethodView):
     def get(self, occurrence_id: int, pagination_parameters):
         """One row per expected member (and walk-ins): status, minutes, first/last, site."""
         occurrence = _viewable_occurrence(occurrence_id)
-        rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+        rows = _visible_rows(occurrence)
         pagination_parameters.item_count = len(rows)
         first = pagination_parameters.first_item
         return [_row_dict(r) for r in rows[first:first + pagination_parameters.page_size]]
+
+
+def _visible_rows(occurrence, principal=None) -> list[svc.Row]:
+    """The occurrence's rows the caller may see by name (his subtree, his site...)."""
+    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    return svc.visible_rows(db.session, principal or current_principal(), occurrence, rows)
 
 
 def _sheet_name(occurrence, ext: str) -> str:
@@ -124,7 +130,7 @@ def _download(data: bytes, content_type: str, filename: str) -> Response:
 def attendance_xlsx(occurrence_id: int):
     """The attendance sheet as xlsx: Chinese headers, a summary sheet per site."""
     occurrence = _viewable_occurrence(occurrence_id)
-    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    rows = _visible_rows(occurrence)
     data = exports.sheet_xlsx(occurrence.session.title, rows, _default_tz())
     return _download(data, exports.XLSX_MIME, _sheet_name(occurrence, "xlsx"))
 
@@ -134,7 +140,7 @@ def attendance_xlsx(occurrence_id: int):
 def attendance_csv(occurrence_id: int):
     """The attendance sheet as csv, UTF-8 with a BOM (opens cleanly in Excel and WPS)."""
     occurrence = _viewable_occurrence(occurrence_id)
-    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    rows = _visible_rows(occurrence)
     return _download(exports.sheet_csv(rows, _default_tz()), "text/csv; charset=utf-8",
                      _sheet_name(occurrence, "csv"))
 
@@ -242,8 +248,9 @@ def _decide(leave_id: int, approve: bool):
     if leave is None:
         raise NotFound(f"请假申请不存在：{leave_id}")
     user = current_api_user()
-    svc.require_manage_occurrence(db.session, user,
-                                  svc.get_occurrence(db.session, leave.occurrence_id))
+    occurrence = svc.get_occurrence(db.session, leave.occurrence_id)
+    svc.require_manage_occurrence(db.session, user, occurrence)
+    svc.require_member_in_scope(db.session, user, occurrence, leave.member_id)
     svc.decide_leave(db.session, leave=leave, approve=approve, user_id=user.id, now=utcnow())
     db.session.commit()
     live.publish_changed(leave.occurrence_id, "leave")
@@ -279,6 +286,8 @@ class Corrections(MethodView):
     def post(self, data, occurrence_id: int):
         """Correct a member's status and/or minutes; a reason is required."""
         occurrence = _managed_occurrence(occurrence_id)
+        svc.require_member_in_scope(db.session, current_api_user(), occurrence,
+                                    data["member_id"])
         correction = svc.correct(
             db.session, occurrence=occurrence, member_id=data["member_id"],
             status=data["status"], minutes=data["minutes"], reason=data["reason"],
@@ -290,6 +299,7 @@ class Corrections(MethodView):
 
 def _set_lock(occurrence_id: int, locked: bool):
     occurrence = _managed_occurrence(occurrence_id)
+    svc.require_manage_whole_occurrence(db.session, current_api_user(), occurrence)
     body = request.get_json(silent=True) if request.data else {}
     if not isinstance(body, dict):
         raise ValidationError("请求体须为 JSON 对象", field="json")
@@ -386,11 +396,14 @@ def dashboard(occurrence_id: int):
     """The organizer's live dashboard of one occurrence."""
     occurrence = _page_occurrence(occurrence_id, manage=True)
     now = utcnow()
-    rows = svc.rows(db.session, occurrence, config=_config(), now=now)
-    leaves = db.session.scalars(select(LeaveRequest).where(
-        LeaveRequest.occurrence_id == occurrence.id).order_by(LeaveRequest.id)).all()
-    corrections = db.session.scalars(select(Correction).where(
-        Correction.occurrence_id == occurrence.id).order_by(Correction.id.desc())).all()
+    rows = _visible_rows(occurrence, current_user._get_current_object())
+    names = {r.member.id for r in rows}
+    leaves = [lr for lr in db.session.scalars(select(LeaveRequest).where(
+        LeaveRequest.occurrence_id == occurrence.id).order_by(LeaveRequest.id))
+        if lr.member_id in names]
+    corrections = [c for c in db.session.scalars(select(Correction).where(
+        Correction.occurrence_id == occurrence.id).order_by(Correction.id.desc()))
+        if c.member_id in names]
     member_names, user_names = svc.names_for(
         db.session, member_ids={x.member_id for x in [*leaves, *corrections]},
         user_ids={c.corrected_by_id for c in corrections}
@@ -492,7 +505,7 @@ def roll_call_worker():
 def sign_in_sheet(occurrence_id: int):
     """签到表: a printable sheet per site, with the derived times and a signature column."""
     occurrence = _page_occurrence(occurrence_id, manage=False)
-    rows = svc.rows(db.session, occurrence, config=_config(), now=utcnow())
+    rows = _visible_rows(occurrence, current_user._get_current_object())
     by_site: dict[str, list] = {}
     for row in rows:
         by_site.setdefault(row.site.name if row.site else _("个人在线/其他"), []).append(row)
@@ -508,6 +521,10 @@ def absentees(occurrence_id: int):
     occurrence = _page_occurrence(occurrence_id, manage=True)
     items = svc.absentees(db.session, occurrence, config=_config(), now=utcnow())
     db.session.commit()
+    shown = {r.member.id for r in svc.visible_rows(
+        db.session, current_user._get_current_object(), occurrence,
+        [item["row"] for item in items])}
+    items = [item for item in items if item["row"].member.id in shown]
     return render_template("attendance/absentees.html", occurrence=occurrence, items=items,
                            labels=svc.STATUS_LABELS,
                            has_recording=svc.recording_for(db.session, occurrence.id)
@@ -554,7 +571,8 @@ def reports():
     start = dt.datetime.combine(start_d, dt.time(), tz).astimezone(dt.UTC)
     end = dt.datetime.combine(end_d + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
     data = svc.report(db.session, unit_id=unit_id, unit_ids=scope, start=start, end=end,
-                      config=_config(), now=utcnow())
+                      config=_config(), now=utcnow(),
+                      home_site_id=user.site_id if user.role == "site_operator" else None)
     from org.models import OrgUnit
 
     q = select(OrgUnit).order_by(OrgUnit.path)
@@ -667,7 +685,9 @@ def makeup_play(task_id: int):
 def snapshot_json(occurrence_id: int):
     """The dashboard's snapshot over HTTP (a fallback when the socket is down)."""
     occurrence = _page_occurrence(occurrence_id, manage=True)
-    return jsonify(svc.snapshot(db.session, occurrence, config=_config(), now=utcnow()))
+    scope = svc.member_scope(db.session, current_user._get_current_object(), occurrence)
+    return jsonify(svc.snapshot(db.session, occurrence, config=_config(), now=utcnow(),
+                                name_visible=scope))
 
 
 @pages.route("/attendance/<int:occurrence_id>/headcount.json")

@@ -359,6 +359,25 @@ def browser():
         b.close()
 
 
+def wait_for_js(page, expression: str, timeout: float = 10_000) -> None:
+    """Poll `expression` (an expression or an arrow function) until it is truthy.
+
+    Not page.wait_for_function: that compiles its predicate with eval inside the page,
+    which the app's Content-Security-Policy (no 'unsafe-eval') refuses; page.evaluate
+    goes through the DevTools protocol and is not subject to the page's CSP.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout / 1000
+    call = f"({expression})()" if expression.lstrip().startswith("()") else expression
+    while True:
+        if page.evaluate(call):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout} ms: {expression}")
+        page.wait_for_timeout(100)
+
+
 def login_page(page, base_url: str, username: str, password: str) -> None:
     """Log in through the real form."""
     page.goto(base_url + "/login")

@@ -41,6 +41,8 @@ SAMPLES = {
     "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP": ("40", 40),
     "YUANJIAO_LOGIN_WINDOW_SECONDS": ("600", 600),
     "YUANJIAO_ICS_MAX_EVENTS": ("500", 500),
+    "YUANJIAO_SECURE_COOKIES": ("1", True),
+    "YUANJIAO_PROXY_FIX": ("true", True),
     "YUANJIAO_CORS_ORIGINS": ("https://a.example/, https://b.example",
                               ["https://a.example", "https://b.example"]),
 }

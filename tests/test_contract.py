@@ -27,7 +27,7 @@ def test_contract_end_to_end(live_server_factory):
     site = call("POST", "/api/v1/sites", 201, json={
         "name": "一工区会议室", "org_unit_id": branch["id"], "timezone": "Asia/Shanghai"})
     trainer = call("POST", "/api/v1/users", 201, json={
-        "username": "lecturer", "password": "lecturer-pass", "role": "trainer",
+        "username": "lecturer", "password": "podium-pass-2026", "role": "trainer",
         "display_name": "李老师"})
     member = call("POST", "/api/v1/members", 201, json={
         "name": "王建国", "member_no": "DY0001", "org_unit_id": branch["id"],

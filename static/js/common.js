@@ -26,6 +26,11 @@
     return body;
   };
 
+  // Print buttons (no inline onclick: the CSP allows scripts from files only).
+  document.addEventListener("click", function (ev) {
+    if (ev.target.closest("[data-print]")) window.print();
+  });
+
   document.addEventListener("click", function (ev) {
     const btn = ev.target.closest("[data-copy]");
     if (!btn) return;

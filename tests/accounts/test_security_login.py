@@ -135,3 +135,15 @@ def test_demo_users_keep_working(client, db_session):
         response = client.post("/api/v1/auth/token",
                                json={"username": username, "password": DEMO_PASSWORD})
         assert response.status_code == 200, username
+
+
+def test_an_admin_lifts_the_throttle(client, factory, db_session):
+    user = factory.user("trainer", username="t9", password=PASSWORD)
+    admin_headers = factory.headers(factory.user("admin"))
+    for n in range(5):
+        _token(client, "t9", f"wrong-{n}")
+    assert _token(client, "t9", PASSWORD).status_code == 429
+    url = f"/api/v1/users/{user.id}/login-failures"
+    assert client.delete(url, headers=factory.headers(user)).status_code == 403
+    assert client.delete(url, headers=admin_headers).status_code == 204
+    assert _token(client, "t9", PASSWORD, addr="10.0.0.2").status_code == 200

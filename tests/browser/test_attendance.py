@@ -7,7 +7,7 @@ import openpyxl
 import pytest
 
 from bench.attendance import seed
-from tests.conftest import login_page
+from tests.conftest import login_page, wait_for_js
 
 pytestmark = pytest.mark.browser
 
@@ -49,7 +49,7 @@ def test_qr_check_in_reaches_the_dashboard_and_the_export(tmp_path, live_server_
     # live, without reload
     dash.wait_for_selector(f".att-names li[data-member='{member_id}'].att-here", timeout=20000)
     assert dash.inner_text(".att-dashboard .att-present-count") == "1"
-    screen.wait_for_function(
+    wait_for_js(screen,
         "document.querySelector('.att-present-count').textContent === '1'", timeout=20000)
 
     # the same token again: refused as reused

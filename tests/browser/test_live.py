@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import login_page
+from tests.conftest import login_page, wait_for_js
 from tests.video.peers import Publisher
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -41,7 +41,7 @@ def setup_lecture(server) -> dict:
     unit = api("POST", "/api/v1/org-units", json={"name": "机关党支部", "kind": "branch"})
     sites = [api("POST", "/api/v1/sites", json={"name": name, "org_unit_id": unit["id"]})
              for name in ("一号会议室", "二号会议室")]
-    api("POST", "/api/v1/users", json={"username": "lecturer", "password": "lecturer-pass",
+    api("POST", "/api/v1/users", json={"username": "lecturer", "password": "podium-pass-2026",
                                        "role": "trainer", "display_name": "主讲人"})
     trainer_id = next(u["id"] for u in api("GET", "/api/v1/users?page_size=100")
                       if u["username"] == "lecturer")
@@ -64,7 +64,7 @@ def wait_state(page, state: str, timeout: float = 20_000) -> None:
 
 def assert_playing(page) -> None:
     """The site's video has a picture and its time advances."""
-    page.wait_for_function(
+    wait_for_js(page,
         "() => { const v = document.querySelector('video#live-video');"
         " return v && v.videoWidth > 0 && v.currentTime > 0.3; }", timeout=20_000)
     first = page.evaluate("document.querySelector('video#live-video').currentTime")
@@ -81,10 +81,10 @@ def test_trainer_broadcasts_to_two_sites_obs_publishes_and_recording_plays(
 
     trainer_ctx = browser.new_context()
     trainer = trainer_ctx.new_page()
-    login_page(trainer, base, "lecturer", "lecturer-pass")
+    login_page(trainer, base, "lecturer", "podium-pass-2026")
     trainer.goto(f"{base}/live/{occ}/broadcast")
     wait_state(trainer, "waiting")
-    trainer.wait_for_function(
+    wait_for_js(trainer,
         "() => document.getElementById('preview').videoWidth > 0", timeout=15_000)
     # Screen sharing is not available headless: the page must say so and keep working.
     trainer.click("#share-screen")
@@ -102,7 +102,7 @@ def test_trainer_broadcasts_to_two_sites_obs_publishes_and_recording_plays(
     for _ctx, page in screens:
         wait_state(page, "live")
         assert_playing(page)
-    trainer.wait_for_function(
+    wait_for_js(trainer,
         "() => document.getElementById('stat-sites').textContent === '2'", timeout=15_000)
     live = live_server.api("GET", f"/api/v1/occurrences/{occ}/live", lecture["admin"]).json()
     assert live["state"] == "live"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import login_page
+from tests.conftest import login_page, wait_for_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def test_session_form_preview_conflict_and_move(live_server_factory, browser):
     # Move to Thursdays: the clash disappears from the preview.
     page.uncheck("input[name=weekdays][value=WE]")
     page.check("input[name=weekdays][value=TH]")
-    page.wait_for_function(
+    wait_for_js(page,
         "document.querySelectorAll('#preview-conflicts .conflict').length === 0", timeout=10000)
     page.select_option("select[name=end]", "count")
     page.fill("input[name=count]", "3")
