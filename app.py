@@ -194,6 +194,9 @@ def _init_extensions(app: Flask) -> None:
     # collector freed in pauses of 100-250 ms at 2,000 connections. These rules make the
     # match succeed (polling and websocket); they are never served: the Engine.IO
     # middleware answers /socket.io/ before Flask sees it.
+    # Browsers ask for /favicon.ico whatever the page links: the same icon, cached a day.
+    app.add_url_rule("/favicon.ico", endpoint="favicon", view_func=lambda: app.send_static_file(
+        "img/favicon.svg"), methods=["GET"])
     app.add_url_rule("/socket.io/", endpoint="socketio_transport",
                      view_func=_socketio_transport, methods=["GET", "POST"])
     app.add_url_rule("/socket.io/", endpoint="socketio_websocket",

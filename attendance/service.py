@@ -1071,6 +1071,19 @@ def rate(attended: float, expected: float, excused: float) -> float | None:
     return round(attended / due, 4) if due > 0 else None
 
 
+def period_presets(today: dt.date) -> dict[str, tuple[str, dt.date, dt.date]]:
+    """The report's periods: key -> (label, first day, last day), up to today."""
+    first_month = today.replace(day=1)
+    last_month_end = first_month - dt.timedelta(days=1)
+    quarter = today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1)
+    return {
+        "month": (N_("本月"), first_month, today),
+        "last_month": (N_("上月"), last_month_end.replace(day=1), last_month_end),
+        "quarter": (N_("本季度"), quarter, today),
+        "year": (N_("本年"), today.replace(month=1, day=1), today),
+    }
+
+
 def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
            start: dt.datetime, end: dt.datetime, config: Mapping[str, Any],
            now: dt.datetime, home_site_id: int | None = None) -> dict[str, Any]:

@@ -114,15 +114,37 @@ def _visible_rows(occurrence, principal=None) -> list[svc.Row]:
 
 
 def _sheet_name(occurrence, ext: str) -> str:
+    """``党史讲座-2026-12-02-考勤.xlsx``: what the file is, for the person who saves it."""
     local = occurrence.starts_at.astimezone(zone(occurrence.session.timezone))
-    return f"attendance-{occurrence.id}-{local:%Y%m%d}.{ext}"
+    return f"{occurrence.session.title}-{local:%Y-%m-%d}-考勤.{ext}"
 
 
 def _download(data: bytes, content_type: str, filename: str) -> Response:
+    """An attachment named for people (RFC 6266: an ASCII `filename` for old clients, the
+    UTF-8 `filename*` for the rest)."""
+    from urllib.parse import quote
+
+    from core.spreadsheet import strip_control
+
+    name = strip_control(filename).replace("/", "-").replace("\\", "-").strip() or "export"
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                         for c in name)
     # content_type, not mimetype: werkzeug would add a second "; charset=utf-8".
     return Response(data, content_type=content_type, headers={
-        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; "
+                               f"filename*=UTF-8''{quote(name, safe='')}",
         "Cache-Control": "no-store"})
+
+
+def _meta(occurrence) -> dict[str, Any]:
+    from accounts.models import User
+
+    trainer = db.session.get(User, occurrence.session.trainer_id) \
+        if occurrence.session.trainer_id else None
+    sites = [db.session.get(svc.Site, sid).name
+             for sid in svc.occurrence_site_ids(db.session, occurrence)]
+    return exports.sheet_meta(occurrence, trainer.display_name or trainer.username
+                              if trainer else None, sites)
 
 
 @blp.route("/occurrences/<int:occurrence_id>/attendance.xlsx")
@@ -131,7 +153,7 @@ def attendance_xlsx(occurrence_id: int):
     """The attendance sheet as xlsx: Chinese headers, a summary sheet per site."""
     occurrence = _viewable_occurrence(occurrence_id)
     rows = _visible_rows(occurrence)
-    data = exports.sheet_xlsx(occurrence.session.title, rows, _default_tz())
+    data = exports.sheet_xlsx(_meta(occurrence), rows, _default_tz())
     return _download(data, exports.XLSX_MIME, _sheet_name(occurrence, "xlsx"))
 
 
@@ -511,6 +533,7 @@ def sign_in_sheet(occurrence_id: int):
         by_site.setdefault(row.site.name if row.site else _("个人在线/其他"), []).append(row)
     return render_template("attendance/sign_in_sheet.html", occurrence=occurrence,
                            by_site=by_site, labels=svc.STATUS_LABELS,
+                           trainer_name=_meta(occurrence)["trainer"],
                            tz=occurrence.session.timezone)
 
 
@@ -561,8 +584,12 @@ def reports():
     scope = _scope_units(user)
     tz = zone(_default_tz())
     today = utcnow().astimezone(tz).date()
-    start_d = _date_arg("start", today.replace(day=1))
-    end_d = _date_arg("end", today)
+    presets = svc.period_presets(today)
+    preset = request.args.get("preset")
+    if preset is not None and preset not in presets:
+        raise ValidationError(_("未知的统计期间"), field="preset")
+    start_d, end_d = presets[preset][1:] if preset else (
+        _date_arg("start", today.replace(day=1)), _date_arg("end", today))
     if end_d < start_d:
         raise ValidationError(_("结束日期不能早于开始日期"), field="end")
     unit_id = request.args.get("unit_id", type=int)
@@ -578,9 +605,17 @@ def reports():
     q = select(OrgUnit).order_by(OrgUnit.path)
     if scope is not None:
         q = q.where(OrgUnit.id.in_(scope))
-    return render_template("attendance/reports.html", data=data, units=db.session.scalars(q)
-                           .all(), unit_id=unit_id, start=start_d, end=end_d,
-                           tz=_default_tz())
+    units = db.session.scalars(q).all()
+    if request.args.get("format") == "xlsx":
+        chosen = next((u.name for u in units if u.id == unit_id), None)
+        scope_name = chosen or (units[0].name if len(units) == 1 else "全部组织")
+        period = f"{start_d:%Y-%m-%d} 至 {end_d:%Y-%m-%d}"
+        return _download(exports.report_xlsx(data, scope=scope_name, period=period),
+                         exports.XLSX_MIME,
+                         f"{scope_name}-考勤统计-{start_d:%Y%m%d}-{end_d:%Y%m%d}.xlsx")
+    return render_template("attendance/reports.html", data=data, units=units,
+                           unit_id=unit_id, start=start_d, end=end_d, tz=_default_tz(),
+                           presets=presets, preset=preset)
 
 
 @pages.route("/attendance/ledger")
@@ -599,7 +634,7 @@ def ledger():
                       tz=_default_tz())
     if request.args.get("format") == "xlsx":
         return _download(exports.ledger_xlsx(data), exports.XLSX_MIME,
-                         f"study-hours-{year}.xlsx")
+                         f"{year}年学时台账.xlsx")
     return render_template("attendance/ledger.html", data=data, year=year)
 
 
@@ -661,8 +696,17 @@ def makeup_list():
     member = svc.member_of(_page_user())
     tasks = svc.makeup_tasks_of_member(db.session, member, config=_config(), now=utcnow())
     db.session.commit()
-    return render_template("attendance/makeup_list.html", tasks=tasks,
-                           share=float(_config()["YUANJIAO_MAKEUP_SHARE"]))
+    share = float(_config()["YUANJIAO_MAKEUP_SHARE"])
+    items = []
+    for task in tasks:
+        occurrence = svc.get_occurrence(db.session, task.occurrence_id)
+        recording = svc.recording_for(db.session, task.occurrence_id)
+        duration = (recording.duration_seconds or 0) if recording else 0
+        items.append({"task": task, "occurrence": occurrence,
+                      "watched": round(task.seconds_watched / 60, 1),
+                      "required": round(duration * share / 60, 1) if duration else None})
+    return render_template("attendance/makeup_list.html", items=items, share=share,
+                           tz=_default_tz())
 
 
 @pages.route("/makeup/<int:task_id>")

@@ -226,11 +226,27 @@ def test_xlsx_and_csv_exports(client, scene):
                    headers=scene.headers("organizer"))
     assert r.status_code == 200
     assert r.mimetype.endswith("spreadsheetml.sheet")
+    from urllib.parse import quote
+
+    disposition = r.headers["Content-Disposition"]
+    local = scene.occurrence.starts_at.astimezone(dt.timezone(dt.timedelta(hours=8)))
+    assert f"filename*=UTF-8''{quote(f'党史学习-{local:%Y-%m-%d}-考勤.xlsx')}" in disposition
+    assert 'filename="' in disposition  # an ASCII fallback for old clients
     wb = openpyxl.load_workbook(io.BytesIO(r.data))
     ws = wb["考勤明细"]
     rows = list(ws.values)
-    assert rows[0] == ("姓名", "党员编号", "所在支部", "学习点", "首次签到", "最后签退",
+    # a title row, the lesson's facts, then the headers (repeated on every printed page)
+    assert rows[0][0] == "党史学习 考勤表"
+    assert rows[1][0].startswith(f"日期：{local:%Y-%m-%d}")
+    assert "讲师：trainer" in rows[1][0]
+    assert "一号会议室、二号会议室" in rows[1][0]
+    assert rows[2] == ("姓名", "党员编号", "所在支部", "学习点", "首次签到", "最后签退",
                        "时长(分钟)", "状态", "备注")
+    assert ws.print_title_rows == "$3:$3"
+    assert ws.page_setup.orientation == "landscape"
+    assert (ws.page_setup.fitToWidth, ws.page_setup.fitToHeight) == (1, 0)
+    assert ws.sheet_properties.pageSetUpPr.fitToPage is True
+    rows = rows[2:]
     assert len(rows) == 5
     zhang = next(r for r in rows if r[0] == "张三")
     assert zhang[3] == "一号会议室"
@@ -240,6 +256,8 @@ def test_xlsx_and_csv_exports(client, scene):
         tzinfo=None)
     assert zhang[7] == "出席"
     assert "学习点汇总" in wb.sheetnames
+    totals = list(wb["学习点汇总"].values)[-1]
+    assert totals[:3] == ("合计", 4, 1)
     r = client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance.csv",
                    headers=scene.headers("organizer"))
     assert r.status_code == 200

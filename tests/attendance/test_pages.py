@@ -144,3 +144,40 @@ def test_workbench_rows_have_one_primary_action_and_a_live_headcount(client, sce
     assert (counts["expected_count"], counts["present_count"]) == (4, 0)
     login(client, "outsider")
     assert client.get(url).status_code == 403
+
+
+def test_reports_export_xlsx_with_presets_and_branch_subtotals(client, scene):
+    import io
+
+    import openpyxl
+
+    login(client, "organizer")
+    page = client.get("/attendance/reports?preset=year").get_data(as_text=True)
+    assert "本季度" in page
+    assert client.get("/attendance/reports?preset=decade").status_code == 422
+    r = client.get("/attendance/reports?preset=year&format=xlsx")
+    assert r.status_code == 200
+    assert "filename*=UTF-8''" in r.headers["Content-Disposition"]
+    wb = openpyxl.load_workbook(io.BytesIO(r.data))
+    branches = list(wb["按支部"].values)
+    assert branches[0][0].endswith("考勤统计")
+    assert branches[2][:2] == ("支部", "人数")
+    assert branches[-1][0] == "合计"
+    members = list(wb["按党员"].values)
+    subtotals = [row for row in members if isinstance(row[0], str) and row[0].endswith("小计")]
+    assert subtotals
+    assert wb["按党员"].page_setup.orientation == "landscape"
+
+
+def test_sign_in_sheet_header_and_totals_and_makeup_list(client, scene):
+    login(client, "organizer")
+    html = client.get(f"/attendance/{scene.occurrence.id}/sign-in-sheet").get_data(as_text=True)
+    for label in ("学习内容", "主持人", "讲师", "实到", "请假", "缺席"):
+        assert label in html
+    assert "trainer" in html  # the lesson's trainer by name
+    login(client, "m0")
+    html = client.get("/makeup").get_data(as_text=True)
+    assert "已观看 / 需观看（分钟）" in html
+    with client.get("/favicon.ico") as icon:
+        assert icon.status_code == 200
+        assert icon.mimetype == "image/svg+xml"
