@@ -260,7 +260,8 @@ def require_check_in_scope(session: Session, principal: Any, occurrence: Occurre
                            site: Site, member_ids: Iterable[int],
                            expected: Iterable[int] | None = None) -> None:
     """A site's operator or screen checks in the members expected for the occurrence, and
-    walk-ins of the site's own organization (its org unit's subtree). Another
+    walk-ins of the site's own organization (the tree its top unit heads: the same people
+    the roll call's walk-in search finds, org.service.walk_in_candidates). Another
     organization's member is refused exactly as an unknown id is, so that trying ids
     reveals no name. Managers of the occurrence are not limited here.
 
@@ -273,11 +274,9 @@ def require_check_in_scope(session: Session, principal: Any, occurrence: Occurre
     others = sorted({m for m in member_ids if m not in expected_ids})
     if not others:
         return
-    site_unit = session.get(OrgUnit, site.org_unit_id)
-    rows = session.execute(select(Member.id, OrgUnit.path).join(
-        OrgUnit, Member.org_unit_id == OrgUnit.id).where(Member.id.in_(others))).all()
-    own = {mid for mid, path in rows
-           if site_unit is not None and path.startswith(site_unit.path)}
+    own = set(session.scalars(select(Member.id).where(
+        Member.id.in_(others), Member.org_unit_id.in_(org_service.organization_units(
+            session, site)))))
     for member_id in others:
         if member_id not in own:
             raise NotFound(f"党员不存在：{member_id}", details={"member_id": member_id})

@@ -542,6 +542,16 @@ def members_query(session: Session, actor: User | None, *, org_unit_id: int | No
     return query
 
 
+def organization_units(session: Session, site: Site):
+    """A SELECT of the unit ids of the site's organization: the tree its top unit heads.
+    A room's walk-ins come from there (and only from there: see
+    attendance.service.require_check_in_scope)."""
+    unit = session.get(OrgUnit, site.org_unit_id)
+    root = "/" + unit.path.strip("/").split("/")[0] + "/" if unit and unit.path.strip("/") \
+        else "/"
+    return select(OrgUnit.id).where(OrgUnit.path.startswith(root, autoescape=True))
+
+
 def walk_in_candidates(session: Session, site: Site, q: str, *, limit: int = 20
                        ) -> list[Member]:
     """Active members of the site's organization (the tree its top unit heads) whose name,
@@ -549,10 +559,7 @@ def walk_in_candidates(session: Session, site: Site, q: str, *, limit: int = 20
     needle = (q or "").strip().lower()
     if not needle:
         return []
-    unit = session.get(OrgUnit, site.org_unit_id)
-    root = "/" + unit.path.strip("/").split("/")[0] + "/" if unit and unit.path.strip("/") \
-        else "/"
-    units = select(OrgUnit.id).where(OrgUnit.path.startswith(root, autoescape=True))
+    units = organization_units(session, site)
     return list(session.scalars(
         select(Member).where(
             Member.status == "active", Member.org_unit_id.in_(units),
