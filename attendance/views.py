@@ -615,7 +615,8 @@ def reports():
                          f"{scope_name}-考勤统计-{start_d:%Y%m%d}-{end_d:%Y%m%d}.xlsx")
     return render_template("attendance/reports.html", data=data, units=units,
                            unit_id=unit_id, start=start_d, end=end_d, tz=_default_tz(),
-                           presets=presets, preset=preset)
+                           presets=presets, preset=preset,
+                           can_open_dashboard=user.role in ("admin", "organizer"))
 
 
 @pages.route("/attendance/ledger")

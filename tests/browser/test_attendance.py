@@ -63,6 +63,8 @@ def test_qr_check_in_reaches_the_dashboard_and_the_export(tmp_path, live_server_
     path = tmp_path / "sheet.xlsx"
     info.value.save_as(path)
     rows = list(openpyxl.load_workbook(path)["考勤明细"].values)
+    assert rows[0][0].endswith("考勤表")  # the title row, then the lesson's facts
+    rows = rows[2:]
     assert rows[0][0] == "姓名"
     assert len(rows) == 1 + 5
     checked = [r for r in rows[1:] if r[7] == "出席"]

@@ -45,6 +45,7 @@ def test_session_form_preview_conflict_and_move(live_server_factory, browser):
     # Move the second occurrence one day later through the page's button.
     row = page.locator("#occurrences tbody tr").nth(1)
     occ_id = row.get_attribute("data-occurrence-id")
+    row.locator("details.row-menu > summary").click()  # the row's other actions
     value = row.locator(".move-input").input_value()
     day = int(value[8:10])
     new_value = value[:8] + f"{day + 1:02d}" + value[10:] if day < 28 else value[:11] + "08:00"
