@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # Two cores: run the plain tests in two workers, the media and browser tests one at a time.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help extract-messages setup setup-dev run serve test test-sqlite test-postgres test-live lint format bench vendor translations clean
+.PHONY: help extract-messages setup setup-dev run serve test test-sqlite test-postgres test-live lint format bench vendor translations clean stack stack-down stack-deps
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,16 @@ run: setup ## Run the app on its embedded defaults (SQLite, in-process media, de
 
 serve: setup ## Production web process: gunicorn, one gevent worker (docs/deployment.md)
 	$(BIN)/gunicorn --config gunicorn.conf.py
+
+stack-deps: ## Debian packages the stack needs (nginx); PostgreSQL and Redis are the machine's
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
+
+stack: setup stack-deps ## Start nginx :8080, 2 gunicorn web processes, a media node (PostgreSQL, Redis)
+	$(BIN)/python deploy/stack.py up
+
+stack-down: ## Stop what `make stack` started
+	$(BIN)/python deploy/stack.py down
 
 test: setup-dev ## Run every test: SQLite, PostgreSQL, then media and browser tests
 	$(MAKE) --no-print-directory test-sqlite test-postgres test-live
