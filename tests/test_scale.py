@@ -1,0 +1,185 @@
+"""Two real web processes (gunicorn, gevent) on one database and one Redis: what one
+process accepts reaches sockets held by the other, and a site is online while any of its
+connections, on either process, remains."""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import uuid
+
+import pytest
+import redis
+import socketio as socketio_client
+
+from attendance.presence import LocalSiteCounts, RedisSiteCounts
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+NS = "/attendance"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError as exc:  # the machine's service; CI starts it
+        pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+def _world(server) -> dict:
+    """A live occurrence at one site, one member, an admin and a screen token."""
+    token = server.token("admin", "admin-password")
+
+    def call(method, path, **kw):
+        r = server.api(method, path, token, **kw)
+        assert r.status_code in (200, 201), (method, path, r.status_code, r.text)
+        return r.json()
+
+    unit = call("POST", "/api/v1/org-units", json={"name": "党委", "kind": "committee",
+                                                    "parent_id": None})
+    site = call("POST", "/api/v1/sites", json={"name": "一工区会议室", "org_unit_id": unit["id"],
+                                               "timezone": "Asia/Shanghai"})
+    member = call("POST", "/api/v1/members", json={
+        "name": "王建国", "member_no": "DY0001", "org_unit_id": unit["id"],
+        "home_site_id": site["id"], "category": "full"})
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).replace(microsecond=0)
+    session = call("POST", "/api/v1/sessions", json={
+        "title": "党史学习", "kind": "party_history_lecture",
+        "starts_at": start.isoformat(), "duration_minutes": 90, "timezone": "Asia/Shanghai",
+        "site_ids": [site["id"]], "org_unit_ids": [unit["id"]]})
+    [occurrence] = call("GET", f"/api/v1/sessions/{session['id']}/occurrences")
+    screen = call("POST", f"/api/v1/sites/{site['id']}/screen-tokens")["token"]
+    return {"token": token, "site_id": site["id"], "member_id": member["id"],
+            "occurrence_id": occurrence["id"], "screen": screen}
+
+
+class Sock:
+    """A Socket.IO client on /attendance that queues what it receives."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.client = socketio_client.Client(reconnection=False)
+        for name in ("attendance:update", "site:status"):
+            self.client.on(name, self._on(name), namespace=NS)
+        self.client.connect(url, namespaces=[NS], transports=["websocket"],
+                            auth={"token": token}, wait_timeout=10)
+
+    def _on(self, name: str):
+        return lambda data: self.events.put((name, data))
+
+    def call(self, event: str, data: dict) -> dict:
+        return self.client.call(event, data, namespace=NS, timeout=15)
+
+    def wait_for(self, name: str, match, timeout: float = 10.0) -> dict:
+        seen = []
+        deadline = dt.datetime.now() + dt.timedelta(seconds=timeout)
+        while dt.datetime.now() < deadline:
+            try:
+                got, data = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            seen.append((got, data))
+            if got == name and match(data):
+                return data
+        raise AssertionError(f"no {name} matching; received {seen}")
+
+    def nothing(self, name: str, wait: float) -> list:
+        out = []
+        deadline = dt.datetime.now() + dt.timedelta(seconds=wait)
+        while dt.datetime.now() < deadline:
+            try:
+                got, data = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if got == name:
+                out.append(data)
+        return out
+
+    def close(self) -> None:
+        if self.client.connected:
+            self.client.disconnect()
+
+
+@pytest.mark.live
+def test_two_processes_share_checkins_and_site_presence(live_server_factory, redis_url):
+    env = {"YUANJIAO_MEDIA": "off", "REDIS_URL": redis_url}
+    # Both on the same database file (the factory's tmp folder) and the same Redis.
+    a = live_server_factory(env, gunicorn=True)
+    b = live_server_factory(env, gunicorn=True)
+    assert a.port != b.port
+    w = _world(a)
+    occ, site = w["occurrence_id"], w["site_id"]
+    ref = {"occurrence_id": occ, "site_id": site}
+    socks: list[Sock] = []
+    try:
+        dashboard = Sock(b.url, b.token())  # an organizer's dashboard on process B
+        socks.append(dashboard)
+        assert dashboard.call("dashboard:join", {"occurrence_id": occ})["ok"]
+
+        screen = Sock(a.url, w["screen"])  # the room screen on process A
+        socks.append(screen)
+        assert screen.call("site:join", ref)["ok"]
+        dashboard.wait_for("site:status", lambda d: d["site_id"] == site and d["online"])
+
+        operator = Sock(b.url, w["token"])  # the site's operator page on process B
+        socks.append(operator)
+        assert operator.call("site:join", ref)["ok"]
+
+        # A check-in accepted by A shows on the dashboard connected to B.
+        ack = screen.call("roll_call:mark", {**ref, "member_ids": [w["member_id"]],
+                                             "state": "present",
+                                             "event_id": uuid.uuid4().hex})
+        assert ack["ok"], ack
+        assert ack["stored"] == 1, ack
+        update = dashboard.wait_for("attendance:update",
+                                    lambda d: d["member_id"] == w["member_id"])
+        assert update["present"] is True
+        assert update["site_id"] == site
+
+        # The screen on A leaves: the operator on B still holds the site, so it stays
+        # online (no offline status, no site_offline stored).
+        screen.close()
+        assert [d for d in dashboard.nothing("site:status", 2.0)
+                if not d["online"]] == []
+        snap = dashboard.call("dashboard:join", {"occurrence_id": occ})["snapshot"]
+        mine = next(s for s in snap["sites"] if s["site_id"] == site)
+        assert mine["online"] is True, mine
+
+        # The operator leaves too: now the site is offline, said once to the dashboard.
+        operator.close()
+        dashboard.wait_for("site:status", lambda d: d["site_id"] == site and not d["online"])
+        snap = dashboard.call("dashboard:join", {"occurrence_id": occ})["snapshot"]
+        mine = next(s for s in snap["sites"] if s["site_id"] == site)
+        assert mine["online"] is False, mine
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_local_counts_without_redis():
+    counts = LocalSiteCounts()
+    assert counts.add((1, 2)) == 1
+    assert counts.add((1, 2)) == 2
+    assert counts.remove((1, 2)) == 1
+    assert counts.remove((1, 2)) == 0
+    assert counts.count((1, 2)) == 0
+
+
+def test_redis_counts_span_processes_and_forget_a_dead_one(redis_url):
+    prefix = f"yuanjiao-test:{uuid.uuid4().hex}"
+    a, b = RedisSiteCounts(redis_url, prefix), RedisSiteCounts(redis_url, prefix)
+    try:
+        assert a.add((7, 3)) == 1
+        assert b.add((7, 3)) == 2  # a screen on one process, an operator on the other
+        assert a.remove((7, 3)) == 1  # the other's connection keeps the site online
+        assert a.count((7, 3)) == 1
+        b.close()  # B was killed: its liveness key is gone, its count no longer counts
+        assert a.count((7, 3)) == 0
+        assert a.add((7, 3)) == 1
+    finally:
+        a.close()
+        b.close()
+        r = redis.Redis.from_url(redis_url)
+        for key in r.scan_iter(f"{prefix}:*"):
+            r.delete(key)
