@@ -46,6 +46,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_MEDIA_NODE_SECRET": ("", str),
     "YUANJIAO_ICE_SERVERS": ([], json.loads),
     "YUANJIAO_RECORDINGS_DIR": (None, str),  # instance/recordings
+    # HLS for members watching alone: the packager writes <dir>/<occurrence_id>/ (video.hls).
+    "YUANJIAO_HLS_DIR": (None, str),  # instance/hls
+    # Behind nginx: answer HLS requests with X-Accel-Redirect, nginx sends the files.
+    "YUANJIAO_HLS_ACCEL": (False, _bool),
     # Materialize open-ended recurrences this far ahead.
     "YUANJIAO_HORIZON_DAYS": (400, int),
     "YUANJIAO_STUDY_HOURS_REQUIRED": (32, float),
@@ -68,6 +72,7 @@ def default_config(instance_path: str) -> dict[str, Any]:
     settings = {name: (list(default) if isinstance(default, list) else default)
                 for name, (default, _parse) in SETTINGS.items()}
     settings["YUANJIAO_RECORDINGS_DIR"] = str(Path(instance_path) / "recordings")
+    settings["YUANJIAO_HLS_DIR"] = str(Path(instance_path) / "hls")
     return {
         "SECRET_KEY": None,  # filled from instance/secret_key on first start
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(instance_path) / 'yuanjiao.sqlite3'}",

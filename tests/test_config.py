@@ -27,6 +27,8 @@ SAMPLES = {
     "YUANJIAO_ICE_SERVERS": ('[{"urls": "stun:stun.example:3478"}]',
                              [{"urls": "stun:stun.example:3478"}]),
     "YUANJIAO_RECORDINGS_DIR": ("/srv/recordings", "/srv/recordings"),
+    "YUANJIAO_HLS_DIR": ("/srv/hls", "/srv/hls"),
+    "YUANJIAO_HLS_ACCEL": ("1", True),
     "YUANJIAO_HORIZON_DAYS": ("100", 100),
     "YUANJIAO_STUDY_HOURS_REQUIRED": ("56", 56.0),
     "YUANJIAO_MAKEUP_SHARE": ("0.75", 0.75),
