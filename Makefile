@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # Two cores: run the plain tests in two workers, the media and browser tests one at a time.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help extract-messages setup setup-dev run serve test test-sqlite test-postgres test-live lint format bench vendor translations clean stack stack-down stack-deps
+.PHONY: help extract-messages setup setup-dev run serve test test-sqlite test-postgres test-live lint format bench vendor translations clean stack stack-down stack-deps stack-smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ stack-deps: ## Debian packages the stack needs (nginx); PostgreSQL and Redis are
 
 stack: setup stack-deps ## Start nginx :8080, 2 gunicorn web processes, a media node (PostgreSQL, Redis)
 	$(BIN)/python deploy/stack.py up
+
+stack-smoke: ## Check a running stack through nginx: check-in across processes, HLS (admin env)
+	$(BIN)/python deploy/smoke.py
 
 stack-down: ## Stop what `make stack` started
 	$(BIN)/python deploy/stack.py down
