@@ -27,6 +27,7 @@ static/vendor/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	rm -rf static/vendor && mkdir -p static/vendor/swagger-ui-dist
 	cp node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
+	cp node_modules/hls.js/dist/hls.light.min.js static/vendor/hls.min.js
 	cp node_modules/swagger-ui-dist/swagger-ui.css node_modules/swagger-ui-dist/swagger-ui-bundle.js \
 	   node_modules/swagger-ui-dist/swagger-ui-standalone-preset.js static/vendor/swagger-ui-dist/
 	touch $@

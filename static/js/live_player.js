@@ -10,6 +10,8 @@
   let retryTimer = null;
   let backoff = 1;
   let ended = document.getElementById("live-status").dataset.state === "ended";
+  let failures = 0;  // WebRTC connections that failed in a row (the HLS fallback counts them)
+  const hlsFallback = window.LiveHls || null;  // the watch page's (live_hls.js)
 
   function teardown() {
     if (pc) {
@@ -35,6 +37,8 @@
       scheduleRetry(15);  // a broadcast restart is announced on the socket; this is a fallback
       return;
     }
+    failures += 1;
+    if (failures >= 3 && hlsFallback && hlsFallback.start()) return;
     Live.setStatus("waiting", "reconnecting");
     backoff = Math.min(backoff * 2, 10);
     scheduleRetry(backoff);
@@ -42,7 +46,7 @@
 
   async function connect() {
     clearTimeout(retryTimer);
-    if (pc || connecting) return;
+    if (pc || connecting || (hlsFallback && hlsFallback.active)) return;
     connecting = true;
     const mine = new RTCPeerConnection({ iceServers: cfg.iceServers || [] });
     pc = mine;
@@ -58,6 +62,7 @@
       if (pc !== mine) return;
       if (mine.connectionState === "connected") {
         backoff = 1;
+        failures = 0;
         ended = false;
         Live.setStatus("live");
       } else if (["failed", "closed", "disconnected"].indexOf(mine.connectionState) >= 0) {
@@ -105,5 +110,8 @@
   });
   window.addEventListener("pagehide", function () { Live.deleteResource(location); });
   window.livePlayer = { connect: connect, get pc() { return pc; } };
-  connect();
+  if (!(hlsFallback && (hlsFallback.forced() || !window.RTCPeerConnection)
+        && hlsFallback.start())) {
+    connect();
+  }
 })();
