@@ -66,9 +66,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         events.init_app(app)
 
     import cli
-    from core import sockets
+    from core import health, sockets
 
     sockets.init_app(app)
+    health.init_app(app)
 
     cli.init_app(app)
     if app.config["YUANJIAO_AUTO_MIGRATE"]:

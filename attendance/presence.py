@@ -80,19 +80,28 @@ return total
 
 
 class RedisSiteCounts:
-    """The same counts, shared by every web process through Redis."""
+    """The same counts, shared by every web process through Redis.
+
+    This process's own counts are kept beside them. While Redis is away the answers come
+    from those (the process goes on alone: a site is online while this process holds one
+    of its connections), and when Redis answers again this process's fields are set back
+    from them.
+    """
 
     shared = True
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis
 
-        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
         self.token = uuid.uuid4().hex
+        self.local = LocalSiteCounts()
+        self.degraded = False
         self._change = self.redis.register_script(_CHANGE)
         self._alive = threading.Event()
-        self._renew()
+        with contextlib.suppress(Exception):
+            self._renew()
         self._thread = threading.Thread(target=self._keep_alive, daemon=True,
                                         name="site-counts-alive")
         self._thread.start()
@@ -110,17 +119,43 @@ class RedisSiteCounts:
             except Exception:  # Redis away for a moment: try again at the next turn
                 log.warning("could not renew this process's presence key in Redis")
 
+    def _shared(self, key: Key, delta: int, local: int) -> int:
+        """The count across processes; this process's own when Redis does not answer."""
+        try:
+            if self.degraded:
+                self._resync()  # this change is in the local counts already
+                delta = 0
+            return int(self._change(keys=[self._site_key(key)],
+                                    args=[self.token, delta, self.prefix]))
+        except Exception:
+            if not self.degraded:
+                log.warning("Redis unreachable: site presence counted in this process only")
+            self.degraded = True
+            return local
+
+    def _resync(self) -> None:
+        """Redis is back: this process's fields become its own counts again."""
+        self._renew()
+        with self.local._lock:
+            mine = dict(self.local._counts)
+        pipe = self.redis.pipeline()
+        for key in self.redis.scan_iter(f"{self.prefix}:site:*"):
+            pipe.hdel(key, self.token)
+        for key, n in mine.items():
+            if n > 0:
+                pipe.hset(self._site_key(key), self.token, n)
+        pipe.execute()
+        self.degraded = False
+        log.info("Redis reachable again: site presence shared across processes")
+
     def add(self, key: Key) -> int:
-        return int(self._change(keys=[self._site_key(key)],
-                                args=[self.token, 1, self.prefix]))
+        return self._shared(key, 1, self.local.add(key))
 
     def remove(self, key: Key) -> int:
-        return int(self._change(keys=[self._site_key(key)],
-                                args=[self.token, -1, self.prefix]))
+        return self._shared(key, -1, self.local.remove(key))
 
     def count(self, key: Key) -> int:
-        return int(self._change(keys=[self._site_key(key)],
-                                args=[self.token, 0, self.prefix]))
+        return self._shared(key, 0, self.local.count(key))
 
     def close(self) -> None:
         """Stop renewing and forget this process (its connections are gone)."""

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
+import subprocess
+import time
 import uuid
 
 import pytest
 import redis
+import requests
 import socketio as socketio_client
 
 from attendance.presence import LocalSiteCounts, RedisSiteCounts
@@ -183,3 +186,98 @@ def test_redis_counts_span_processes_and_forget_a_dead_one(redis_url):
         r = redis.Redis.from_url(redis_url)
         for key in r.scan_iter(f"{prefix}:*"):
             r.delete(key)
+
+
+# --- Redis away ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own, which the test may stop and start again."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(tmp_path)]
+    procs: list[subprocess.Popen] = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        for _ in range(50):
+            try:
+                redis.Redis(port=port).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise RuntimeError("redis-server did not start")
+
+    def stop() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(10)
+
+    start()
+    yield {"url": f"redis://127.0.0.1:{port}/0", "start": start, "stop": stop}
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_redis_counts_go_on_alone_while_redis_is_away_and_share_again(own_redis):
+    a = RedisSiteCounts(own_redis["url"], "t")
+    b = RedisSiteCounts(own_redis["url"], "t")
+    try:
+        assert a.add((1, 1)) == 1
+        assert b.add((1, 1)) == 2
+        own_redis["stop"]()
+        # Each process counts its own connections: nothing fails, A's site is offline for A.
+        assert a.remove((1, 1)) == 0
+        assert a.degraded
+        assert b.add((1, 2)) == 1
+        own_redis["start"]()  # an empty Redis: the processes put their own counts back
+        assert b.count((1, 1)) == 1
+        assert not b.degraded
+        assert a.add((1, 1)) == 2
+        assert a.count((1, 2)) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.live
+def test_redis_down_a_single_process_keeps_working_and_says_degraded(live_server_factory):
+    from tests.conftest import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = live_server_factory({"YUANJIAO_MEDIA": "off", "REDIS_URL": dead}, gunicorn=True)
+    health = requests.get(server.url + "/api/health", timeout=10).json()
+    assert health == {"ok": True, "degraded": True, "redis": "down"}
+    login = requests.get(server.url + "/login", timeout=10)
+    assert 'id="service-degraded"' in login.text
+    w = _world(server)
+    occ, site = w["occurrence_id"], w["site_id"]
+    ref = {"occurrence_id": occ, "site_id": site}
+    socks: list[Sock] = []
+    try:
+        dashboard = Sock(server.url, w["token"])
+        socks.append(dashboard)
+        assert dashboard.call("dashboard:join", {"occurrence_id": occ})["ok"]
+        screen = Sock(server.url, w["screen"])
+        socks.append(screen)
+        assert screen.call("site:join", ref)["ok"]
+        dashboard.wait_for("site:status", lambda d: d["site_id"] == site and d["online"])
+        ack = screen.call("roll_call:mark", {**ref, "member_ids": [w["member_id"]],
+                                             "state": "present",
+                                             "event_id": uuid.uuid4().hex})
+        assert ack["ok"], ack
+        assert ack["stored"] == 1, ack
+        dashboard.wait_for("attendance:update", lambda d: d["member_id"] == w["member_id"])
+        screen.close()
+        dashboard.wait_for("site:status", lambda d: d["site_id"] == site and not d["online"])
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_health_without_redis(client):
+    assert client.get("/api/health").json == {"ok": True, "degraded": False, "redis": "off"}
