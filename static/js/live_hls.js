@@ -56,6 +56,13 @@
     return true;
   }
 
-  window.LiveHls = { start: start, forced: forced, usable: usable,
+  /** Seconds between the wall clock and the frame on screen: the segments carry
+   *  EXT-X-PROGRAM-DATE-TIME, the time the engine received the frame (hls.js only). */
+  function latency() {
+    if (!hls || !hls.playingDate) return null;
+    return (Date.now() - hls.playingDate.getTime()) / 1000;
+  }
+
+  window.LiveHls = { start: start, forced: forced, usable: usable, latency: latency,
                      get active() { return active; } };
 })();

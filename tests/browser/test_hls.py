@@ -47,6 +47,14 @@ def test_member_plays_the_lecture_with_hls_js(live_server, browser):
         # hls.js plays from the playlist, not from a WebRTC stream.
         assert page.evaluate("document.getElementById('live-video').srcObject === null")
         assert page.evaluate("window.livePlayer.pc === null")
+        # Latency: the clock against the date of the frame on screen (the segments' dates
+        # are when the engine received the frame; the publisher is on this machine).
+        samples = []
+        for _ in range(5):
+            page.wait_for_timeout(1000)
+            samples.append(page.evaluate("window.LiveHls.latency()"))
+        print(f"HLS latency (clock - EXT-X-PROGRAM-DATE-TIME on screen): {samples} s")
+        assert all(s is not None and 0 < s <= 5 for s in samples), samples
         requests.delete(base + locations["whip"], headers={"Authorization": f"Bearer {key}"},
                         timeout=30).raise_for_status()
         on_client(publisher.close())
