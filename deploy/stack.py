@@ -9,6 +9,9 @@ What `up` starts (pids, logs and the rendered nginx configuration under instance
 - the database `yuanjiao_stack` on the machine's PostgreSQL (created if missing);
 - the machine's Redis is used as it is (started like .ci/run does when it is not running);
 - one media origin, `python -m video.node`, on YUANJIAO_STACK_NODE_PORT (8190);
+- YUANJIAO_STACK_JANUS (2) Janus edges (Debian's janus, deploy/janus/*.jcfg.in): HTTP API
+  on 127.0.0.1:8188, 8189..., only the Streaming plugin, an API secret and an admin key
+  kept under instance/stack/;
 - YUANJIAO_STACK_WEB (2) gunicorn gevent web processes, each `gunicorn --config
   gunicorn.conf.py` on its own port from YUANJIAO_STACK_WEB_PORT (8101), sharing rooms and
   site presence through Redis; the first one migrates and seeds (under the start-up
@@ -50,6 +53,10 @@ PG_SERVER = os.environ.get("YUANJIAO_STACK_PG", "postgresql://postgres@127.0.0.1
 PG_DB = os.environ.get("YUANJIAO_STACK_DB", "yuanjiao_stack")
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+JANUS = shutil.which("janus") or "/usr/bin/janus"
+JANUS_COUNT = int(os.environ.get("YUANJIAO_STACK_JANUS", "2"))
+JANUS_HTTP_PORT = int(os.environ.get("YUANJIAO_STACK_JANUS_PORT", "8188"))
+JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
 
 
 def log(message: str) -> None:
@@ -160,6 +167,36 @@ def _nginx_conf() -> Path:
     return conf
 
 
+def _janus_edges(api_secret: str, admin_key: str) -> list[str]:
+    """Render each edge's configuration and start it; their API URLs."""
+    urls = []
+    libs = JANUS_LIBS if JANUS_LIBS.exists() else next(Path("/usr/lib").glob("*/janus"))
+    for i in range(JANUS_COUNT):
+        name = f"janus{i + 1}"
+        folder = STATE / name
+        for sub, lib in (("plugins", "plugins/libjanus_streaming.so"),
+                         ("transports", "transports/libjanus_http.so"), ("none", None)):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            if lib and not (folder / lib).exists():
+                (folder / lib).symlink_to(libs / lib)
+        port = JANUS_HTTP_PORT + i
+        values = {"DIR": str(folder), "NAME": name, "API_SECRET": api_secret,
+                  "ADMIN_KEY": admin_key, "HTTP_PORT": str(port),
+                  "RTP_RANGE": f"{20000 + i * 1000}-{20999 + i * 1000}",
+                  "MOUNT_RANGE": f"{30000 + i * 1000}-{30999 + i * 1000}"}
+        for template in sorted((DEPLOY / "janus").glob("*.jcfg.in")):
+            text = template.read_text()
+            for key, value in values.items():
+                text = text.replace("@" + key + "@", value)
+            (folder / template.name.removesuffix(".in")).write_text(text)
+        _spawn(name, [JANUS, "-C", str(folder / "janus.jcfg"), "-F", str(folder)],
+               dict(os.environ))
+        urls.append(f"http://127.0.0.1:{port}/janus")
+    for i, url in enumerate(urls):
+        _wait_http(url + "/info", f"janus{i + 1}", timeout=30)
+    return urls
+
+
 def up() -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     (INSTANCE / "hls").mkdir(parents=True, exist_ok=True)
@@ -168,6 +205,8 @@ def up() -> None:
     db_url = _database()
     _redis()
     node_secret = _secret("node_secret")
+    janus_secret, janus_key = _secret("janus_secret"), _secret("janus_admin_key")
+    edges = _janus_edges(janus_secret, janus_key) if JANUS_COUNT else []
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": db_url,
@@ -178,6 +217,9 @@ def up() -> None:
         "YUANJIAO_HLS_DIR": str(INSTANCE / "hls"),
         # nginx sends the HLS files once the app has said who may have them.
         "YUANJIAO_HLS_ACCEL": "1",
+        "YUANJIAO_JANUS_EDGES": ",".join(edges),
+        "YUANJIAO_JANUS_SECRET": janus_secret,
+        "YUANJIAO_JANUS_ADMIN_KEY": janus_key,
     })
     _spawn("node", [PY, "-m", "video.node", "--port", str(NODE_PORT), "--secret",
                     node_secret], env)
@@ -201,7 +243,7 @@ def up() -> None:
                        check=True)
     _wait_http(f"http://{LISTEN}/api/openapi.json", "nginx")
     log(f"up: http://{LISTEN}/ ({WEB_COUNT} web processes, media node :{NODE_PORT}, "
-        f"database {PG_DB}, Redis {REDIS_URL})")
+        f"{len(edges)} Janus edges {' '.join(edges)}, database {PG_DB}, Redis {REDIS_URL})")
 
 
 def _stop(name: str, timeout: float = 20.0) -> None:
@@ -229,6 +271,8 @@ def down() -> None:
     for path in sorted(STATE.glob("web*.pid")):
         _stop(path.stem)
     _stop("node")
+    for path in sorted(STATE.glob("janus*.pid")):
+        _stop(path.stem)
     log("down")
 
 
