@@ -50,6 +50,12 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_HLS_DIR": (None, str),  # instance/hls
     # Behind nginx: answer HLS requests with X-Accel-Redirect, nginx sends the files.
     "YUANJIAO_HLS_ACCEL": (False, _bool),
+    # Janus edges (video.janus): their HTTP API URLs, API secret, Streaming admin key; the
+    # origin keeps sites until it serves this many, then sites watch from an edge.
+    "YUANJIAO_JANUS_EDGES": ([], _url_list),
+    "YUANJIAO_JANUS_SECRET": ("", str),
+    "YUANJIAO_JANUS_ADMIN_KEY": ("", str),
+    "YUANJIAO_ORIGIN_MAX_SITES": (300, int),
     # Materialize open-ended recurrences this far ahead.
     "YUANJIAO_HORIZON_DAYS": (400, int),
     "YUANJIAO_STUDY_HOURS_REQUIRED": (32, float),

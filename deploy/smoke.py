@@ -168,10 +168,68 @@ async def hls(w: dict, admin: str) -> None:
         anonymous = await loop.run_in_executor(None, lambda: requests.get(url, timeout=10))
         if anonymous.status_code != 401:
             fail(f"anonymous playlist: {anonymous.status_code}")
+        await edge_site(w, admin)
     finally:
         await loop.run_in_executor(None, lambda: requests.delete(
             BASE + location, headers={"Authorization": f"Bearer {admin}"}, timeout=30))
         await pc.close()
+
+
+async def edge_site(w: dict, admin: str) -> None:
+    """With YUANJIAO_ORIGIN_MAX_SITES=0 the site watches from a Janus edge: our signalling
+    relays the edge's offer; frames arrive; the live API names the edge (`served_by`)."""
+    occ, loop = w["occurrence_id"], asyncio.get_running_loop()
+    screen = {"Authorization": f"Bearer {w['screen']}"}
+    started = time.monotonic()
+    r = await loop.run_in_executor(None, lambda: requests.post(
+        f"{BASE}/live/{occ}/play?site={w['site_id']}", headers=screen, timeout=30))
+    if r.status_code != 200:
+        fail(f"play: {r.status_code} {r.text[:300]}")
+    body = r.json()
+    if body["via"] != "edge":
+        print("smoke: the origin serves the site (start the stack with "
+              "YUANJIAO_ORIGIN_MAX_SITES=0 to check the edges)", flush=True)
+        return
+    pc = RTCPeerConnection()
+    frames = asyncio.Event()
+    got = {"n": 0}
+    pulls: list[asyncio.Task] = []
+
+    @pc.on("track")
+    def _track(track):
+        async def pull():
+            while True:
+                try:
+                    await track.recv()
+                except Exception:
+                    return
+                if track.kind == "video":
+                    got["n"] += 1
+                    if got["n"] >= 30:
+                        frames.set()
+        pulls.append(asyncio.ensure_future(pull()))
+
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body["offer"], type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    a = await loop.run_in_executor(None, lambda: requests.post(
+        f"{BASE}{body['location']}/answer", data=pc.localDescription.sdp, timeout=30,
+        headers={**screen, "Content-Type": "application/sdp"}))
+    if a.status_code != 204:
+        fail(f"answer: {a.status_code} {a.text[:300]}")
+    try:
+        await asyncio.wait_for(frames.wait(), 20)
+    except TimeoutError:
+        fail(f"no frames from edge {body['edge']} in 20 s ({got['n']} frames)")
+    print(f"smoke: site plays from edge {body['edge']}: 30 frames after "
+          f"{time.monotonic() - started:.1f} s", flush=True)
+    live = api("GET", f"/api/v1/occurrences/{occ}/live", admin)
+    served = [s.get("served_by") for s in live["sites"] if s.get("site_id") == w["site_id"]]
+    if served != [body["edge"]]:
+        fail(f"live API served_by {served}, expected [{body['edge']}]")
+    print(f"smoke: live API: site served_by {served[0]}", flush=True)
+    await loop.run_in_executor(None, lambda: requests.delete(
+        f"{BASE}{body['location']}", headers=screen, timeout=30))
+    await pc.close()
 
 
 def main() -> None:

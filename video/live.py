@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from extensions import db
-from video import media, service
+from video import janus_views, media, service
 
 
 def live_payload(occurrence_id: int) -> dict[str, Any]:
     """The state of an occurrence's broadcast, its connected sites and its figures."""
     stats = media.media_stats(occurrence_id) if media.media_enabled() else None
     state = service.live_state(db.session, occurrence_id, (stats or {}).get("state"))
-    return {"occurrence_id": occurrence_id, "state": state,
-            "sites": media.public_sites(stats) if state == "live" else [],
+    sites = []
+    if state == "live":
+        sites = [{**s, "served_by": "origin"} for s in media.public_sites(stats)]
+        sites += janus_views.served_sites(occurrence_id)
+    return {"occurrence_id": occurrence_id, "state": state, "sites": sites,
             "stats": media.public_stats(stats) if state == "live" else {}}

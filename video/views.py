@@ -30,7 +30,7 @@ from core.types import utcnow
 from extensions import csrf, db
 from org.models import Member, Site
 from sessions import service as sessions_service
-from video import hls_views, media, service
+from video import hls_views, janus_views, media, service
 from video.engine import MediaError, parse_offer
 from video.errors import (
     BadSdp,
@@ -60,6 +60,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(pages)
     api.register_blueprint(blp)
     hls_views.init_app(app)
+    janus_views.init_app(app)
     # WHIP/WHEP carry bearer keys (OBS sends no CSRF token); cookie callers are checked
     # by current_principal(), which enforces the CSRF header for them.
     csrf.exempt(signaling)
@@ -214,6 +215,8 @@ class LiveSiteSchema(Schema):
     joined_at = fields.Float()
     first_frame_ms = fields.Integer(allow_none=True)
     codec = fields.String()
+    #: "origin", or the Janus edge the site watches from (video.janus_views).
+    served_by = fields.String()
 
 
 class LiveSchema(Schema):

@@ -14,6 +14,7 @@
   const hlsFallback = window.LiveHls || null;  // the watch page's (live_hls.js)
 
   function teardown() {
+    if (location && location.indexOf("/edge/") >= 0) Live.deleteResource(location);
     if (pc) {
       pc.onconnectionstatechange = null;
       pc.close();
@@ -44,14 +45,57 @@
     scheduleRetry(backoff);
   }
 
+  let keepaliveTimer = null;
+
+  /** Wait for ICE gathering (the answer to an edge carries its candidates), at most 3 s. */
+  function gathered(peer) {
+    if (peer.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise(function (resolve) {
+      peer.addEventListener("icegatheringstatechange", function () {
+        if (peer.iceGatheringState === "complete") resolve();
+      });
+      setTimeout(resolve, 3000);
+    });
+  }
+
+  /** A site page asks where to watch from; a Janus edge sends its offer, we answer.
+   *  Resolves null when the origin serves this page (then WHEP as before). */
+  async function viaEdge(mine) {
+    if (!cfg.siteId || !cfg.occurrenceId) return null;
+    let body;
+    try {
+      const res = await fetch("/live/" + cfg.occurrenceId + "/play?site=" + cfg.siteId, {
+        method: "POST", headers: Live.authHeaders(), credentials: "same-origin" });
+      if (!res.ok) return null;
+      body = await res.json();
+    } catch (e) { return null; }
+    if (body.via !== "edge") return null;
+    await mine.setRemoteDescription({ type: "offer", sdp: body.offer });
+    await mine.setLocalDescription(await mine.createAnswer());
+    await gathered(mine);
+    const headers = Object.assign({ "Content-Type": "application/sdp" }, Live.authHeaders());
+    const res = await fetch(body.location + "/answer", {
+      method: "POST", headers: headers, credentials: "same-origin",
+      body: mine.localDescription.sdp });
+    document.body.dataset.servedBy = body.edge;
+    clearInterval(keepaliveTimer);
+    keepaliveTimer = setInterval(async function () {
+      if (pc !== mine) { clearInterval(keepaliveTimer); return; }
+      try {
+        const k = await fetch(body.location + "/keepalive", {
+          method: "POST", headers: Live.authHeaders(), credentials: "same-origin" });
+        if (k.status === 404) onDrop();
+      } catch (e) { /* the next one, or ICE, tells */ }
+    }, (body.keepalive_seconds || 20) * 1000);
+    return { status: res.ok ? 201 : res.status, location: body.location, body: {} };
+  }
+
   async function connect() {
     clearTimeout(retryTimer);
     if (pc || connecting || (hlsFallback && hlsFallback.active)) return;
     connecting = true;
     const mine = new RTCPeerConnection({ iceServers: cfg.iceServers || [] });
     pc = mine;
-    mine.addTransceiver("video", { direction: "recvonly" });
-    mine.addTransceiver("audio", { direction: "recvonly" });
     const stream = new MediaStream();
     mine.ontrack = function (ev) {
       stream.addTrack(ev.track);
@@ -69,12 +113,22 @@
         onDrop();
       }
     };
-    let result;
+    let result = null;
     try {
-      const url = cfg.whepUrl + (cfg.siteId ? "?site=" + cfg.siteId : "");
-      result = await Live.postOffer(url, mine);
+      result = await viaEdge(mine);
     } catch (e) {
       result = { status: 0, body: { message: String(e) } };
+    }
+    if (result === null) {
+      delete document.body.dataset.servedBy;
+      mine.addTransceiver("video", { direction: "recvonly" });
+      mine.addTransceiver("audio", { direction: "recvonly" });
+      try {
+        const url = cfg.whepUrl + (cfg.siteId ? "?site=" + cfg.siteId : "");
+        result = await Live.postOffer(url, mine);
+      } catch (e) {
+        result = { status: 0, body: { message: String(e) } };
+      }
     }
     connecting = false;
     if (pc !== mine) return;
