@@ -167,30 +167,35 @@ def _nginx_conf() -> Path:
     return conf
 
 
+def render_janus(folder: Path, index: int, name: str, api_secret: str, admin_key: str,
+                 http_port: int, port_base: int = 20000) -> list[str]:
+    """Write one edge's configuration into `folder`; the command that starts it."""
+    libs = JANUS_LIBS if JANUS_LIBS.exists() else next(Path("/usr/lib").glob("*/janus"))
+    for sub, lib in (("plugins", "plugins/libjanus_streaming.so"),
+                     ("transports", "transports/libjanus_http.so"), ("none", None)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        if lib and not (folder / lib).exists():
+            (folder / lib).symlink_to(libs / lib)
+    ice, mounts = port_base + index * 1000, port_base + 10000 + index * 1000
+    values = {"DIR": str(folder), "NAME": name, "API_SECRET": api_secret,
+              "ADMIN_KEY": admin_key, "HTTP_PORT": str(http_port),
+              "RTP_RANGE": f"{ice}-{ice + 999}", "MOUNT_RANGE": f"{mounts}-{mounts + 999}"}
+    for template in sorted((DEPLOY / "janus").glob("*.jcfg.in")):
+        text = template.read_text()
+        for key, value in values.items():
+            text = text.replace("@" + key + "@", value)
+        (folder / template.name.removesuffix(".in")).write_text(text)
+    return [JANUS, "-C", str(folder / "janus.jcfg"), "-F", str(folder)]
+
+
 def _janus_edges(api_secret: str, admin_key: str) -> list[str]:
     """Render each edge's configuration and start it; their API URLs."""
     urls = []
-    libs = JANUS_LIBS if JANUS_LIBS.exists() else next(Path("/usr/lib").glob("*/janus"))
     for i in range(JANUS_COUNT):
         name = f"janus{i + 1}"
-        folder = STATE / name
-        for sub, lib in (("plugins", "plugins/libjanus_streaming.so"),
-                         ("transports", "transports/libjanus_http.so"), ("none", None)):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-            if lib and not (folder / lib).exists():
-                (folder / lib).symlink_to(libs / lib)
         port = JANUS_HTTP_PORT + i
-        values = {"DIR": str(folder), "NAME": name, "API_SECRET": api_secret,
-                  "ADMIN_KEY": admin_key, "HTTP_PORT": str(port),
-                  "RTP_RANGE": f"{20000 + i * 1000}-{20999 + i * 1000}",
-                  "MOUNT_RANGE": f"{30000 + i * 1000}-{30999 + i * 1000}"}
-        for template in sorted((DEPLOY / "janus").glob("*.jcfg.in")):
-            text = template.read_text()
-            for key, value in values.items():
-                text = text.replace("@" + key + "@", value)
-            (folder / template.name.removesuffix(".in")).write_text(text)
-        _spawn(name, [JANUS, "-C", str(folder / "janus.jcfg"), "-F", str(folder)],
-               dict(os.environ))
+        command = render_janus(STATE / name, i, name, api_secret, admin_key, port)
+        _spawn(name, command, dict(os.environ))
         urls.append(f"http://127.0.0.1:{port}/janus")
     for i, url in enumerate(urls):
         _wait_http(url + "/info", f"janus{i + 1}", timeout=30)
