@@ -237,7 +237,8 @@ class JanusEdge:
                 "id": int(occurrence_id), "description": f"occurrence {occurrence_id}",
                 "secret": self.admin_key, "permanent": False,
                 "media": [
-                    {"type": "video", "mid": "v", "port": 0, "pt": VIDEO_PT, "codec": "vp8"},
+                    {"type": "video", "mid": "v", "port": 0, "pt": VIDEO_PT, "codec": "vp8",
+                     "bufferkf": True},  # a new viewer starts at once from the last keyframe
                     {"type": "audio", "mid": "a", "port": 0, "pt": AUDIO_PT, "codec": "opus"},
                 ]})
             info = self._request({"request": "info", "id": int(occurrence_id),

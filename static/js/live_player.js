@@ -10,6 +10,7 @@
   let retryTimer = null;
   let backoff = 1;
   let ended = document.getElementById("live-status").dataset.state === "ended";
+  let edgeLost = false;  // the edge stopped sending: reconnect without backing off
   let failures = 0;  // WebRTC connections that failed in a row (the HLS fallback counts them)
   const hlsFallback = window.LiveHls || null;  // the watch page's (live_hls.js)
 
@@ -38,6 +39,12 @@
       scheduleRetry(15);  // a broadcast restart is announced on the socket; this is a fallback
       return;
     }
+    if (edgeLost) {
+      edgeLost = false;
+      Live.setStatus("waiting", "reconnecting");
+      scheduleRetry(0.3);
+      return;
+    }
     failures += 1;
     if (failures >= 3 && hlsFallback && hlsFallback.start()) return;
     Live.setStatus("waiting", "reconnecting");
@@ -46,6 +53,32 @@
   }
 
   let keepaliveTimer = null;
+  let stallTimer = null;
+
+  /** From an edge, a dead edge shows as packets that stop long before ICE gives up: after
+   *  1.5 s without a new video packet, drop and ask for an edge again (at once). */
+  function watchStall(mine) {
+    let last = -1;
+    let still = 0;
+    clearInterval(stallTimer);
+    stallTimer = setInterval(async function () {
+      if (pc !== mine) { clearInterval(stallTimer); return; }
+      if (mine.connectionState !== "connected") return;
+      let packets = 0;
+      try {
+        (await mine.getStats()).forEach(function (r) {
+          if (r.type === "inbound-rtp" && r.kind === "video") packets += r.packetsReceived || 0;
+        });
+      } catch (e) { return; }
+      if (packets === last) {
+        still += 0.5;
+        if (still >= 1.5 && pc === mine) { clearInterval(stallTimer); edgeLost = true; onDrop(); }
+      } else {
+        still = 0;
+        last = packets;
+      }
+    }, 500);
+  }
 
   /** Wait for ICE gathering (the answer to an edge carries its candidates), at most 3 s. */
   function gathered(peer) {
@@ -78,6 +111,7 @@
       method: "POST", headers: headers, credentials: "same-origin",
       body: mine.localDescription.sdp });
     document.body.dataset.servedBy = body.edge;
+    watchStall(mine);
     clearInterval(keepaliveTimer);
     keepaliveTimer = setInterval(async function () {
       if (pc !== mine) { clearInterval(keepaliveTimer); return; }

@@ -110,10 +110,10 @@ def test_sites_watch_from_edges_and_move_when_one_dies(live_server_factory, brow
         victim_page.wait_for_function(
             "(dead) => document.body.dataset.servedBy && document.body.dataset.servedBy !== dead"
             " && document.body.dataset.liveState === 'live'", arg=victim, timeout=30_000)
-        assert_playing(victim_page)
         moved = time.monotonic() - killed
+        assert_playing(victim_page)
         print(f"site moved from dead edge {victim} and plays again after {moved:.1f} s")
-        assert moved <= 15, moved
+        assert moved <= 5, moved
 
         requests.delete(base + locations["whip"], headers={"Authorization": f"Bearer {key}"},
                         timeout=30).raise_for_status()
