@@ -130,7 +130,13 @@ def answer(occurrence_id: int, token: str):
         edge.start(entry["session"], entry["handle"], sdp)
     except (requests.RequestException, janus.JanusError, ValueError) as exc:
         raise MediaUnavailable(f"转发节点不可用：{exc}") from exc
+    _tell_pages(occurrence_id)
     return Response(status=204)
+
+
+def _tell_pages(occurrence_id: int) -> None:
+    """The trainer's and organizers' pages list the sites: one joined or left an edge."""
+    media.emit_live(occurrence_id, "live", media.media_stats(occurrence_id))
 
 
 @pages.post("/live/<int:occurrence_id>/edge/<token>/keepalive")
@@ -148,6 +154,7 @@ def hang_up(occurrence_id: int, token: str):
     entry, edge = _session(occurrence_id, token)
     edges().sessions.remove(occurrence_id, token)
     edge.close(entry["session"])
+    _tell_pages(occurrence_id)
     return Response(status=204)
 
 
