@@ -48,6 +48,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
             "connect_args", {"timeout": 30, "check_same_thread": False}
         )
+    else:
+        # A database restart closes every pooled connection: test each one as it is taken
+        # from the pool, so the first request after the restart reconnects instead of
+        # failing (one round trip per checkout).
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("pool_pre_ping", True)
 
     import models  # noqa: F401  (every table known to metadata and Alembic)
 

@@ -281,3 +281,71 @@ def test_redis_down_a_single_process_keeps_working_and_says_degraded(live_server
 
 def test_health_without_redis(client):
     assert client.get("/api/health").json == {"ok": True, "degraded": False, "redis": "off"}
+
+
+# --- the database restarts ---------------------------------------------------------------
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def own_pg_database():
+    """A PostgreSQL database of this test's own (its connections may be cut)."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"yuanjiao_fault_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL not reachable: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    yield {"name": name, "url": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+           "admin": admin}
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE datname = %s", (name,))
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+@pytest.mark.live
+def test_database_connections_cut_the_app_reconnects_and_acks_only_commits(
+        own_pg_database, live_server_factory, redis_url):
+    server = live_server_factory({"YUANJIAO_MEDIA": "off", "REDIS_URL": redis_url,
+                                  "DATABASE_URL": own_pg_database["url"]}, gunicorn=True)
+    w = _world(server)
+    occ, site = w["occurrence_id"], w["site_id"]
+    ref = {"occurrence_id": occ, "site_id": site}
+    screen = Sock(server.url, w["screen"])
+    try:
+        assert screen.call("site:join", ref)["ok"]
+        assert screen.call("roll_call:mark", {**ref, "member_ids": [w["member_id"]],
+                                              "state": "present",
+                                              "event_id": uuid.uuid4().hex})["ok"]
+        # As a restart would: every connection of the app to its database is closed.
+        admin = own_pg_database["admin"]
+        cut = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (own_pg_database["name"],)).fetchone()[0]
+        assert cut >= 1
+        # The next request reconnects instead of failing.
+        live = server.api("GET", f"/api/v1/occurrences/{occ}/live", w["token"])
+        assert live.status_code == 200, live.text
+        # A check-in is acknowledged only once committed; a retry with the same event id
+        # never stores it twice.
+        event_id = uuid.uuid4().hex
+        acks = []
+        for _ in range(3):
+            ack = screen.call("roll_call:mark", {**ref, "member_ids": [w["member_id"]],
+                                                 "state": "checked_out",
+                                                 "event_id": event_id})
+            acks.append(ack)
+            if ack.get("ok"):
+                break
+        assert acks[-1]["ok"], acks
+    finally:
+        screen.close()
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/{own_pg_database['name']}") as conn:
+        rows = conn.execute("SELECT count(*) FROM attendance_events WHERE event_id LIKE %s",
+                            (f"{event_id}%",)).fetchone()[0]
+    assert rows == 1
