@@ -180,3 +180,65 @@ def site_counts_for(config: Any) -> LocalSiteCounts | RedisSiteCounts:
     if not url:
         return LocalSiteCounts()
     return RedisSiteCounts(url, redis_prefix(config))
+
+
+# --- media sessions of members watching alone ------------------------------------------------
+
+#: A member's media sessions are forgotten this long after the last change (a lecture day).
+SESSION_KEY_TTL_SECONDS = 12 * 3600
+
+
+class RedisMediaSessions:
+    """(occurrence_id, member_id) -> the media resources he holds, shared by every web
+    process: a member's viewer socket may be on another process than the one that polled
+    the media node when his WebRTC session connected, or on one started since.
+
+    Every process that polls the nodes writes the same join and leave (a set: the same
+    resource added twice is one). This process's own view is kept beside it and answers
+    while Redis is away."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        self._local: dict[tuple[int, int], set[str]] = defaultdict(set)
+
+    def _key(self, occurrence_id: int, member_id: int) -> str:
+        return f"{self.prefix}:watching:{int(occurrence_id)}:{int(member_id)}"
+
+    def joined(self, occurrence_id: int, member_id: int, resource_id: str) -> None:
+        with self._lock:
+            self._local[(occurrence_id, member_id)].add(resource_id)
+        try:
+            key = self._key(occurrence_id, member_id)
+            pipe = self.redis.pipeline()
+            pipe.sadd(key, resource_id)
+            pipe.expire(key, SESSION_KEY_TTL_SECONDS)
+            pipe.execute()
+        except Exception:
+            log.warning("Redis unreachable: media session known to this process only")
+
+    def left(self, occurrence_id: int, member_id: int, resource_id: str) -> None:
+        with self._lock:
+            held = self._local.get((occurrence_id, member_id))
+            if held is not None:
+                held.discard(resource_id)
+                if not held:
+                    self._local.pop((occurrence_id, member_id), None)
+        with contextlib.suppress(Exception):
+            self.redis.srem(self._key(occurrence_id, member_id), resource_id)
+
+    def holds(self, occurrence_id: int, member_id: int) -> bool:
+        try:
+            return bool(self.redis.scard(self._key(occurrence_id, member_id)))
+        except Exception:
+            with self._lock:
+                return bool(self._local.get((occurrence_id, member_id)))
+
+
+def media_sessions_for(config: Any) -> RedisMediaSessions | None:
+    """Shared media sessions when REDIS_URL is set; None: the registry keeps its own."""
+    url = config.get("REDIS_URL")
+    return RedisMediaSessions(url, redis_prefix(config)) if url else None

@@ -15,7 +15,7 @@ import redis
 import requests
 import socketio as socketio_client
 
-from attendance.presence import LocalSiteCounts, RedisSiteCounts
+from attendance.presence import LocalSiteCounts, RedisMediaSessions, RedisSiteCounts
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 NS = "/attendance"
@@ -242,6 +242,26 @@ def test_redis_counts_go_on_alone_while_redis_is_away_and_share_again(own_redis)
     finally:
         a.close()
         b.close()
+
+
+def test_media_sessions_are_known_to_every_process(own_redis):
+    """A member's WebRTC session reported to process A (polling the node) lets his
+    heartbeats count on process B, which started polling later; Redis away: each process
+    answers from what it saw."""
+    a = RedisMediaSessions(own_redis["url"], "t")
+    b = RedisMediaSessions(own_redis["url"], "t")
+    a.joined(5, 9, "r1")
+    assert b.holds(5, 9)
+    assert not b.holds(5, 10)
+    b.joined(5, 9, "r1")  # both processes poll the node: the same join twice is one
+    a.left(5, 9, "r1")
+    assert not b.holds(5, 9)  # one leave ends it for both
+    b.left(5, 9, "r1")
+    a.joined(5, 9, "r2")  # B was not polling yet when r2 connected
+    assert b.holds(5, 9)
+    own_redis["stop"]()
+    assert a.holds(5, 9)  # Redis away: A answers from what it saw
+    assert not b.holds(5, 9)  # and B from what it saw
 
 
 @pytest.mark.live
