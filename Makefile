@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # Two cores: run the plain tests in two workers, the media and browser tests one at a time.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help extract-messages setup setup-dev run serve test test-sqlite test-postgres test-live lint format bench vendor translations clean
+.PHONY: help extract-messages setup setup-dev run serve test test-sqlite test-postgres test-live lint format bench vendor translations clean stack stack-down stack-deps stack-smoke
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,7 @@ static/vendor/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	rm -rf static/vendor && mkdir -p static/vendor/swagger-ui-dist
 	cp node_modules/socket.io-client/dist/socket.io.min.js static/vendor/
+	cp node_modules/hls.js/dist/hls.light.min.js static/vendor/hls.min.js
 	cp node_modules/swagger-ui-dist/swagger-ui.css node_modules/swagger-ui-dist/swagger-ui-bundle.js \
 	   node_modules/swagger-ui-dist/swagger-ui-standalone-preset.js static/vendor/swagger-ui-dist/
 	touch $@
@@ -51,6 +52,19 @@ run: setup ## Run the app on its embedded defaults (SQLite, in-process media, de
 
 serve: setup ## Production web process: gunicorn, one gevent worker (docs/deployment.md)
 	$(BIN)/gunicorn --config gunicorn.conf.py
+
+stack-deps: ## Debian packages the stack needs (nginx, janus); PostgreSQL and Redis are the machine's
+	@{ [ -x /usr/sbin/nginx ] && [ -x /usr/bin/janus ]; } || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light janus >/dev/null; }
+
+stack: setup stack-deps ## Start nginx :8080, 2 gunicorn web processes, a media node (PostgreSQL, Redis)
+	$(BIN)/python deploy/stack.py up
+
+stack-smoke: ## Check a running stack through nginx: check-in across processes, HLS (admin env)
+	$(BIN)/python deploy/smoke.py
+
+stack-down: ## Stop what `make stack` started
+	$(BIN)/python deploy/stack.py down
 
 test: setup-dev ## Run every test: SQLite, PostgreSQL, then media and browser tests
 	$(MAKE) --no-print-directory test-sqlite test-postgres test-live

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request, session
+from flask import Flask, Response, jsonify, render_template, request, session
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
@@ -57,6 +57,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault(
             "connect_args", {"timeout": 30, "check_same_thread": False}
         )
+    else:
+        # A database restart closes every pooled connection: test each one as it is taken
+        # from the pool, so the first request after the restart reconnects instead of
+        # failing (one round trip per checkout).
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("pool_pre_ping", True)
 
     import models  # noqa: F401  (every table known to metadata and Alembic)
 
@@ -75,9 +80,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         events.init_app(app)
 
     import cli
-    from core import sockets
+    from core import health, sockets
 
     sockets.init_app(app)
+    health.init_app(app)
 
     cli.init_app(app)
     if app.config["YUANJIAO_AUTO_MIGRATE"]:
@@ -195,8 +201,10 @@ def _init_extensions(app: Flask) -> None:
     # match succeed (polling and websocket); they are never served: the Engine.IO
     # middleware answers /socket.io/ before Flask sees it.
     # Browsers ask for /favicon.ico whatever the page links: the same icon, cached a day.
-    app.add_url_rule("/favicon.ico", endpoint="favicon", view_func=lambda: app.send_static_file(
-        "img/favicon.svg"), methods=["GET"])
+    icon = (Path(app.static_folder) / "img" / "favicon.svg").read_bytes()
+    app.add_url_rule("/favicon.ico", endpoint="favicon", methods=["GET"],
+                     view_func=lambda: Response(icon, mimetype="image/svg+xml", headers={
+                         "Cache-Control": "public, max-age=86400"}))
     app.add_url_rule("/socket.io/", endpoint="socketio_transport",
                      view_func=_socketio_transport, methods=["GET", "POST"])
     app.add_url_rule("/socket.io/", endpoint="socketio_websocket",

@@ -53,6 +53,16 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     "YUANJIAO_CORS_ORIGINS": ([], _origin_list),
     "YUANJIAO_RECORDINGS_DIR": (None, str),  # instance/recordings
+    # HLS for members watching alone: the packager writes <dir>/<occurrence_id>/ (video.hls).
+    "YUANJIAO_HLS_DIR": (None, str),  # instance/hls
+    # Behind nginx: answer HLS requests with X-Accel-Redirect, nginx sends the files.
+    "YUANJIAO_HLS_ACCEL": (False, _bool),
+    # Janus edges (video.janus): their HTTP API URLs, API secret, Streaming admin key; the
+    # origin keeps sites until it serves this many, then sites watch from an edge.
+    "YUANJIAO_JANUS_EDGES": ([], _url_list),
+    "YUANJIAO_JANUS_SECRET": ("", str),
+    "YUANJIAO_JANUS_ADMIN_KEY": ("", str),
+    "YUANJIAO_ORIGIN_MAX_SITES": (300, int),
     # Materialize open-ended recurrences this far ahead.
     "YUANJIAO_HORIZON_DAYS": (400, int),
     "YUANJIAO_STUDY_HOURS_REQUIRED": (32, float),
@@ -89,6 +99,7 @@ def default_config(instance_path: str) -> dict[str, Any]:
     settings = {name: (list(default) if isinstance(default, list) else default)
                 for name, (default, _parse) in SETTINGS.items()}
     settings["YUANJIAO_RECORDINGS_DIR"] = str(Path(instance_path) / "recordings")
+    settings["YUANJIAO_HLS_DIR"] = str(Path(instance_path) / "hls")
     return {
         "SECRET_KEY": None,  # filled from instance/secret_key on first start
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{Path(instance_path) / 'yuanjiao.sqlite3'}",

@@ -11,7 +11,6 @@ import functools
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from flask import Flask, current_app, g, request, url_for
 from flask_socketio import ConnectionRefusedError, join_room
 
 from accounts.models import User
-from attendance import live, watching
+from attendance import live, presence, watching
 from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
@@ -36,10 +35,18 @@ NS = live.NAMESPACE
 _lock = threading.Lock()
 
 
-def _site_count() -> dict[tuple[int, int], int]:
+def _site_count() -> presence.LocalSiteCounts | presence.RedisSiteCounts:
     """This app's (occurrence_id, site_id) -> how many open connections joined that site's
-    room (per app: ids repeat across apps, e.g. in tests)."""
-    return current_app.extensions.setdefault("attendance_site_count", defaultdict(int))
+    room: across every web process through Redis when REDIS_URL is set, else in this
+    process (per app: ids repeat across apps, e.g. in tests)."""
+    counts = current_app.extensions.get("attendance_site_count")
+    if counts is None:
+        with _lock:
+            counts = current_app.extensions.get("attendance_site_count")
+            if counts is None:
+                counts = presence.site_counts_for(current_app.config)
+                current_app.extensions["attendance_site_count"] = counts
+    return counts
 
 
 def _auth_ttl() -> float:
@@ -221,13 +228,13 @@ def disconnect(*_args: Any) -> None:
     if conn is None:
         return
     counts = _site_count()
-    with _lock:
-        gone = []
-        for key in conn.sites:
-            counts[key] -= 1
-            if counts[key] <= 0:
-                counts.pop(key, None)
+    gone = []
+    for key in conn.sites:
+        try:
+            if counts.remove(key) <= 0:
                 gone.append(key)
+        except Exception:
+            log.exception("could not count site %s's connection out", key[1])
     for occurrence_id, site_id in gone:
         try:
             if _site_presence(occurrence_id, site_id, online=False):
@@ -267,11 +274,11 @@ def site_join(data: Any) -> dict[str, Any]:
     online = _site_presence(occurrence_id, site_id, online=True)
     join_room(live.site_room(occurrence_id, site_id))
     conn = _conn()
-    counts = _site_count()
     with _lock:
-        if key not in conn.sites:
-            conn.sites.add(key)
-            counts[key] += 1
+        first = key not in conn.sites
+        conn.sites.add(key)
+    if first:
+        _site_count().add(key)
     if online:
         live.publish_site_status(occurrence_id, site_id, True)
     occurrence = svc.get_occurrence(db.session, occurrence_id)

@@ -4,7 +4,9 @@ A member watching alone counts only while he holds a live media session for that
 occurrence (a WHEP connection the media engine reports as connected, bound to him by his
 login). The engine's `subscriber_joined` / `subscriber_left` signals (video.service) feed
 this registry; every web process receives them (in-process engine, or each process polling
-the media nodes' event streams), so each process knows the same sessions.
+the media nodes' event streams). With REDIS_URL the sessions are kept in Redis
+(attendance.presence.RedisMediaSessions), so a process that started polling later, or
+was restarted, knows the sessions that connected before.
 
 Heartbeats are coalesced here too: at most one stored per member and occurrence per
 `coalesce_seconds` (the rules need a sign of life within the grace period, not every 15 s).
@@ -25,16 +27,25 @@ EXTENSION = "attendance_watching"
 class Watching:
     """Per app: (occurrence_id, member_id) -> the media resources he holds; last beats."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: Any = None) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[int, int], set[str]] = defaultdict(set)
         self._last_stored: dict[tuple[int, int], float] = {}
+        #: With REDIS_URL, the sessions live in Redis for every web process
+        #: (attendance.presence.RedisMediaSessions); heartbeat coalescing stays here.
+        self.shared = shared
 
     def joined(self, occurrence_id: int, member_id: int, resource_id: str) -> None:
+        if self.shared is not None:
+            self.shared.joined(occurrence_id, member_id, resource_id)
+            return
         with self._lock:
             self._sessions[(occurrence_id, member_id)].add(resource_id)
 
     def left(self, occurrence_id: int, member_id: int, resource_id: str) -> None:
+        if self.shared is not None:
+            self.shared.left(occurrence_id, member_id, resource_id)
+            return
         with self._lock:
             held = self._sessions.get((occurrence_id, member_id))
             if held is not None:
@@ -43,6 +54,8 @@ class Watching:
                     self._sessions.pop((occurrence_id, member_id), None)
 
     def holds(self, occurrence_id: int, member_id: int) -> bool:
+        if self.shared is not None:
+            return self.shared.holds(occurrence_id, member_id)
         with self._lock:
             return bool(self._sessions.get((occurrence_id, member_id)))
 
@@ -66,7 +79,9 @@ def watching(app: Flask | None = None) -> Watching:
     app = app or current_app
     state = app.extensions.get(EXTENSION)
     if state is None:
-        state = app.extensions.setdefault(EXTENSION, Watching())
+        from attendance.presence import media_sessions_for
+
+        state = app.extensions.setdefault(EXTENSION, Watching(media_sessions_for(app.config)))
     return state
 
 

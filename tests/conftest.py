@@ -60,6 +60,7 @@ def app_config(tmp_path, database_url_base) -> dict:
         "YUANJIAO_DEMO": False,
         "YUANJIAO_MEDIA": "off",
         "YUANJIAO_RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "YUANJIAO_HLS_DIR": str(tmp_path / "hls"),
         "WTF_CSRF_ENABLED": False,
     }
 

@@ -32,6 +32,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from video import hls
 from video.ice import etag_for, parse_sdpfrag
 from video.relay import (
     AUDIO_TIME_BASE,
@@ -186,6 +187,8 @@ class Broadcast:
         self.media_relay: MediaRelay | None = None
         self.relay_sources: dict[str, Any] = {}
         self._video_pump_track: Any = None
+        # HLS for members watching alone: one more consumer of the decoded frames.
+        self.hls = hls.packager_for(options)
         self.ensure_video_source("vp8")
 
     # --- sources -----------------------------------------------------------------------
@@ -256,6 +259,8 @@ class Broadcast:
                     if codec == "vp8" and self.recorder is not None:
                         self.recorder.write_video(packet, encoder.width, encoder.height)
             self.frames_encoded += 1
+            if self.hls is not None:  # after the encoders: the frame is the packager's now
+                self.hls.push_video(frame)
             now = time.monotonic()
             self._fps_window.append(now)
             while self._fps_window and self._fps_window[0] < now - 2:
@@ -273,6 +278,8 @@ class Broadcast:
             except Exception:
                 log.exception("audio encode failed (occurrence %s)", self.occurrence_id)
                 continue
+            if self.hls is not None:
+                self.hls.push_audio(frame)
             for packet in packets:
                 self.audio_source.publish(packet)
                 if self.recorder is not None:
@@ -726,6 +733,8 @@ class MediaEngine:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(broadcast.executor, lambda: None)
         broadcast.executor.shutdown(wait=False)
+        if broadcast.hls is not None:
+            broadcast.hls.close()  # its thread writes the end of the playlist
         recording = None
         if broadcast.recorder is not None:
             duration = broadcast.recorder.close()

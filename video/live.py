@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from extensions import db
-from video import media, service
+from video import janus_views, media, service
 
 
 def live_payload(occurrence_id: int, *, with_resources: bool = False) -> dict[str, Any]:
@@ -17,7 +17,10 @@ def live_payload(occurrence_id: int, *, with_resources: bool = False) -> dict[st
     (resource ids only `with_resources`: for those who manage the occurrence)."""
     stats = media.media_stats(occurrence_id) if media.media_enabled() else None
     state = service.live_state(db.session, occurrence_id, (stats or {}).get("state"))
-    return {"occurrence_id": occurrence_id, "state": state,
-            "sites": media.public_sites(stats, with_resources=with_resources)
-            if state == "live" else [],
+    sites = []
+    if state == "live":
+        sites = [{**s, "served_by": "origin"}
+                 for s in media.public_sites(stats, with_resources=with_resources)]
+        sites += janus_views.served_sites(occurrence_id)
+    return {"occurrence_id": occurrence_id, "state": state, "sites": sites,
             "stats": media.public_stats(stats) if state == "live" else {}}

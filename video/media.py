@@ -303,8 +303,13 @@ def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
 
 def emit_live(occurrence_id: int, state: str, stats: dict[str, Any] | None = None) -> None:
     """Tell the room `live:<id>` the state and the connected sites (any thread)."""
+    sites = [{**s, "served_by": "origin"} for s in public_sites(stats)]
+    if state == "live":
+        from video.janus_views import served_sites  # the sites on the Janus edges
+
+        sites += served_sites(occurrence_id)
     socketio.emit("state", {"occurrence_id": occurrence_id, "state": state,
-                            "sites": public_sites(stats), "stats": public_stats(stats)},
+                            "sites": sites, "stats": public_stats(stats)},
                   to=room(occurrence_id), namespace=NAMESPACE)
 
 

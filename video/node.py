@@ -14,6 +14,8 @@ engine's synchronous interface:
 - `DELETE /resources/<resource_id>`, `POST /end/<occurrence_id>`,
   `GET /stats/<occurrence_id>`, `POST /record/<occurrence_id>` ({"path": ...}).
 - `GET /events?after=<seq>&wait=<seconds>`: the event log, long-polled by the web app.
+- `POST /forward/<occurrence_id>` ({edge, host, video_port, audio_port}): send the
+  broadcast as RTP to a Janus edge's mountpoint (video.janus).
 
 Recordings are written where the web app says (`record_path`), so the node and the web
 app must share YUANJIAO_RECORDINGS_DIR (the same path on a shared disk), or the node's
@@ -35,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from video import janus
 from video.engine import MediaEngine, MediaError
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,9 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
             elif method == "POST" and (m := re.fullmatch(r"/record/(\d+)", path)):
                 body = json.loads(self._body() or b"{}")
                 self._send(200, {"ok": engine.record(int(m.group(1)), body.get("path"))})
+            elif method == "POST" and (m := re.fullmatch(r"/forward/(\d+)", path)):
+                body = json.loads(self._body() or b"{}")  # RTP to a Janus edge (video.janus)
+                self._send(200, {"ok": janus.forward(engine, int(m.group(1)), body)})
             elif method == "GET" and path == "/events":
                 after = int(query["after"][0]) if "after" in query else None
                 wait = min(25.0, float(query.get("wait", ["20"])[0]))

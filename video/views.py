@@ -30,7 +30,7 @@ from core.types import utcnow
 from extensions import csrf, db
 from org.models import Member, Site
 from sessions import service as sessions_service
-from video import http, media, service
+from video import hls_views, http, janus_views, media, service
 from video.engine import MediaError, parse_offer
 from video.errors import (
     BadSdp,
@@ -61,6 +61,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(signaling)
     app.register_blueprint(pages)
     api.register_blueprint(blp)
+    hls_views.init_app(app)
+    janus_views.init_app(app)
     # WHIP/WHEP carry bearer keys (OBS sends no CSRF token); cookie callers are checked
     # by current_principal(), which enforces the CSRF header for them.
     csrf.exempt(signaling)
@@ -157,7 +159,8 @@ def whip_publish(occurrence_id: int):
     absolute = f"{media.recordings_dir()}/{relative}"
     study = occurrence.session
     options = {"user_id": user.id, "bitrate_kbps": study.video_bitrate_kbps,
-               "height": study.video_height, "record_path": absolute}
+               "height": study.video_height, "record_path": absolute,
+               **hls_views.publish_options(occurrence.id)}
     result = _media_call(media.backend().publish, occurrence.id, sdp, options)
     if result.get("started"):
         service.fail_stale_recordings(db.session, occurrence.id, now)
@@ -276,6 +279,8 @@ class LiveSiteSchema(Schema):
     joined_at = fields.Float()
     first_frame_ms = fields.Integer(allow_none=True)
     codec = fields.String()
+    #: "origin", or the Janus edge the site watches from (video.janus_views).
+    served_by = fields.String()
 
 
 class LiveSchema(Schema):

@@ -10,8 +10,12 @@
   let retryTimer = null;
   let backoff = 1;
   let ended = document.getElementById("live-status").dataset.state === "ended";
+  let edgeLost = false;  // the edge stopped sending: reconnect without backing off
+  let failures = 0;  // WebRTC connections that failed in a row (the HLS fallback counts them)
+  const hlsFallback = window.LiveHls || null;  // the watch page's (live_hls.js)
 
   function teardown() {
+    if (location && location.indexOf("/edge/") >= 0) Live.deleteResource(location);
     if (pc) {
       pc.onconnectionstatechange = null;
       pc.close();
@@ -35,19 +39,97 @@
       scheduleRetry(15);  // a broadcast restart is announced on the socket; this is a fallback
       return;
     }
+    if (edgeLost) {
+      edgeLost = false;
+      Live.setStatus("waiting", "reconnecting");
+      scheduleRetry(0.3);
+      return;
+    }
+    failures += 1;
+    if (failures >= 3 && hlsFallback && hlsFallback.start()) return;
     Live.setStatus("waiting", "reconnecting");
     backoff = Math.min(backoff * 2, 10);
     scheduleRetry(backoff);
   }
 
+  let keepaliveTimer = null;
+  let stallTimer = null;
+
+  /** From an edge, a dead edge shows as packets that stop long before ICE gives up: after
+   *  1.5 s without a new video packet, drop and ask for an edge again (at once). */
+  function watchStall(mine) {
+    let last = -1;
+    let still = 0;
+    clearInterval(stallTimer);
+    stallTimer = setInterval(async function () {
+      if (pc !== mine) { clearInterval(stallTimer); return; }
+      if (mine.connectionState !== "connected") return;
+      let packets = 0;
+      try {
+        (await mine.getStats()).forEach(function (r) {
+          if (r.type === "inbound-rtp" && r.kind === "video") packets += r.packetsReceived || 0;
+        });
+      } catch (e) { return; }
+      if (packets === last) {
+        still += 0.5;
+        if (still >= 1.5 && pc === mine) { clearInterval(stallTimer); edgeLost = true; onDrop(); }
+      } else {
+        still = 0;
+        last = packets;
+      }
+    }, 500);
+  }
+
+  /** Wait for ICE gathering (the answer to an edge carries its candidates), at most 3 s. */
+  function gathered(peer) {
+    if (peer.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise(function (resolve) {
+      peer.addEventListener("icegatheringstatechange", function () {
+        if (peer.iceGatheringState === "complete") resolve();
+      });
+      setTimeout(resolve, 3000);
+    });
+  }
+
+  /** A site page asks where to watch from; a Janus edge sends its offer, we answer.
+   *  Resolves null when the origin serves this page (then WHEP as before). */
+  async function viaEdge(mine) {
+    if (!cfg.siteId || !cfg.occurrenceId) return null;
+    let body;
+    try {
+      const res = await fetch("/live/" + cfg.occurrenceId + "/play?site=" + cfg.siteId, {
+        method: "POST", headers: Live.authHeaders(), credentials: "same-origin" });
+      if (!res.ok) return null;
+      body = await res.json();
+    } catch (e) { return null; }
+    if (body.via !== "edge") return null;
+    await mine.setRemoteDescription({ type: "offer", sdp: body.offer });
+    await mine.setLocalDescription(await mine.createAnswer());
+    await gathered(mine);
+    const headers = Object.assign({ "Content-Type": "application/sdp" }, Live.authHeaders());
+    const res = await fetch(body.location + "/answer", {
+      method: "POST", headers: headers, credentials: "same-origin",
+      body: mine.localDescription.sdp });
+    document.body.dataset.servedBy = body.edge;
+    watchStall(mine);
+    clearInterval(keepaliveTimer);
+    keepaliveTimer = setInterval(async function () {
+      if (pc !== mine) { clearInterval(keepaliveTimer); return; }
+      try {
+        const k = await fetch(body.location + "/keepalive", {
+          method: "POST", headers: Live.authHeaders(), credentials: "same-origin" });
+        if (k.status === 404) onDrop();
+      } catch (e) { /* the next one, or ICE, tells */ }
+    }, (body.keepalive_seconds || 20) * 1000);
+    return { status: res.ok ? 201 : res.status, location: body.location, body: {} };
+  }
+
   async function connect() {
     clearTimeout(retryTimer);
-    if (pc || connecting) return;
+    if (pc || connecting || (hlsFallback && hlsFallback.active)) return;
     connecting = true;
     const mine = new RTCPeerConnection({ iceServers: cfg.iceServers || [] });
     pc = mine;
-    mine.addTransceiver("video", { direction: "recvonly" });
-    mine.addTransceiver("audio", { direction: "recvonly" });
     const stream = new MediaStream();
     mine.ontrack = function (ev) {
       stream.addTrack(ev.track);
@@ -58,18 +140,29 @@
       if (pc !== mine) return;
       if (mine.connectionState === "connected") {
         backoff = 1;
+        failures = 0;
         ended = false;
         Live.setStatus("live");
       } else if (["failed", "closed", "disconnected"].indexOf(mine.connectionState) >= 0) {
         onDrop();
       }
     };
-    let result;
+    let result = null;
     try {
-      const url = cfg.whepUrl + (cfg.siteId ? "?site=" + cfg.siteId : "");
-      result = await Live.postOffer(url, mine);
+      result = await viaEdge(mine);
     } catch (e) {
       result = { status: 0, body: { message: String(e) } };
+    }
+    if (result === null) {
+      delete document.body.dataset.servedBy;
+      mine.addTransceiver("video", { direction: "recvonly" });
+      mine.addTransceiver("audio", { direction: "recvonly" });
+      try {
+        const url = cfg.whepUrl + (cfg.siteId ? "?site=" + cfg.siteId : "");
+        result = await Live.postOffer(url, mine);
+      } catch (e) {
+        result = { status: 0, body: { message: String(e) } };
+      }
     }
     connecting = false;
     if (pc !== mine) return;
@@ -131,5 +224,8 @@
   showSound();
   window.addEventListener("pagehide", function () { Live.deleteResource(location); });
   window.livePlayer = { connect: connect, get pc() { return pc; } };
-  connect();
+  if (!(hlsFallback && (hlsFallback.forced() || !window.RTCPeerConnection)
+        && hlsFallback.start())) {
+    connect();
+  }
 })();

@@ -1,0 +1,175 @@
+"""A site page watching from a Janus edge: our signalling in front of Janus's Streaming API.
+
+    POST   /live/<occ>/play?site=<id>          -> {"via": "origin"} or
+                                                  {"via": "edge", "edge", "token", "offer"}
+    POST   /live/<occ>/edge/<token>/answer     (application/sdp: the page's answer)
+    POST   /live/<occ>/edge/<token>/keepalive  (every 20 s; 404 when the session is gone)
+    DELETE /live/<occ>/edge/<token>
+
+Who may call: as WHEP (a site screen's token, or a login that may watch; cookie callers
+send the CSRF header). The origin keeps sites up to YUANJIAO_ORIGIN_MAX_SITES; past that
+a site gets the healthy edge with the fewest viewers (video.janus.Edges.allocate), the
+edge's mountpoint is created if missing and the origin sends it RTP; Janus then offers.
+A dead edge's pages lose their connection, ask /play again and get another edge.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import requests
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from core.api import SiteScreen, current_principal
+from extensions import csrf, db
+from sessions import service as sessions_service
+from video import janus, media, service
+from video.errors import BadSdp, DomainError, MediaUnavailable, NotFound, NotLive
+
+EXTENSION = "video_janus_edges"
+KEEPALIVE_SECONDS = 20
+
+pages = Blueprint("video_janus", __name__)
+
+
+def edges(app: Flask | None = None) -> janus.Edges:
+    app = app or current_app._get_current_object()
+    state = app.extensions.get(EXTENSION)
+    if state is None:
+        state = app.extensions.setdefault(EXTENSION, janus.Edges(
+            app.config.get("YUANJIAO_JANUS_EDGES") or [],
+            app.config.get("YUANJIAO_JANUS_SECRET", ""),
+            app.config.get("YUANJIAO_JANUS_ADMIN_KEY", ""),
+            int(app.config.get("YUANJIAO_ORIGIN_MAX_SITES", 300)),
+            app.config.get("REDIS_URL"), _prefix(app)))
+    return state
+
+
+def _prefix(app: Flask) -> str:
+    import hashlib
+
+    given = app.config.get("YUANJIAO_REDIS_PREFIX")
+    if given:
+        return given
+    digest = hashlib.sha1(str(app.config["SQLALCHEMY_DATABASE_URI"]).encode()).hexdigest()
+    return f"yuanjiao:{digest[:12]}"
+
+
+@pages.errorhandler(DomainError)
+def _refused(error: DomainError):
+    db.session.rollback()
+    response = jsonify(error.to_dict())
+    response.status_code = error.status
+    if isinstance(error, NotLive):
+        response.headers["Retry-After"] = "3"
+    return response
+
+
+def _origin_sites(stats: dict[str, Any] | None) -> int:
+    return sum(1 for s in (stats or {}).get("sites", []) if s.get("kind") == "site")
+
+
+@pages.post("/live/<int:occurrence_id>/play")
+def play(occurrence_id: int):
+    """Where this page watches from: the origin (WHEP as before) or an edge (its offer)."""
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
+    principal = current_principal()
+    service.require_watch(db.session, principal, occurrence)
+    site_id = request.args.get("site", type=int)
+    info = service.subscriber_info(db.session, principal, site_id)
+    db.session.rollback()
+    all_edges = edges()
+    if not all_edges or info.get("kind") != "site" or not media.media_enabled():
+        return jsonify({"via": "origin"})
+    stats = media.media_stats(occurrence_id)
+    if (stats or {}).get("state") != "live":
+        return jsonify({"via": "origin"})  # WHEP says not live and when to retry
+    edge = all_edges.allocate(occurrence_id, _origin_sites(stats))
+    if edge is None:
+        return jsonify({"via": "origin"})
+    try:
+        mount = edge.mountpoint(occurrence_id)
+        janus.origin_forward(media.backend(), occurrence_id, {
+            "edge": edge.name, "host": mount["host"], "video_port": mount["video_port"],
+            "audio_port": mount["audio_port"]})
+        watch = edge.watch(occurrence_id)
+    except (requests.RequestException, janus.JanusError, ValueError, KeyError) as exc:
+        raise MediaUnavailable(f"转发节点不可用：{exc}") from exc
+    token = uuid.uuid4().hex
+    all_edges.sessions.put(token, {
+        "occurrence_id": occurrence_id, "site_id": info.get("site_id"),
+        "site_name": info.get("site_name"), "label": info.get("label"),
+        "edge": edge.name, "session": watch["session"], "handle": watch["handle"],
+        "joined_at": time.time(),
+        "screen": isinstance(principal, SiteScreen)})
+    return jsonify({"via": "edge", "edge": edge.name, "token": token,
+                    "offer": watch["offer"], "keepalive_seconds": KEEPALIVE_SECONDS,
+                    "location": f"/live/{occurrence_id}/edge/{token}"})
+
+
+def _session(occurrence_id: int, token: str) -> tuple[dict[str, Any], janus.JanusEdge]:
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
+    service.require_watch(db.session, current_principal(), occurrence)
+    db.session.rollback()
+    entry = edges().sessions.get(occurrence_id, token)
+    edge = edges().by_name(entry["edge"]) if entry else None
+    if entry is None or edge is None:
+        raise NotFound("该转发会话不存在或已结束", code="edge_session_gone")
+    return entry, edge
+
+
+@pages.post("/live/<int:occurrence_id>/edge/<token>/answer")
+def answer(occurrence_id: int, token: str):
+    entry, edge = _session(occurrence_id, token)
+    sdp = request.get_data(as_text=True)
+    if request.mimetype != "application/sdp" or not sdp.startswith("v=0"):
+        raise BadSdp("SDP 无效：需要 application/sdp 应答")
+    try:
+        edge.start(entry["session"], entry["handle"], sdp)
+    except (requests.RequestException, janus.JanusError, ValueError) as exc:
+        raise MediaUnavailable(f"转发节点不可用：{exc}") from exc
+    _tell_pages(occurrence_id)
+    return Response(status=204)
+
+
+def _tell_pages(occurrence_id: int) -> None:
+    """The trainer's and organizers' pages list the sites: one joined or left an edge."""
+    media.emit_live(occurrence_id, "live", media.media_stats(occurrence_id))
+
+
+@pages.post("/live/<int:occurrence_id>/edge/<token>/keepalive")
+def keepalive(occurrence_id: int, token: str):
+    entry, edge = _session(occurrence_id, token)
+    if not edge.keepalive(entry["session"]):
+        edges().sessions.remove(occurrence_id, token)
+        raise NotFound("该转发会话不存在或已结束", code="edge_session_gone")
+    edges().sessions.touch(occurrence_id, token)
+    return jsonify({"ok": True})
+
+
+@pages.delete("/live/<int:occurrence_id>/edge/<token>")
+def hang_up(occurrence_id: int, token: str):
+    entry, edge = _session(occurrence_id, token)
+    edges().sessions.remove(occurrence_id, token)
+    edge.close(entry["session"])
+    _tell_pages(occurrence_id)
+    return Response(status=204)
+
+
+def served_sites(occurrence_id: int) -> list[dict[str, Any]]:
+    """The sites watching from the edges, as the live API lists sites (`served_by`)."""
+    app = current_app._get_current_object()
+    if not app.config.get("YUANJIAO_JANUS_EDGES"):
+        return []
+    return [{"resource_id": f"edge:{e['edge']}:{e['session']}", "kind": "site",
+             "label": e.get("label") or "", "site_id": e.get("site_id"),
+             "site_name": e.get("site_name") or "", "state": "connected",
+             "joined_at": e.get("joined_at"), "served_by": e["edge"]}
+            for e in edges(app).sessions.live(occurrence_id)]
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(pages)
+    csrf.exempt(pages)  # cookie callers are checked by current_principal()
