@@ -298,8 +298,14 @@ def _set_lock(occurrence_id: int, locked: bool):
     occurrence = _managed_occurrence(occurrence_id)
     svc.require_manage_whole_occurrence(db.session, current_api_user(), occurrence)
     with serialized_write():  # SQLite: take turns with the writer thread
+        user = current_api_user()
         review = svc.set_lock(db.session, occurrence=occurrence, locked=locked,
-                              user=current_api_user(), now=utcnow())
+                              user=user, now=utcnow())
+        from accounts.service import audit
+
+        audit(db.session, "occurrence_locked" if locked else "occurrence_unlocked",
+              actor=user, username=user.username, target=f"occurrence:{occurrence.id}",
+              address=request.remote_addr)
         db.session.commit()
     live.publish_changed(occurrence.id, "lock")
     return review
