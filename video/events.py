@@ -11,7 +11,7 @@ from core.sockets import payload_id, payload_object, socket_principal
 from extensions import db, socketio
 from sessions import service as sessions_service
 from video import service
-from video.media import NAMESPACE, room
+from video.media import NAMESPACE, manage_room, room
 
 
 def init_app(app: Flask) -> None:
@@ -35,5 +35,7 @@ def join(data: Any = None) -> dict[str, Any]:
     principal = socket_principal({"token": data.get("token")})
     occurrence = sessions_service.get_occurrence(db.session, payload_id(data, "occurrence_id"))
     service.require_watch(db.session, principal, occurrence)
-    join_room(room(occurrence.id))
-    return {"ok": True, **live_payload(occurrence.id)}
+    manages = service.can_manage_live(db.session, principal, occurrence)
+    # Managers get names and handles; everyone else the same events without them.
+    join_room(manage_room(occurrence.id) if manages else room(occurrence.id))
+    return {"ok": True, **live_payload(occurrence.id, with_resources=manages)}

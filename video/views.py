@@ -255,11 +255,12 @@ class RecordingSchema(Schema):
 
 def live_payload(occurrence_id: int, *, with_resources: bool = False) -> dict[str, Any]:
     """The state of an occurrence's broadcast, its connected sites and its figures
-    (resource ids only `with_resources`: for those who manage the occurrence)."""
+    (resource ids and viewers' names only `with_resources`: for those who manage it)."""
     stats = media.media_stats(occurrence_id) if media.media_enabled() else None
     state = service.live_state(db.session, occurrence_id, (stats or {}).get("state"))
     return {"occurrence_id": occurrence_id, "state": state,
-            "sites": media.public_sites(stats, with_resources=with_resources)
+            "sites": media.public_sites(stats, with_resources=with_resources,
+                                        with_names=with_resources)
             if state == "live" else [],
             "stats": media.public_stats(stats) if state == "live" else {}}
 
