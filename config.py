@@ -74,6 +74,9 @@ def default_config(instance_path: str) -> dict[str, Any]:
         "YUANJIAO_LOGIN_MAX_FAILURES": 5,
         "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP": 20,
         "YUANJIAO_LOGIN_WINDOW_SECONDS": 900,
+        # Imports per user, and QR check-ins per member, within a minute (then 429).
+        "YUANJIAO_IMPORTS_PER_MINUTE": 10,
+        "YUANJIAO_QR_CHECKINS_PER_MINUTE": 10,
         # Requests larger than this are refused with 413 before their body is read.
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
         # Events one .ics import may hold (more is refused with 422 before parsing).
@@ -140,6 +143,7 @@ def from_environment() -> dict[str, Any]:
     for key in ("YUANJIAO_HORIZON_DAYS", "YUANJIAO_QR_ROTATE_SECONDS", "YUANJIAO_TOKEN_DAYS",
                 "YUANJIAO_ICS_MAX_EVENTS", "YUANJIAO_LOGIN_MAX_FAILURES",
                 "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP", "YUANJIAO_LOGIN_WINDOW_SECONDS",
+                "YUANJIAO_IMPORTS_PER_MINUTE", "YUANJIAO_QR_CHECKINS_PER_MINUTE",
                 "YUANJIAO_ATTENDANCE_GRACE_SECONDS", "YUANJIAO_LEFT_EARLY_MINUTES"):
         if env.get(key):
             out[key] = int(env[key])

@@ -41,6 +41,7 @@ from attendance.schemas import (
     ReviewOut,
 )
 from attendance.writer import Append, Request, serialized_write, writer_for
+from core import ratelimit
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.timeutil import iso, require_window, zone
@@ -563,6 +564,7 @@ def checkin(token: str):
         if request.method == "POST":
             if config.get("WTF_CSRF_ENABLED", True):
                 validate_csrf(request.form.get("csrf_token"))
+            ratelimit.limit_qr_check_ins(member.id)
             event = _qr_check_in(token, member, occurrence, site)
             live.publish_events([event], {member.id: member.name})
             return render_template("attendance/checkin.html", done=True, member=member,

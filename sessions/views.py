@@ -25,6 +25,7 @@ from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 
+from core import ratelimit
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
 from core.pagination import SelectPage
@@ -140,6 +141,7 @@ def import_sessions(files, form):
     """Import an .ics file (Outlook, Google, ...): multipart `file`, `site_ids`,
     `org_unit_ids` (repeated or comma separated) and optional `trainer_id`."""
     actor = current_api_user("admin", "organizer")
+    ratelimit.limit_imports(actor.id)
     content = files["file"].read()
     studies, notes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],

@@ -9,8 +9,9 @@ import pytest
 
 from accounts import service
 from accounts.passwords import check_new_password
-from accounts.throttle import LoginThrottle, MemoryStore
+from accounts.throttle import LoginThrottle
 from core.errors import ValidationError
+from core.ratelimit import MemoryStore
 
 PASSWORD = "right-pass-2026"
 
