@@ -91,6 +91,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     # X-Forwarded-For/-Proto/-Host (the login throttle counts per client address).
     "YUANJIAO_SECURE_COOKIES": (False, _bool),
     "YUANJIAO_PROXY_FIX": (False, _bool),
+    # Imports per user, and QR check-ins per member, within a minute (then 429).
+    "YUANJIAO_IMPORTS_PER_MINUTE": (10, int),
+    "YUANJIAO_QR_CHECKINS_PER_MINUTE": (10, int),
 }
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
@@ -86,3 +86,25 @@ class ApiToken(db.Model):
 
     user: Mapped[User | None] = relationship(back_populates="tokens")
     site: Mapped[Site | None] = relationship()
+
+
+class AuditEntry(db.Model):
+    """Who did what to accounts and reviews, for admins: logins (and failures), tokens,
+    user changes, attendance locks. Appended, never changed."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[intpk]
+    at: Mapped[utc_datetime] = mapped_column(default=utcnow, index=True)
+    #: The user who acted (None: an unknown username trying to log in).
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    #: login, login_failed, login_throttled, logout, token_issued, tokens_revoked,
+    #: user_created, user_deactivated, user_activated, password_reset, password_changed,
+    #: throttle_lifted, occurrence_locked, occurrence_unlocked
+    action: Mapped[str] = mapped_column(String(40))
+    #: The username given at login, or the user acted upon.
+    username: Mapped[str] = mapped_column(String(80), default="")
+    #: What was acted upon, e.g. "user:12" or "occurrence:7".
+    target: Mapped[str] = mapped_column(String(100), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    details: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -45,3 +45,14 @@ class UserPatch(Schema):
     #: Required to change one's own password (a token alone does not suffice).
     current_password = fields.String(load_only=True)
     locale = fields.String(validate=validate.OneOf(["zh", "en", ""]))
+
+
+class AuditEntryOut(Schema):
+    id = fields.Integer()
+    at = fields.DateTime()
+    actor_id = fields.Integer(allow_none=True)
+    action = fields.String()
+    username = fields.String()
+    target = fields.String()
+    address = fields.String()
+    details = fields.Dict()

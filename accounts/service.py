@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
-from accounts.models import ROLES, ApiToken, User, new_session_token
+from accounts.models import ROLES, ApiToken, AuditEntry, User, new_session_token
 from accounts.passwords import MIN_LENGTH, check_new_password
 from core.principals import SiteScreen
 from core.types import utcnow
@@ -142,6 +142,16 @@ def authenticate(session: Session, username: str, password: str) -> User:
     if user is None or not matches or not user.active:
         raise Unauthorized("用户名或密码错误", code="invalid_credentials")
     return user
+
+
+def audit(session: Session, action: str, *, actor: User | None = None, username: str = "",
+          target: str = "", address: str | None = None,
+          details: dict[str, Any] | None = None, now: dt.datetime | None = None) -> None:
+    """Append an audit entry (flushed with the change it records; never committed here)."""
+    session.add(AuditEntry(at=now or utcnow(), actor_id=actor.id if actor else None,
+                           action=action, username=(username or "")[:80],
+                           target=target[:100], address=(address or "")[:64],
+                           details=details or {}))
 
 
 def end_sessions(user: User) -> None:
@@ -263,6 +273,8 @@ def revoke_tokens_of(session: Session, actor: User, user_id: int) -> int:
         require_manage_user(session, actor, role=user.role, org_unit_id=user.org_unit_id,
                             site_id=user.site_id, member_id=user.member_id)
     count = revoke_user_tokens(user)
+    audit(session, "tokens_revoked", actor=actor, username=user.username,
+          target=f"user:{user.id}", details={"count": count})
     session.flush()
     return count
 
@@ -397,7 +409,10 @@ def create_user_for(session: Session, actor: User, **data: Any) -> User:
     require_manage_user(session, actor, role=data.get("role", ""),
                         org_unit_id=data.get("org_unit_id"), site_id=data.get("site_id"),
                         member_id=data.get("member_id"))
-    return create_user(session, **data)
+    user = create_user(session, **data)
+    audit(session, "user_created", actor=actor, username=user.username,
+          target=f"user:{user.id}", details={"role": user.role})
+    return user
 
 
 def managed_user(session: Session, actor: User, user_id: int) -> User:
@@ -414,6 +429,8 @@ def set_user_active(session: Session, actor: User, user_id: int, active: bool) -
     """Deactivate (or reactivate) a user; a deactivated user's tokens stop working."""
     user = managed_user(session, actor, user_id)
     update_user(user, active=active)
+    audit(session, "user_activated" if active else "user_deactivated", actor=actor,
+          username=user.username, target=f"user:{user.id}")
     session.flush()
     return user
 
@@ -421,6 +438,8 @@ def set_user_active(session: Session, actor: User, user_id: int, active: bool) -
 def reset_password(session: Session, actor: User, user_id: int, password: str) -> User:
     user = managed_user(session, actor, user_id)
     update_user(user, password=password)
+    audit(session, "password_reset", actor=actor, username=user.username,
+          target=f"user:{user.id}")
     session.flush()
     return user
 
@@ -438,3 +457,10 @@ def users_query(session: Session, actor: User) -> Select:
             | User.member_id.in_(select(Member.id).where(Member.org_unit_id.in_(ids)))
         )
     return query
+
+
+def audit_query(session: Session, actor: User) -> Select:
+    """The audit log, newest first: admins only."""
+    if actor.role != "admin":
+        raise Forbidden("只有系统管理员可以查看审计日志", details={"role": actor.role})
+    return select(AuditEntry).order_by(AuditEntry.id.desc())

@@ -29,7 +29,14 @@ from wtforms.validators import DataRequired
 from accounts import service
 from accounts.errors import Forbidden, TooManyRequests, Unauthorized
 from accounts.models import User
-from accounts.schemas import TokenRequest, TokenResponse, UserIn, UserOut, UserPatch
+from accounts.schemas import (
+    AuditEntryOut,
+    TokenRequest,
+    TokenResponse,
+    UserIn,
+    UserOut,
+    UserPatch,
+)
 from accounts.throttle import throttle
 from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -94,6 +101,7 @@ def login():
             flash(_("用户名或密码错误"), "error")
         else:
             login_user(user, remember=True)
+            db.session.commit()  # the audit entry
             return redirect(_safe_next(request.args.get("next")))
     return render_template("accounts/login.html", form=form), (400 if form.errors else 200)
 
@@ -101,24 +109,39 @@ def login():
 def _authenticate(username: str, password: str) -> User:
     """Check a login, throttled per username and per address (429 with Retry-After)."""
     limiter = throttle()
-    wait = limiter.retry_after(username, request.remote_addr)
+    address = request.remote_addr
+    wait = limiter.retry_after(username, address)
     if wait is not None:
+        _audit_now("login_throttled", username=username, address=address)
         raise TooManyRequests(f"登录失败次数过多，请 {(wait + 59) // 60} 分钟后再试",
                               code="too_many_attempts", details={"retry_after": wait})
     try:
         user = service.authenticate(db.session, username, password)
     except Unauthorized:
-        limiter.failed(username, request.remote_addr)
+        limiter.failed(username, address)
+        _audit_now("login_failed", username=username, address=address)
         raise
     limiter.succeeded(username)
+    service.audit(db.session, "login", actor=user, username=user.username, address=address,
+                  details={"via": "api" if request.path.startswith("/api/") else "page"})
     return user
+
+
+def _audit_now(action: str, **fields) -> None:
+    """Record a refused login at once: the refusal rolls the request's session back."""
+    db.session.rollback()
+    service.audit(db.session, action, **fields)
+    db.session.commit()
 
 
 @pages.route("/logout", methods=["POST"])
 @login_required
 def logout():
     """Log out: every session and remember cookie of this user stops working."""
-    service.end_sessions(current_user._get_current_object())
+    user = current_user._get_current_object()
+    service.end_sessions(user)
+    service.audit(db.session, "logout", actor=user, username=user.username,
+                  address=request.remote_addr)
     db.session.commit()
     logout_user()
     return redirect(url_for("accounts.login"))
@@ -158,6 +181,17 @@ def clear_login_failures(user_id: int):
     caller = current_api_user("admin", "organizer")
     user = service.managed_user(db.session, caller, user_id)
     throttle().succeeded(user.username)
+    service.audit(db.session, "throttle_lifted", actor=caller, username=user.username,
+                  target=f"user:{user.id}", address=request.remote_addr)
+    db.session.commit()
+
+
+@blp.route("/audit-log")
+@blp.response(200, AuditEntryOut(many=True))
+@blp.paginate(SelectPage, page_size=100, max_page_size=1000)
+def audit_log():
+    """Logins, failures, tokens, user changes and locks, newest first (admins only)."""
+    return service.audit_query(db.session, current_api_user("admin"))
 
 
 @blp.route("/users/<int:user_id>/tokens", methods=["DELETE"])
@@ -211,10 +245,19 @@ class UserById(MethodView):
                 raise Forbidden("不能停用自己的账号")
             if "password" in data:
                 service.change_own_password(user, current_password, data.pop("password"))
+                service.audit(db.session, "password_changed", actor=user,
+                              username=user.username, target=f"user:{user.id}",
+                              address=request.remote_addr)
                 if not bearer_token():  # this browser stays logged in, the others do not
                     login_user(user, remember=True)
         else:
             _require_manage(caller, user)
+            for key, action in (("password", "password_reset"), ("active", None)):
+                if key in data:
+                    action = action or ("user_activated" if data["active"]
+                                        else "user_deactivated")
+                    service.audit(db.session, action, actor=caller, username=user.username,
+                                  target=f"user:{user.id}", address=request.remote_addr)
         service.update_user(user, **data)
         db.session.commit()
         return user

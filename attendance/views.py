@@ -42,6 +42,7 @@ from attendance.schemas import (
     ReviewOut,
 )
 from attendance.writer import Append, Request, serialized_write, writer_for
+from core import ratelimit
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.timeutil import iso, require_window, zone
@@ -331,9 +332,14 @@ def _set_lock(occurrence_id: int, locked: bool):
     if reason is not None and not isinstance(reason, str):
         raise ValidationError("reason 须为文本", field="reason")
     with serialized_write():  # SQLite: take turns with the writer thread
+        user = current_api_user()
         review = svc.set_lock(db.session, occurrence=occurrence, locked=locked,
-                              user=current_api_user(), now=utcnow(), early=early,
-                              reason=reason)
+                              user=user, now=utcnow(), early=early, reason=reason)
+        from accounts.service import audit
+
+        audit(db.session, "occurrence_locked" if locked else "occurrence_unlocked",
+              actor=user, username=user.username, target=f"occurrence:{occurrence.id}",
+              address=request.remote_addr)
         db.session.commit()
     live.publish_changed(occurrence.id, "lock")
     return review
@@ -670,6 +676,7 @@ def checkin(token: str):
                 validate_csrf(request.form.get("csrf_token"))
             code = request.form.get("code", "")[:10]
             now = utcnow()
+            ratelimit.limit_qr_check_ins(member.id)
             ok = svc.qr_check_in_rules(
                 db.session, token=token, member=member, secret=config["SECRET_KEY"], now=now,
                 rotate_seconds=rotate, code=code, remote_addr=request.remote_addr)

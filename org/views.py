@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 
 from accounts import service as accounts_service
 from accounts.models import ROLES
+from core import ratelimit
 from core.api import api, current_api_user, current_principal
 from core.errors import DomainError, Forbidden, ValidationError
 from core.pagination import SelectPage
@@ -235,8 +236,10 @@ class MemberById(MethodView):
 def import_members(form, files):
     """Import members from xlsx or csv; all rows or none. `dry_run` changes nothing."""
     upload = files["file"]
+    actor = current_api_user()
+    ratelimit.limit_imports(actor.id)
     report = service.import_members(db.session, upload.filename or "", upload.read(),
-                                    dry_run=form["dry_run"], actor=current_api_user())
+                                    dry_run=form["dry_run"], actor=actor)
     if form["dry_run"]:
         db.session.rollback()
         return report, 200
@@ -637,6 +640,7 @@ def member_import():
     if upload is None or not upload.filename:
         flash(_("请选择要导入的文件"), "error")
         return render_template("org/import.html", report=None, errors=None), 400
+    ratelimit.limit_imports(user.id)
     content = upload.read()
     try:
         report = service.import_members(db.session, upload.filename, content, dry_run=True,

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 from werkzeug.http import http_date
 
+from core import ratelimit
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
 from core.pagination import SelectPage
@@ -148,6 +149,7 @@ def import_sessions(files, form):
     `dry_run=true` answers 200 with what would be created, updated or left unchanged,
     and saves nothing."""
     actor = current_api_user("admin", "organizer")
+    ratelimit.limit_imports(actor.id)
     content = files["file"].read()
     studies, notes, changes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],

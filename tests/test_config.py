@@ -49,6 +49,8 @@ SAMPLES = {
     "YUANJIAO_ICS_MAX_EVENTS": ("500", 500),
     "YUANJIAO_SECURE_COOKIES": ("1", True),
     "YUANJIAO_PROXY_FIX": ("true", True),
+    "YUANJIAO_IMPORTS_PER_MINUTE": ("3", 3),
+    "YUANJIAO_QR_CHECKINS_PER_MINUTE": ("4", 4),
     "YUANJIAO_CORS_ORIGINS": ("https://a.example/, https://b.example",
                               ["https://a.example", "https://b.example"]),
 }

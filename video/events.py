@@ -12,7 +12,7 @@ from extensions import db, socketio
 from sessions import service as sessions_service
 from video import service
 from video.live import live_payload
-from video.media import NAMESPACE, room
+from video.media import NAMESPACE, manage_room, room
 
 
 def init_app(app: Flask) -> None:
@@ -34,5 +34,7 @@ def join(data: Any = None) -> dict[str, Any]:
     principal = socket_principal({"token": data.get("token")})
     occurrence = sessions_service.get_occurrence(db.session, payload_id(data, "occurrence_id"))
     service.require_watch(db.session, principal, occurrence)
-    join_room(room(occurrence.id))
-    return {"ok": True, **live_payload(occurrence.id)}
+    manages = service.can_manage_live(db.session, principal, occurrence)
+    # Managers get names and handles; everyone else the same events without them.
+    join_room(manage_room(occurrence.id) if manages else room(occurrence.id))
+    return {"ok": True, **live_payload(occurrence.id, with_resources=manages)}

@@ -20,7 +20,8 @@ def live_payload(occurrence_id: int, *, with_resources: bool = False) -> dict[st
     sites = []
     if state == "live":
         sites = [{**s, "served_by": "origin"}
-                 for s in media.public_sites(stats, with_resources=with_resources)]
+                 for s in media.public_sites(stats, with_resources=with_resources,
+                                             with_names=with_resources)]
         sites += janus_views.served_sites(occurrence_id)
     return {"occurrence_id": occurrence_id, "state": state, "sites": sites,
             "stats": media.public_stats(stats) if state == "live" else {}}

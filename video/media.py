@@ -280,18 +280,33 @@ def recordings_dir() -> str:
         Path(current_app.instance_path) / "recordings")
 
 
-def public_sites(stats: dict[str, Any] | None, *, with_resources: bool = False
-                 ) -> list[dict[str, Any]]:
+def public_sites(stats: dict[str, Any] | None, *, with_resources: bool = False,
+                 with_names: bool = False) -> list[dict[str, Any]]:
     """The connected subscribers as the pages show them.
 
-    A resource id is the handle that ends a connection: only those who manage the
-    occurrence get it (`with_resources`); the room's broadcast never carries it.
+    A resource id is the handle that ends a connection, and the names of people watching
+    alone are theirs: only those who manage the occurrence get them (`with_resources`,
+    `with_names`). Everyone else sees the sites by name and the others as entries
+    without a name (a count).
     """
-    keys = ("kind", "label", "site_id", "site_name", "member_id",
-            "member_name", "user_name", "state", "joined_at", "first_frame_ms", "codec")
+    keys = ("kind", "label", "site_id", "site_name", "state", "joined_at",
+            "first_frame_ms", "codec")
+    if with_names:
+        keys = (*keys, "member_id", "member_name", "user_name")
     if with_resources:
         keys = ("resource_id", *keys)
-    return [{k: s.get(k) for k in keys if k in s} for s in (stats or {}).get("sites", [])]
+    out = []
+    for s in (stats or {}).get("sites", []):
+        entry = {k: s.get(k) for k in keys if k in s}
+        if not with_names and s.get("kind") != "site":
+            entry["label"] = ""
+        out.append(entry)
+    return out
+
+
+def manage_room(occurrence_id: int) -> str:
+    """The live room of those who manage the occurrence: names and handles included."""
+    return f"live:{occurrence_id}:manage"
 
 
 def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
@@ -302,15 +317,19 @@ def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def emit_live(occurrence_id: int, state: str, stats: dict[str, Any] | None = None) -> None:
-    """Tell the room `live:<id>` the state and the connected sites (any thread)."""
-    sites = [{**s, "served_by": "origin"} for s in public_sites(stats)]
+    """Tell the rooms of `live:<id>` the state and the connected sites (any thread): the
+    managers' room with resource ids and viewers' names, the others without."""
+    edge_sites: list[dict[str, Any]] = []
     if state == "live":
         from video.janus_views import served_sites  # the sites on the Janus edges
 
-        sites += served_sites(occurrence_id)
-    socketio.emit("state", {"occurrence_id": occurrence_id, "state": state,
-                            "sites": sites, "stats": public_stats(stats)},
-                  to=room(occurrence_id), namespace=NAMESPACE)
+        edge_sites = served_sites(occurrence_id)
+    for to, full in ((room(occurrence_id), False), (manage_room(occurrence_id), True)):
+        sites = [{**s, "served_by": "origin"}
+                 for s in public_sites(stats, with_resources=full, with_names=full)]
+        socketio.emit("state", {"occurrence_id": occurrence_id, "state": state,
+                                "sites": sites + edge_sites, "stats": public_stats(stats)},
+                      to=to, namespace=NAMESPACE)
 
 
 def handle_event(event: dict[str, Any]) -> None:

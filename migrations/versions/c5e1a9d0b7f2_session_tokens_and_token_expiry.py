@@ -1,4 +1,4 @@
-"""security: per-user session token (revocable sessions) and API token expiry
+"""security: per-user session token (revocable sessions), API token expiry, audit log
 
 Flask-Login keeps `users.session_token` in the session and remember cookies instead of
 the numeric id; rotating it ends every session of the user. API tokens get an expiry.
@@ -36,9 +36,29 @@ def upgrade():
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("expires_at", sa.DateTime(timezone=True),
                                       nullable=True))
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor_id", sa.Integer(), nullable=True),
+        sa.Column("action", sa.String(length=40), nullable=False),
+        sa.Column("username", sa.String(length=80), nullable=False),
+        sa.Column("target", sa.String(length=100), nullable=False),
+        sa.Column("address", sa.String(length=64), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(["actor_id"], ["users.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_log_actor_id"), ["actor_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_log_at"), ["at"], unique=False)
 
 
 def downgrade():
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_log_at"))
+        batch_op.drop_index(batch_op.f("ix_audit_log_actor_id"))
+    op.drop_table("audit_log")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_column("expires_at")
     with op.batch_alter_table("users", schema=None) as batch_op:

@@ -9,8 +9,9 @@ import pytest
 
 from accounts import service
 from accounts.passwords import check_new_password
-from accounts.throttle import LoginThrottle, MemoryStore
+from accounts.throttle import LoginThrottle
 from core.errors import ValidationError
+from core.ratelimit import MemoryStore
 
 PASSWORD = "right-pass-2026"
 
@@ -147,3 +148,26 @@ def test_an_admin_lifts_the_throttle(client, factory, db_session):
     assert client.delete(url, headers=factory.headers(user)).status_code == 403
     assert client.delete(url, headers=admin_headers).status_code == 204
     assert _token(client, "t9", PASSWORD, addr="10.0.0.2").status_code == 200
+
+
+def test_audit_log_for_admins(client, factory, db_session):
+    user = factory.user("trainer", username="audited", password=PASSWORD)
+    admin = factory.user("admin", username="auditor")
+    admin_headers = factory.headers(admin)
+    _token(client, "audited", "wrong-one")
+    _token(client, "nobody", "wrong-two")
+    _token(client, "audited", PASSWORD)
+    client.patch(f"/api/v1/users/{user.id}", headers=admin_headers,
+                 json={"password": "fresh-pass-2026"})
+    client.patch(f"/api/v1/users/{user.id}", headers=admin_headers, json={"active": False})
+    log = client.get("/api/v1/audit-log", headers=admin_headers)
+    assert log.status_code == 200
+    seen = [(e["action"], e["username"]) for e in reversed(log.json)]
+    assert seen == [("login_failed", "audited"), ("login_failed", "nobody"),
+                    ("login", "audited"), ("password_reset", "audited"),
+                    ("user_deactivated", "audited")]
+    assert log.json[0]["actor_id"] == admin.id
+    assert log.json[-1]["address"] == "10.0.0.1"
+    assert client.get("/api/v1/audit-log",
+                      headers=factory.headers(factory.user("organizer", org_unit_id=factory
+                                                           .org_unit().id))).status_code == 403

@@ -130,3 +130,16 @@ def test_reports_show_a_site_operator_only_his_sites_members(client, scene):
     page = client.get("/attendance/reports?start=2020-01-01").get_data(as_text=True)
     assert "张三" in page  # home site A
     assert "王五" not in page  # home site B: another operator's
+
+
+def test_qr_check_ins_are_rate_limited_per_member(client, scene, app):
+    from attendance.service import make_qr_token
+    from core.types import utcnow
+
+    app.config["YUANJIAO_QR_CHECKINS_PER_MINUTE"] = 3
+    token, _ = make_qr_token(app.config["SECRET_KEY"], scene.occurrence.id, scene.site_a.id,
+                             utcnow(), 25)
+    assert client.post("/login", data={"username": "m0", "password": "password123"}
+                       ).status_code == 302
+    statuses = [client.post(f"/checkin/{token}").status_code for _ in range(4)]
+    assert statuses == [200, 400, 400, 429]  # checked in, then "already used", then limited

@@ -107,3 +107,21 @@ def test_ics_with_dates_in_year_1_or_9999_is_422(client, world, factory, stamp):
                f"DTSTART:{stamp}\r\nDURATION:PT1H\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n").encode()
     response = _import(client, headers, world, content)
     assert response.status_code == 422, response.json
+
+
+def test_imports_are_rate_limited_per_user(app, client, world, factory):
+    app.config["YUANJIAO_IMPORTS_PER_MINUTE"] = 2
+    headers = factory.headers(world.admin)
+
+    def one(day: int) -> bytes:  # a lecture on another day each time: no clash
+        return _calendar(1).replace(b"20300101", f"203001{day:02d}".encode())
+
+    assert _import(client, headers, world, one(1)).status_code == 201
+    assert _import(client, headers, world, one(2)).status_code == 201
+    limited = _import(client, headers, world, one(3))
+    assert limited.status_code == 429
+    assert limited.json["error"] == "too_many_requests"
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    # Another user is not limited by the first one's imports.
+    other = factory.headers(world.organizer)
+    assert _import(client, other, world, one(4)).status_code == 201

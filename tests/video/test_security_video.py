@@ -80,6 +80,7 @@ def test_resources_stay_with_their_owner(app, client, factory, scene, db_session
     member_unit = scene.unit
     viewer = factory.user("site_operator", site_id=scene.site.id)
     viewer_headers = factory.headers(viewer)
+    viewer_name = viewer.username
     organizer_headers = factory.headers(factory.user("organizer", org_unit_id=member_unit.id))
     other_trainer_headers = factory.headers(factory.user("trainer"))
     db_session.commit()
@@ -126,6 +127,13 @@ def test_resources_stay_with_their_owner(app, client, factory, scene, db_session
         assert all("resource_id" not in s for s in seen["sites"])
         managed = client.get(f"/api/v1/occurrences/{occ}/live", headers=organizer_headers).json
         assert screen_rid in {s["resource_id"] for s in managed["sites"]}
+        # Viewers watching alone are named to managers only; others see a count.
+        assert viewer_name in {s.get("user_name") for s in managed["sites"]}
+        for entry in seen["sites"]:
+            assert "user_name" not in entry
+            assert "member_name" not in entry
+            if entry.get("kind") != "site":
+                assert entry["label"] == ""
 
         # No login, another viewer, another occurrence's URL: refused, nothing stops.
         assert (await delete(screen.resource_id)).status_code == 401
@@ -159,3 +167,19 @@ def test_resources_stay_with_their_owner(app, client, factory, scene, db_session
             await peer.close()
 
     run(scenario())
+
+
+def test_live_room_events_carry_no_names_or_handles():
+    from video.media import public_sites
+
+    stats = {"sites": [
+        {"resource_id": "r1", "kind": "site", "label": "一号会议室", "site_id": 1,
+         "site_name": "一号会议室", "state": "connected"},
+        {"resource_id": "r2", "kind": "member", "label": "张三", "member_id": 7,
+         "member_name": "张三", "user_name": "zhangsan", "state": "connected"}]}
+    public = public_sites(stats)
+    assert [e.get("label") for e in public] == ["一号会议室", ""]
+    assert all("resource_id" not in e and "member_name" not in e for e in public)
+    full = public_sites(stats, with_resources=True, with_names=True)
+    assert [e["resource_id"] for e in full] == ["r1", "r2"]
+    assert full[1]["member_name"] == "张三"
