@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from types import SimpleNamespace
 from typing import Any
 
 from flask import (
@@ -41,7 +42,7 @@ from attendance.schemas import (
     MakeupTaskOut,
     ReviewOut,
 )
-from attendance.writer import Append, Request, serialized_write, writer_for
+from attendance.writer import Append, Request, Task, writer_for
 from core import ratelimit
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -274,9 +275,15 @@ def _decide(leave_id: int, approve: bool):
     occurrence = svc.get_occurrence(db.session, leave.occurrence_id)
     svc.require_manage_occurrence(db.session, user, occurrence)
     svc.require_member_in_scope(db.session, user, occurrence, leave.member_id)
-    svc.decide_leave(db.session, leave=leave, approve=approve, user_id=user.id, now=utcnow())
-    db.session.commit()
-    live.publish_changed(leave.occurrence_id, "leave")
+    leave_id, occurrence_id, user_id = leave.id, leave.occurrence_id, user.id
+    db.session.rollback()  # checks done: the writer decides, in its turn
+
+    def decide(session, now):
+        return svc.decide_leave(session, leave=session.get(LeaveRequest, leave_id),
+                                approve=approve, user_id=user_id, now=now)
+
+    leave = writer_for().run(Task(decide, utcnow()))
+    live.publish_changed(occurrence_id, "leave")
     return leave
 
 
@@ -311,12 +318,17 @@ class Corrections(MethodView):
         occurrence = _managed_occurrence(occurrence_id)
         svc.require_member_in_scope(db.session, current_api_user(), occurrence,
                                     data["member_id"])
-        correction = svc.correct(
-            db.session, occurrence=occurrence, member_id=data["member_id"],
-            status=data["status"], minutes=data["minutes"], reason=data["reason"],
-            user_id=current_api_user().id, config=_config(), now=utcnow())
-        db.session.commit()
-        live.publish_changed(occurrence.id, "correction")
+        occurrence_id, user_id, config = occurrence.id, current_api_user().id, _config()
+        db.session.rollback()  # checks done: the writer corrects, in its turn
+
+        def correct(session, now):
+            return svc.correct(
+                session, occurrence=svc.get_occurrence(session, occurrence_id),
+                member_id=data["member_id"], status=data["status"], minutes=data["minutes"],
+                reason=data["reason"], user_id=user_id, config=config, now=now)
+
+        correction = writer_for().run(Task(correct, utcnow()))
+        live.publish_changed(occurrence_id, "correction")
         return correction
 
 
@@ -331,17 +343,25 @@ def _set_lock(occurrence_id: int, locked: bool):
         raise ValidationError("early 须为布尔值", field="early")
     if reason is not None and not isinstance(reason, str):
         raise ValidationError("reason 须为文本", field="reason")
-    with serialized_write():  # SQLite: take turns with the writer thread
-        user = current_api_user()
-        review = svc.set_lock(db.session, occurrence=occurrence, locked=locked,
-                              user=user, now=utcnow(), early=early, reason=reason)
+    user = current_api_user()
+    actor = SimpleNamespace(id=user.id, role=user.role)
+    occurrence_id, username, address = occurrence.id, user.username, request.remote_addr
+    db.session.rollback()  # checks done: the writer locks, between two of its batches
+
+    def set_lock(session, now):
+        from accounts.models import User
         from accounts.service import audit
 
-        audit(db.session, "occurrence_locked" if locked else "occurrence_unlocked",
-              actor=user, username=user.username, target=f"occurrence:{occurrence.id}",
-              address=request.remote_addr)
-        db.session.commit()
-    live.publish_changed(occurrence.id, "lock")
+        review = svc.set_lock(session, occurrence=svc.get_occurrence(session, occurrence_id),
+                              locked=locked, user=actor, now=now, early=early,
+                              reason=reason)
+        audit(session, "occurrence_locked" if locked else "occurrence_unlocked",
+              actor=session.get(User, actor.id), username=username,
+              target=f"occurrence:{occurrence_id}", address=address, now=now)
+        return review
+
+    review = writer_for().run(Task(set_lock, utcnow()))
+    live.publish_changed(occurrence_id, "lock")
     return review
 
 

@@ -181,6 +181,21 @@ class Request:
         return len(self.appends)
 
 
+@dataclass
+class Task:
+    """A change beside the appends that must be ordered and committed like them: an
+    organizer's correction, a leave decision, a lock. `fn(session, now)` runs on the
+    writer thread, between two batches, in a transaction of its own (the ORM session of
+    the writer's app context); the future gets its result once committed, or its
+    DomainError. A lock therefore takes effect exactly between two batches, and a
+    correction is never acknowledged before it is on disk."""
+
+    fn: Callable[[Session, dt.datetime], Any]
+    now: dt.datetime
+    future: Answer = field(default_factory=lambda: Answer())
+    size: int = 1
+
+
 @dataclass(frozen=True)
 class _Fact:
     """What `rules.checked_in_site` needs of an event."""
@@ -206,6 +221,8 @@ class GroupWriter:
         self._start_lock = threading.Lock()
         self._last_time: dt.datetime | None = None
         self._conn: Connection | None = None
+        #: A task met while collecting a batch: it runs right after that batch.
+        self._held: Task | None = None
         #: Events this writer stored since it last refreshed the planner's statistics
         #: (PostgreSQL), and the table's size then.
         self._since_analyze = 0
@@ -236,6 +253,15 @@ class GroupWriter:
         except TimeoutError as exc:
             raise Busy("考勤写入繁忙，请用同一 event_id 重试") from exc
 
+    def run(self, task: Task, timeout: float = WAIT_SECONDS) -> Any:
+        """Submit a task and wait until it is committed; raises its DomainError."""
+        self.queue.put(task)  # type: ignore[arg-type]
+        self._ensure_thread()
+        try:
+            return task.future.result(timeout)
+        except TimeoutError as exc:
+            raise Busy("考勤写入繁忙，请稍后重试") from exc
+
     def _ensure_thread(self) -> None:
         thread = self._thread
         if thread is not None and thread.is_alive():
@@ -252,13 +278,19 @@ class GroupWriter:
         with self.app.app_context():
             engine = db.engine
         while True:
-            try:
-                first = self.queue.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                with self._start_lock:
-                    if self.queue.empty():
-                        self._thread = None
-                        return
+            if self._held is not None:
+                first, self._held = self._held, None
+            else:
+                try:
+                    first = self.queue.get(timeout=IDLE_SECONDS)
+                except queue.Empty:
+                    with self._start_lock:
+                        if self.queue.empty():
+                            self._thread = None
+                            return
+                    continue
+            if isinstance(first, Task):
+                self._run_task(first)
                 continue
             batch = [first]
             size = first.size
@@ -268,6 +300,9 @@ class GroupWriter:
                 try:
                     nxt = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
                 except queue.Empty:
+                    break
+                if isinstance(nxt, Task):  # after this batch, in its turn
+                    self._held = nxt
                     break
                 batch.append(nxt)
                 size += nxt.size
@@ -281,6 +316,28 @@ class GroupWriter:
             finally:
                 if self.queue.empty():
                     self.release_connection()
+
+    def _run_task(self, task: Task) -> None:
+        """One task in its own transaction, in queue order (see `Task`)."""
+        with self.app.app_context():
+            session = db.session
+            try:
+                with serialized_write():
+                    result = task.fn(session, task.now)
+                    session.commit()
+                if isinstance(result, db.Model):
+                    session.refresh(result)
+                    session.expunge(result)  # readable after this session ends
+                task.future.set_result(result)
+            except DomainError as exc:
+                session.rollback()
+                task.future.set_exception(exc)
+            except Exception:
+                session.rollback()
+                log.exception("attendance writer task failed")
+                task.future.set_exception(DomainError("考勤写入失败", code="write_failed"))
+            finally:
+                db.session.remove()
 
     def _process(self, engine, batch: list[Request]) -> None:
         try:
@@ -596,5 +653,5 @@ def writer_for(app: Flask | None = None) -> GroupWriter:
 
 _create_lock = threading.Lock()
 
-__all__ = ["Append", "Busy", "GroupWriter", "QrRefused", "Request", "lock_occurrence",
-           "serialized_write", "writer_for"]
+__all__ = ["Append", "Busy", "GroupWriter", "QrRefused", "Request", "Task",
+           "lock_occurrence", "serialized_write", "writer_for"]

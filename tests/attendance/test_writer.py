@@ -246,3 +246,49 @@ def test_postgres_statistics_are_refreshed_as_the_events_table_grows(app, scene,
     while analyzed() == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert analyzed() > before
+
+
+def test_a_lock_goes_through_the_writer_in_queue_order(app, db_session, scene):
+    """Appends queued before a lock are stored; those queued after it are refused: the
+    lock is a task of the writer, run between two batches, committed before its answer."""
+    from types import SimpleNamespace
+
+    from attendance.writer import Task
+
+    writer = GroupWriter(app)
+    occ_id = scene.occurrence.id
+    organizer = SimpleNamespace(id=scene.users["organizer"].id, role="organizer")
+    before = Request([_check_in(scene, scene.members[0], scene.site_a, "w1")], utcnow())
+
+    def lock(session, now):
+        return svc.set_lock(session, occurrence=svc.get_occurrence(session, occ_id),
+                            locked=True, user=organizer, now=now, early=True, reason="测试")
+
+    task = Task(lock, utcnow())
+    after = Request([_check_in(scene, scene.members[1], scene.site_a, "w2")], utcnow())
+    for item in (before, task, after):
+        writer.queue.put(item)
+    writer._ensure_thread()
+    assert [created for _, created in before.future.result(10)] == [True]
+    review = task.future.result(10)
+    assert (review.occurrence_id, review.locked) == (occ_id, True)  # readable, detached
+    assert isinstance(after.future.exception(10), Locked)
+    assert [e.event_id for e in _stored(scene, type="check_in")] == ["w1"]
+    assert len(_stored(scene, type="locked")) == 1
+
+
+def test_a_refused_task_changes_nothing_and_answers_its_error(app, db_session, scene):
+    from attendance.writer import Task
+
+    def bad(session, now):
+        svc.correct(session, occurrence=svc.get_occurrence(session, scene.occurrence.id),
+                    member_id=scene.members[0].id, status="present", minutes=None,
+                    reason="", user_id=scene.users["organizer"].id, config=app.config,
+                    now=now)
+
+    import pytest
+
+    with app.app_context(), pytest.raises(ValidationError) as err:
+        writer_for(app).run(Task(bad, utcnow()))
+    assert err.value.details["field"] == "reason"
+    assert _stored(scene, type="correction") == []
