@@ -92,8 +92,8 @@ class ScreenTokenOut(Schema):
     token = fields.String(required=True)
     site_id = fields.Integer()
     screen_url_hint = fields.String(
-        metadata={"description": "Where a meeting-room screen uses the token; "
-                                 "replace <occurrence_id>."})
+        metadata={"description": "The meeting-room screen's standing kiosk URL with the "
+                                 "token: it shows the current or next lesson by itself."})
 
 
 class ScreenTokensRevoked(Schema):

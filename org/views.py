@@ -722,10 +722,15 @@ def member_import_confirm():
 def users():
     """Users in scope; create users with the role's scope, deactivate, reset passwords."""
     user = _page_user("admin", "organizer")
-    rows = list(db.session.scalars(accounts_service.users_query(db.session, user)))
+    query = accounts_service.users_query(db.session, user)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    pages_count = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(max(1, request.args.get("page", 1, type=int)), pages_count)
+    rows = list(db.session.scalars(query.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)))
     return render_template(
         "users/list.html", users=rows, roles=accounts_service.creatable_roles(user),
         unit_choices=_unit_choices(user), site_choices=_site_choices(user),
+        page=page, pages_count=pages_count, total=total,
     )
 
 

@@ -133,7 +133,36 @@ def preview_session(data):
                 raise ValidationError(f"{field} 为必填项", field=field)
     else:
         service.require_edit(db.session, actor, service.get_session(db.session, session_id))
-    return service.preview(db.session, actor, data, now=utcnow(), session_id=session_id)
+    out = service.preview(db.session, actor, data, now=utcnow(), session_id=session_id)
+    if out.get("changes"):
+        out["changes"]["message"] = _changes_text(out["changes"], out["timezone"], future=True)
+    return out
+
+
+def _changes_text(changes: dict, tz_name: str, *, future: bool) -> str:
+    """What an edit does (future) or did to the booked occurrences, in the reader's
+    language and the series' zone."""
+    tz = zone(tz_name)
+
+    def fmt(t: dt.datetime) -> str:
+        return f"{t.astimezone(tz):%Y-%m-%d %H:%M}"
+
+    parts = []
+    dropped, moved = changes["dropped"], changes["moved"]
+    if dropped:
+        shown = _("、").join(fmt(t) for t in dropped[:5]) + ("…" if len(dropped) > 5 else "")
+        parts.append(_("将删除 %(n)s 个已排场次（%(list)s）", n=len(dropped), list=shown)
+                      if future else
+                      _("已删除 %(n)s 个已排场次（%(list)s）", n=len(dropped), list=shown))
+    if moved:
+        shown = _("、").join(f"{fmt(m['from'])} → {fmt(m['to'])}" for m in moved[:3]) + (
+            "…" if len(moved) > 3 else "")
+        parts.append(_("将改期 %(n)s 个场次（%(list)s）", n=len(moved), list=shown) if future
+                     else _("已改期 %(n)s 个场次（%(list)s）", n=len(moved), list=shown))
+    if changes["added"]:
+        parts.append(_("将新增 %(n)s 个场次", n=changes["added"]) if future
+                     else _("已新增 %(n)s 个场次", n=changes["added"]))
+    return _("；").join(parts)
 
 
 @blp.route("/sessions/import", methods=["POST"])
@@ -486,7 +515,7 @@ def _form_page(study: StudySession | None):
                                    study=study, choices=choices, kinds=SESSION_KINDS), status
         flash(_("已保存"), "ok")
         if changes and changes["message"]:
-            flash(changes["message"].replace("将", "已"), "warn")
+            flash(_changes_text(changes, study.timezone, future=False), "warn")
         return redirect(url_for("sessions.detail", session_id=study.id))
     return render_template("sessions/form.html", values=values, errors=errors, study=study,
                            choices=choices, kinds=SESSION_KINDS)

@@ -380,3 +380,14 @@ def test_openapi_documents_the_sessions_api(client):
     for path in ("/api/v1/sessions", "/api/v1/sessions/{session_id}/occurrences",
                  "/api/v1/occurrences/{occurrence_id}", "/api/v1/sessions/import"):
         assert path in spec["paths"]
+
+
+def test_preview_changes_read_in_english(client, world, admin_h):
+    sid = client.post("/api/v1/sessions", json=_body(world, rrule="FREQ=WEEKLY;COUNT=4"),
+                      headers=admin_h).get_json()["id"]
+    r = client.post("/api/v1/sessions/preview?lang=en",
+                    json={"session_id": sid, "rrule": "FREQ=WEEKLY;COUNT=2"},
+                    headers={**admin_h, "Accept-Language": "en"})
+    message = r.get_json()["changes"]["message"]
+    assert message.startswith("Will remove 2 booked occurrences")
+    assert not any("\u4e00" <= ch <= "\u9fff" for ch in message)
