@@ -339,13 +339,14 @@ def derive_records(
                 short = seconds * 100 < rules.present_threshold_percent * scheduled
                 if early or short:
                     flags.append("left_early")
-        if not flags:
+        if flags == ["absent"] and now < end:
+            flags = []  # not over yet: nobody is absent before the end
+            status = ("excused" if member_id in excused
+                      else "not_started" if now < start else "not_arrived")
+        elif not flags:
             status = "present"
         elif member_id in excused:
             status = "excused"
-        elif flags == ["absent"] and now < end:
-            status = "not_started" if now < start else "not_arrived"
-            flags = []
         else:
             status = flags[0]
 

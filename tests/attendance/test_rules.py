@@ -197,4 +197,5 @@ def test_nobody_is_absent_before_the_end():
     assert derive([], now=at(30))[1].flags == []
     assert derive([], now=at(61))[1].status == "absent"
     assert derive([], now=at(30), excused_member_ids=[1])[1].status == "excused"
+    assert derive([], now=at(30), excused_member_ids=[1])[1].flags == []  # no 缺席 note
     assert derive([ev("check_in", 20)], now=at(30))[1].status == "late"

@@ -57,6 +57,39 @@ def test_qr_check_in_reaches_the_dashboard_and_the_export(tmp_path, live_server_
     phone.click("button.att-confirm")
     assert phone.get_attribute(".att-error", "data-code") == "qr_reused"
 
+    # the organizer approves a leave and corrects a record on the dashboard; the cards
+    # and the table agree (one derivation), names everywhere
+    import os
+
+    shots = os.environ.get("YUANJIAO_SHOTS") or "test-output/journeys"
+    os.makedirs(shots, exist_ok=True)
+    on_leave, corrected = cfg["member_ids"][0], cfg["member_ids"][1]
+    leave_form = dash.locator("form.att-api-form").nth(0)
+    leave_form.locator("select[name=member_id]").select_option(str(on_leave))
+    leave_form.locator("input[name=reason]").fill("出差")
+    leave_form.locator("button[type=submit]").click()
+    dash.wait_for_selector("button.att-api-button:has-text('批准')", timeout=20000)
+    dash.click("button.att-api-button:has-text('批准')")
+    dash.wait_for_selector("td:has-text('已批准')", timeout=20000)
+    fix_form = dash.locator("form.att-api-form").nth(1)
+    fix_form.locator("select[name=member_id]").select_option(str(corrected))
+    fix_form.locator("select[name=status]").select_option("present")
+    fix_form.locator("input[name=reason]").fill("签到机故障，现场确认")
+    fix_form.locator("button[type=submit]").click()
+    dash.wait_for_selector("td:has-text('签到机故障')", timeout=20000)
+    wait_for_js(dash, "document.querySelector('.att-attended-count').textContent === '2'",
+                timeout=20000)
+    dash.screenshot(path=f"{shots}/20-organizer-dashboard-leave-and-correction.png",
+                    full_page=True)
+    assert dash.inner_text(".att-excused-count") == "1"
+    statuses = [dash.inner_text(f"tr[data-member='{m}'] .att-status")
+                for m in (member_id, on_leave, corrected)]
+    assert statuses == ["出席", "请假", "出席"]
+    assert "缺席" not in dash.inner_text(f"tr[data-member='{on_leave}']")  # not before the end
+    audit = dash.inner_text("table.att-table >> nth=-1")
+    assert "admin" in audit  # the corrector by name, not by id
+    assert str(corrected) not in audit.split()
+
     # the export downloads and reads back
     with dash.expect_download() as info:
         dash.click(".att-export-xlsx")
@@ -68,5 +101,6 @@ def test_qr_check_in_reaches_the_dashboard_and_the_export(tmp_path, live_server_
     assert rows[0][0] == "姓名"
     assert len(rows) == 1 + 5
     checked = [r for r in rows[1:] if r[7] == "出席"]
-    assert [r[1] for r in checked] == ["B000004"]
-    assert checked[0][4] is not None
+    assert len(checked) == 2  # the QR check-in and the correction
+    assert [r[7] for r in rows[1:]].count("请假") == 1
+    assert [r[4] is not None for r in checked].count(True) == 1  # only the QR has a time
