@@ -419,3 +419,22 @@ def test_counters_records_exports_and_dashboard_come_from_one_derivation(
     html = client.get(f"/attendance/{occ}").get_data(as_text=True)
     assert "王五（" in html  # corrected, by name
     assert "李四（" in html  # on leave, by name
+
+
+def test_exports_read_back_by_a_second_reader(client, scene):
+    """python-calamine (Rust's calamine, as WPS-like readers parse) reads the same sheets
+    openpyxl wrote: titles, headers, hostile names as text, the summary."""
+    from python_calamine import CalamineWorkbook
+
+    body_ = body(scene)
+    client.post(events_url(scene), json=body_, headers=scene.headers("screen_a"))
+    r = client.get(f"/api/v1/occurrences/{scene.occurrence.id}/attendance.xlsx",
+                   headers=scene.headers("organizer"))
+    book = CalamineWorkbook.from_filelike(io.BytesIO(r.data))
+    assert book.sheet_names == ["考勤明细", "学习点汇总"]
+    rows = book.get_sheet_by_name("考勤明细").to_python()
+    assert rows[0][0] == "党史学习 考勤表"
+    assert rows[2][:2] == ["姓名", "党员编号"]
+    assert {row[0] for row in rows[3:]} == {"张三", "李四", "王五", "赵六"}
+    summary = book.get_sheet_by_name("学习点汇总").to_python()
+    assert summary[-1][0] == "合计"
