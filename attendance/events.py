@@ -50,7 +50,7 @@ def _site_count() -> presence.LocalSiteCounts | presence.RedisSiteCounts:
 
 
 def _auth_ttl() -> float:
-    return float(current_app.config.get("YUANJIAO_ATTENDANCE_AUTH_TTL", 30))
+    return float(current_app.config["YUANJIAO_ATTENDANCE_AUTH_TTL"])
 
 
 def _granted_value(key: tuple) -> tuple[bool, Any]:
@@ -251,7 +251,7 @@ def _site_presence(occurrence_id: int, site_id: int, *, online: bool) -> bool:
         _append(Request([Append(
             occurrence_id=occurrence_id, type="site_online" if online else "site_offline",
             source="server", event_id=uuid.uuid4().hex, site_id=site_id)], now=utcnow()))
-    except Conflict:  # locked or cancelled: nothing to log (as svc.site_presence)
+    except Conflict:  # locked or cancelled: nothing to log
         return False
     return True
 
@@ -345,7 +345,7 @@ def qr_token(data: Any) -> dict[str, Any]:
     """The room screen asks for the current rotating QR code (every rotation)."""
     occurrence, site = _occurrence_and_site(data)
     svc.require_operate_site(db.session, _caller(), occurrence, site)
-    rotate = int(current_app.config.get("YUANJIAO_QR_ROTATE_SECONDS", 25))
+    rotate = int(current_app.config["YUANJIAO_QR_ROTATE_SECONDS"])
     token, expires = svc.make_qr_token(current_app.config["SECRET_KEY"], occurrence.id,
                                        site.id, utcnow(), rotate)
     url = url_for("attendance_pages.checkin", token=token, _external=True)
@@ -376,7 +376,7 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
         db.session.rollback()
         viewing.add(occurrence_id)
     seen = watching.watching()
-    if kind != "viewer_leave" and current_app.config.get("YUANJIAO_VIEWER_REQUIRES_MEDIA", True) \
+    if kind != "viewer_leave" and current_app.config["YUANJIAO_VIEWER_REQUIRES_MEDIA"] \
             and not seen.holds(occurrence_id, member_id):
         raise Conflict("未检测到您的直播画面连接：请先打开直播画面，画面播放后才计入学习时长",
                        code="no_media_session", details={"occurrence_id": occurrence_id})

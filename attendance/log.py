@@ -71,7 +71,7 @@ def clean_event_id(event_id: Any) -> str:
 
 
 def offline_max(config: Mapping[str, Any]) -> dt.timedelta:
-    return dt.timedelta(hours=float(config.get("YUANJIAO_OFFLINE_MAX_HOURS", 12)))
+    return dt.timedelta(hours=float(config["YUANJIAO_OFFLINE_MAX_HOURS"]))
 
 
 def bound_time(occurrence: Any, at: dt.datetime | None, now: dt.datetime, *,

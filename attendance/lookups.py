@@ -59,8 +59,8 @@ def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:
     return R.Rules(
         late_after_minutes=study.late_after_minutes,
         present_threshold_percent=study.present_threshold_percent,
-        left_early_minutes=int(config.get("YUANJIAO_LEFT_EARLY_MINUTES", 10)),
-        grace_seconds=int(config.get("YUANJIAO_ATTENDANCE_GRACE_SECONDS", 90)),
+        left_early_minutes=int(config["YUANJIAO_LEFT_EARLY_MINUTES"]),
+        grace_seconds=int(config["YUANJIAO_ATTENDANCE_GRACE_SECONDS"]),
     )
 
 

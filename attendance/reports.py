@@ -135,7 +135,7 @@ def ledger(session: Session, *, year: int, unit_ids: list[int] | None,
     z = zone(tz)
     start = dt.datetime(year, 1, 1, tzinfo=z).astimezone(dt.UTC)
     end = dt.datetime(year + 1, 1, 1, tzinfo=z).astimezone(dt.UTC)
-    required = float(config.get("YUANJIAO_STUDY_HOURS_REQUIRED", 32))
+    required = float(config["YUANJIAO_STUDY_HOURS_REQUIRED"])
     occs = [o for o in occurrences_for_units(session, unit_ids, start, end)
             if o.starts_at <= now]
     q = select(Member).where(Member.status == "active")

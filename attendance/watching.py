@@ -87,7 +87,7 @@ def watching(app: Flask | None = None) -> Watching:
 
 def coalesce_seconds(config: Any) -> float:
     """Store a heartbeat at most this often: a minute, or less with a short grace period."""
-    grace = float(config.get("YUANJIAO_ATTENDANCE_GRACE_SECONDS", 90))
+    grace = float(config["YUANJIAO_ATTENDANCE_GRACE_SECONDS"])
     return max(1.0, min(60.0, grace / 2))
 
 

@@ -132,12 +132,12 @@ def hit(action: str, key: str, *, limit: int, window: float, message: str) -> No
 def limit_imports(user_id: int) -> None:
     """Imports are expensive (a file parsed and checked row by row): a few a minute."""
     hit("import", f"user:{user_id}",
-        limit=int(current_app.config.get("YUANJIAO_IMPORTS_PER_MINUTE", 10)), window=60,
+        limit=int(current_app.config["YUANJIAO_IMPORTS_PER_MINUTE"]), window=60,
         message="导入过于频繁，请稍后再试")
 
 
 def limit_qr_check_ins(member_id: int) -> None:
     """A member checks in once; a phone retrying is a few: many more is a script."""
     hit("qr", f"member:{member_id}",
-        limit=int(current_app.config.get("YUANJIAO_QR_CHECKINS_PER_MINUTE", 10)), window=60,
+        limit=int(current_app.config["YUANJIAO_QR_CHECKINS_PER_MINUTE"]), window=60,
         message="签到过于频繁，请稍后再试")

@@ -40,9 +40,9 @@ def edges(app: Flask | None = None) -> janus.Edges:
     if state is None:
         state = app.extensions.setdefault(EXTENSION, janus.Edges(
             app.config.get("YUANJIAO_JANUS_EDGES") or [],
-            app.config.get("YUANJIAO_JANUS_SECRET", ""),
-            app.config.get("YUANJIAO_JANUS_ADMIN_KEY", ""),
-            int(app.config.get("YUANJIAO_ORIGIN_MAX_SITES", 300)),
+            app.config["YUANJIAO_JANUS_SECRET"],
+            app.config["YUANJIAO_JANUS_ADMIN_KEY"],
+            int(app.config["YUANJIAO_ORIGIN_MAX_SITES"]),
             app.config.get("REDIS_URL"), _prefix(app)))
     return state
 
