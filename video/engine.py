@@ -30,8 +30,10 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
 from aiortc.sdp import SessionDescription
 
+from video.ladder import AUDIO, LinkMonitor, ladder_for
 from video.relay import (
     AUDIO_TIME_BASE,
     VIDEO_CODECS,
@@ -44,6 +46,9 @@ from video.relay import (
 
 log = logging.getLogger(__name__)
 
+#: Retransmissions a site may ask for, as a share of its layer's bitrate (a congested
+#: link's NACK storm must not multiply what it already cannot carry).
+RETRANSMIT_SHARE = 0.3
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
 PUBLISHER_GRACE_SECONDS = 15.0
 CALL_TIMEOUT = 20.0
@@ -99,17 +104,43 @@ class Subscriber:
         self.joined_at = time.time()
         self.requested_at = time.monotonic()
         self.connected = False
+        self.monitor: LinkMonitor | None = None
+        self.video_track: SubscriberTrack | None = None
+        self.retransmits = 0
+        self.retransmits_refused = 0
+        self._rtx_tokens = 0.0
+        self._rtx_refill_at = time.monotonic()
 
     def describe(self) -> dict[str, Any]:
         video = next((t for t in self.tracks if t.kind == "video"), None)
         first = getattr(video, "first_packet_at", None)
+        link: dict[str, Any] = self.monitor.describe() if self.monitor else {}
+        if isinstance(video, SubscriberTrack):
+            link["layer"] = video.layer
+            link["layer_target"] = video.pending_layer or video.layer
+        elif self.monitor is not None:
+            link["layer"] = "audio"
         return {
             "resource_id": self.resource_id, "codec": self.codec,
             "state": self.pc.connectionState, "joined_at": self.joined_at,
             "first_frame_ms": round((first - self.requested_at) * 1000) if first else None,
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
+            "retransmits": self.retransmits, "retransmits_refused": self.retransmits_refused,
+            **link,
             **self.info,
         }
+
+    def allow_retransmits(self, count: int, bitrate_kbps: int, now: float) -> int:
+        """How many of `count` NACKed packets may be re-sent: a token bucket holding up to
+        one second of `RETRANSMIT_SHARE` of the layer's bitrate (in ~1100-byte packets)."""
+        rate = max(10.0, RETRANSMIT_SHARE * bitrate_kbps * 1000 / 8 / 1100)
+        self._rtx_tokens = min(rate, self._rtx_tokens + (now - self._rtx_refill_at) * rate)
+        self._rtx_refill_at = now
+        allowed = min(count, int(self._rtx_tokens))
+        self._rtx_tokens -= allowed
+        self.retransmits += allowed
+        self.retransmits_refused += count - allowed
+        return allowed
 
 
 class Broadcast:
@@ -128,8 +159,15 @@ class Broadcast:
         self.mode = options.get("relay", engine.relay_mode)
         self.bitrate_kbps = int(options.get("bitrate_kbps") or 1200)
         self.height = int(options.get("height") or 480)
-        self.video_encoders: dict[str, SharedVideoEncoder] = {}
-        self.video_sources: dict[str, PacketSource] = {}
+        #: The encoding ladder; `ladder: false` (bench baseline) keeps one layer.
+        layers = ladder_for(self.height, self.bitrate_kbps)
+        if options.get("ladder") is False:
+            layers = layers[:1]
+        self.layers = {layer.name: layer for layer in layers}
+        self.layer_names = [layer.name for layer in layers]
+        # Keyed by (codec, layer name): one encoder each, started when someone watches.
+        self.video_encoders: dict[tuple[str, str], SharedVideoEncoder] = {}
+        self.video_sources: dict[tuple[str, str], PacketSource] = {}
         self.audio_encoder = SharedAudioEncoder()
         self.audio_source = PacketSource("audio")
         self.executor = concurrent.futures.ThreadPoolExecutor(
@@ -154,13 +192,54 @@ class Broadcast:
 
     # --- sources -----------------------------------------------------------------------
 
-    def ensure_video_source(self, codec: str) -> PacketSource:
-        if codec not in self.video_sources:
-            encoder = SharedVideoEncoder(codec, bitrate_kbps=self.bitrate_kbps,
-                                         height=self.height)
-            self.video_encoders[codec] = encoder
-            self.video_sources[codec] = PacketSource("video", encoder.request_keyframe)
-        return self.video_sources[codec]
+    def ensure_video_source(self, codec: str, layer: str = "high") -> PacketSource:
+        key = (codec, layer)
+        if key not in self.video_sources:
+            spec = self.layers[layer]
+            encoder = SharedVideoEncoder(codec, bitrate_kbps=spec.bitrate_kbps,
+                                         height=spec.height or self.height, layer=layer)
+            self.video_encoders[key] = encoder
+            self.video_sources[key] = PacketSource("video", encoder.request_keyframe,
+                                                   layer=layer)
+        return self.video_sources[key]
+
+    # --- each site's layer -------------------------------------------------------------
+
+    def on_receiver_report(self, subscriber: Subscriber, kind: str, fraction_lost: int,
+                           jitter_ms: float | None, rtt_ms: float | None) -> None:
+        """A report block about one of the site's streams: the stream it is on feeds its
+        link monitor (video while it gets video, audio on the audio-only layer)."""
+        monitor = subscriber.monitor
+        track = subscriber.video_track
+        if monitor is None or self.ended:
+            return
+        on_video = track is not None and track.layer != AUDIO
+        if (kind == "video") != on_video:
+            return
+        now = time.monotonic()
+        monitor.report(fraction_lost, now, jitter_ms=jitter_ms, rtt_ms=rtt_ms)
+        target = monitor.target(now)
+        if target is not None:
+            self.move_site(subscriber, target, now)
+
+    def move_site(self, subscriber: Subscriber, layer: str, now: float) -> None:
+        """Send a site to a layer: at that layer's next keyframe, or no video at all."""
+        track = subscriber.video_track
+        if track is None or subscriber.monitor is None:
+            return
+        log.info("site %s: layer %s -> %s (loss %s %%)", subscriber.resource_id,
+                 subscriber.monitor.layer, layer, subscriber.monitor.loss)
+        subscriber.monitor.move(layer, now)
+        track.switch_to(None if layer == AUDIO else
+                        self.ensure_video_source(subscriber.codec, layer))
+
+    def pin_site(self, subscriber: Subscriber, layer: str | None) -> None:
+        """An organizer fixes a site's layer (None: back to automatic)."""
+        if subscriber.monitor is None:
+            return
+        subscriber.monitor.pin(layer)
+        if layer is not None:
+            self.move_site(subscriber, layer, time.monotonic())
 
     # --- publisher ---------------------------------------------------------------------
 
@@ -205,19 +284,27 @@ class Broadcast:
             self.frames_in += 1
             pts = max(self._pts(90000), self.last_pts + 1)
             self.last_pts = pts
-            codecs = [c for c, s in self.video_sources.items() if s.tracks or c == "vp8"]
-            for codec in codecs:
-                encoder = self.video_encoders[codec]
+            # Every layer someone watches (or waits for), and VP8's top layer always (the
+            # recording, and a joining site's GOP cache). Encode all, then let waiting
+            # sites switch at a keyframe, then hand the packets out.
+            outputs = []
+            for key, source in list(self.video_sources.items()):
+                if not (source.watched or key == ("vp8", "high")):
+                    continue
+                encoder = self.video_encoders[key]
                 try:
                     packets = await loop.run_in_executor(self.executor, encoder.encode,
                                                          frame, pts)
                 except Exception:
                     log.exception("video encode failed (occurrence %s)", self.occurrence_id)
                     continue
-                source = self.video_sources[codec]
+                outputs.append((key, source, encoder, packets))
+            for _key, source, _encoder, packets in outputs:
+                source.take_switches(packets)
+            for key, source, encoder, packets in outputs:
                 for packet in packets:
                     source.publish(packet)
-                    if codec == "vp8" and self.recorder is not None:
+                    if key == ("vp8", "high") and self.recorder is not None:
                         self.recorder.write_video(packet, encoder.width, encoder.height)
             self.frames_encoded += 1
             now = time.monotonic()
@@ -247,12 +334,14 @@ class Broadcast:
     # --- stats and end -----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        vp8 = self.video_encoders.get("vp8")
+        vp8 = self.video_encoders.get(("vp8", "high"))
         elapsed = max(0.001, time.monotonic() - self.t0)
         window = self._fps_window
         fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and \
             window[-1] > window[0] else 0.0
-        video_bytes = sum(s.bytes for s in self.video_sources.values())
+        top = [s for (_, layer), s in self.video_sources.items()
+               if layer == self.layer_names[0] and s.packets]
+        video_bytes = sum(s.bytes for s in top)
         return {
             "state": "live",
             "occurrence_id": self.occurrence_id,
@@ -267,12 +356,39 @@ class Broadcast:
             "width": vp8.width if vp8 else 0,
             "height": vp8.height if vp8 else 0,
             "target_bitrate_kbps": self.bitrate_kbps,
-            "bitrate_kbps": round(video_bytes * 8 / elapsed / 1000 / max(1, len(
-                [s for s in self.video_sources.values() if s.packets])), 1),
+            "bitrate_kbps": round(video_bytes * 8 / elapsed / 1000 / max(1, len(top)), 1),
             "keyframes": sum(s.keyframes for s in self.video_sources.values()),
-            "codecs": sorted(c for c, s in self.video_sources.items() if s.tracks or c == "vp8"),
+            "codecs": sorted({c for (c, _), s in self.video_sources.items()
+                              if s.watched or c == "vp8"}),
+            "layers": self.layer_stats(),
             "recording": self.record_path,
         }
+
+
+    def layer_stats(self) -> list[dict[str, Any]]:
+        """Per layer: its size and bitrate, whether it is encoded, its keyframes and sites."""
+        out = []
+        for name in self.layer_names:
+            spec = self.layers[name]
+            entry: dict[str, Any] = {"name": name, "height": spec.height,
+                                     "bitrate_kbps": spec.bitrate_kbps}
+            if spec.height is None:
+                entry["sites"] = sum(1 for s in self.subscribers.values()
+                                     if s.video_track is not None
+                                     and s.video_track.layer == AUDIO)
+            else:
+                sources = [(k, s) for k, s in self.video_sources.items() if k[1] == name]
+                encoders = [self.video_encoders[k] for k, _ in sources]
+                entry.update({
+                    "encoded": any(s.watched or k == ("vp8", "high") for k, s in sources),
+                    "keyframes": sum(s.keyframes for _, s in sources),
+                    "frames": sum(e.frames for e in encoders),
+                    "encode_ms_per_frame": round(sum(e.seconds for e in encoders) * 1000
+                                                 / max(1, sum(e.frames for e in encoders)), 2),
+                    "sites": sum(len(s.tracks) for _, s in sources),
+                })
+            out.append(entry)
+        return out
 
 
 class MediaEngine:
@@ -378,6 +494,10 @@ class MediaEngine:
 
     def stats(self, occurrence_id: int) -> dict[str, Any]:
         return self.call(self._stats(int(occurrence_id)))
+
+    def pin(self, resource_id: str, layer: str | None) -> bool:
+        """Pin a connected site to a layer ("high", "low", "audio"; None: automatic)."""
+        return self.call(self._pin(resource_id, layer))
 
     def resource(self, resource_id: str) -> tuple[str, int] | None:
         return self.resources.get(resource_id)
@@ -500,10 +620,17 @@ class MediaEngine:
             raise MediaError("bad_sdp", f"cannot use this SDP offer: {exc}") from exc
         # One site's PLI/FIR goes to the shared encoder's rate-limited request, not to a
         # per-sender flag (a packet track has no encoder of its own to force).
+        # Its receiver reports feed the site's link monitor, which picks its layer.
+        subscriber.monitor = LinkMonitor(
+            broadcast.layer_names if codec is not None else [AUDIO],
+            broadcast.layer_names[0] if codec is not None else AUDIO, time.monotonic())
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):
                 transceiver.sender._send_keyframe = track.request_keyframe
+                if track.kind == "video":
+                    subscriber.video_track = track
+                self._watch_rtcp(broadcast, subscriber, transceiver.sender, track.kind)
             elif track is not None and transceiver.kind == "video":
                 # mediarelay: the sender's own encoder handles its PLIs
                 pass
@@ -522,6 +649,44 @@ class MediaEngine:
         self.resources[resource_id] = ("subscriber", occurrence_id)
         return {"answer": pc.localDescription.sdp, "resource_id": resource_id,
                 "codec": codec}
+
+    @staticmethod
+    def _watch_rtcp(broadcast: Broadcast, subscriber: Subscriber, sender: RTCRtpSender,
+                    kind: str) -> None:
+        """Wrap one sender's RTCP handling: receiver reports go to the site's link monitor
+        (loss, jitter, the sender's round-trip estimate); NACKs are capped to a share of
+        the site's layer bitrate before aiortc re-sends from its history."""
+        original = sender._handle_rtcp_packet
+        clock_khz = 90.0 if kind == "video" else 48.0
+
+        async def handle(packet: Any) -> None:
+            if kind == "video" and isinstance(packet, RtcpRtpfbPacket) and \
+                    packet.fmt == RTCP_RTPFB_NACK and packet.lost:
+                track = subscriber.video_track
+                layer = broadcast.layers.get(track.layer if track else "high")
+                bitrate = layer.bitrate_kbps if layer and layer.height else 64
+                allowed = subscriber.allow_retransmits(len(packet.lost), bitrate,
+                                                       time.monotonic())
+                if allowed == 0:
+                    return
+                if allowed < len(packet.lost):  # the newest: the oldest are likely too late
+                    packet = RtcpRtpfbPacket(fmt=packet.fmt, ssrc=packet.ssrc,
+                                             media_ssrc=packet.media_ssrc,
+                                             lost=sorted(packet.lost)[-allowed:])
+            await original(packet)
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc != sender._ssrc:
+                        continue
+                    rtt = getattr(sender, "_RTCRtpSender__rtt", None)
+                    try:
+                        broadcast.on_receiver_report(
+                            subscriber, kind, report.fraction_lost,
+                            report.jitter / clock_khz, rtt * 1000 if rtt is not None else None)
+                    except Exception:
+                        log.exception("receiver report handling failed")
+
+        sender._handle_rtcp_packet = handle
 
     def _video_track_for(self, broadcast: Broadcast, codec: str) -> Any:
         if broadcast.mode == "mediarelay":
@@ -618,6 +783,17 @@ class MediaEngine:
             return {"state": state, "occurrence_id": occurrence_id, "subscribers": 0,
                     "sites": []}
         return broadcast.stats()
+
+    async def _pin(self, resource_id: str, layer: str | None) -> bool:
+        entry = self.resources.get(resource_id)
+        broadcast = self.broadcasts.get(entry[1]) if entry else None
+        subscriber = broadcast.subscribers.get(resource_id) if broadcast else None
+        if subscriber is None or subscriber.monitor is None:
+            return False
+        if layer is not None and layer not in subscriber.monitor.layers:
+            raise MediaError("bad_layer", f"no layer {layer!r} for this site")
+        broadcast.pin_site(subscriber, layer)
+        return True
 
     async def _record(self, occurrence_id: int, path: str | None) -> bool:
         broadcast = self.broadcasts.get(occurrence_id)

@@ -251,14 +251,15 @@ def recordings_dir() -> str:
 def public_sites(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The connected subscribers as the pages show them."""
     keys = ("resource_id", "kind", "label", "site_id", "site_name", "member_id",
-            "member_name", "user_name", "state", "joined_at", "first_frame_ms", "codec")
+            "member_name", "user_name", "state", "joined_at", "first_frame_ms", "codec",
+            "layer", "loss", "jitter_ms", "rtt_ms", "pinned")
     return [{k: s.get(k) for k in keys if k in s} for s in (stats or {}).get("sites", [])]
 
 
 def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
     stats = stats or {}
     keys = ("fps", "bitrate_kbps", "target_bitrate_kbps", "width", "height", "subscribers",
-            "publisher_connected", "keyframes", "codecs", "frames_in")
+            "publisher_connected", "keyframes", "codecs", "frames_in", "layers")
     return {k: stats.get(k) for k in keys if k in stats}
 
 

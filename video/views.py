@@ -211,6 +211,12 @@ class LiveSiteSchema(Schema):
     joined_at = fields.Float()
     first_frame_ms = fields.Integer(allow_none=True)
     codec = fields.String()
+    layer = fields.String(metadata={"description": "high, low or audio (video paused)"})
+    loss = fields.Float(allow_none=True, metadata={
+        "description": "percent lost, smoothed, from the site's RTCP receiver reports"})
+    jitter_ms = fields.Float(allow_none=True)
+    rtt_ms = fields.Float(allow_none=True)
+    pinned = fields.String(allow_none=True)
 
 
 class LiveSchema(Schema):

@@ -1,0 +1,159 @@
+"""The encoding ladder and each site's layer, chosen from its RTCP receiver reports.
+
+Plain rules, no aiortc and no clock of their own: the engine feeds every receiver report
+of a site to its `LinkMonitor` with the time, and asks it which layer the site should be
+on. Down quickly (loss above 8 % for 2 s), up carefully (loss below 2 % for 10 s, longer
+after an attempt that failed), never deciding on reports that straddle a switch.
+
+Loss is what the site's own receiver counts before retransmission (RTCP `fraction_lost`
+of the media SSRC; RTX packets are counted on their own SSRC), so it measures the link,
+not what NACK later repaired. Random loss of a few percent therefore keeps a site on its
+layer (retransmission repairs it); congestion (a link narrower than the layer) shows as
+tens of percent and moves the site down. A site falls from the lowest video layer to
+audio only when even that layer loses more than a quarter of its packets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AUDIO = "audio"
+
+#: Loss (percent, smoothed) above which a site moves down one video layer ...
+DOWN_LOSS = 8.0
+#: ... when it lasts this long (the span the receiver reports cover, not their count).
+DOWN_SECONDS = 2.0
+#: From the lowest video layer to audio only: heavier and longer loss.
+AUDIO_LOSS = 25.0
+AUDIO_SECONDS = 3.0
+#: Loss below which a site may move up one layer, after this long ...
+UP_LOSS = 2.0
+UP_SECONDS = 10.0
+#: ... doubled (up to this) each time a move up is undone within `UP_FAILED_WITHIN`.
+UP_MAX_SECONDS = 80.0
+UP_FAILED_WITHIN = 15.0
+#: Reports within this long after a decision may still describe the old layer: ignored.
+SETTLE_SECONDS = 2.0
+#: Weight of the newest report in the smoothed loss.
+LOSS_ALPHA = 0.5
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One rung: a video size and bitrate, or audio only (`height` None)."""
+
+    name: str
+    height: int | None
+    bitrate_kbps: int
+
+
+def ladder_for(height: int, bitrate_kbps: int) -> list[Layer]:
+    """The lecture's layers, best first: its own size and bitrate, half the height at 30 %
+    of the bitrate (480 p at 1.2 Mb/s → 240 p at 360 kb/s), and audio only."""
+    height = max(90, int(height))
+    bitrate_kbps = max(100, int(bitrate_kbps))
+    layers = [Layer("high", height, bitrate_kbps)]
+    low = max(90, height // 2)
+    low -= low % 2
+    if low < height:
+        layers.append(Layer("low", low, max(120, round(bitrate_kbps * 0.3))))
+    layers.append(Layer(AUDIO, None, 0))
+    return layers
+
+
+class LinkMonitor:
+    """One site's link as its receiver reports it, and the layer it should be on."""
+
+    def __init__(self, layers: list[str], layer: str, now: float) -> None:
+        self.layers = list(layers)
+        self.layer = layer
+        self.pinned: str | None = None
+        #: Smoothed loss (percent) of the stream the site currently receives.
+        self.loss: float | None = None
+        self.jitter_ms: float | None = None
+        self.rtt_ms: float | None = None
+        self.reports = 0
+        self.switches = 0
+        self._window_loss: float | None = None
+        self._last_report_at: float | None = None
+        self._bad_since: float | None = None
+        self._good_since: float | None = None
+        self._settle_until = now  # nothing to settle before the first decision
+        self._up_wait = UP_SECONDS
+        self._last_up_at: float | None = None
+
+    def report(self, fraction_lost: int, now: float, *, jitter_ms: float | None = None,
+               rtt_ms: float | None = None) -> None:
+        """One RTCP receiver report block for the stream the site is on."""
+        raw = max(0, min(255, int(fraction_lost))) / 256 * 100
+        start = self._last_report_at if self._last_report_at is not None else now - 1.0
+        self._last_report_at = now
+        self.reports += 1
+        self.loss = raw if self.loss is None else LOSS_ALPHA * raw + (1 - LOSS_ALPHA) * self.loss
+        if jitter_ms is not None:
+            self.jitter_ms = jitter_ms
+        if rtt_ms is not None:
+            self.rtt_ms = rtt_ms
+        if now < self._settle_until or start < self._settle_until - SETTLE_SECONDS:
+            return
+        self._window_loss = raw if self._window_loss is None else (
+            LOSS_ALPHA * raw + (1 - LOSS_ALPHA) * self._window_loss)
+        down = self._down_threshold()
+        if down is not None and self._window_loss > down[0]:
+            self._bad_since = self._bad_since if self._bad_since is not None else start
+            self._good_since = None
+        elif self._window_loss < UP_LOSS:
+            self._good_since = self._good_since if self._good_since is not None else start
+            self._bad_since = None
+        else:
+            self._bad_since = self._good_since = None
+
+    def _down_threshold(self) -> tuple[float, float] | None:
+        index = self.layers.index(self.layer)
+        if index + 1 >= len(self.layers):
+            return None
+        if self.layers[index + 1] == AUDIO:
+            return AUDIO_LOSS, AUDIO_SECONDS
+        return DOWN_LOSS, DOWN_SECONDS
+
+    def target(self, now: float) -> str | None:
+        """The layer to move to now, or None to stay."""
+        if self.pinned is not None:
+            return self.pinned if self.pinned != self.layer else None
+        index = self.layers.index(self.layer)
+        down = self._down_threshold()
+        if down is not None and self._bad_since is not None and \
+                now - self._bad_since >= down[1]:
+            return self.layers[index + 1]
+        if index > 0 and self._good_since is not None and now - self._good_since >= self._up_wait:
+            return self.layers[index - 1]
+        return None
+
+    def move(self, layer: str, now: float) -> None:
+        """The site was sent to `layer` (it gets there at that layer's next keyframe)."""
+        if layer == self.layer:
+            return
+        up = self.layers.index(layer) < self.layers.index(self.layer)
+        if up:
+            self._last_up_at = now
+        elif self._last_up_at is not None and now - self._last_up_at <= UP_FAILED_WITHIN:
+            self._up_wait = min(UP_MAX_SECONDS, self._up_wait * 2)
+        self.layer = layer
+        self.switches += 1
+        self._window_loss = None
+        self._bad_since = self._good_since = None
+        self._settle_until = now + SETTLE_SECONDS
+
+    def pin(self, layer: str | None) -> None:
+        if layer is not None and layer not in self.layers:
+            raise ValueError(f"unknown layer {layer!r}")
+        self.pinned = layer
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "loss": round(self.loss, 1) if self.loss is not None else None,
+            "jitter_ms": round(self.jitter_ms, 1) if self.jitter_ms is not None else None,
+            "rtt_ms": round(self.rtt_ms, 1) if self.rtt_ms is not None else None,
+            "pinned": self.pinned,
+            "layer_switches": self.switches,
+        }
