@@ -116,6 +116,7 @@ class Subscriber:
         first = getattr(video, "first_packet_at", None)
         link: dict[str, Any] = self.monitor.describe() if self.monitor else {}
         if isinstance(video, SubscriberTrack):
+            link["video_packets_sent"] = video.packets_sent
             link["layer"] = video.layer
             link["layer_target"] = video.pending_layer or video.layer
         elif self.monitor is not None:

@@ -1,0 +1,217 @@
+"""The encoding ladder: each site's layer from its receiver reports, switched at a keyframe.
+
+The rules (`video.ladder.LinkMonitor`) and the switch (`SubscriberTrack.switch_to`) alone,
+then a lecture with a clean site and a site whose receive path drops 10 % of RTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from accounts.service import issue_site_token
+from tests.video.conftest import in_thread, run, wait_for
+from tests.video.peers import Impairment, Publisher, Subscriber
+from tests.video.test_signaling import SDP, bearer, stream_key, whep_signal, whip_signal
+from video import media
+from video.ladder import LinkMonitor, ladder_for
+from video.relay import VIDEO_TIME_BASE, EncodedPacket, PacketSource, SubscriberTrack
+
+LAYERS = ["high", "low", "audio"]
+
+
+def lost(percent: float) -> int:
+    return round(percent / 100 * 256)
+
+
+def test_ladder_sizes():
+    assert [(layer.name, layer.height, layer.bitrate_kbps) for layer in ladder_for(480, 1200)] == [
+        ("high", 480, 1200), ("low", 240, 360), ("audio", None, 0)]
+    assert [layer.name for layer in ladder_for(90, 300)] == ["high", "audio"]
+
+
+def test_down_quickly_up_carefully_and_pinned():
+    now = 100.0
+    monitor = LinkMonitor(LAYERS, "high", now)
+    # One bad report (about the last second) is not enough; loss above 8 % over 2 s is.
+    monitor.report(lost(5), now + 1)
+    monitor.report(lost(20), now + 2)
+    assert monitor.target(now + 2) is None
+    assert monitor.target(now + 2.5) is None
+    monitor.report(lost(20), now + 3)  # the reports cover [now + 1, now + 3]: 2 s
+    assert monitor.target(now + 3) == "low"
+    monitor.move("low", now + 3)
+    # Reports that straddle the switch are not judged; then 12 % on the low layer is not
+    # enough for audio only (that needs 25 % for 3 s), nor little enough to go up.
+    for t in range(4, 30):
+        monitor.report(lost(12), now + t)
+        assert monitor.target(now + t) is None, t
+    assert monitor.loss == pytest.approx(12, abs=0.5)
+    # Clean for 10 s: up again.
+    ups = []
+    for t in range(30, 50):
+        monitor.report(0, now + t)
+        if monitor.target(now + t) == "high":
+            ups.append(t)
+            break
+    assert ups, ups
+    assert 10 <= ups[0] - 30 <= 12, ups
+    monitor.move("high", now + ups[0])
+    # Undone at once: the next move up waits twice as long.
+    t0 = now + ups[0]
+    for k in range(3, 7):
+        monitor.report(lost(40), t0 + k)
+    assert monitor.target(t0 + 6) == "low"
+    monitor.move("low", t0 + 6)
+    clean = []
+    for k in range(8, 40):
+        monitor.report(0, t0 + k)
+        if monitor.target(t0 + k) == "high":
+            clean.append(k)
+            break
+    assert clean, clean
+    assert clean[0] - 6 >= 20, clean  # 20 s after the move down, not 10
+    # Very heavy loss on the low layer: audio only.
+    monitor.move("low", t0 + 40)
+    for k in range(43, 50):
+        monitor.report(lost(50), t0 + k)
+    assert monitor.target(t0 + 49) == "audio"
+    # An organizer's pin wins over the link.
+    monitor.pin("high")
+    assert monitor.target(t0 + 49) == "high"
+    with pytest.raises(ValueError, match="unknown layer"):
+        monitor.pin("ultra")
+
+
+def test_switch_happens_at_the_target_layers_keyframe():
+    """The site keeps the old layer until the new one's keyframe; timestamps only grow;
+    a keyframe request while it waits goes to the target layer only."""
+    asked: list[str] = []
+
+    async def scenario():
+        high = PacketSource("video", lambda: asked.append("high"), layer="high")
+        low = PacketSource("video", lambda: asked.append("low"), layer="low")
+        site = SubscriberTrack("video", high)
+        other = SubscriberTrack("video", high)
+        high.attach(site)
+        high.attach(other)
+        switched: list[str] = []
+        site.on_switched = switched.append
+
+        def frame(i: int, key_high: bool, key_low: bool) -> None:
+            packets = {high: [EncodedPacket(b"h", i * 3000, VIDEO_TIME_BASE, key_high)]}
+            if low.watched:
+                packets[low] = [EncodedPacket(b"l", i * 3000, VIDEO_TIME_BASE, key_low)]
+            for source, ps in packets.items():
+                source.take_switches(ps)
+            for source, ps in packets.items():
+                for p in ps:
+                    source.publish(p)
+
+        frame(0, True, False)
+        frame(1, False, False)
+        asked.clear()
+        site.switch_to(low)
+        assert asked == ["low"]
+        assert site.layer == "high"
+        assert site.pending_layer == "low"
+        frame(2, False, False)  # the low layer's first frame is not a keyframe
+        site.request_keyframe()  # a PLI while waiting: the target layer's encoder
+        assert asked == ["low", "low"]
+        frame(3, False, True)
+        frame(4, False, False)
+        assert switched == ["low"]
+        assert site.layer == "low"
+        got = [(await site.recv()) for _ in range(len(site._queue))]
+        assert [(bytes(p), p.pts // 3000, p.is_keyframe) for p in got] == [
+            (b"h", 0, True), (b"h", 1, False), (b"h", 2, False), (b"l", 3, True),
+            (b"l", 4, False)]
+        assert len(other._queue) == 5
+        assert other.layer == "high"
+        site.switch_to(None)
+        assert site.layer == "audio"
+        assert site not in high.tracks
+        assert site not in low.tracks
+        assert not low.watched
+
+    run(scenario())
+
+
+@pytest.mark.media
+def test_lossy_site_moves_to_low_layer_control_stays_high(app, client, factory, scene,
+                                                          db_session):
+    """A site whose link drops 10 % of RTP is on the low layer within ~5 s; the clean site
+    stays on the high layer, decodes ≥ 99 % of its frames and gets no extra keyframes;
+    the live API shows each site's layer and loss."""
+    occ = scene.occurrence.id
+    key = stream_key(client, occ, factory.headers(scene.trainer))
+    site_token = issue_site_token(db_session, scene.site)
+    admin_headers = factory.headers(factory.user("admin"))
+    db_session.commit()
+    seen: dict = {}
+    engine = media.runtime(app).backend
+
+    def live_sites():
+        body = client.get(f"/api/v1/occurrences/{occ}/live", headers=admin_headers).json
+        return {s["resource_id"]: s for s in body["sites"]}
+
+    async def scenario():
+        publisher = Publisher(audio=False, width=320, height=240)
+        await publisher.start(whip_signal(client, occ, bearer(key), seen))
+        control = Subscriber(audio=False)
+        control_id = (await control.start(whep_signal(client, occ, {**admin_headers, **SDP},
+                                                      seen))).rsplit("/", 1)[-1]
+        impairment = Impairment(loss=0.10)
+        lossy = Subscriber(audio=False, impairment=impairment)
+        lossy_id = (await lossy.start(whep_signal(client, occ, bearer(site_token),
+                                                  seen))).rsplit("/", 1)[-1]
+        assert await lossy.wait_frames(1, 10)
+        assert await control.wait_frames(1, 10)
+        started = lossy.first_frame_at
+        moved = await wait_for(lambda: live_sites()[lossy_id].get("layer") == "low", 10, 0.2)
+        moved_after = time.monotonic() - started
+        assert moved, live_sites()[lossy_id]
+        assert moved_after <= 6.0, moved_after
+        await asyncio.sleep(1.0)
+        before = await in_thread(engine.stats, occ)
+        t0 = time.monotonic()
+        await asyncio.sleep(8)
+        after = await in_thread(engine.stats, occ)
+        t1 = time.monotonic()
+        await asyncio.sleep(0.5)  # let the frames in flight arrive and decode
+        sites = {s["resource_id"]: s for s in after["sites"]}
+        api = live_sites()
+        for peer in (publisher, control, lossy):
+            await peer.close()
+        return {"moved_after": moved_after, "before": before, "after": after, "t": (t0, t1),
+                "sites": sites, "api": api, "control": control, "lossy": lossy,
+                "control_id": control_id, "lossy_id": lossy_id, "impairment": impairment}
+
+    r = run(scenario())
+    control, lossy, sites, api = r["control"], r["lossy"], r["sites"], r["api"]
+    t0, t1 = r["t"]
+    # The API: each site's layer and loss (percent, from its receiver reports).
+    assert api[r["control_id"]]["layer"] == "high"
+    assert api[r["lossy_id"]]["layer"] == "low"
+    assert api[r["lossy_id"]]["loss"] >= 4, api[r["lossy_id"]]
+    assert api[r["control_id"]]["loss"] is not None
+    assert api[r["control_id"]]["loss"] < 2
+    assert r["impairment"].dropped_loss > 50
+    # The control: never moved, every frame sent to it decoded.
+    assert sites[r["control_id"]]["layer_switches"] == 0
+    sent = sites[r["control_id"]]["video_packets_sent"]
+    assert control.frames >= 0.99 * sent, (control.frames, sent)
+    # The lossy site on the low layer: nearly every frame (NACK repairs the losses).
+    lossy_sent = sites[r["lossy_id"]]["video_packets_sent"]
+    assert lossy.frames >= 0.9 * lossy_sent, (lossy.frames, lossy_sent)
+    assert not lossy.freezes(t0, t1, 1.0), lossy.freezes(t0, t1, 1.0)
+    assert {(160, 120), (320, 240)} >= lossy.sizes >= {(160, 120)}
+    assert control.sizes == {(320, 240)}
+    # Keyframes on the control's layer: the regular ones, ~1 per 2.5 s; the lossy site's
+    # requests went to the low layer's encoder only.
+    high = {layer["name"]: layer for layer in r["after"]["layers"]}["high"]
+    high_before = {layer["name"]: layer for layer in r["before"]["layers"]}["high"]
+    keys = high["keyframes"] - high_before["keyframes"]
+    assert keys <= (t1 - t0) / 2.5 + 1, keys
