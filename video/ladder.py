@@ -2,8 +2,9 @@
 
 Plain rules, no aiortc and no clock of their own: the engine feeds every receiver report
 of a site to its `LinkMonitor` with the time, and asks it which layer the site should be
-on. Down quickly (loss above 8 % for 2 s), up carefully (loss below 2 % for 10 s, longer
-after an attempt that failed), never deciding on reports that straddle a switch.
+on. Down quickly (loss above 8 % over the last 2 s), up carefully (below 2 % over 10 s
+and no report above 4 %; longer after an attempt that failed), never deciding on
+reports that straddle a switch.
 
 Loss is what the site's own receiver counts before retransmission (RTCP `fraction_lost`
 of the media SSRC; RTX packets are counted on their own SSRC), so it measures the link,
@@ -29,12 +30,14 @@ AUDIO_SECONDS = 3.0
 #: Loss below which a site may move up one layer, after this long ...
 UP_LOSS = 2.0
 UP_SECONDS = 10.0
+#: ... and no single report in that time above this.
+UP_PEAK_LOSS = 4.0
 #: ... doubled (up to this) each time a move up is undone within `UP_FAILED_WITHIN`.
 UP_MAX_SECONDS = 80.0
 UP_FAILED_WITHIN = 15.0
-#: Reports within this long after a decision may still describe the old layer: ignored.
+#: Reports that begin within this long after a move may still describe the old layer.
 SETTLE_SECONDS = 2.0
-#: Weight of the newest report in the smoothed loss.
+#: Weight of the newest report in the smoothed loss the API shows.
 LOSS_ALPHA = 0.5
 
 
@@ -62,7 +65,13 @@ def ladder_for(height: int, bitrate_kbps: int) -> list[Layer]:
 
 
 class LinkMonitor:
-    """One site's link as its receiver reports it, and the layer it should be on."""
+    """One site's link as its receiver reports it, and the layer it should be on.
+
+    Each report block's `fraction_lost` covers the time since the previous report (0.5 to
+    1.5 s with aiortc, about 1 s with browsers). The loss over the last N seconds is the
+    time-weighted mean of the reports covering them, counted only from the last move on
+    (older reports describe another layer).
+    """
 
     def __init__(self, layers: list[str], layer: str, now: float) -> None:
         self.layers = list(layers)
@@ -74,11 +83,10 @@ class LinkMonitor:
         self.rtt_ms: float | None = None
         self.reports = 0
         self.switches = 0
-        self._window_loss: float | None = None
+        #: (start, end, loss percent) of each report since the last move, newest last.
+        self._samples: list[tuple[float, float, float]] = []
         self._last_report_at: float | None = None
-        self._bad_since: float | None = None
-        self._good_since: float | None = None
-        self._settle_until = now  # nothing to settle before the first decision
+        self._moved_at = now
         self._up_wait = UP_SECONDS
         self._last_up_at: float | None = None
 
@@ -87,6 +95,7 @@ class LinkMonitor:
         """One RTCP receiver report block for the stream the site is on."""
         raw = max(0, min(255, int(fraction_lost))) / 256 * 100
         start = self._last_report_at if self._last_report_at is not None else now - 1.0
+        start = max(start, now - 2.0)  # a long silence says nothing about the link
         self._last_report_at = now
         self.reports += 1
         self.loss = raw if self.loss is None else LOSS_ALPHA * raw + (1 - LOSS_ALPHA) * self.loss
@@ -94,21 +103,28 @@ class LinkMonitor:
             self.jitter_ms = jitter_ms
         if rtt_ms is not None:
             self.rtt_ms = rtt_ms
-        if now < self._settle_until or start < self._settle_until - SETTLE_SECONDS:
-            return
-        self._window_loss = raw if self._window_loss is None else (
-            LOSS_ALPHA * raw + (1 - LOSS_ALPHA) * self._window_loss)
-        down = self._down_threshold()
-        if down is not None and self._window_loss > down[0]:
-            self._bad_since = self._bad_since if self._bad_since is not None else start
-            self._good_since = None
-        elif self._window_loss < UP_LOSS:
-            self._good_since = self._good_since if self._good_since is not None else start
-            self._bad_since = None
-        else:
-            self._bad_since = self._good_since = None
+        # A report that began before the move (or within the settling time after it)
+        # may describe the old layer.
+        if start >= self._moved_at + (SETTLE_SECONDS if self.switches else 0.0) - 0.25:
+            self._samples.append((start, now, raw))
+            horizon = now - UP_MAX_SECONDS - 5
+            while self._samples and self._samples[0][1] < horizon:
+                self._samples.pop(0)
 
-    def _down_threshold(self) -> tuple[float, float] | None:
+    def loss_over(self, seconds: float, *, worst: bool = False) -> float | None:
+        """Loss (percent) over the newest reports covering at least `seconds` (their
+        time-weighted mean, or the worst one), or None while the reports since the last
+        move cover less."""
+        covered = weighted = peak = 0.0
+        for start, end, loss in reversed(self._samples):
+            covered += end - start
+            weighted += (end - start) * loss
+            peak = max(peak, loss)
+            if covered >= seconds - 0.05:
+                return peak if worst else weighted / covered
+        return None
+
+    def _down(self) -> tuple[float, float] | None:
         index = self.layers.index(self.layer)
         if index + 1 >= len(self.layers):
             return None
@@ -121,12 +137,17 @@ class LinkMonitor:
         if self.pinned is not None:
             return self.pinned if self.pinned != self.layer else None
         index = self.layers.index(self.layer)
-        down = self._down_threshold()
-        if down is not None and self._bad_since is not None and \
-                now - self._bad_since >= down[1]:
-            return self.layers[index + 1]
-        if index > 0 and self._good_since is not None and now - self._good_since >= self._up_wait:
-            return self.layers[index - 1]
+        down = self._down()
+        if down is not None:
+            loss = self.loss_over(down[1])
+            if loss is not None and loss > down[0]:
+                return self.layers[index + 1]
+        if index > 0:
+            loss = self.loss_over(self._up_wait)
+            peak = self.loss_over(self._up_wait, worst=True)
+            if loss is not None and peak is not None and loss < UP_LOSS \
+                    and peak < UP_PEAK_LOSS:
+                return self.layers[index - 1]
         return None
 
     def move(self, layer: str, now: float) -> None:
@@ -140,9 +161,8 @@ class LinkMonitor:
             self._up_wait = min(UP_MAX_SECONDS, self._up_wait * 2)
         self.layer = layer
         self.switches += 1
-        self._window_loss = None
-        self._bad_since = self._good_since = None
-        self._settle_until = now + SETTLE_SECONDS
+        self._samples.clear()
+        self._moved_at = now
 
     def pin(self, layer: str | None) -> None:
         if layer is not None and layer not in self.layers:

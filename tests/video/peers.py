@@ -100,6 +100,7 @@ class Impairment:
         self.dropped_queue = 0
         self.bytes_in = 0
         self._link_free_at = 0.0
+        self._task: asyncio.Task | None = None
 
     def install(self, pc: RTCPeerConnection) -> None:
         """Call after setLocalDescription (the transports exist), before connecting."""
@@ -140,13 +141,14 @@ class Impairment:
                     loop.call_at(at, deliver, data)
 
         async def recv() -> bytes:
+            if self._task is None:  # the DTLS transport reads only once ICE is connected
+                self._task = asyncio.ensure_future(pump())
             item = await inbox.get()
             if isinstance(item, BaseException):
                 inbox.put_nowait(item)
                 raise item
             return item
 
-        self._task = asyncio.ensure_future(pump())
         ice._recv = recv
 
 

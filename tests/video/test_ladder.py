@@ -36,13 +36,17 @@ def test_down_quickly_up_carefully_and_pinned():
     now = 100.0
     monitor = LinkMonitor(LAYERS, "high", now)
     # One bad report (about the last second) is not enough; loss above 8 % over 2 s is.
-    monitor.report(lost(5), now + 1)
-    monitor.report(lost(20), now + 2)
-    assert monitor.target(now + 2) is None
-    assert monitor.target(now + 2.5) is None
-    monitor.report(lost(20), now + 3)  # the reports cover [now + 1, now + 3]: 2 s
-    assert monitor.target(now + 3) == "low"
-    monitor.move("low", now + 3)
+    monitor.report(lost(20), now + 1)
+    assert monitor.target(now + 1) is None  # 20 %, but over 1 s only
+    monitor.report(lost(2), now + 2)
+    assert monitor.target(now + 2) == "low"  # 11 % over 2 s
+    monitor = LinkMonitor(LAYERS, "high", now)
+    monitor.report(lost(2), now + 2)
+    monitor.report(lost(3), now + 3)
+    assert monitor.target(now + 3) is None  # 2.5 % over the last 2 s
+    monitor.report(lost(14), now + 4)
+    assert monitor.target(now + 4) == "low"  # 8.6 % over the last 2 s
+    monitor.move("low", now + 4)
     # Reports that straddle the switch are not judged; then 12 % on the low layer is not
     # enough for audio only (that needs 25 % for 3 s), nor little enough to go up.
     for t in range(4, 30):
@@ -57,7 +61,7 @@ def test_down_quickly_up_carefully_and_pinned():
             ups.append(t)
             break
     assert ups, ups
-    assert 10 <= ups[0] - 30 <= 12, ups
+    assert 10 <= ups[0] - 29 <= 12, ups  # clean since the report covering [29, 30]
     monitor.move("high", now + ups[0])
     # Undone at once: the next move up waits twice as long.
     t0 = now + ups[0]
@@ -178,8 +182,8 @@ def test_lossy_site_moves_to_low_layer_control_stays_high(app, client, factory, 
         before = await in_thread(engine.stats, occ)
         t0 = time.monotonic()
         await asyncio.sleep(8)
+        t1 = time.monotonic()  # the frames sent by now are decoded within ~0.1 s
         after = await in_thread(engine.stats, occ)
-        t1 = time.monotonic()
         await asyncio.sleep(0.5)  # let the frames in flight arrive and decode
         sites = {s["resource_id"]: s for s in after["sites"]}
         api = live_sites()
@@ -198,14 +202,16 @@ def test_lossy_site_moves_to_low_layer_control_stays_high(app, client, factory, 
     assert api[r["lossy_id"]]["loss"] >= 4, api[r["lossy_id"]]
     assert api[r["control_id"]]["loss"] is not None
     assert api[r["control_id"]]["loss"] < 2
-    assert r["impairment"].dropped_loss > 50
+    assert r["impairment"].dropped_loss > 20
     # The control: never moved, every frame sent to it decoded.
     assert sites[r["control_id"]]["layer_switches"] == 0
-    sent = sites[r["control_id"]]["video_packets_sent"]
-    assert control.frames >= 0.99 * sent, (control.frames, sent)
-    # The lossy site on the low layer: nearly every frame (NACK repairs the losses).
+    sent = sites[r["control_id"]]["video_packets_sent"]  # one packet per VP8 frame
+    decoded = control.frames_between(0, t1 + 0.1)
+    assert decoded >= 0.99 * sent, (decoded, sent)
+    # The lossy site, on the low layer: nearly every frame (NACK repairs the losses).
     lossy_sent = sites[r["lossy_id"]]["video_packets_sent"]
-    assert lossy.frames >= 0.9 * lossy_sent, (lossy.frames, lossy_sent)
+    lossy_decoded = lossy.frames_between(0, t1 + 0.1)
+    assert lossy_decoded >= 0.95 * lossy_sent, (lossy_decoded, lossy_sent)
     assert not lossy.freezes(t0, t1, 1.0), lossy.freezes(t0, t1, 1.0)
     assert {(160, 120), (320, 240)} >= lossy.sizes >= {(160, 120)}
     assert control.sizes == {(320, 240)}
