@@ -11,6 +11,18 @@ each N it prints the server's CPU as a share of one core (from /proc/<pid>/stat 
 fixed window), the minimum over sites of the share of the publisher's frames received,
 and the time from a site's WHEP request to its first frame (p50, max). Then the same for
 aiortc's MediaRelay with one encoder per site (`--relay mediarelay`), as the baseline.
+
+    .venv/bin/python bench/relay.py --impair [--impair-seconds 20] [--profiles ...]
+
+Poor links: per profile (clean; 2 % loss 80 ms; 5 % loss 150 ms; 800 kb/s 100 ms;
+1.5 Mb/s 1 % loss) one worker process connects two DECODING aiortc subscribers, an
+impaired site and a clean control. The impairment sits in the impaired subscriber's own
+UDP receive path (`tests.video.peers.Impairment`: random RTP loss, a drop-tail bottleneck
+of the given rate with a 100 ms queue like `tbf`, a fixed delay). Prints for both sites
+the decoded share of the frames the server sent them, freezes over 500 ms after the first
+5 s, the longest one, and the layer (and when the impaired site left the top layer); the
+keyframes of the top layer; and the server's CPU per profile, whose excess over the clean
+profile (only the top layer encoded) is the ladder's cost, with the per-layer encode time.
 """
 
 from __future__ import annotations
@@ -127,6 +139,63 @@ async def worker_main(url: str, occurrence_id: int, count: int, audio: bool) -> 
     await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
 
 
+# --- the poor-link worker (a separate process) --------------------------------------------
+
+PROFILES = {
+    "clean": {},
+    "2% loss 80ms": {"loss": 0.02, "delay_ms": 80},
+    "5% loss 150ms": {"loss": 0.05, "delay_ms": 150},
+    "800kb/s 100ms": {"rate_kbps": 800, "delay_ms": 100},
+    "1.5Mb/s 1% loss": {"rate_kbps": 1500, "loss": 0.01},
+}
+
+
+async def impair_worker_main(url: str, occurrence_id: int, profile: dict) -> None:
+    """Two decoding subscribers: the impaired site and the control. Prints `ready` with
+    their resource ids, then on `stop` their decoded frames and freezes."""
+    import requests
+
+    from tests.video.peers import Impairment, Subscriber
+
+    loop = asyncio.get_running_loop()
+
+    def signal_for(label: str):
+        async def signal(sdp):
+            response = await loop.run_in_executor(None, lambda: requests.post(
+                f"{url}/whep/{occurrence_id}", data=sdp, timeout=60, headers={
+                    "Content-Type": "application/sdp", "X-Yuanjiao-Node-Secret": SECRET,
+                    "X-Yuanjiao-Meta": json.dumps({"label": label})}))
+            if response.status_code != 201:
+                raise RuntimeError(f"WHEP {response.status_code}: {response.text}")
+            return response.text, response.headers["Location"].rsplit("/", 1)[-1]
+        return signal
+
+    impairment = Impairment(**profile) if profile else None
+    impaired = Subscriber(audio=False, impairment=impairment)
+    control = Subscriber(audio=False)
+    ids = [await impaired.start(signal_for("impaired")),
+           await control.start(signal_for("control"))]
+    await impaired.wait_frames(1, 15)
+    await control.wait_frames(1, 15)
+    print(json.dumps({"ready": True, "ids": ids}), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stopped = time.monotonic()
+    await asyncio.sleep(0.1)  # frames sent before `stop` still decoding
+
+    def figures(sub) -> dict:
+        first = sub.first_frame_at or stopped
+        freezes = sub.freezes(first + 5, stopped, 0.5)
+        return {"decoded": sub.frames_between(0, stopped + 0.1), "freezes": len(freezes),
+                "longest": max(freezes, default=0.0), "sizes": sorted(sub.sizes)}
+
+    result = {"impaired": figures(impaired), "control": figures(control)}
+    if impairment is not None:
+        result["link"] = {"rtp": impairment.rtp, "lost": impairment.dropped_loss,
+                          "queue_drops": impairment.dropped_queue}
+    print(json.dumps(result), flush=True)
+    await asyncio.gather(impaired.close(), control.close(), return_exceptions=True)
+
+
 # --- the driver ---------------------------------------------------------------------------
 
 
@@ -166,7 +235,8 @@ class Node:
 class PublisherThread:
     """The synthetic trainer, on its own asyncio loop in a thread of the driver."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy: bool = False) -> None:
+        self.busy = busy
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -180,7 +250,7 @@ class PublisherThread:
 
         from tests.video.peers import Publisher
 
-        publisher = Publisher(audio=True)
+        publisher = Publisher(audio=True, busy=self.busy)
 
         async def signal(sdp):
             response = await asyncio.get_running_loop().run_in_executor(None, lambda: (
@@ -313,6 +383,101 @@ def summarize(name: str, results: list[dict]) -> dict:
     return {"per_site": per_site, "fixed": fixed, "capacity": capacity}
 
 
+def impaired_profile(node: Node, name: str, profile: dict, seconds: float) -> dict:
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--impair-worker", "--url", node.url,
+         "--profile", json.dumps(profile)],
+        cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(worker.stdout.readline())
+        impaired_id, control_id = ready["ids"]
+        stats0, cpu0, t0 = node.stats(), cpu_seconds(node.proc.pid), time.monotonic()
+        left_top = None
+        layers_seen = []
+        while time.monotonic() - t0 < seconds:
+            time.sleep(0.5)
+            sites = {s["resource_id"]: s for s in node.stats().get("sites", [])}
+            layer = sites.get(impaired_id, {}).get("layer")
+            if layer and (not layers_seen or layers_seen[-1] != layer):
+                layers_seen.append(layer)
+            if layer not in (None, "high") and left_top is None:
+                left_top = time.monotonic() - t0
+        stats1, cpu1, t1 = node.stats(), cpu_seconds(node.proc.pid), time.monotonic()
+        worker.stdin.write("stop\n")
+        worker.stdin.flush()
+        result = json.loads(worker.stdout.readline())
+    finally:
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    sites = {s["resource_id"]: s for s in stats1.get("sites", [])}
+    top0 = {entry["name"]: entry for entry in stats0.get("layers", [])}
+    top1 = {entry["name"]: entry for entry in stats1.get("layers", [])}
+    out = {"name": name, "cpu": (cpu1 - cpu0) / (t1 - t0) * 100, "left_top": left_top,
+           "layers_seen": layers_seen, "link": result.get("link"),
+           "keyframes_top": top1["high"]["keyframes"] - top0["high"]["keyframes"],
+           "keyframes_all": stats1["keyframes"] - stats0["keyframes"],
+           "encode_ms": {n: e.get("encode_ms_per_frame") for n, e in top1.items()
+                         if e.get("height")},
+           "seconds": t1 - t0}
+    for role, rid in (("impaired", impaired_id), ("control", control_id)):
+        site = sites.get(rid, {})
+        sent = max(1, site.get("video_packets_sent", 0))
+        figures = result[role]
+        out[role] = {**figures, "sent": sent, "share": figures["decoded"] / sent * 100,
+                     "layer": site.get("layer"), "loss": site.get("loss"),
+                     "rtt_ms": site.get("rtt_ms"),
+                     "retransmits": site.get("retransmits"),
+                     "refused": site.get("retransmits_refused")}
+    time.sleep(2)  # let the node drop the departed sites
+    return out
+
+
+def run_impair(names: list[str], seconds: float) -> None:
+    node = Node("encoded")
+    publisher = None
+    rows = []
+    try:
+        publisher = PublisherThread(node.url, busy=True)
+        time.sleep(2)
+        for name in names:
+            row = impaired_profile(node, name, PROFILES[name], seconds)
+            rows.append(row)
+            imp, ctl = row["impaired"], row["control"]
+            left = f"{row['left_top']:.1f} s" if row["left_top"] is not None else "never"
+            print(f"  {name:16s} impaired: {imp['share']:5.1f} % of {imp['sent']} frames, "
+                  f"{imp['freezes']} freezes > 0.5 s (longest {imp['longest']:.2f} s), "
+                  f"layer {imp['layer']} (left the top after {left}; "
+                  f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
+                  f"rtx {imp['retransmits']} (+{imp['refused']} refused)\n"
+                  f"  {'':16s} control:  {ctl['share']:5.1f} % of {ctl['sent']} frames, "
+                  f"{ctl['freezes']} freezes > 0.5 s, layer {ctl['layer']}, "
+                  f"loss {ctl['loss']} %   top-layer keyframes {row['keyframes_top']} in "
+                  f"{row['seconds']:.0f} s (all layers {row['keyframes_all']})   "
+                  f"server CPU {row['cpu']:.1f} %   encode ms/frame {row['encode_ms']}"
+                  + (f"   link {row['link']}" if row["link"] else ""), flush=True)
+    finally:
+        if publisher is not None:
+            publisher.close()
+        node.stop()
+    clean = next((r for r in rows if r["name"] == "clean"), None)
+    laddered = [r for r in rows if r["impaired"]["layer"] not in (None, "high")
+                or r["layers_seen"][1:]]
+    if clean and laddered:
+        extra = statistics.median(r["cpu"] for r in laddered) - clean["cpu"]
+        print(f"ladder cost: server CPU {clean['cpu']:.1f} % of a core with one layer "
+              f"(clean profile) vs median {clean['cpu'] + extra:.1f} % with two layers "
+              f"encoded: +{extra:.1f} points = {extra / clean['cpu'] * 100:+.0f} % of the "
+              f"single-layer cost (same run; noisy on a shared machine)")
+        encode = [r["encode_ms"] for r in laddered if r["encode_ms"].get("low")]
+        if encode:
+            high = statistics.median(e["high"] for e in encode)
+            low = statistics.median(e["low"] for e in encode)
+            print(f"encode time per frame: high {high:.2f} ms, low {low:.2f} ms "
+                  f"(low = {low / high * 100:.0f} % of high)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", default="1,8,32,64")
@@ -322,6 +487,13 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--video-only", action="store_true",
                         help="subscribers ask for video only (cheaper subscriber processes)")
+    parser.add_argument("--impair", action="store_true",
+                        help="poor-link profiles: an impaired and a control decoding site")
+    parser.add_argument("--impair-seconds", type=float, default=20.0)
+    parser.add_argument("--profiles", default=",".join(PROFILES),
+                        help="comma-separated profile names for --impair")
+    parser.add_argument("--impair-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
@@ -329,12 +501,24 @@ def main() -> None:
     if args.worker:
         asyncio.run(worker_main(args.url, OCCURRENCE, args.count, not args.video_only))
         return
+    if args.impair_worker:
+        asyncio.run(impair_worker_main(args.url, OCCURRENCE, json.loads(args.profile)))
+        return
     import logging
 
     global VIDEO_ONLY
     VIDEO_ONLY = args.video_only
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
+    if args.impair:
+        print(f"poor links: 640x480 30 fps VP8 at 1.2 Mb/s (a quarter of the picture "
+              f"noise), ladder high 480p / low 240p 360 kb/s / audio, "
+              f"{args.impair_seconds:.0f} s per profile, "
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+        run_impair([n.strip() for n in args.profiles.split(",")], args.impair_seconds)
+        print(f"total {time.monotonic() - started:.0f} s; load average at the end "
+              f"{os.getloadavg()[0]:.2f}")
+        return
     sites = [int(x) for x in args.sites.split(",")]
     print(f"relay benchmark: 640x480 30 fps VP8 + Opus, {args.seconds:.0f} s windows, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)

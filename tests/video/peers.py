@@ -20,12 +20,22 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 Signal = Callable[[str], Awaitable[tuple[str, str]]]  # offer sdp -> (answer sdp, resource id)
 
 
-class MovingVideoTrack(VideoStreamTrack):
-    """640x480 at 30 fps with a bar that moves, so every frame differs from the last."""
+#: Noise of amplitude 32 around mid-grey: a quarter of a 640x480 picture of it keeps VP8
+#: at about 1.1 Mb/s (full-range noise would need 4 Mb/s).
+NOISE = bytes(112 + b % 32 for b in range(256))
 
-    def __init__(self, width: int = 640, height: int = 480) -> None:
+
+class MovingVideoTrack(VideoStreamTrack):
+    """640x480 at 30 fps with a bar that moves, so every frame differs from the last.
+
+    `busy`: the bottom quarter is fresh noise in every frame, so that the encoder needs
+    about its whole bitrate (the bar alone needs a fraction of it).
+    """
+
+    def __init__(self, width: int = 640, height: int = 480, busy: bool = False) -> None:
         super().__init__()
         self.width, self.height = width, height
+        self.busy = busy
         self._frames = []
         for i in range(30):
             frame = av.VideoFrame(width, height, "yuv420p")
@@ -48,6 +58,11 @@ class MovingVideoTrack(VideoStreamTrack):
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
         for dst, src in zip(frame.planes, template.planes, strict=True):
             dst.update(bytes(src))
+        if self.busy:
+            y = bytearray(bytes(frame.planes[0]))
+            band = self.width * (self.height // 4)
+            y[-band:] = random.randbytes(band).translate(NOISE)
+            frame.planes[0].update(bytes(y))
         frame.pts, frame.time_base = pts, time_base
         return frame
 
@@ -60,9 +75,10 @@ def empty_config() -> RTCConfiguration:
 class Publisher:
     """A plain aiortc WHIP client, as OBS would be: synthetic video and silent audio."""
 
-    def __init__(self, audio: bool = True, width: int = 640, height: int = 480) -> None:
+    def __init__(self, audio: bool = True, width: int = 640, height: int = 480,
+                 busy: bool = False) -> None:
         self.pc = RTCPeerConnection(configuration=empty_config())
-        self.video = MovingVideoTrack(width, height)
+        self.video = MovingVideoTrack(width, height, busy=busy)
         self.pc.addTrack(self.video)
         if audio:
             self.pc.addTrack(AudioStreamTrack())
