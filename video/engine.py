@@ -30,6 +30,7 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpsender import RTP_HISTORY_SIZE
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
 from aiortc.sdp import SessionDescription
 
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 #: Retransmissions a site may ask for, as a share of its layer's bitrate (a congested
 #: link's NACK storm must not multiply what it already cannot carry).
 RETRANSMIT_SHARE = 0.3
+#: A lost packet is re-sent only while younger than the round trip plus this (the
+#: receiver's playout delay), and never when older than `RETRANSMIT_MAX_AGE` seconds.
+RETRANSMIT_PLAYOUT_SECONDS = 1.0
+RETRANSMIT_MAX_AGE = 2.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
 PUBLISHER_GRACE_SECONDS = 15.0
 CALL_TIMEOUT = 20.0
@@ -108,6 +113,8 @@ class Subscriber:
         self.video_track: SubscriberTrack | None = None
         self.retransmits = 0
         self.retransmits_refused = 0
+        self.retransmits_skipped = 0
+        self._rtx_sent: dict[int, float] = {}
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
 
@@ -127,9 +134,44 @@ class Subscriber:
             "first_frame_ms": round((first - self.requested_at) * 1000) if first else None,
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
             "retransmits": self.retransmits, "retransmits_refused": self.retransmits_refused,
+            "retransmits_skipped": self.retransmits_skipped,
             **link,
             **self.info,
         }
+
+    def worth_retransmitting(self, sender: RTCRtpSender, lost: list[int],
+                             now: float) -> list[int]:
+        """The NACKed packets worth re-sending: still in the sender's history, younger
+        than the round trip plus `RETRANSMIT_PLAYOUT_SECONDS` (older ones would arrive
+        after their frame was due), and not re-sent within the last round trip (aiortc's
+        receiver repeats every missing packet in each NACK)."""
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        latest = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
+        max_age = min(RETRANSMIT_MAX_AGE, rtt + RETRANSMIT_PLAYOUT_SECONDS)
+        again_after = max(0.05, 1.5 * rtt)
+        for seq in [s for s, at in self._rtx_sent.items() if now - at > 2.0]:
+            del self._rtx_sent[seq]
+        keep = []
+        for seq in lost:
+            if now - self._rtx_sent.get(seq, -1e9) < again_after:
+                self.retransmits_skipped += 1
+                continue
+            if history is not None and latest is not None:
+                packet = history.get(seq % RTP_HISTORY_SIZE)
+                if packet is None or packet.sequence_number != seq:
+                    self.retransmits_skipped += 1
+                    continue
+                age = ((latest - packet.timestamp) % (1 << 32)) / 90000
+                if age > max_age:
+                    self.retransmits_skipped += 1
+                    continue
+            keep.append(seq)
+        return keep
+
+    def retransmitted(self, lost: list[int], now: float) -> None:
+        for seq in lost:
+            self._rtx_sent[seq] = now
 
     def allow_retransmits(self, count: int, bitrate_kbps: int, now: float) -> int:
         """How many of `count` NACKed packets may be re-sent: a token bucket holding up to
@@ -663,17 +705,18 @@ class MediaEngine:
         async def handle(packet: Any) -> None:
             if kind == "video" and isinstance(packet, RtcpRtpfbPacket) and \
                     packet.fmt == RTCP_RTPFB_NACK and packet.lost:
+                lost = subscriber.worth_retransmitting(sender, packet.lost, time.monotonic())
                 track = subscriber.video_track
                 layer = broadcast.layers.get(track.layer if track else "high")
                 bitrate = layer.bitrate_kbps if layer and layer.height else 64
-                allowed = subscriber.allow_retransmits(len(packet.lost), bitrate,
-                                                       time.monotonic())
+                allowed = subscriber.allow_retransmits(len(lost), bitrate, time.monotonic())
                 if allowed == 0:
                     return
-                if allowed < len(packet.lost):  # the newest: the oldest are likely too late
-                    packet = RtcpRtpfbPacket(fmt=packet.fmt, ssrc=packet.ssrc,
-                                             media_ssrc=packet.media_ssrc,
-                                             lost=sorted(packet.lost)[-allowed:])
+                # The newest first: the oldest are the likeliest to be too late anyway.
+                lost = sorted(lost)[-allowed:]
+                subscriber.retransmitted(lost, time.monotonic())
+                packet = RtcpRtpfbPacket(fmt=packet.fmt, ssrc=packet.ssrc,
+                                         media_ssrc=packet.media_ssrc, lost=lost)
             await original(packet)
             if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
