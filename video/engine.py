@@ -31,7 +31,15 @@ from aiortc import (
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTP_HISTORY_SIZE
-from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRrPacket, RtcpRtpfbPacket, RtcpSrPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
 from aiortc.sdp import SessionDescription
 
 from video.ladder import AUDIO, LinkMonitor, ladder_for
@@ -54,6 +62,8 @@ RETRANSMIT_SHARE = 0.3
 #: receiver's playout delay), and never when older than `RETRANSMIT_MAX_AGE` seconds.
 RETRANSMIT_PLAYOUT_SECONDS = 1.0
 RETRANSMIT_MAX_AGE = 2.0
+#: A site that reconnects within this long starts on the layer it left.
+REMEMBER_LAYER_SECONDS = 120.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
 PUBLISHER_GRACE_SECONDS = 15.0
 CALL_TIMEOUT = 20.0
@@ -208,6 +218,8 @@ class Broadcast:
             layers = layers[:1]
         self.layers = {layer.name: layer for layer in layers}
         self.layer_names = [layer.name for layer in layers]
+        #: The layer each site (or member) was on when it left, and when.
+        self.site_layers: dict[str, tuple[str, float]] = {}
         # Keyed by (codec, layer name): one encoder each, started when someone watches.
         self.video_encoders: dict[tuple[str, str], SharedVideoEncoder] = {}
         self.video_sources: dict[tuple[str, str], PacketSource] = {}
@@ -275,6 +287,34 @@ class Broadcast:
         subscriber.monitor.move(layer, now)
         track.switch_to(None if layer == AUDIO else
                         self.ensure_video_source(subscriber.codec, layer))
+
+    @staticmethod
+    def _site_key(info: dict[str, Any]) -> str | None:
+        for field in ("site_id", "member_id", "user_id"):
+            if info.get(field) is not None:
+                return f"{field}:{info[field]}"
+        return None
+
+    def start_layer(self, info: dict[str, Any]) -> str:
+        """The top layer; or, for a site that left a lower one moments ago (a reconnect on
+        the same poor link), that layer (the lowest video one rather than audio only)."""
+        key = self._site_key(info)
+        remembered = self.site_layers.get(key) if key else None
+        if remembered is None or time.monotonic() - remembered[1] > REMEMBER_LAYER_SECONDS:
+            return self.layer_names[0]
+        video = [name for name in self.layer_names if name != AUDIO]
+        return remembered[0] if remembered[0] in video else video[-1]
+
+    def remember_layer(self, subscriber: Subscriber) -> None:
+        key = self._site_key(subscriber.info)
+        track = subscriber.video_track
+        if key is None or track is None or subscriber.monitor is None \
+                or subscriber.monitor.pinned is not None:
+            return
+        if track.layer == self.layer_names[0]:
+            self.site_layers.pop(key, None)
+        else:
+            self.site_layers[key] = (track.layer, time.monotonic())
 
     def pin_site(self, subscriber: Subscriber, layer: str | None) -> None:
         """An organizer fixes a site's layer (None: back to automatic)."""
@@ -640,10 +680,11 @@ class MediaEngine:
         resource_id = uuid.uuid4().hex
         pc = self._new_pc()
         subscriber = Subscriber(resource_id, pc, info, codec or "none")
+        start_layer = broadcast.start_layer(info)
         try:
             for media in offer.media:
                 if media.kind == "video" and codec is not None:
-                    track = self._video_track_for(broadcast, codec)
+                    track = self._video_track_for(broadcast, codec, start_layer)
                     transceiver = pc.addTransceiver(track, direction="sendonly")
                     caps = RTCRtpSender.getCapabilities("video").codecs
                     mime = VIDEO_CODECS[codec][1].lower()
@@ -666,7 +707,8 @@ class MediaEngine:
         # Its receiver reports feed the site's link monitor, which picks its layer.
         subscriber.monitor = LinkMonitor(
             broadcast.layer_names if codec is not None else [AUDIO],
-            broadcast.layer_names[0] if codec is not None else AUDIO, time.monotonic())
+            start_layer if codec is not None else AUDIO, time.monotonic(),
+            {name: layer.bitrate_kbps for name, layer in broadcast.layers.items()})
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):
@@ -718,6 +760,12 @@ class MediaEngine:
                 packet = RtcpRtpfbPacket(fmt=packet.fmt, ssrc=packet.ssrc,
                                          media_ssrc=packet.media_ssrc, lost=lost)
             await original(packet)
+            if kind == "video" and isinstance(packet, RtcpPsfbPacket) and \
+                    packet.fmt == RTCP_PSFB_APP and subscriber.monitor is not None:
+                with contextlib.suppress(ValueError):
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                    if sender._ssrc in ssrcs:
+                        subscriber.monitor.estimate(bitrate / 1000)
             if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
                     if report.ssrc != sender._ssrc:
@@ -732,13 +780,13 @@ class MediaEngine:
 
         sender._handle_rtcp_packet = handle
 
-    def _video_track_for(self, broadcast: Broadcast, codec: str) -> Any:
+    def _video_track_for(self, broadcast: Broadcast, codec: str, layer: str = "high") -> Any:
         if broadcast.mode == "mediarelay":
             source = broadcast.relay_sources.get("video")
             if source is None:
                 raise MediaError("not_live", "the publisher sends no video yet")
             return broadcast.media_relay.subscribe(source, buffered=False)
-        source = broadcast.ensure_video_source(codec)
+        source = broadcast.ensure_video_source(codec, layer)
         track = SubscriberTrack("video", source, as_av_packet=(codec == "h264"))
         source.attach(track)
         return track
@@ -758,6 +806,7 @@ class MediaEngine:
         self.resources.pop(resource_id, None)
         if subscriber is None:
             return False
+        broadcast.remember_layer(subscriber)
         for track in subscriber.tracks:
             track.stop()
         await subscriber.pc.close()

@@ -32,6 +32,8 @@ UP_LOSS = 2.0
 UP_SECONDS = 10.0
 #: ... and no single report in that time above this.
 UP_PEAK_LOSS = 4.0
+#: ... times this when the receiver's bitrate estimate is below the upper layer's bitrate;
+UP_WAIT_UNDER_ESTIMATE = 3
 #: ... doubled (up to this) each time a move up is undone within `UP_FAILED_WITHIN`.
 UP_MAX_SECONDS = 80.0
 UP_FAILED_WITHIN = 15.0
@@ -73,8 +75,13 @@ class LinkMonitor:
     (older reports describe another layer).
     """
 
-    def __init__(self, layers: list[str], layer: str, now: float) -> None:
+    def __init__(self, layers: list[str], layer: str, now: float,
+                 bitrates: dict[str, int] | None = None) -> None:
         self.layers = list(layers)
+        #: Each layer's bitrate (kb/s), to compare with the receiver's estimate.
+        self.bitrates = dict(bitrates or {})
+        #: The receiver's estimate of its link (REMB), when it sends one.
+        self.estimate_kbps: float | None = None
         self.layer = layer
         self.pinned: str | None = None
         #: Smoothed loss (percent) of the stream the site currently receives.
@@ -111,6 +118,19 @@ class LinkMonitor:
             while self._samples and self._samples[0][1] < horizon:
                 self._samples.pop(0)
 
+    def estimate(self, kbps: float) -> None:
+        """The receiver's estimated maximum bitrate (RTCP REMB)."""
+        self.estimate_kbps = kbps
+
+    def _up_wait_for(self, layer: str) -> float:
+        """How long the loss must stay low before moving up to `layer`: longer when the
+        receiver's own estimate says its link cannot carry that layer (it can only
+        estimate up to 1.5 x what it receives, so the estimate alone cannot forbid it)."""
+        needed = self.bitrates.get(layer)
+        if self.estimate_kbps is not None and needed and self.estimate_kbps < needed:
+            return min(UP_MAX_SECONDS, self._up_wait * UP_WAIT_UNDER_ESTIMATE)
+        return self._up_wait
+
     def loss_over(self, seconds: float, *, worst: bool = False) -> float | None:
         """Loss (percent) over the newest reports covering at least `seconds` (their
         time-weighted mean, or the worst one), or None while the reports since the last
@@ -143,8 +163,9 @@ class LinkMonitor:
             if loss is not None and loss > down[0]:
                 return self.layers[index + 1]
         if index > 0:
-            loss = self.loss_over(self._up_wait)
-            peak = self.loss_over(self._up_wait, worst=True)
+            wait = self._up_wait_for(self.layers[index - 1])
+            loss = self.loss_over(wait)
+            peak = self.loss_over(wait, worst=True)
             if loss is not None and peak is not None and loss < UP_LOSS \
                     and peak < UP_PEAK_LOSS:
                 return self.layers[index - 1]
@@ -174,6 +195,7 @@ class LinkMonitor:
             "loss": round(self.loss, 1) if self.loss is not None else None,
             "jitter_ms": round(self.jitter_ms, 1) if self.jitter_ms is not None else None,
             "rtt_ms": round(self.rtt_ms, 1) if self.rtt_ms is not None else None,
+            "estimate_kbps": round(self.estimate_kbps) if self.estimate_kbps else None,
             "pinned": self.pinned,
             "layer_switches": self.switches,
         }

@@ -252,7 +252,7 @@ def public_sites(stats: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The connected subscribers as the pages show them."""
     keys = ("resource_id", "kind", "label", "site_id", "site_name", "member_id",
             "member_name", "user_name", "state", "joined_at", "first_frame_ms", "codec",
-            "layer", "loss", "jitter_ms", "rtt_ms", "pinned")
+            "layer", "loss", "jitter_ms", "rtt_ms", "estimate_kbps", "pinned")
     return [{k: s.get(k) for k in keys if k in s} for s in (stats or {}).get("sites", [])]
 
 

@@ -388,6 +388,10 @@ class SharedAudioEncoder:
         self.context.options = {
             "application": "voip",
             "frame_duration": str(AUDIO_SAMPLES_PER_PACKET * 1000 // 48000),
+            # Audio first on poor links: in-band FEC (each packet carries a coarse copy
+            # of the previous one; browsers' decoders use it to conceal a lost packet).
+            "fec": "1",
+            "packet_loss": "10",
         }
         self.resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000,
                                            frame_size=AUDIO_SAMPLES_PER_PACKET)

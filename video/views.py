@@ -216,6 +216,7 @@ class LiveSiteSchema(Schema):
         "description": "percent lost, smoothed, from the site's RTCP receiver reports"})
     jitter_ms = fields.Float(allow_none=True)
     rtt_ms = fields.Float(allow_none=True)
+    estimate_kbps = fields.Integer(allow_none=True)
     pinned = fields.String(allow_none=True)
 
 

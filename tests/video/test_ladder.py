@@ -222,3 +222,21 @@ def test_lossy_site_moves_to_low_layer_control_stays_high(app, client, factory, 
     high_before = {layer["name"]: layer for layer in r["before"]["layers"]}["high"]
     keys = high["keyframes"] - high_before["keyframes"]
     assert keys <= (t1 - t0) / 2.5 + 1, keys
+
+
+def test_receiver_estimate_below_the_upper_layer_delays_the_move_up():
+    """A receiver whose REMB says it cannot carry the top layer is not sent back up after
+    10 clean seconds (a congested link is clean on the low layer), only after 30."""
+    bitrates = {"high": 1200, "low": 360, "audio": 0}
+    for estimate, expected in ((2000, 10), (500, 30), (None, 10)):
+        monitor = LinkMonitor(LAYERS, "low", 0.0, bitrates)
+        if estimate is not None:
+            monitor.estimate(estimate)
+        up_at = None
+        for t in range(1, 60):
+            monitor.report(0, float(t))
+            if monitor.target(float(t)) == "high":
+                up_at = t
+                break
+        assert up_at == expected, (estimate, up_at)
+    assert monitor.describe()["estimate_kbps"] is None
