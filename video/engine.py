@@ -46,6 +46,7 @@ from video.ladder import AUDIO, LinkMonitor, ladder_for
 from video.relay import (
     AUDIO_TIME_BASE,
     VIDEO_CODECS,
+    BurstPacer,
     PacketSource,
     Recorder,
     SharedAudioEncoder,
@@ -120,6 +121,7 @@ class Subscriber:
         self.requested_at = time.monotonic()
         self.connected = False
         self.monitor: LinkMonitor | None = None
+        self.pacer: BurstPacer | None = None
         self.video_track: SubscriberTrack | None = None
         self.retransmits = 0
         self.retransmits_refused = 0
@@ -145,6 +147,7 @@ class Subscriber:
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
             "retransmits": self.retransmits, "retransmits_refused": self.retransmits_refused,
             "retransmits_skipped": self.retransmits_skipped,
+            "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
             **self.info,
         }
@@ -276,6 +279,11 @@ class Broadcast:
         target = monitor.target(now)
         if target is not None:
             self.move_site(subscriber, target, now)
+
+    def site_bitrate_kbps(self, subscriber: Subscriber) -> float:
+        track = subscriber.video_track
+        layer = self.layers.get(track.layer if track is not None else AUDIO)
+        return float(layer.bitrate_kbps) if layer is not None and layer.height else 64.0
 
     def move_site(self, subscriber: Subscriber, layer: str, now: float) -> None:
         """Send a site to a layer: at that layer's next keyframe, or no video at all."""
@@ -709,6 +717,14 @@ class MediaEngine:
             broadcast.layer_names if codec is not None else [AUDIO],
             start_layer if codec is not None else AUDIO, time.monotonic(),
             {name: layer.bitrate_kbps for name, layer in broadcast.layers.items()})
+        video_senders = [t.sender for t in pc.getTransceivers()
+                         if isinstance(t.sender.track, SubscriberTrack) and t.kind == "video"]
+        if video_senders:
+            subscriber.pacer = BurstPacer(
+                lambda: broadcast.site_bitrate_kbps(subscriber),
+                lambda: {sender._ssrc for sender in video_senders})
+            for transport in {id(s.transport): s.transport for s in video_senders}.values():
+                subscriber.pacer.install(transport)
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):

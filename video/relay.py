@@ -42,6 +42,11 @@ AUDIO_QUEUE_LIMIT = 100
 #: A layer's encoder that encoded nothing for this long starts afresh when watched again.
 IDLE_RESET_SECONDS = 0.5
 
+#: A site's video bursts leave at most this many times its layer's bitrate ...
+PACING_FACTOR = 2.5
+#: ... beyond a burst of this long at that rate (ordinary frames fit in it).
+PACING_BURST_SECONDS = 0.04
+
 VIDEO_CODECS = {"vp8": ("libvpx", "video/VP8"), "h264": ("libx264", "video/H264")}
 
 
@@ -278,6 +283,44 @@ class PacketSource:
         """The broadcast ended: end every subscriber track."""
         for track in (*self.tracks, *self.pending):
             track.stop()
+
+
+class BurstPacer:
+    """Spreads one site's bursts of video packets (a keyframe, frames released together
+    after a stall) at `PACING_FACTOR` x its layer's bitrate, so that a narrow link's queue
+    does not overflow; ordinary frames pass at once.
+
+    It wraps the site's DTLS transport's `_send_rtp`: a media video packet that would leave
+    more than `PACING_BURST_SECONDS` ahead of the paced schedule waits for its slot (the
+    sender's loop waits with it; the site's own packet queue absorbs that). Audio,
+    retransmissions and RTCP never wait, but their bytes count.
+    """
+
+    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: Callable[[], set[int]]
+                 ) -> None:
+        self._rate_kbps = rate_kbps
+        self._video_ssrcs = video_ssrcs
+        self._next = 0.0
+        self.waits = 0
+        self.waited = 0.0
+
+    def install(self, transport: Any) -> None:
+        original = transport._send_rtp
+
+        async def send(data: bytes) -> None:
+            now = time.monotonic()
+            rate = max(64.0, self._rate_kbps()) * 1000 / 8 * PACING_FACTOR  # bytes/s
+            start = max(self._next, now - PACING_BURST_SECONDS)
+            self._next = start + len(data) / rate
+            wait = self._next - now  # positive once the burst credit is spent
+            if wait > 0.002 and len(data) >= 12 and not 192 <= data[1] <= 223 \
+                    and int.from_bytes(data[8:12], "big") in self._video_ssrcs():
+                self.waits += 1
+                self.waited += wait
+                await asyncio.sleep(wait)
+            await original(data)
+
+        transport._send_rtp = send
 
 
 class SharedVideoEncoder:

@@ -240,3 +240,40 @@ def test_receiver_estimate_below_the_upper_layer_delays_the_move_up():
                 break
         assert up_at == expected, (estimate, up_at)
     assert monitor.describe()["estimate_kbps"] is None
+
+
+def test_burst_pacer_spreads_a_keyframe_but_not_ordinary_frames_or_audio():
+    """At 1.2 Mb/s x 2.5, a 24 kB burst of video leaves over ~25 ms beyond its first 15 kB;
+    a 4.5 kB frame and audio packets leave at once."""
+    from video.relay import BurstPacer
+
+    def rtp(ssrc: int, size: int = 1200) -> bytes:
+        return bytes([0x80, 96, 0, 0, 0, 0, 0, 0]) + ssrc.to_bytes(4, "big") + bytes(size - 12)
+
+    async def scenario():
+        sent: list[tuple[float, int]] = []
+
+        class Transport:
+            async def _send_rtp(self, data: bytes) -> None:
+                sent.append((time.monotonic(), int.from_bytes(data[8:12], "big")))
+
+        transport = Transport()
+        pacer = BurstPacer(lambda: 1200, lambda: {1})
+        pacer.install(transport)
+        started = time.monotonic()
+        for _ in range(4):  # an ordinary frame
+            await transport._send_rtp(rtp(1))
+        assert time.monotonic() - started < 0.01
+        await asyncio.sleep(0.1)
+        sent.clear()
+        started = time.monotonic()
+        for _ in range(20):  # a keyframe
+            await transport._send_rtp(rtp(1))
+            await transport._send_rtp(rtp(2, 200))  # audio in between: never waits
+        took = time.monotonic() - started
+        assert 0.015 <= took <= 0.2, took
+        assert pacer.waits > 0
+        video = [t for t, ssrc in sent if ssrc == 1]
+        assert video[9] - video[0] < 0.005  # the first ~15 kB (with the audio) at once
+
+    run(scenario())
