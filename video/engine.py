@@ -58,10 +58,10 @@ log = logging.getLogger(__name__)
 
 #: Retransmissions a site may ask for, as a share of its layer's bitrate (a congested
 #: link's NACK storm must not multiply what it already cannot carry).
-RETRANSMIT_SHARE = 0.3
+RETRANSMIT_SHARE = 0.5
 #: A lost packet is re-sent only while younger than the round trip plus this (the
 #: receiver's playout delay), and never when older than `RETRANSMIT_MAX_AGE` seconds.
-RETRANSMIT_PLAYOUT_SECONDS = 1.0
+RETRANSMIT_PLAYOUT_SECONDS = 1.5
 RETRANSMIT_MAX_AGE = 2.0
 #: A site that reconnects within this long starts on the layer it left.
 REMEMBER_LAYER_SECONDS = 120.0
@@ -157,12 +157,12 @@ class Subscriber:
         """The NACKed packets worth re-sending: still in the sender's history, younger
         than the round trip plus `RETRANSMIT_PLAYOUT_SECONDS` (older ones would arrive
         after their frame was due), and not re-sent within the last round trip (aiortc's
-        receiver repeats every missing packet in each NACK)."""
+        receiver repeats every missing packet in each NACK until it arrives)."""
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
         latest = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
         rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
         max_age = min(RETRANSMIT_MAX_AGE, rtt + RETRANSMIT_PLAYOUT_SECONDS)
-        again_after = max(0.05, 1.5 * rtt)
+        again_after = max(0.02, 1.1 * rtt)
         for seq in [s for s, at in self._rtx_sent.items() if now - at > 2.0]:
             del self._rtx_sent[seq]
         keep = []
@@ -189,7 +189,7 @@ class Subscriber:
     def allow_retransmits(self, count: int, bitrate_kbps: int, now: float) -> int:
         """How many of `count` NACKed packets may be re-sent: a token bucket holding up to
         one second of `RETRANSMIT_SHARE` of the layer's bitrate (in ~1100-byte packets)."""
-        rate = max(10.0, RETRANSMIT_SHARE * bitrate_kbps * 1000 / 8 / 1100)
+        rate = max(25.0, RETRANSMIT_SHARE * bitrate_kbps * 1000 / 8 / 1100)
         self._rtx_tokens = min(rate, self._rtx_tokens + (now - self._rtx_refill_at) * rate)
         self._rtx_refill_at = now
         allowed = min(count, int(self._rtx_tokens))

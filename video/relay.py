@@ -43,7 +43,7 @@ AUDIO_QUEUE_LIMIT = 100
 IDLE_RESET_SECONDS = 0.5
 
 #: A site's video bursts leave at most this many times its layer's bitrate ...
-PACING_FACTOR = 2.5
+PACING_FACTOR = 1.5
 #: ... beyond a burst of this long at that rate (ordinary frames fit in it).
 PACING_BURST_SECONDS = 0.04
 
