@@ -722,7 +722,7 @@ class MediaEngine:
         if video_senders:
             subscriber.pacer = BurstPacer(
                 lambda: broadcast.site_bitrate_kbps(subscriber),
-                lambda: {sender._ssrc for sender in video_senders})
+                {sender._ssrc for sender in video_senders})
             for transport in {id(s.transport): s.transport for s in video_senders}.values():
                 subscriber.pacer.install(transport)
         for transceiver in pc.getTransceivers():

@@ -2,9 +2,9 @@
 
 Plain rules, no aiortc and no clock of their own: the engine feeds every receiver report
 of a site to its `LinkMonitor` with the time, and asks it which layer the site should be
-on. Down quickly (loss above 8 % over the last 2 s), up carefully (below 2 % over 10 s
-and no report above 4 %; longer after an attempt that failed), never deciding on
-reports that straddle a switch.
+on. Down quickly (loss above 8 % over the last 2 s, or 20 % over 1 s), up carefully
+(below 2 % over 10 s and no report above 4 %; longer after an attempt that failed),
+never deciding on reports that straddle a switch.
 
 Loss is what the site's own receiver counts before retransmission (RTCP `fraction_lost`
 of the media SSRC; RTX packets are counted on their own SSRC), so it measures the link,
@@ -24,6 +24,9 @@ AUDIO = "audio"
 DOWN_LOSS = 8.0
 #: ... when it lasts this long (the span the receiver reports cover, not their count).
 DOWN_SECONDS = 2.0
+#: Congestion (a link narrower than the layer) loses far more: down after 1 s of this.
+DOWN_FAST_LOSS = 20.0
+DOWN_FAST_SECONDS = 1.0
 #: From the lowest video layer to audio only: heavier and longer loss.
 AUDIO_LOSS = 25.0
 AUDIO_SECONDS = 3.0
@@ -144,23 +147,23 @@ class LinkMonitor:
                 return peak if worst else weighted / covered
         return None
 
-    def _down(self) -> tuple[float, float] | None:
+    def _down(self) -> list[tuple[float, float]]:
+        """(loss, seconds) conditions for moving down one layer."""
         index = self.layers.index(self.layer)
         if index + 1 >= len(self.layers):
-            return None
+            return []
         if self.layers[index + 1] == AUDIO:
-            return AUDIO_LOSS, AUDIO_SECONDS
-        return DOWN_LOSS, DOWN_SECONDS
+            return [(AUDIO_LOSS, AUDIO_SECONDS)]
+        return [(DOWN_LOSS, DOWN_SECONDS), (DOWN_FAST_LOSS, DOWN_FAST_SECONDS)]
 
     def target(self, now: float) -> str | None:
         """The layer to move to now, or None to stay."""
         if self.pinned is not None:
             return self.pinned if self.pinned != self.layer else None
         index = self.layers.index(self.layer)
-        down = self._down()
-        if down is not None:
-            loss = self.loss_over(down[1])
-            if loss is not None and loss > down[0]:
+        for threshold, seconds in self._down():
+            loss = self.loss_over(seconds)
+            if loss is not None and loss > threshold:
                 return self.layers[index + 1]
         if index > 0:
             wait = self._up_wait_for(self.layers[index - 1])

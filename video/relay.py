@@ -296,8 +296,7 @@ class BurstPacer:
     retransmissions and RTCP never wait, but their bytes count.
     """
 
-    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: Callable[[], set[int]]
-                 ) -> None:
+    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: set[int]) -> None:
         self._rate_kbps = rate_kbps
         self._video_ssrcs = video_ssrcs
         self._next = 0.0
@@ -314,7 +313,7 @@ class BurstPacer:
             self._next = start + len(data) / rate
             wait = self._next - now  # positive once the burst credit is spent
             if wait > 0.002 and len(data) >= 12 and not 192 <= data[1] <= 223 \
-                    and int.from_bytes(data[8:12], "big") in self._video_ssrcs():
+                    and int.from_bytes(data[8:12], "big") in self._video_ssrcs:
                 self.waits += 1
                 self.waited += wait
                 await asyncio.sleep(wait)

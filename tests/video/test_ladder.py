@@ -22,6 +22,16 @@ from video.relay import VIDEO_TIME_BASE, EncodedPacket, PacketSource, Subscriber
 LAYERS = ["high", "low", "audio"]
 
 
+@pytest.fixture
+def engine_only():
+    """The media engine alone (no web app)."""
+    from video.engine import MediaEngine
+
+    eng = MediaEngine().start()
+    yield eng
+    eng.shutdown()
+
+
 def lost(percent: float) -> int:
     return round(percent / 100 * 256)
 
@@ -36,9 +46,9 @@ def test_down_quickly_up_carefully_and_pinned():
     now = 100.0
     monitor = LinkMonitor(LAYERS, "high", now)
     # One bad report (about the last second) is not enough; loss above 8 % over 2 s is.
-    monitor.report(lost(20), now + 1)
-    assert monitor.target(now + 1) is None  # 20 %, but over 1 s only
-    monitor.report(lost(2), now + 2)
+    monitor.report(lost(16), now + 1)
+    assert monitor.target(now + 1) is None  # 16 %, but over 1 s only
+    monitor.report(lost(6), now + 2)
     assert monitor.target(now + 2) == "low"  # 11 % over 2 s
     monitor = LinkMonitor(LAYERS, "high", now)
     monitor.report(lost(2), now + 2)
@@ -47,6 +57,10 @@ def test_down_quickly_up_carefully_and_pinned():
     monitor.report(lost(14), now + 4)
     assert monitor.target(now + 4) == "low"  # 8.6 % over the last 2 s
     monitor.move("low", now + 4)
+    # Congestion: 30 % over one second is enough.
+    fast = LinkMonitor(LAYERS, "high", now)
+    fast.report(lost(30), now + 1)
+    assert fast.target(now + 1) == "low"
     # Reports that straddle the switch are not judged; then 12 % on the low layer is not
     # enough for audio only (that needs 25 % for 3 s), nor little enough to go up.
     for t in range(4, 30):
@@ -258,7 +272,7 @@ def test_burst_pacer_spreads_a_keyframe_but_not_ordinary_frames_or_audio():
                 sent.append((time.monotonic(), int.from_bytes(data[8:12], "big")))
 
         transport = Transport()
-        pacer = BurstPacer(lambda: 1200, lambda: {1})
+        pacer = BurstPacer(lambda: 1200, {1})
         pacer.install(transport)
         started = time.monotonic()
         for _ in range(4):  # an ordinary frame
@@ -278,3 +292,57 @@ def test_burst_pacer_spreads_a_keyframe_but_not_ordinary_frames_or_audio():
         assert video[-1] - video[0] > 0.05
 
     run(scenario())
+
+
+@pytest.mark.media
+def test_very_lossy_site_falls_to_audio_only_and_comes_back(engine_only):
+    """45 % of RTP lost: the site goes down to the low layer, then to audio only (its video
+    stops, its audio keeps flowing); when the link heals it comes back to video by itself."""
+    engine = engine_only
+
+    async def scenario():
+        async def publish(sdp):
+            result = await in_thread(engine.publish, 31, sdp, {"bitrate_kbps": 600,
+                                                               "height": 240})
+            return result["answer"], result["resource_id"]
+
+        async def subscribe(sdp):
+            result = await in_thread(engine.subscribe, 31, sdp, {"site_id": 7})
+            return result["answer"], result["resource_id"]
+
+        def layer():
+            return next(s for s in engine.stats(31)["sites"])["layer"]
+
+        publisher = Publisher(width=320, height=240)
+        await publisher.start(publish)
+        impairment = Impairment(loss=0.45)
+        site = Subscriber(impairment=impairment)
+        await site.start(subscribe)
+        assert await site.wait_frames(1, 10)
+        seen = []
+
+        def track():
+            current = layer()
+            if not seen or seen[-1] != current:
+                seen.append(current)
+            return current == "audio"
+
+        assert await wait_for(track, 15, 0.2), seen
+        assert seen == ["high", "low", "audio"] or seen == ["high", "audio"], seen
+        frames, audio = site.frames, site.audio_frames
+        await asyncio.sleep(2)
+        assert site.frames - frames <= 2  # the video is paused ...
+        assert site.audio_frames - audio >= 20  # ... the audio is not
+        impairment.loss = 0.0
+        healed = time.monotonic()
+        assert await wait_for(lambda: layer() == "low", 40, 0.5)
+        back_after = time.monotonic() - healed
+        frames = site.frames
+        assert await site.wait_frames(frames + 30, 10)  # video again, at the low layer
+        assert (160, 120) in site.sizes
+        for peer in (publisher, site):
+            await peer.close()
+        return back_after
+
+    back_after = run(scenario())
+    assert 9 <= back_after <= 40, back_after
