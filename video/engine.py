@@ -139,7 +139,7 @@ class Subscriber:
             link["layer"] = video.layer
             link["layer_target"] = video.pending_layer or video.layer
         elif self.monitor is not None:
-            link["layer"] = "audio"
+            link["layer"] = "audio" if video is None else "high"  # audio-only offer; baseline
         return {
             "resource_id": self.resource_id, "codec": self.codec,
             "state": self.pc.connectionState, "joined_at": self.joined_at,
@@ -380,9 +380,10 @@ class Broadcast:
             # sites switch at a keyframe, then hand the packets out.
             outputs = []
             for key, source in list(self.video_sources.items()):
-                if not (source.watched or key == ("vp8", "high")):
-                    continue
                 encoder = self.video_encoders[key]
+                if not (source.watched or key == ("vp8", "high")):
+                    encoder.idle = True
+                    continue
                 try:
                     packets = await loop.run_in_executor(self.executor, encoder.encode,
                                                          frame, pts)

@@ -39,8 +39,6 @@ GOP_CACHE_SECONDS = 1.0
 #: A subscriber more than this many packets behind is cut back to the next keyframe.
 VIDEO_QUEUE_LIMIT = 60
 AUDIO_QUEUE_LIMIT = 100
-#: A layer's encoder that encoded nothing for this long starts afresh when watched again.
-IDLE_RESET_SECONDS = 0.5
 
 #: A site's video bursts leave at most this many times its layer's bitrate ...
 PACING_FACTOR = 1.5
@@ -342,7 +340,8 @@ class SharedVideoEncoder:
         self._last_keyframe = 0.0
         self._keyframe_requested = True
         self._last_request_granted = 0.0
-        self._last_encode = 0.0
+        #: Set by the pump when it skipped a frame (nobody on this layer).
+        self.idle = False
         self.frames = 0
         self.seconds = 0.0
 
@@ -386,11 +385,11 @@ class SharedVideoEncoder:
         started = time.perf_counter()
         width, height = self._size_for(frame)
         now = time.monotonic()
-        if self.context is not None and now - self._last_encode > IDLE_RESET_SECONDS:
+        if self.idle:
             # Nobody watched this layer for a while: its rate control would take the gap
-            # as spare budget; start afresh (with a keyframe).
+            # as spare budget, and its references are stale; start afresh (a keyframe).
             self.context = None
-        self._last_encode = now
+            self.idle = False
         if self.context is None or (width, height) != (self.width, self.height):
             self.context = self._open(width, height)
         if (frame.width, frame.height) != (width, height) or frame.format.name != "yuv420p":
