@@ -429,7 +429,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float) -> di
                      "layer": site.get("layer"), "loss": site.get("loss"),
                      "rtt_ms": site.get("rtt_ms"),
                      "retransmits": site.get("retransmits"),
-                     "refused": site.get("retransmits_refused"),
+                     "deferred": site.get("retransmits_deferred"),
                      "skipped": site.get("retransmits_skipped"),
                      "paced_ms": site.get("paced_ms")}
     time.sleep(2)  # let the node drop the departed sites
@@ -452,8 +452,8 @@ def run_impair(names: list[str], seconds: float) -> None:
                   f"{imp['freezes']} freezes > 0.5 s (longest {imp['longest']:.2f} s), "
                   f"layer {imp['layer']} (left the top after {left}; "
                   f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
-                  f"rtx {imp['retransmits']} (+{imp['refused']} over budget, "
-                  f"{imp['skipped']} too old or repeated), paced {imp['paced_ms']} ms\n"
+                  f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
+                  f"{imp['skipped']} not sent: too old or repeated), paced {imp['paced_ms']} ms\n"
                   f"  {'':16s} control:  {ctl['share']:5.1f} % of {ctl['sent']} frames, "
                   f"{ctl['freezes']} freezes > 0.5 s, layer {ctl['layer']}, "
                   f"loss {ctl['loss']} %   top-layer keyframes {row['keyframes_top']} in "

@@ -124,9 +124,11 @@ class Subscriber:
         self.pacer: BurstPacer | None = None
         self.video_track: SubscriberTrack | None = None
         self.retransmits = 0
-        self.retransmits_refused = 0
+        self.retransmits_deferred = 0
         self.retransmits_skipped = 0
         self._rtx_sent: dict[int, float] = {}
+        self._rtx_backlog: dict[int, None] = {}
+        self._rtx_task: asyncio.Task | None = None
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
 
@@ -145,7 +147,7 @@ class Subscriber:
             "state": self.pc.connectionState, "joined_at": self.joined_at,
             "first_frame_ms": round((first - self.requested_at) * 1000) if first else None,
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
-            "retransmits": self.retransmits, "retransmits_refused": self.retransmits_refused,
+            "retransmits": self.retransmits, "retransmits_deferred": self.retransmits_deferred,
             "retransmits_skipped": self.retransmits_skipped,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
@@ -186,17 +188,48 @@ class Subscriber:
         for seq in lost:
             self._rtx_sent[seq] = now
 
-    def allow_retransmits(self, count: int, bitrate_kbps: int, now: float) -> int:
-        """How many of `count` NACKed packets may be re-sent: a token bucket holding up to
-        one second of `RETRANSMIT_SHARE` of the layer's bitrate (in ~1100-byte packets)."""
-        rate = max(25.0, RETRANSMIT_SHARE * bitrate_kbps * 1000 / 8 / 1100)
-        self._rtx_tokens = min(rate, self._rtx_tokens + (now - self._rtx_refill_at) * rate)
-        self._rtx_refill_at = now
-        allowed = min(count, int(self._rtx_tokens))
-        self._rtx_tokens -= allowed
-        self.retransmits += allowed
-        self.retransmits_refused += count - allowed
-        return allowed
+    def queue_retransmits(self, sender: RTCRtpSender, lost: list[int],
+                          bitrate_kbps: Callable[[], float]) -> None:
+        """A NACK: the packets join this site's retransmission queue, which is re-sent
+        oldest first within a budget of `RETRANSMIT_SHARE` of the layer's bitrate
+        (token bucket of one second). What the budget cannot send now waits for it, as
+        long as it stays worth sending: an aiortc receiver NACKs a packet again only when
+        a new one goes missing, so a packet refused once would leave a hole for good."""
+        for seq in lost:
+            self._rtx_backlog.setdefault(seq, None)
+        if self._rtx_task is None or self._rtx_task.done():
+            self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
+
+    async def _drain_retransmits(self, sender: RTCRtpSender,
+                                 bitrate_kbps: Callable[[], float]) -> None:
+        first = True
+        try:
+            while self._rtx_backlog:
+                now = time.monotonic()
+                seqs = self.worth_retransmitting(sender, list(self._rtx_backlog), now)
+                rate = max(25.0, RETRANSMIT_SHARE * bitrate_kbps() * 1000 / 8 / 1100)
+                self._rtx_tokens = min(rate, self._rtx_tokens
+                                       + (now - self._rtx_refill_at) * rate)
+                self._rtx_refill_at = now
+                allowed = min(len(seqs), int(self._rtx_tokens))
+                self._rtx_tokens -= allowed
+                send, rest = seqs[:allowed], seqs[allowed:]
+                self._rtx_backlog = dict.fromkeys(rest)
+                if first:
+                    self.retransmits_deferred += len(rest)
+                    first = False
+                self.retransmitted(send, now)
+                self.retransmits += len(send)
+                for seq in send:
+                    await sender._retransmit(seq)
+                if rest:
+                    await asyncio.sleep(max(0.005, 1 / rate))
+        except (ConnectionError, asyncio.CancelledError):
+            self._rtx_backlog.clear()
+
+    def close(self) -> None:
+        if self._rtx_task is not None:
+            self._rtx_task.cancel()
 
 
 class Broadcast:
@@ -756,26 +789,18 @@ class MediaEngine:
     def _watch_rtcp(broadcast: Broadcast, subscriber: Subscriber, sender: RTCRtpSender,
                     kind: str) -> None:
         """Wrap one sender's RTCP handling: receiver reports go to the site's link monitor
-        (loss, jitter, the sender's round-trip estimate); NACKs are capped to a share of
-        the site's layer bitrate before aiortc re-sends from its history."""
+        (loss, jitter, the sender's round-trip estimate); NACKs go to the site's
+        retransmission queue (`Subscriber.queue_retransmits`), re-sent from aiortc's
+        history within a share of the site's layer bitrate."""
         original = sender._handle_rtcp_packet
         clock_khz = 90.0 if kind == "video" else 48.0
 
         async def handle(packet: Any) -> None:
             if kind == "video" and isinstance(packet, RtcpRtpfbPacket) and \
-                    packet.fmt == RTCP_RTPFB_NACK and packet.lost:
-                lost = subscriber.worth_retransmitting(sender, packet.lost, time.monotonic())
-                track = subscriber.video_track
-                layer = broadcast.layers.get(track.layer if track else "high")
-                bitrate = layer.bitrate_kbps if layer and layer.height else 64
-                allowed = subscriber.allow_retransmits(len(lost), bitrate, time.monotonic())
-                if allowed == 0:
-                    return
-                # The newest first: the oldest are the likeliest to be too late anyway.
-                lost = sorted(lost)[-allowed:]
-                subscriber.retransmitted(lost, time.monotonic())
-                packet = RtcpRtpfbPacket(fmt=packet.fmt, ssrc=packet.ssrc,
-                                         media_ssrc=packet.media_ssrc, lost=lost)
+                    packet.fmt == RTCP_RTPFB_NACK:
+                subscriber.queue_retransmits(
+                    sender, packet.lost, lambda: broadcast.site_bitrate_kbps(subscriber))
+                return
             await original(packet)
             if kind == "video" and isinstance(packet, RtcpPsfbPacket) and \
                     packet.fmt == RTCP_PSFB_APP and subscriber.monitor is not None:
@@ -824,6 +849,7 @@ class MediaEngine:
         if subscriber is None:
             return False
         broadcast.remember_layer(subscriber)
+        subscriber.close()
         for track in subscriber.tracks:
             track.stop()
         await subscriber.pc.close()
