@@ -61,8 +61,11 @@ log = logging.getLogger(__name__)
 RETRANSMIT_SHARE = 0.5
 #: A lost packet is re-sent only while younger than the round trip plus this (the
 #: receiver's playout delay), and never when older than `RETRANSMIT_MAX_AGE` seconds.
-RETRANSMIT_PLAYOUT_SECONDS = 1.5
-RETRANSMIT_MAX_AGE = 2.0
+#: Long, because an aiortc receiver waits for every hole (512 packets: ~4 s on the top
+#: layer, ~15 s on the low one); with 1.5 s the 800 kb/s bench profile froze for 4-8 s
+#: after the move down (holes from the top layer left unrepaired), with 4 s it did not.
+RETRANSMIT_PLAYOUT_SECONDS = 3.5
+RETRANSMIT_MAX_AGE = 4.0
 #: A site that reconnects within this long starts on the layer it left.
 REMEMBER_LAYER_SECONDS = 120.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
