@@ -431,6 +431,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float) -> di
                      "retransmits": site.get("retransmits"),
                      "deferred": site.get("retransmits_deferred"),
                      "skipped": site.get("retransmits_skipped"),
+                     "repeated": site.get("retransmits_repeated"),
                      "paced_ms": site.get("paced_ms")}
     time.sleep(2)  # let the node drop the departed sites
     return out
@@ -453,7 +454,8 @@ def run_impair(names: list[str], seconds: float) -> None:
                   f"layer {imp['layer']} (left the top after {left}; "
                   f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
-                  f"{imp['skipped']} not sent: too old or repeated), paced {imp['paced_ms']} ms\n"
+                  f"{imp['repeated']} asked again, {imp['skipped']} not sent: too old or "
+                  f"3 tries), paced {imp['paced_ms']} ms\n"
                   f"  {'':16s} control:  {ctl['share']:5.1f} % of {ctl['sent']} frames, "
                   f"{ctl['freezes']} freezes > 0.5 s, layer {ctl['layer']}, "
                   f"loss {ctl['loss']} %   top-layer keyframes {row['keyframes_top']} in "

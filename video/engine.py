@@ -66,6 +66,8 @@ RETRANSMIT_SHARE = 0.5
 #: after the move down (holes from the top layer left unrepaired), with 4 s it did not.
 RETRANSMIT_PLAYOUT_SECONDS = 3.5
 RETRANSMIT_MAX_AGE = 4.0
+#: A packet is re-sent at most this many times.
+RETRANSMIT_TRIES = 3
 #: A site that reconnects within this long starts on the layer it left.
 REMEMBER_LAYER_SECONDS = 120.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
@@ -129,7 +131,9 @@ class Subscriber:
         self.retransmits = 0
         self.retransmits_deferred = 0
         self.retransmits_skipped = 0
+        self.retransmits_repeated = 0
         self._rtx_sent: dict[int, float] = {}
+        self._rtx_tries: dict[int, int] = {}
         self._rtx_backlog: dict[int, None] = {}
         self._rtx_task: asyncio.Task | None = None
         self._rtx_tokens = 0.0
@@ -152,44 +156,57 @@ class Subscriber:
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
             "retransmits": self.retransmits, "retransmits_deferred": self.retransmits_deferred,
             "retransmits_skipped": self.retransmits_skipped,
+            "retransmits_repeated": self.retransmits_repeated,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
             **self.info,
         }
 
     def worth_retransmitting(self, sender: RTCRtpSender, lost: list[int],
-                             now: float) -> list[int]:
-        """The NACKed packets worth re-sending: still in the sender's history, younger
-        than the round trip plus `RETRANSMIT_PLAYOUT_SECONDS` (older ones would arrive
-        after their frame was due), and not re-sent within the last round trip (aiortc's
-        receiver repeats every missing packet in each NACK until it arrives)."""
+                             now: float) -> tuple[list[int], list[int], float]:
+        """Of the NACKed packets: those to re-send now, those to re-send later, and when.
+
+        Dropped: no longer in aiortc's history, older than the round trip plus
+        `RETRANSMIT_PLAYOUT_SECONDS`, or re-sent `RETRANSMIT_TRIES` times already. Later:
+        re-sent less than a round trip ago (the request may predate the copy's arrival;
+        if the copy was lost too, it goes again once the round trip has passed: an aiortc
+        receiver asks again only when another packet goes missing)."""
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
         latest = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
         rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
         max_age = min(RETRANSMIT_MAX_AGE, rtt + RETRANSMIT_PLAYOUT_SECONDS)
-        again_after = max(0.02, 1.1 * rtt)
-        for seq in [s for s, at in self._rtx_sent.items() if now - at > 2.0]:
+        again_after = max(0.02, 1.2 * rtt)
+        for seq in [s for s, at in self._rtx_sent.items() if now - at > RETRANSMIT_MAX_AGE + 1]:
             del self._rtx_sent[seq]
-        keep = []
+            self._rtx_tries.pop(seq, None)
+        ready: list[int] = []
+        later: list[int] = []
+        wake = 1.0
         for seq in lost:
-            if now - self._rtx_sent.get(seq, -1e9) < again_after:
-                self.retransmits_skipped += 1
-                continue
             if history is not None and latest is not None:
                 packet = history.get(seq % RTP_HISTORY_SIZE)
                 if packet is None or packet.sequence_number != seq:
-                    self.retransmits_skipped += 1
+                    self.retransmits_skipped += 1  # no longer in aiortc's history
                     continue
                 age = ((latest - packet.timestamp) % (1 << 32)) / 90000
                 if age > max_age:
                     self.retransmits_skipped += 1
                     continue
-            keep.append(seq)
-        return keep
+            if self._rtx_tries.get(seq, 0) >= RETRANSMIT_TRIES:
+                self.retransmits_skipped += 1
+                continue
+            since = now - self._rtx_sent.get(seq, -1e9)
+            if since < again_after:
+                later.append(seq)
+                wake = min(wake, again_after - since)
+                continue
+            ready.append(seq)
+        return ready, later, wake
 
     def retransmitted(self, lost: list[int], now: float) -> None:
         for seq in lost:
             self._rtx_sent[seq] = now
+            self._rtx_tries[seq] = self._rtx_tries.get(seq, 0) + 1
 
     def queue_retransmits(self, sender: RTCRtpSender, lost: list[int],
                           bitrate_kbps: Callable[[], float]) -> None:
@@ -199,6 +216,8 @@ class Subscriber:
         long as it stays worth sending: an aiortc receiver NACKs a packet again only when
         a new one goes missing, so a packet refused once would leave a hole for good."""
         for seq in lost:
+            if seq in self._rtx_sent:
+                self.retransmits_repeated += 1
             self._rtx_backlog.setdefault(seq, None)
         if self._rtx_task is None or self._rtx_task.done():
             self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
@@ -209,15 +228,16 @@ class Subscriber:
         try:
             while self._rtx_backlog:
                 now = time.monotonic()
-                seqs = self.worth_retransmitting(sender, list(self._rtx_backlog), now)
+                ready, later, wake = self.worth_retransmitting(
+                    sender, list(self._rtx_backlog), now)
                 rate = max(25.0, RETRANSMIT_SHARE * bitrate_kbps() * 1000 / 8 / 1100)
                 self._rtx_tokens = min(rate, self._rtx_tokens
                                        + (now - self._rtx_refill_at) * rate)
                 self._rtx_refill_at = now
-                allowed = min(len(seqs), int(self._rtx_tokens))
+                allowed = min(len(ready), int(self._rtx_tokens))
                 self._rtx_tokens -= allowed
-                send, rest = seqs[:allowed], seqs[allowed:]
-                self._rtx_backlog = dict.fromkeys(rest)
+                send, rest = ready[:allowed], ready[allowed:]
+                self._rtx_backlog = dict.fromkeys([*rest, *later])
                 if first:
                     self.retransmits_deferred += len(rest)
                     first = False
@@ -227,6 +247,8 @@ class Subscriber:
                     await sender._retransmit(seq)
                 if rest:
                     await asyncio.sleep(max(0.005, 1 / rate))
+                elif later:
+                    await asyncio.sleep(max(0.005, wake))
         except (ConnectionError, asyncio.CancelledError):
             self._rtx_backlog.clear()
 

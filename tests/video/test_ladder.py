@@ -358,8 +358,9 @@ def test_very_lossy_site_falls_to_audio_only_and_comes_back(engine_only):
 
 def test_retransmissions_over_budget_wait_instead_of_being_refused():
     """40 NACKed packets at a 360 kb/s layer (25 packets/s budget): half a second's tokens
-    go at once, the rest follow at the budget's pace, oldest first, each once; a repeated
-    NACK within the round trip and a packet no longer in the history are not re-sent."""
+    go at once, the rest follow at the budget's pace, oldest first; packets asked for again
+    within the round trip go again once it has passed; a packet no longer in the history
+    is not re-sent."""
     from aiortc.rtp import RtpPacket
 
     from video.engine import Subscriber as Site
@@ -382,15 +383,17 @@ def test_retransmissions_over_budget_wait_instead_of_being_refused():
         lost = list(range(150, 190))
         site.queue_retransmits(sender, lost, lambda: 360)
         await asyncio.sleep(0.01)
-        site.queue_retransmits(sender, [150, 151, 20], lambda: 360)  # repeated; gone
+        site.queue_retransmits(sender, [150, 151, 20], lambda: 360)  # again; gone
         await wait_for(lambda: not site._rtx_backlog, 3)
         await asyncio.sleep(0.05)
         seqs = [seq for seq, _ in Sender.sent]
-        assert seqs == lost
+        assert seqs == [*lost, 150, 151]
+        assert Sender.sent[-1][1] - Sender.sent[0][1] >= 0.06  # after the (default) RTT
         at_once = [t for _, t in Sender.sent if t - started < 0.02]
         assert 11 <= len(at_once) <= 13, len(at_once)
         assert Sender.sent[-1][1] - started >= 0.9
-        assert site.retransmits == 40
+        assert site.retransmits == 42
+        assert site.retransmits_repeated == 2
         assert site.retransmits_deferred == len(lost) - len(at_once)
         assert site.retransmits_skipped >= 1  # seq 20: not in the history
 
