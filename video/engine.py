@@ -66,8 +66,9 @@ RETRANSMIT_SHARE = 0.5
 #: after the move down (holes from the top layer left unrepaired), with 4 s it did not.
 RETRANSMIT_PLAYOUT_SECONDS = 3.5
 RETRANSMIT_MAX_AGE = 4.0
-#: A packet is re-sent at most this many times.
-RETRANSMIT_TRIES = 3
+#: A packet is re-sent at most this many times (3 left holes after the move down on the
+#: 800 kb/s bench profile: the congested link drops copies too).
+RETRANSMIT_TRIES = 8
 #: A site that reconnects within this long starts on the layer it left.
 REMEMBER_LAYER_SECONDS = 120.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
