@@ -398,3 +398,54 @@ def test_retransmissions_over_budget_wait_instead_of_being_refused():
         assert site.retransmits_skipped >= 1  # seq 20: not in the history
 
     run(scenario())
+
+
+@pytest.mark.media
+def test_pinned_site_and_a_reconnect_on_the_layer_it_left(engine_only):
+    """An organizer pins a site to the low layer (its decoder gets the small picture from
+    a keyframe on); unpinned and reconnecting within 2 minutes, it starts on low."""
+    from video.engine import MediaError
+
+    engine = engine_only
+
+    async def scenario():
+        async def publish(sdp):
+            result = await in_thread(engine.publish, 32, sdp, {"bitrate_kbps": 600,
+                                                               "height": 240})
+            return result["answer"], result["resource_id"]
+
+        async def subscribe(sdp):
+            result = await in_thread(engine.subscribe, 32, sdp, {"site_id": 9})
+            return result["answer"], result["resource_id"]
+
+        def site_stats(resource_id):
+            return next(s for s in engine.stats(32)["sites"]
+                        if s["resource_id"] == resource_id)
+
+        publisher = Publisher(audio=False, width=320, height=240)
+        await publisher.start(publish)
+        first = Subscriber(audio=False)
+        rid = await first.start(subscribe)
+        assert await first.wait_frames(10, 10)
+        assert site_stats(rid)["layer"] == "high"
+        with pytest.raises(MediaError, match="ultra"):
+            await in_thread(engine.pin, rid, "ultra")
+        assert await in_thread(engine.pin, rid, "low")
+        assert await wait_for(lambda: site_stats(rid)["layer"] == "low", 3)
+        assert site_stats(rid)["pinned"] == "low"
+        frames = first.frames
+        assert await first.wait_frames(frames + 20, 5)
+        assert (160, 120) in first.sizes
+        assert await in_thread(engine.pin, rid, None)
+        assert site_stats(rid)["pinned"] is None
+        await in_thread(engine.stop, rid)
+        await first.close()
+        again = Subscriber(audio=False)
+        rid2 = await again.start(subscribe)
+        assert site_stats(rid2)["layer"] == "low"
+        assert await again.wait_frames(10, 10)
+        assert again.sizes == {(160, 120)}
+        for peer in (publisher, again):
+            await peer.close()
+
+    run(scenario())
