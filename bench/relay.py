@@ -23,6 +23,9 @@ the decoded share of the frames the server sent them, freezes over 500 ms after 
 5 s, the longest one, and the layer (and when the impaired site left the top layer); the
 keyframes of the top layer; and the server's CPU per profile, whose excess over the clean
 profile (only the top layer encoded) is the ladder's cost, with the per-layer encode time.
+`--tbf` (root): the rate limits by the kernel instead, the impaired subscriber in a
+network namespace behind `tbf` on a veth pair (private addresses; the node then listens
+on 0.0.0.0); loss and delay stay in its receive path (this kernel has no netem).
 """
 
 from __future__ import annotations
@@ -150,9 +153,10 @@ PROFILES = {
 }
 
 
-async def impair_worker_main(url: str, occurrence_id: int, profile: dict) -> None:
-    """Two decoding subscribers: the impaired site and the control. Prints `ready` with
-    their resource ids, then on `stop` their decoded frames and freezes."""
+async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
+                             roles: list[str]) -> None:
+    """Decoding subscribers, by role: the impaired site and/or the control. Prints `ready`
+    with their resource ids, then on `stop` their decoded frames and freezes."""
     import requests
 
     from tests.video.peers import Impairment, Subscriber
@@ -170,13 +174,12 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict) -> Non
             return response.text, response.headers["Location"].rsplit("/", 1)[-1]
         return signal
 
-    impairment = Impairment(**profile) if profile else None
-    impaired = Subscriber(audio=False, impairment=impairment)
-    control = Subscriber(audio=False)
-    ids = [await impaired.start(signal_for("impaired")),
-           await control.start(signal_for("control"))]
-    await impaired.wait_frames(1, 15)
-    await control.wait_frames(1, 15)
+    impairment = Impairment(**profile) if profile and "impaired" in roles else None
+    subs = {role: Subscriber(audio=False, impairment=impairment if role == "impaired"
+                             else None) for role in roles}
+    ids = {role: await sub.start(signal_for(role)) for role, sub in subs.items()}
+    for sub in subs.values():
+        await sub.wait_frames(1, 15)
     print(json.dumps({"ready": True, "ids": ids}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     stopped = time.monotonic()
@@ -188,23 +191,70 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict) -> Non
         return {"decoded": sub.frames_between(0, stopped + 0.1), "freezes": len(freezes),
                 "longest": max(freezes, default=0.0), "sizes": sorted(sub.sizes)}
 
-    result = {"impaired": figures(impaired), "control": figures(control)}
+    result: dict = {role: figures(sub) for role, sub in subs.items()}
     if impairment is not None:
         result["link"] = {"rtp": impairment.rtp, "lost": impairment.dropped_loss,
                           "queue_drops": impairment.dropped_queue}
     print(json.dumps(result), flush=True)
-    await asyncio.gather(impaired.close(), control.close(), return_exceptions=True)
+    await asyncio.gather(*(sub.close() for sub in subs.values()), return_exceptions=True)
+
+
+class Netns:
+    """A network namespace joined to this one by a veth pair, the host side shaped with
+    `tbf` (the rate limit of the impaired site's downlink). Needs root; private addresses;
+    nothing leaves the machine; removed on close."""
+
+    def __init__(self, rate_kbps: float, queue_ms: float = 100.0) -> None:
+        tag = os.getpid() % 10000
+        self.name, self.host_if, self.peer_if = f"yjb{tag}", f"yjh{tag}", f"yjp{tag}"
+        self.host_ip, self.peer_ip = "10.231.77.1", "10.231.77.2"
+        burst = max(2000, int(rate_kbps * 1000 / 8 / 100))  # 10 ms at the rate
+        commands = [
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if],
+            ["ip", "link", "set", self.peer_if, "netns", self.name],
+            ["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if],
+            ["ip", "link", "set", self.host_if, "up"],
+            ["ip", "netns", "exec", self.name, "ip", "addr", "add", f"{self.peer_ip}/30",
+             "dev", self.peer_if],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", self.peer_if, "up"],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
+            ["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate",
+             f"{int(rate_kbps)}kbit", "burst", str(burst), "latency", f"{int(queue_ms)}ms"],
+        ]
+        try:
+            for command in commands:
+                subprocess.run(command, check=True, capture_output=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def drops(self) -> int:
+        out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.host_if],
+                             capture_output=True, text=True).stdout
+        for word, following in zip(out.split(), out.split()[1:], strict=False):
+            if word.lstrip("(") == "dropped":
+                return int(following.rstrip(","))
+        return 0
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
 # --- the driver ---------------------------------------------------------------------------
 
 
 class Node:
-    def __init__(self, relay: str) -> None:
+    def __init__(self, relay: str, host: str = "127.0.0.1") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "video.node", "--port", str(self.port), "--secret", SECRET,
+            [sys.executable, "-m", "video.node", "--host", host, "--port", str(self.port),
+             "--secret", SECRET,
              "--relay", relay, "--log-level", "WARNING"], cwd=str(ROOT))
         import requests
 
@@ -383,14 +433,28 @@ def summarize(name: str, results: list[dict]) -> dict:
     return {"per_site": per_site, "fixed": fixed, "capacity": capacity}
 
 
-def impaired_profile(node: Node, name: str, profile: dict, seconds: float) -> dict:
-    worker = subprocess.Popen(
-        [sys.executable, __file__, "--impair-worker", "--url", node.url,
-         "--profile", json.dumps(profile)],
+def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
+                     tbf: bool = False) -> dict:
+    netns = None
+    if tbf and profile.get("rate_kbps"):
+        # The rate limit by the kernel: the impaired site in a namespace behind `tbf`;
+        # loss and delay stay in its receive path (this kernel has no netem).
+        netns = Netns(profile["rate_kbps"], profile.get("queue_ms", 100.0))
+        own = {k: v for k, v in profile.items() if k not in ("rate_kbps", "queue_ms")}
+        specs = [(netns.prefix(), f"http://{netns.host_ip}:{node.port}", own, "impaired"),
+                 ([], node.url, {}, "control")]
+    else:
+        specs = [([], node.url, profile, "impaired,control")]
+    workers = [subprocess.Popen(
+        [*prefix, sys.executable, __file__, "--impair-worker", "--url", url,
+         "--profile", json.dumps(spec_profile), "--roles", roles],
         cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for prefix, url, spec_profile, roles in specs]
     try:
-        ready = json.loads(worker.stdout.readline())
-        impaired_id, control_id = ready["ids"]
+        ids: dict = {}
+        for worker in workers:
+            ids.update(json.loads(worker.stdout.readline())["ids"])
+        impaired_id, control_id = ids["impaired"], ids["control"]
         stats0, cpu0, t0 = node.stats(), cpu_seconds(node.proc.pid), time.monotonic()
         left_top = None
         layers_seen = []
@@ -403,14 +467,22 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float) -> di
             if layer not in (None, "high") and left_top is None:
                 left_top = time.monotonic() - t0
         stats1, cpu1, t1 = node.stats(), cpu_seconds(node.proc.pid), time.monotonic()
-        worker.stdin.write("stop\n")
-        worker.stdin.flush()
-        result = json.loads(worker.stdout.readline())
+        for worker in workers:
+            worker.stdin.write("stop\n")
+            worker.stdin.flush()
+        result: dict = {}
+        for worker in workers:
+            result.update(json.loads(worker.stdout.readline()))
+        if netns is not None:
+            result.setdefault("link", {})["tbf_drops"] = netns.drops()
     finally:
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if netns is not None:
+            netns.close()
     sites = {s["resource_id"]: s for s in stats1.get("sites", [])}
     top0 = {entry["name"]: entry for entry in stats0.get("layers", [])}
     top1 = {entry["name"]: entry for entry in stats1.get("layers", [])}
@@ -464,15 +536,15 @@ def encode_cost(rounds: int = 3, frames: int = 90) -> dict:
     return {name: statistics.median(values) for name, values in costs.items()}
 
 
-def run_impair(names: list[str], seconds: float) -> None:
-    node = Node("encoded")
+def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
+    node = Node("encoded", host="0.0.0.0" if tbf else "127.0.0.1")
     publisher = None
     rows = []
     try:
         publisher = PublisherThread(node.url, busy=True)
         time.sleep(2)
         for name in names:
-            row = impaired_profile(node, name, PROFILES[name], seconds)
+            row = impaired_profile(node, name, PROFILES[name], seconds, tbf)
             rows.append(row)
             imp, ctl = row["impaired"], row["control"]
             left = f"{row['left_top']:.1f} s" if row["left_top"] is not None else "never"
@@ -528,7 +600,10 @@ def main() -> None:
     parser.add_argument("--profiles", default=",".join(PROFILES),
                         help="comma-separated profile names for --impair")
     parser.add_argument("--impair-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tbf", action="store_true",
+                        help="rate limits by tbf on a veth into a network namespace (root)")
     parser.add_argument("--profile", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--roles", default="impaired,control", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
@@ -537,7 +612,8 @@ def main() -> None:
         asyncio.run(worker_main(args.url, OCCURRENCE, args.count, not args.video_only))
         return
     if args.impair_worker:
-        asyncio.run(impair_worker_main(args.url, OCCURRENCE, json.loads(args.profile)))
+        asyncio.run(impair_worker_main(args.url, OCCURRENCE, json.loads(args.profile),
+                                       args.roles.split(",")))
         return
     import logging
 
@@ -550,7 +626,8 @@ def main() -> None:
               f"noise), ladder high 480p / low 240p 360 kb/s / audio, "
               f"{args.impair_seconds:.0f} s per profile, "
               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
-        run_impair([n.strip() for n in args.profiles.split(",")], args.impair_seconds)
+        run_impair([n.strip() for n in args.profiles.split(",")], args.impair_seconds,
+                   args.tbf)
         print(f"total {time.monotonic() - started:.0f} s; load average at the end "
               f"{os.getloadavg()[0]:.2f}")
         return
