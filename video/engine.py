@@ -515,7 +515,6 @@ class Broadcast:
             "recording": self.record_path,
         }
 
-
     def layer_stats(self) -> list[dict[str, Any]]:
         """Per layer: its size and bitrate, whether it is encoded, its keyframes and sites."""
         out = []
