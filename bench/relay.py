@@ -11,6 +11,21 @@ each N it prints the server's CPU as a share of one core (from /proc/<pid>/stat 
 fixed window), the minimum over sites of the share of the publisher's frames received,
 and the time from a site's WHEP request to its first frame (p50, max). Then the same for
 aiortc's MediaRelay with one encoder per site (`--relay mediarelay`), as the baseline.
+
+    .venv/bin/python bench/relay.py --impair [--impair-seconds 20] [--profiles ...]
+
+Poor links: per profile (clean; 2 % loss 80 ms; 5 % loss 150 ms; 800 kb/s 100 ms;
+1.5 Mb/s 1 % loss) one worker process connects two DECODING aiortc subscribers, an
+impaired site and a clean control. The impairment sits in the impaired subscriber's own
+UDP receive path (`tests.video.peers.Impairment`: random RTP loss, a drop-tail bottleneck
+of the given rate with a 100 ms queue like `tbf`, a fixed delay). Prints for both sites
+the decoded share of the frames the server sent them, freezes over 500 ms after the first
+5 s, the longest one, and the layer (and when the impaired site left the top layer); the
+keyframes of the top layer; and the server's CPU per profile, whose excess over the clean
+profile (only the top layer encoded) is the ladder's cost, with the per-layer encode time.
+`--tbf` (root): the rate limits by the kernel instead, the impaired subscriber in a
+network namespace behind `tbf` on a veth pair (private addresses; the node then listens
+on 0.0.0.0); loss and delay stay in its receive path (this kernel has no netem).
 """
 
 from __future__ import annotations
@@ -127,15 +142,119 @@ async def worker_main(url: str, occurrence_id: int, count: int, audio: bool) -> 
     await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
 
 
+# --- the poor-link worker (a separate process) --------------------------------------------
+
+PROFILES = {
+    "clean": {},
+    "2% loss 80ms": {"loss": 0.02, "delay_ms": 80},
+    "5% loss 150ms": {"loss": 0.05, "delay_ms": 150},
+    "800kb/s 100ms": {"rate_kbps": 800, "delay_ms": 100},
+    "1.5Mb/s 1% loss": {"rate_kbps": 1500, "loss": 0.01},
+}
+
+
+async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
+                             roles: list[str]) -> None:
+    """Decoding subscribers, by role: the impaired site and/or the control. Prints `ready`
+    with their resource ids, then on `stop` their decoded frames and freezes."""
+    import requests
+
+    from tests.video.peers import Impairment, Subscriber
+
+    loop = asyncio.get_running_loop()
+
+    def signal_for(label: str):
+        async def signal(sdp):
+            response = await loop.run_in_executor(None, lambda: requests.post(
+                f"{url}/whep/{occurrence_id}", data=sdp, timeout=60, headers={
+                    "Content-Type": "application/sdp", "X-Yuanjiao-Node-Secret": SECRET,
+                    "X-Yuanjiao-Meta": json.dumps({"label": label})}))
+            if response.status_code != 201:
+                raise RuntimeError(f"WHEP {response.status_code}: {response.text}")
+            return response.text, response.headers["Location"].rsplit("/", 1)[-1]
+        return signal
+
+    impairment = Impairment(**profile) if profile and "impaired" in roles else None
+    subs = {role: Subscriber(audio=False, impairment=impairment if role == "impaired"
+                             else None) for role in roles}
+    ids = {role: await sub.start(signal_for(role)) for role, sub in subs.items()}
+    for sub in subs.values():
+        await sub.wait_frames(1, 15)
+    print(json.dumps({"ready": True, "ids": ids}), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stopped = time.monotonic()
+    await asyncio.sleep(0.1)  # frames sent before `stop` still decoding
+
+    def figures(sub) -> dict:
+        first = sub.first_frame_at or stopped
+        freezes = sub.freezes(first + 5, stopped, 0.5)
+        return {"decoded": sub.frames_between(0, stopped + 0.1), "freezes": len(freezes),
+                "longest": max(freezes, default=0.0), "sizes": sorted(sub.sizes)}
+
+    result: dict = {role: figures(sub) for role, sub in subs.items()}
+    if impairment is not None:
+        result["link"] = {"rtp": impairment.rtp, "lost": impairment.dropped_loss,
+                          "queue_drops": impairment.dropped_queue}
+    print(json.dumps(result), flush=True)
+    await asyncio.gather(*(sub.close() for sub in subs.values()), return_exceptions=True)
+
+
+class Netns:
+    """A network namespace joined to this one by a veth pair, the host side shaped with
+    `tbf` (the rate limit of the impaired site's downlink). Needs root; private addresses;
+    nothing leaves the machine; removed on close."""
+
+    def __init__(self, rate_kbps: float, queue_ms: float = 100.0) -> None:
+        tag = os.getpid() % 10000
+        self.name, self.host_if, self.peer_if = f"yjb{tag}", f"yjh{tag}", f"yjp{tag}"
+        self.host_ip, self.peer_ip = "10.231.77.1", "10.231.77.2"
+        burst = max(2000, int(rate_kbps * 1000 / 8 / 100))  # 10 ms at the rate
+        commands = [
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if],
+            ["ip", "link", "set", self.peer_if, "netns", self.name],
+            ["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if],
+            ["ip", "link", "set", self.host_if, "up"],
+            ["ip", "netns", "exec", self.name, "ip", "addr", "add", f"{self.peer_ip}/30",
+             "dev", self.peer_if],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", self.peer_if, "up"],
+            ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
+            ["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate",
+             f"{int(rate_kbps)}kbit", "burst", str(burst), "latency", f"{int(queue_ms)}ms"],
+        ]
+        try:
+            for command in commands:
+                subprocess.run(command, check=True, capture_output=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def drops(self) -> int:
+        out = subprocess.run(["tc", "-s", "qdisc", "show", "dev", self.host_if],
+                             capture_output=True, text=True).stdout
+        for word, following in zip(out.split(), out.split()[1:], strict=False):
+            if word.lstrip("(") == "dropped":
+                return int(following.rstrip(","))
+        return 0
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
 # --- the driver ---------------------------------------------------------------------------
 
 
 class Node:
-    def __init__(self, relay: str) -> None:
+    def __init__(self, relay: str, host: str = "127.0.0.1") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "video.node", "--port", str(self.port), "--secret", SECRET,
+            [sys.executable, "-m", "video.node", "--host", host, "--port", str(self.port),
+             "--secret", SECRET,
              "--relay", relay, "--log-level", "WARNING"], cwd=str(ROOT))
         import requests
 
@@ -166,7 +285,8 @@ class Node:
 class PublisherThread:
     """The synthetic trainer, on its own asyncio loop in a thread of the driver."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy: bool = False) -> None:
+        self.busy = busy
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -180,7 +300,7 @@ class PublisherThread:
 
         from tests.video.peers import Publisher
 
-        publisher = Publisher(audio=True)
+        publisher = Publisher(audio=True, busy=self.busy)
 
         async def signal(sdp):
             response = await asyncio.get_running_loop().run_in_executor(None, lambda: (
@@ -313,6 +433,158 @@ def summarize(name: str, results: list[dict]) -> dict:
     return {"per_site": per_site, "fixed": fixed, "capacity": capacity}
 
 
+def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
+                     tbf: bool = False) -> dict:
+    netns = None
+    if tbf and profile.get("rate_kbps"):
+        # The rate limit by the kernel: the impaired site in a namespace behind `tbf`;
+        # loss and delay stay in its receive path (this kernel has no netem).
+        netns = Netns(profile["rate_kbps"], profile.get("queue_ms", 100.0))
+        own = {k: v for k, v in profile.items() if k not in ("rate_kbps", "queue_ms")}
+        specs = [(netns.prefix(), f"http://{netns.host_ip}:{node.port}", own, "impaired"),
+                 ([], node.url, {}, "control")]
+    else:
+        specs = [([], node.url, profile, "impaired,control")]
+    workers = [subprocess.Popen(
+        [*prefix, sys.executable, __file__, "--impair-worker", "--url", url,
+         "--profile", json.dumps(spec_profile), "--roles", roles],
+        cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for prefix, url, spec_profile, roles in specs]
+    try:
+        ids: dict = {}
+        for worker in workers:
+            ids.update(json.loads(worker.stdout.readline())["ids"])
+        impaired_id, control_id = ids["impaired"], ids["control"]
+        stats0, cpu0, t0 = node.stats(), cpu_seconds(node.proc.pid), time.monotonic()
+        left_top = None
+        layers_seen = []
+        while time.monotonic() - t0 < seconds:
+            time.sleep(0.5)
+            sites = {s["resource_id"]: s for s in node.stats().get("sites", [])}
+            layer = sites.get(impaired_id, {}).get("layer")
+            if layer and (not layers_seen or layers_seen[-1] != layer):
+                layers_seen.append(layer)
+            if layer not in (None, "high") and left_top is None:
+                left_top = time.monotonic() - t0
+        stats1, cpu1, t1 = node.stats(), cpu_seconds(node.proc.pid), time.monotonic()
+        for worker in workers:
+            worker.stdin.write("stop\n")
+            worker.stdin.flush()
+        result: dict = {}
+        for worker in workers:
+            result.update(json.loads(worker.stdout.readline()))
+        if netns is not None:
+            result.setdefault("link", {})["tbf_drops"] = netns.drops()
+    finally:
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if netns is not None:
+            netns.close()
+    sites = {s["resource_id"]: s for s in stats1.get("sites", [])}
+    top0 = {entry["name"]: entry for entry in stats0.get("layers", [])}
+    top1 = {entry["name"]: entry for entry in stats1.get("layers", [])}
+    out = {"name": name, "cpu": (cpu1 - cpu0) / (t1 - t0) * 100, "left_top": left_top,
+           "layers_seen": layers_seen, "link": result.get("link"),
+           "keyframes_top": top1["high"]["keyframes"] - top0["high"]["keyframes"],
+           "keyframes_all": stats1["keyframes"] - stats0["keyframes"],
+           "encode_ms": {n: e.get("encode_ms_per_frame") for n, e in top1.items()
+                         if e.get("height")},
+           "seconds": t1 - t0}
+    for role, rid in (("impaired", impaired_id), ("control", control_id)):
+        site = sites.get(rid, {})
+        sent = max(1, site.get("video_packets_sent", 0))
+        figures = result[role]
+        out[role] = {**figures, "sent": sent, "share": figures["decoded"] / sent * 100,
+                     "layer": site.get("layer"), "loss": site.get("loss"),
+                     "rtt_ms": site.get("rtt_ms"),
+                     "retransmits": site.get("retransmits"),
+                     "deferred": site.get("retransmits_deferred"),
+                     "skipped": site.get("retransmits_skipped"),
+                     "repeated": site.get("retransmits_repeated"),
+                     "paced_ms": site.get("paced_ms")}
+    time.sleep(2)  # let the node drop the departed sites
+    return out
+
+
+def encode_cost(rounds: int = 3, frames: int = 90) -> dict:
+    """CPU per frame (process time, ms) of the top and the low layer's encoders on the same
+    busy 640x480 frames, alternated `rounds` times (median): what the ladder adds."""
+    from tests.video.peers import MovingVideoTrack
+    from video.relay import SharedVideoEncoder
+
+    track = MovingVideoTrack(640, 480, busy=True)
+
+    async def grab():
+        out = []
+        for _ in range(frames):
+            out.append(await track.recv())
+        return out
+
+    track._start, track._timestamp = time.time() - 3600, 0  # no pacing: all at once
+    pictures = asyncio.run(grab())
+    costs: dict[str, list[float]] = {"high": [], "low": []}
+    for _ in range(rounds):
+        for name, height, kbps in (("high", 480, 1200), ("low", 240, 360)):
+            encoder = SharedVideoEncoder("vp8", bitrate_kbps=kbps, height=height, layer=name)
+            started = time.process_time()
+            for i, picture in enumerate(pictures):
+                encoder.encode(picture, i * 3000)
+            costs[name].append((time.process_time() - started) * 1000 / frames)
+    return {name: statistics.median(values) for name, values in costs.items()}
+
+
+def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
+    node = Node("encoded", host="0.0.0.0" if tbf else "127.0.0.1")
+    publisher = None
+    rows = []
+    try:
+        publisher = PublisherThread(node.url, busy=True)
+        time.sleep(2)
+        for name in names:
+            row = impaired_profile(node, name, PROFILES[name], seconds, tbf)
+            rows.append(row)
+            imp, ctl = row["impaired"], row["control"]
+            left = f"{row['left_top']:.1f} s" if row["left_top"] is not None else "never"
+            print(f"  {name:16s} impaired: {imp['share']:5.1f} % of {imp['sent']} frames, "
+                  f"{imp['freezes']} freezes > 0.5 s (longest {imp['longest']:.2f} s), "
+                  f"layer {imp['layer']} (left the top after {left}; "
+                  f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
+                  f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
+                  f"{imp['repeated']} asked again, {imp['skipped']} given up: too old or "
+                  f"tried 8 times), paced {imp['paced_ms']} ms\n"
+                  f"  {'':16s} control:  {ctl['share']:5.1f} % of {ctl['sent']} frames, "
+                  f"{ctl['freezes']} freezes > 0.5 s, layer {ctl['layer']}, "
+                  f"loss {ctl['loss']} %   top-layer keyframes {row['keyframes_top']} in "
+                  f"{row['seconds']:.0f} s (all layers {row['keyframes_all']})   "
+                  f"server CPU {row['cpu']:.1f} %   encode ms/frame {row['encode_ms']}"
+                  + (f"   link {row['link']}" if row["link"] else ""), flush=True)
+    finally:
+        if publisher is not None:
+            publisher.close()
+        node.stop()
+    clean = next((r for r in rows if r["name"] == "clean"), None)
+    laddered = [r for r in rows if r["impaired"]["layer"] not in (None, "high")
+                or r["layers_seen"][1:]]
+    if clean and laddered:
+        extra = statistics.median(r["cpu"] for r in laddered) - clean["cpu"]
+        print(f"server CPU: {clean['cpu']:.1f} % of a core with one layer encoded (clean "
+              f"profile, 2 sites) vs median {clean['cpu'] + extra:.1f} % with two "
+              f"({extra:+.1f} points; 20 s windows on a shared machine: noisy)")
+    cost = encode_cost()
+    low_share = cost["low"] * 30 / 10  # % of a core at 30 fps
+    line = (f"ladder encode cost (process CPU, same frames, median of 3): high "
+            f"{cost['high']:.2f} ms/frame, low {cost['low']:.2f} ms/frame = "
+            f"{low_share:.1f} % of a core at 30 fps ({cost['low'] / cost['high'] * 100:.0f} % "
+            f"of the top layer's encode)")
+    if clean:
+        line += (f"; against the lecture's single-layer cost measured above "
+                 f"({clean['cpu']:.1f} %): +{low_share / clean['cpu'] * 100:.0f} %")
+    print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", default="1,8,32,64")
@@ -322,6 +594,16 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--video-only", action="store_true",
                         help="subscribers ask for video only (cheaper subscriber processes)")
+    parser.add_argument("--impair", action="store_true",
+                        help="poor-link profiles: an impaired and a control decoding site")
+    parser.add_argument("--impair-seconds", type=float, default=20.0)
+    parser.add_argument("--profiles", default=",".join(PROFILES),
+                        help="comma-separated profile names for --impair")
+    parser.add_argument("--impair-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tbf", action="store_true",
+                        help="rate limits by tbf on a veth into a network namespace (root)")
+    parser.add_argument("--profile", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--roles", default="impaired,control", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
@@ -329,12 +611,26 @@ def main() -> None:
     if args.worker:
         asyncio.run(worker_main(args.url, OCCURRENCE, args.count, not args.video_only))
         return
+    if args.impair_worker:
+        asyncio.run(impair_worker_main(args.url, OCCURRENCE, json.loads(args.profile),
+                                       args.roles.split(",")))
+        return
     import logging
 
     global VIDEO_ONLY
     VIDEO_ONLY = args.video_only
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
+    if args.impair:
+        print(f"poor links: 640x480 30 fps VP8 at 1.2 Mb/s (a quarter of the picture "
+              f"noise), ladder high 480p / low 240p 360 kb/s / audio, "
+              f"{args.impair_seconds:.0f} s per profile, "
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+        run_impair([n.strip() for n in args.profiles.split(",")], args.impair_seconds,
+                   args.tbf)
+        print(f"total {time.monotonic() - started:.0f} s; load average at the end "
+              f"{os.getloadavg()[0]:.2f}")
+        return
     sites = [int(x) for x in args.sites.split(",")]
     print(f"relay benchmark: 640x480 30 fps VP8 + Opus, {args.seconds:.0f} s windows, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)

@@ -30,13 +30,25 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpsender import RTP_HISTORY_SIZE
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from video import hls
 from video.ice import etag_for, parse_sdpfrag
+from video.ladder import AUDIO, LinkMonitor, ladder_for
 from video.relay import (
     AUDIO_TIME_BASE,
     VIDEO_CODECS,
+    BurstPacer,
     PacketSource,
     Recorder,
     SharedAudioEncoder,
@@ -46,6 +58,21 @@ from video.relay import (
 
 log = logging.getLogger(__name__)
 
+#: Retransmissions a site may ask for, as a share of its layer's bitrate (a congested
+#: link's NACK storm must not multiply what it already cannot carry).
+RETRANSMIT_SHARE = 0.5
+#: A lost packet is re-sent only while younger than the round trip plus this (the
+#: receiver's playout delay), and never when older than `RETRANSMIT_MAX_AGE` seconds.
+#: Long, because an aiortc receiver waits for every hole (512 packets: ~4 s on the top
+#: layer, ~15 s on the low one); with 1.5 s the 800 kb/s bench profile froze for 4-8 s
+#: after the move down (holes from the top layer left unrepaired), with 4 s it did not.
+RETRANSMIT_PLAYOUT_SECONDS = 3.5
+RETRANSMIT_MAX_AGE = 4.0
+#: A packet is re-sent at most this many times (3 left holes after the move down on the
+#: 800 kb/s bench profile: the congested link drops copies too).
+RETRANSMIT_TRIES = 8
+#: A site that reconnects within this long starts on the layer it left.
+REMEMBER_LAYER_SECONDS = 120.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
 PUBLISHER_GRACE_SECONDS = 15.0
 CALL_TIMEOUT = 20.0
@@ -136,17 +163,136 @@ class Subscriber:
         self.joined_at = time.time()
         self.requested_at = time.monotonic()
         self.connected = False
+        self.monitor: LinkMonitor | None = None
+        self.pacer: BurstPacer | None = None
+        self.video_track: SubscriberTrack | None = None
+        self.retransmits = 0
+        self.retransmits_deferred = 0
+        self.retransmits_skipped = 0
+        self.retransmits_repeated = 0
+        self._rtx_sent: dict[int, float] = {}
+        self._rtx_tries: dict[int, int] = {}
+        self._rtx_backlog: dict[int, None] = {}
+        self._rtx_task: asyncio.Task | None = None
+        self._rtx_tokens = 0.0
+        self._rtx_refill_at = time.monotonic()
 
     def describe(self) -> dict[str, Any]:
         video = next((t for t in self.tracks if t.kind == "video"), None)
         first = getattr(video, "first_packet_at", None)
+        link: dict[str, Any] = self.monitor.describe() if self.monitor else {}
+        if isinstance(video, SubscriberTrack):
+            link["video_packets_sent"] = video.packets_sent
+            link["layer"] = video.layer
+            link["layer_target"] = video.pending_layer or video.layer
+        elif self.monitor is not None:
+            link["layer"] = "audio" if video is None else "high"  # audio-only offer; baseline
         return {
             "resource_id": self.resource_id, "codec": self.codec,
             "state": self.pc.connectionState, "joined_at": self.joined_at,
             "first_frame_ms": round((first - self.requested_at) * 1000) if first else None,
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
+            "retransmits": self.retransmits, "retransmits_deferred": self.retransmits_deferred,
+            "retransmits_skipped": self.retransmits_skipped,
+            "retransmits_repeated": self.retransmits_repeated,
+            "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
+            **link,
             **self.info,
         }
+
+    def worth_retransmitting(self, sender: RTCRtpSender, lost: list[int],
+                             now: float) -> tuple[list[int], list[int], float]:
+        """Of the NACKed packets: those to re-send now, those to re-send later, and when.
+
+        Dropped: no longer in aiortc's history, older than the round trip plus
+        `RETRANSMIT_PLAYOUT_SECONDS`, or re-sent `RETRANSMIT_TRIES` times already. Later:
+        re-sent less than a round trip ago (the request may predate the copy's arrival;
+        if the copy was lost too, it goes again once the round trip has passed: an aiortc
+        receiver asks again only when another packet goes missing)."""
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        latest = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
+        max_age = min(RETRANSMIT_MAX_AGE, rtt + RETRANSMIT_PLAYOUT_SECONDS)
+        again_after = max(0.02, 1.2 * rtt)
+        for seq in [s for s, at in self._rtx_sent.items() if now - at > RETRANSMIT_MAX_AGE + 1]:
+            del self._rtx_sent[seq]
+            self._rtx_tries.pop(seq, None)
+        ready: list[int] = []
+        later: list[int] = []
+        wake = 1.0
+        for seq in lost:
+            if history is not None and latest is not None:
+                packet = history.get(seq % RTP_HISTORY_SIZE)
+                if packet is None or packet.sequence_number != seq:
+                    self.retransmits_skipped += 1  # no longer in aiortc's history
+                    continue
+                age = ((latest - packet.timestamp) % (1 << 32)) / 90000
+                if age > max_age:
+                    self.retransmits_skipped += 1
+                    continue
+            if self._rtx_tries.get(seq, 0) >= RETRANSMIT_TRIES:
+                self.retransmits_skipped += 1
+                continue
+            since = now - self._rtx_sent.get(seq, -1e9)
+            if since < again_after:
+                later.append(seq)
+                wake = min(wake, again_after - since)
+                continue
+            ready.append(seq)
+        return ready, later, wake
+
+    def retransmitted(self, lost: list[int], now: float) -> None:
+        for seq in lost:
+            self._rtx_sent[seq] = now
+            self._rtx_tries[seq] = self._rtx_tries.get(seq, 0) + 1
+
+    def queue_retransmits(self, sender: RTCRtpSender, lost: list[int],
+                          bitrate_kbps: Callable[[], float]) -> None:
+        """A NACK: the packets join this site's retransmission queue, which is re-sent
+        oldest first within a budget of `RETRANSMIT_SHARE` of the layer's bitrate
+        (token bucket of one second). What the budget cannot send now waits for it, as
+        long as it stays worth sending: an aiortc receiver NACKs a packet again only when
+        a new one goes missing, so a packet refused once would leave a hole for good."""
+        for seq in lost:
+            if seq in self._rtx_sent:
+                self.retransmits_repeated += 1
+            self._rtx_backlog.setdefault(seq, None)
+        if self._rtx_task is None or self._rtx_task.done():
+            self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
+
+    async def _drain_retransmits(self, sender: RTCRtpSender,
+                                 bitrate_kbps: Callable[[], float]) -> None:
+        first = True
+        try:
+            while self._rtx_backlog:
+                now = time.monotonic()
+                ready, later, wake = self.worth_retransmitting(
+                    sender, list(self._rtx_backlog), now)
+                rate = max(25.0, RETRANSMIT_SHARE * bitrate_kbps() * 1000 / 8 / 1100)
+                self._rtx_tokens = min(rate, self._rtx_tokens
+                                       + (now - self._rtx_refill_at) * rate)
+                self._rtx_refill_at = now
+                allowed = min(len(ready), int(self._rtx_tokens))
+                self._rtx_tokens -= allowed
+                send, rest = ready[:allowed], ready[allowed:]
+                self._rtx_backlog = dict.fromkeys([*rest, *later])
+                if first:
+                    self.retransmits_deferred += len(rest)
+                    first = False
+                self.retransmitted(send, now)
+                self.retransmits += len(send)
+                for seq in send:
+                    await sender._retransmit(seq)
+                if rest:
+                    await asyncio.sleep(max(0.005, 1 / rate))
+                elif later:
+                    await asyncio.sleep(max(0.005, wake))
+        except (ConnectionError, asyncio.CancelledError):
+            self._rtx_backlog.clear()
+
+    def close(self) -> None:
+        if self._rtx_task is not None:
+            self._rtx_task.cancel()
 
 
 class Broadcast:
@@ -165,8 +311,17 @@ class Broadcast:
         self.mode = options.get("relay", engine.relay_mode)
         self.bitrate_kbps = int(options.get("bitrate_kbps") or 1200)
         self.height = int(options.get("height") or 480)
-        self.video_encoders: dict[str, SharedVideoEncoder] = {}
-        self.video_sources: dict[str, PacketSource] = {}
+        #: The encoding ladder; `ladder: false` (bench baseline) keeps one layer.
+        layers = ladder_for(self.height, self.bitrate_kbps)
+        if options.get("ladder") is False:
+            layers = layers[:1]
+        self.layers = {layer.name: layer for layer in layers}
+        self.layer_names = [layer.name for layer in layers]
+        #: The layer each site (or member) was on when it left, and when.
+        self.site_layers: dict[str, tuple[str, float]] = {}
+        # Keyed by (codec, layer name): one encoder each, started when someone watches.
+        self.video_encoders: dict[tuple[str, str], SharedVideoEncoder] = {}
+        self.video_sources: dict[tuple[str, str], PacketSource] = {}
         self.audio_encoder = SharedAudioEncoder()
         self.audio_source = PacketSource("audio")
         self.executor = concurrent.futures.ThreadPoolExecutor(
@@ -193,13 +348,87 @@ class Broadcast:
 
     # --- sources -----------------------------------------------------------------------
 
-    def ensure_video_source(self, codec: str) -> PacketSource:
-        if codec not in self.video_sources:
-            encoder = SharedVideoEncoder(codec, bitrate_kbps=self.bitrate_kbps,
-                                         height=self.height)
-            self.video_encoders[codec] = encoder
-            self.video_sources[codec] = PacketSource("video", encoder.request_keyframe)
-        return self.video_sources[codec]
+    def ensure_video_source(self, codec: str, layer: str = "high") -> PacketSource:
+        key = (codec, layer)
+        if key not in self.video_sources:
+            spec = self.layers[layer]
+            encoder = SharedVideoEncoder(codec, bitrate_kbps=spec.bitrate_kbps,
+                                         height=spec.height or self.height, layer=layer)
+            self.video_encoders[key] = encoder
+            self.video_sources[key] = PacketSource("video", encoder.request_keyframe,
+                                                   layer=layer)
+        return self.video_sources[key]
+
+    # --- each site's layer -------------------------------------------------------------
+
+    def on_receiver_report(self, subscriber: Subscriber, kind: str, fraction_lost: int,
+                           jitter_ms: float | None, rtt_ms: float | None) -> None:
+        """A report block about one of the site's streams: the stream it is on feeds its
+        link monitor (video while it gets video, audio on the audio-only layer)."""
+        monitor = subscriber.monitor
+        track = subscriber.video_track
+        if monitor is None or self.ended:
+            return
+        on_video = track is not None and track.layer != AUDIO
+        if (kind == "video") != on_video:
+            return
+        now = time.monotonic()
+        monitor.report(fraction_lost, now, jitter_ms=jitter_ms, rtt_ms=rtt_ms)
+        target = monitor.target(now)
+        if target is not None:
+            self.move_site(subscriber, target, now)
+
+    def site_bitrate_kbps(self, subscriber: Subscriber) -> float:
+        track = subscriber.video_track
+        layer = self.layers.get(track.layer if track is not None else AUDIO)
+        return float(layer.bitrate_kbps) if layer is not None and layer.height else 64.0
+
+    def move_site(self, subscriber: Subscriber, layer: str, now: float) -> None:
+        """Send a site to a layer: at that layer's next keyframe, or no video at all."""
+        track = subscriber.video_track
+        if track is None or subscriber.monitor is None:
+            return
+        log.info("site %s: layer %s -> %s (loss %s %%)", subscriber.resource_id,
+                 subscriber.monitor.layer, layer, subscriber.monitor.loss)
+        subscriber.monitor.move(layer, now)
+        track.switch_to(None if layer == AUDIO else
+                        self.ensure_video_source(subscriber.codec, layer))
+
+    @staticmethod
+    def _site_key(info: dict[str, Any]) -> str | None:
+        for field in ("site_id", "member_id", "user_id"):
+            if info.get(field) is not None:
+                return f"{field}:{info[field]}"
+        return None
+
+    def start_layer(self, info: dict[str, Any]) -> str:
+        """The top layer; or, for a site that left a lower one moments ago (a reconnect on
+        the same poor link), that layer (the lowest video one rather than audio only)."""
+        key = self._site_key(info)
+        remembered = self.site_layers.get(key) if key else None
+        if remembered is None or time.monotonic() - remembered[1] > REMEMBER_LAYER_SECONDS:
+            return self.layer_names[0]
+        video = [name for name in self.layer_names if name != AUDIO]
+        return remembered[0] if remembered[0] in video else video[-1]
+
+    def remember_layer(self, subscriber: Subscriber) -> None:
+        key = self._site_key(subscriber.info)
+        track = subscriber.video_track
+        if key is None or track is None or subscriber.monitor is None \
+                or subscriber.monitor.pinned is not None:
+            return
+        if track.layer == self.layer_names[0]:
+            self.site_layers.pop(key, None)
+        else:
+            self.site_layers[key] = (track.layer, time.monotonic())
+
+    def pin_site(self, subscriber: Subscriber, layer: str | None) -> None:
+        """An organizer fixes a site's layer (None: back to automatic)."""
+        if subscriber.monitor is None:
+            return
+        subscriber.monitor.pin(layer)
+        if layer is not None:
+            self.move_site(subscriber, layer, time.monotonic())
 
     # --- publisher ---------------------------------------------------------------------
 
@@ -244,19 +473,28 @@ class Broadcast:
             self.frames_in += 1
             pts = max(self._pts(90000), self.last_pts + 1)
             self.last_pts = pts
-            codecs = [c for c, s in self.video_sources.items() if s.tracks or c == "vp8"]
-            for codec in codecs:
-                encoder = self.video_encoders[codec]
+            # Every layer someone watches (or waits for), and VP8's top layer always (the
+            # recording, and a joining site's GOP cache). Encode all, then let waiting
+            # sites switch at a keyframe, then hand the packets out.
+            outputs = []
+            for key, source in list(self.video_sources.items()):
+                encoder = self.video_encoders[key]
+                if not (source.watched or key == ("vp8", "high")):
+                    encoder.idle = True
+                    continue
                 try:
                     packets = await loop.run_in_executor(self.executor, encoder.encode,
                                                          frame, pts)
                 except Exception:
                     log.exception("video encode failed (occurrence %s)", self.occurrence_id)
                     continue
-                source = self.video_sources[codec]
+                outputs.append((key, source, encoder, packets))
+            for _key, source, _encoder, packets in outputs:
+                source.take_switches(packets)
+            for key, source, encoder, packets in outputs:
                 for packet in packets:
                     source.publish(packet)
-                    if codec == "vp8" and self.recorder is not None:
+                    if key == ("vp8", "high") and self.recorder is not None:
                         self.recorder.write_video(packet, encoder.width, encoder.height)
             self.frames_encoded += 1
             if self.hls is not None:  # after the encoders: the frame is the packager's now
@@ -290,12 +528,14 @@ class Broadcast:
     # --- stats and end -----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        vp8 = self.video_encoders.get("vp8")
+        vp8 = self.video_encoders.get(("vp8", "high"))
         elapsed = max(0.001, time.monotonic() - self.t0)
         window = self._fps_window
         fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and \
             window[-1] > window[0] else 0.0
-        video_bytes = sum(s.bytes for s in self.video_sources.values())
+        top = [s for (_, layer), s in self.video_sources.items()
+               if layer == self.layer_names[0] and s.packets]
+        video_bytes = sum(s.bytes for s in top)
         return {
             "state": "live",
             "occurrence_id": self.occurrence_id,
@@ -310,12 +550,38 @@ class Broadcast:
             "width": vp8.width if vp8 else 0,
             "height": vp8.height if vp8 else 0,
             "target_bitrate_kbps": self.bitrate_kbps,
-            "bitrate_kbps": round(video_bytes * 8 / elapsed / 1000 / max(1, len(
-                [s for s in self.video_sources.values() if s.packets])), 1),
+            "bitrate_kbps": round(video_bytes * 8 / elapsed / 1000 / max(1, len(top)), 1),
             "keyframes": sum(s.keyframes for s in self.video_sources.values()),
-            "codecs": sorted(c for c, s in self.video_sources.items() if s.tracks or c == "vp8"),
+            "codecs": sorted({c for (c, _), s in self.video_sources.items()
+                              if s.watched or c == "vp8"}),
+            "layers": self.layer_stats(),
             "recording": self.record_path,
         }
+
+    def layer_stats(self) -> list[dict[str, Any]]:
+        """Per layer: its size and bitrate, whether it is encoded, its keyframes and sites."""
+        out = []
+        for name in self.layer_names:
+            spec = self.layers[name]
+            entry: dict[str, Any] = {"name": name, "height": spec.height,
+                                     "bitrate_kbps": spec.bitrate_kbps}
+            if spec.height is None:
+                entry["sites"] = sum(1 for s in self.subscribers.values()
+                                     if s.video_track is not None
+                                     and s.video_track.layer == AUDIO)
+            else:
+                sources = [(k, s) for k, s in self.video_sources.items() if k[1] == name]
+                encoders = [self.video_encoders[k] for k, _ in sources]
+                entry.update({
+                    "encoded": any(s.watched or k == ("vp8", "high") for k, s in sources),
+                    "keyframes": sum(s.keyframes for _, s in sources),
+                    "frames": sum(e.frames for e in encoders),
+                    "encode_ms_per_frame": round(sum(e.seconds for e in encoders) * 1000
+                                                 / max(1, sum(e.frames for e in encoders)), 2),
+                    "sites": sum(len(s.tracks) for _, s in sources),
+                })
+            out.append(entry)
+        return out
 
 
 class MediaEngine:
@@ -435,6 +701,10 @@ class MediaEngine:
     def stats(self, occurrence_id: int) -> dict[str, Any]:
         return self.call(self._stats(int(occurrence_id)))
 
+    def pin(self, resource_id: str, layer: str | None) -> bool:
+        """Pin a connected site to a layer ("high", "low", "audio"; None: automatic)."""
+        return self.call(self._pin(resource_id, layer))
+
     def resource(self, resource_id: str) -> tuple[str, int] | None:
         return self.resources.get(resource_id)
 
@@ -543,10 +813,11 @@ class MediaEngine:
         resource_id = uuid.uuid4().hex
         pc = self._new_pc()
         subscriber = Subscriber(resource_id, pc, info, codec or "none")
+        start_layer = broadcast.start_layer(info)
         try:
             for media in offer.media:
                 if media.kind == "video" and codec is not None:
-                    track = self._video_track_for(broadcast, codec)
+                    track = self._video_track_for(broadcast, codec, start_layer)
                     transceiver = pc.addTransceiver(track, direction="sendonly")
                     caps = RTCRtpSender.getCapabilities("video").codecs
                     mime = VIDEO_CODECS[codec][1].lower()
@@ -567,10 +838,26 @@ class MediaEngine:
             raise MediaError("bad_sdp", f"cannot use this SDP offer: {exc}") from exc
         # One site's PLI/FIR goes to the shared encoder's rate-limited request, not to a
         # per-sender flag (a packet track has no encoder of its own to force).
+        # Its receiver reports feed the site's link monitor, which picks its layer.
+        subscriber.monitor = LinkMonitor(
+            broadcast.layer_names if codec is not None else [AUDIO],
+            start_layer if codec is not None else AUDIO, time.monotonic(),
+            {name: layer.bitrate_kbps for name, layer in broadcast.layers.items()})
+        video_senders = [t.sender for t in pc.getTransceivers()
+                         if isinstance(t.sender.track, SubscriberTrack) and t.kind == "video"]
+        if video_senders:
+            subscriber.pacer = BurstPacer(
+                lambda: broadcast.site_bitrate_kbps(subscriber),
+                {sender._ssrc for sender in video_senders})
+            for transport in {id(s.transport): s.transport for s in video_senders}.values():
+                subscriber.pacer.install(transport)
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):
                 transceiver.sender._send_keyframe = track.request_keyframe
+                if track.kind == "video":
+                    subscriber.video_track = track
+                self._watch_rtcp(broadcast, subscriber, transceiver.sender, track.kind)
             elif track is not None and transceiver.kind == "video":
                 # mediarelay: the sender's own encoder handles its PLIs
                 pass
@@ -590,13 +877,50 @@ class MediaEngine:
         return {"answer": pc.localDescription.sdp, "resource_id": resource_id,
                 "codec": codec, "etag": etag_for(resource_id, local_ice_ufrag(pc))}
 
-    def _video_track_for(self, broadcast: Broadcast, codec: str) -> Any:
+    @staticmethod
+    def _watch_rtcp(broadcast: Broadcast, subscriber: Subscriber, sender: RTCRtpSender,
+                    kind: str) -> None:
+        """Wrap one sender's RTCP handling: receiver reports go to the site's link monitor
+        (loss, jitter, the sender's round-trip estimate); NACKs go to the site's
+        retransmission queue (`Subscriber.queue_retransmits`), re-sent from aiortc's
+        history within a share of the site's layer bitrate."""
+        original = sender._handle_rtcp_packet
+        clock_khz = 90.0 if kind == "video" else 48.0
+
+        async def handle(packet: Any) -> None:
+            if kind == "video" and isinstance(packet, RtcpRtpfbPacket) and \
+                    packet.fmt == RTCP_RTPFB_NACK:
+                subscriber.queue_retransmits(
+                    sender, packet.lost, lambda: broadcast.site_bitrate_kbps(subscriber))
+                return
+            await original(packet)
+            if kind == "video" and isinstance(packet, RtcpPsfbPacket) and \
+                    packet.fmt == RTCP_PSFB_APP and subscriber.monitor is not None:
+                with contextlib.suppress(ValueError):
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                    if sender._ssrc in ssrcs:
+                        subscriber.monitor.estimate(bitrate / 1000)
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc != sender._ssrc:
+                        continue
+                    rtt = getattr(sender, "_RTCRtpSender__rtt", None)
+                    try:
+                        broadcast.on_receiver_report(
+                            subscriber, kind, report.fraction_lost,
+                            report.jitter / clock_khz, rtt * 1000 if rtt is not None else None)
+                    except Exception:
+                        log.exception("receiver report handling failed")
+
+        sender._handle_rtcp_packet = handle
+
+    def _video_track_for(self, broadcast: Broadcast, codec: str, layer: str = "high") -> Any:
         if broadcast.mode == "mediarelay":
             source = broadcast.relay_sources.get("video")
             if source is None:
                 raise MediaError("not_live", "the publisher sends no video yet")
             return broadcast.media_relay.subscribe(source, buffered=False)
-        source = broadcast.ensure_video_source(codec)
+        source = broadcast.ensure_video_source(codec, layer)
         track = SubscriberTrack("video", source, as_av_packet=(codec == "h264"))
         source.attach(track)
         return track
@@ -616,6 +940,8 @@ class MediaEngine:
         self.resources.pop(resource_id, None)
         if subscriber is None:
             return False
+        broadcast.remember_layer(subscriber)
+        subscriber.close()
         for track in subscriber.tracks:
             track.stop()
         await subscriber.pc.close()
@@ -754,6 +1080,17 @@ class MediaEngine:
             return {"state": state, "occurrence_id": occurrence_id, "subscribers": 0,
                     "sites": []}
         return broadcast.stats()
+
+    async def _pin(self, resource_id: str, layer: str | None) -> bool:
+        entry = self.resources.get(resource_id)
+        broadcast = self.broadcasts.get(entry[1]) if entry else None
+        subscriber = broadcast.subscribers.get(resource_id) if broadcast else None
+        if subscriber is None or subscriber.monitor is None:
+            return False
+        if layer is not None and layer not in subscriber.monitor.layers:
+            raise MediaError("bad_layer", f"no layer {layer!r} for this site")
+        broadcast.pin_site(subscriber, layer)
+        return True
 
     async def _record(self, occurrence_id: int, path: str | None) -> bool:
         broadcast = self.broadcasts.get(occurrence_id)

@@ -290,7 +290,8 @@ def public_sites(stats: dict[str, Any] | None, *, with_resources: bool = False,
     without a name (a count).
     """
     keys = ("kind", "label", "site_id", "site_name", "state", "joined_at",
-            "first_frame_ms", "codec")
+            "first_frame_ms", "codec", "layer", "loss", "jitter_ms", "rtt_ms",
+            "estimate_kbps", "pinned")
     if with_names:
         keys = (*keys, "member_id", "member_name", "user_name")
     if with_resources:
@@ -312,7 +313,7 @@ def manage_room(occurrence_id: int) -> str:
 def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
     stats = stats or {}
     keys = ("fps", "bitrate_kbps", "target_bitrate_kbps", "width", "height", "subscribers",
-            "publisher_connected", "keyframes", "codecs", "frames_in")
+            "publisher_connected", "keyframes", "codecs", "frames_in", "layers")
     return {k: stats.get(k) for k in keys if k in stats}
 
 

@@ -40,6 +40,11 @@ GOP_CACHE_SECONDS = 1.0
 VIDEO_QUEUE_LIMIT = 60
 AUDIO_QUEUE_LIMIT = 100
 
+#: A site's video bursts leave at most this many times its layer's bitrate ...
+PACING_FACTOR = 1.5
+#: ... beyond a burst of this long at that rate (ordinary frames fit in it).
+PACING_BURST_SECONDS = 0.04
+
 VIDEO_CODECS = {"vp8": ("libvpx", "video/VP8"), "h264": ("libx264", "video/H264")}
 
 
@@ -77,25 +82,50 @@ class SubscriberTrack(MediaStreamTrack):
 
     A lagging site never slows the others: when its queue is full the oldest packets
     are dropped and (for video) it waits for the next keyframe, which it asks for.
+
+    A video track can move to another layer's source (`switch_to`): it keeps the packets
+    of its current layer until the target layer's next keyframe, then takes that layer's
+    packets from that keyframe on (the decoder sees a keyframe at the new size, and the
+    timestamps keep growing). `switch_to(None)` stops the video (audio-only layer).
     """
 
-    def __init__(self, kind: str, source: PacketSource, *, as_av_packet: bool = False) -> None:
+    def __init__(self, kind: str, source: PacketSource | None, *,
+                 as_av_packet: bool = False) -> None:
         super().__init__()
         self.kind = kind
         self._source = source
+        self._pending: PacketSource | None = None
         self._queue: collections.deque[Any] = collections.deque()
         self._wakeup = asyncio.Event()
         self._limit = VIDEO_QUEUE_LIMIT if kind == "video" else AUDIO_QUEUE_LIMIT
         self._waiting_for_keyframe = kind == "video"
         self._as_av_packet = as_av_packet
+        self._last_pts = -1
         self.packets_sent = 0
         self.packets_dropped = 0
         self.first_packet_at: float | None = None
+        #: Called with the layer name once a switch is done (at the new layer's keyframe).
+        self.on_switched: Callable[[str], None] | None = None
+
+    @property
+    def source(self) -> PacketSource | None:
+        return self._source
+
+    @property
+    def layer(self) -> str:
+        """The layer whose packets this site receives now ("audio": no video)."""
+        return self._source.layer if self._source is not None else "audio"
+
+    @property
+    def pending_layer(self) -> str | None:
+        return self._pending.layer if self._pending is not None else None
 
     def push(self, packet: EncodedPacket) -> None:
         """Queue a packet for this site (called by the source, on the loop)."""
         if self.readyState != "live":
             return
+        if packet.pts < self._last_pts:
+            return  # a site's timestamps only grow, whatever layer a packet comes from
         if self._waiting_for_keyframe:
             if not packet.is_keyframe:
                 return
@@ -105,8 +135,9 @@ class SubscriberTrack(MediaStreamTrack):
             self._queue.clear()
             if self.kind == "video" and not packet.is_keyframe:
                 self._waiting_for_keyframe = True
-                self._source.request_keyframe()
+                self.request_keyframe()
                 return
+        self._last_pts = packet.pts
         self._queue.append(packet.to_av() if self._as_av_packet else packet)
         self._wakeup.set()
 
@@ -123,21 +154,66 @@ class SubscriberTrack(MediaStreamTrack):
         return self._queue.popleft()
 
     def request_keyframe(self) -> None:
-        """This site's PLI/FIR: a rate-limited request on the shared encoder."""
-        self._source.request_keyframe()
+        """This site's PLI/FIR: a rate-limited request on its layer's encoder (or, while
+        it waits to switch, on the target layer's)."""
+        source = self._pending or self._source
+        if source is not None:
+            source.request_keyframe()
+
+    def switch_to(self, source: PacketSource | None) -> None:
+        """Move to another layer at its next keyframe (asked for now), or stop the video."""
+        if self._pending is not None:
+            self._pending.detach(self)
+            self._pending = None
+        if source is self._source:
+            return
+        if source is None:
+            if self._source is not None:
+                self._source.detach(self)
+            self._source = None
+            self._notify()
+            return
+        self._pending = source
+        source.attach_pending(self)
+
+    def complete_switch(self, source: PacketSource) -> None:
+        """The target layer has a keyframe to publish: from it on, take that layer."""
+        if source is not self._pending:
+            return
+        if self._source is not None:
+            self._source.detach(self)
+        self._pending = None
+        self._source = source
+        source.tracks.add(self)
+        self._waiting_for_keyframe = True  # the keyframe comes next, in this publish
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.on_switched is not None:
+            try:
+                self.on_switched(self.layer)
+            except Exception:
+                log.exception("layer switch callback failed")
 
     def stop(self) -> None:
         super().stop()
-        self._source.detach(self)
+        if self._source is not None:
+            self._source.detach(self)
+        if self._pending is not None:
+            self._pending.detach(self)
         self._wakeup.set()
 
 
 class PacketSource:
-    """The packets of one encoder (one codec), and the subscriber tracks fed from them."""
+    """The packets of one encoder (one codec and layer), and the tracks fed from them."""
 
-    def __init__(self, kind: str, on_keyframe_request: Callable[[], None] | None = None) -> None:
+    def __init__(self, kind: str, on_keyframe_request: Callable[[], None] | None = None,
+                 layer: str = "high") -> None:
         self.kind = kind
+        self.layer = layer if kind == "video" else "audio"
         self.tracks: set[SubscriberTrack] = set()
+        #: Tracks that move here at this source's next keyframe.
+        self.pending: set[SubscriberTrack] = set()
         self._on_keyframe_request = on_keyframe_request
         self.packets = 0
         self.bytes = 0
@@ -145,6 +221,11 @@ class PacketSource:
         #: Packets since the last keyframe (video), while it is recent.
         self._gop: list[EncodedPacket] = []
         self._gop_started = 0.0
+
+    @property
+    def watched(self) -> bool:
+        """Someone gets, or waits for, this source's packets (else it need not encode)."""
+        return bool(self.tracks or self.pending)
 
     def attach(self, track: SubscriberTrack) -> None:
         """Add a site: it starts at a keyframe, a recent cached one or a new one."""
@@ -157,12 +238,27 @@ class PacketSource:
         else:
             self.request_keyframe()
 
+    def attach_pending(self, track: SubscriberTrack) -> None:
+        """A site switching to this layer: it joins at the next keyframe, asked for now
+        (rate-limited by this layer's encoder only)."""
+        self.pending.add(track)
+        self.request_keyframe()
+
     def detach(self, track: SubscriberTrack) -> None:
         self.tracks.discard(track)
+        self.pending.discard(track)
 
     def request_keyframe(self) -> None:
         if self._on_keyframe_request is not None:
             self._on_keyframe_request()
+
+    def take_switches(self, packets: list[EncodedPacket]) -> None:
+        """Before any source publishes a frame: the sites waiting for this layer move
+        here if the frame is a keyframe (so none gets the same frame from two layers)."""
+        if self.pending and any(p.is_keyframe for p in packets):
+            for track in tuple(self.pending):
+                self.pending.discard(track)
+                track.complete_switch(self)
 
     def publish(self, packet: EncodedPacket) -> None:
         """Hand one packet to every site (the same object, no copy)."""
@@ -183,8 +279,45 @@ class PacketSource:
 
     def end(self) -> None:
         """The broadcast ended: end every subscriber track."""
-        for track in tuple(self.tracks):
+        for track in (*self.tracks, *self.pending):
             track.stop()
+
+
+class BurstPacer:
+    """Spreads one site's bursts of video packets (a keyframe, frames released together
+    after a stall) at `PACING_FACTOR` x its layer's bitrate, so that a narrow link's queue
+    does not overflow; ordinary frames pass at once.
+
+    It wraps the site's DTLS transport's `_send_rtp`: a media video packet that would leave
+    more than `PACING_BURST_SECONDS` ahead of the paced schedule waits for its slot (the
+    sender's loop waits with it; the site's own packet queue absorbs that). Audio,
+    retransmissions and RTCP never wait, but their bytes count.
+    """
+
+    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: set[int]) -> None:
+        self._rate_kbps = rate_kbps
+        self._video_ssrcs = video_ssrcs
+        self._next = 0.0
+        self.waits = 0
+        self.waited = 0.0
+
+    def install(self, transport: Any) -> None:
+        original = transport._send_rtp
+
+        async def send(data: bytes) -> None:
+            now = time.monotonic()
+            rate = max(64.0, self._rate_kbps()) * 1000 / 8 * PACING_FACTOR  # bytes/s
+            start = max(self._next, now - PACING_BURST_SECONDS)
+            self._next = start + len(data) / rate
+            wait = self._next - now  # positive once the burst credit is spent
+            if wait > 0.002 and len(data) >= 12 and not 192 <= data[1] <= 223 \
+                    and int.from_bytes(data[8:12], "big") in self._video_ssrcs:
+                self.waits += 1
+                self.waited += wait
+                await asyncio.sleep(wait)
+            await original(data)
+
+        transport._send_rtp = send
 
 
 class SharedVideoEncoder:
@@ -194,8 +327,10 @@ class SharedVideoEncoder:
     site joining or losing packets costs every other site at most one keyframe a second.
     """
 
-    def __init__(self, codec: str, *, bitrate_kbps: int, height: int, fps: int = 30) -> None:
+    def __init__(self, codec: str, *, bitrate_kbps: int, height: int, fps: int = 30,
+                 layer: str = "high") -> None:
         self.codec_name = codec
+        self.layer = layer
         self.bitrate = max(100, int(bitrate_kbps)) * 1000
         self.target_height = max(90, int(height))
         self.fps = fps
@@ -205,6 +340,10 @@ class SharedVideoEncoder:
         self._last_keyframe = 0.0
         self._keyframe_requested = True
         self._last_request_granted = 0.0
+        #: Set by the pump when it skipped a frame (nobody on this layer).
+        self.idle = False
+        self.frames = 0
+        self.seconds = 0.0
 
     def request_keyframe(self) -> None:
         """Ask for a keyframe; granted at the next frame unless one was given < 1 s ago."""
@@ -243,12 +382,18 @@ class SharedVideoEncoder:
 
     def encode(self, frame: av.VideoFrame, pts: int) -> list[EncodedPacket]:
         """Encode one frame (runs in the engine's executor, one encoder call at a time)."""
+        started = time.perf_counter()
         width, height = self._size_for(frame)
+        now = time.monotonic()
+        if self.idle:
+            # Nobody watched this layer for a while: its rate control would take the gap
+            # as spare budget, and its references are stale; start afresh (a keyframe).
+            self.context = None
+            self.idle = False
         if self.context is None or (width, height) != (self.width, self.height):
             self.context = self._open(width, height)
         if (frame.width, frame.height) != (width, height) or frame.format.name != "yuv420p":
             frame = frame.reformat(width=width, height=height, format="yuv420p")
-        now = time.monotonic()
         keyframe = now - self._last_keyframe >= KEYFRAME_INTERVAL or (
             self._keyframe_requested
             and now - self._last_request_granted >= KEYFRAME_REQUEST_MIN_INTERVAL
@@ -266,6 +411,8 @@ class SharedVideoEncoder:
         for packet in self.context.encode(frame):
             out.append(EncodedPacket(bytes(packet), pts, VIDEO_TIME_BASE,
                                      bool(packet.is_keyframe)))
+        self.frames += 1
+        self.seconds += time.perf_counter() - started
         return out
 
 
@@ -282,6 +429,10 @@ class SharedAudioEncoder:
         self.context.options = {
             "application": "voip",
             "frame_duration": str(AUDIO_SAMPLES_PER_PACKET * 1000 // 48000),
+            # Audio first on poor links: in-band FEC (each packet carries a coarse copy
+            # of the previous one; browsers' decoders use it to conceal a lost packet).
+            "fec": "1",
+            "packet_loss": "10",
         }
         self.resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000,
                                            frame_size=AUDIO_SAMPLES_PER_PACKET)

@@ -281,6 +281,13 @@ class LiveSiteSchema(Schema):
     codec = fields.String()
     #: "origin", or the Janus edge the site watches from (video.janus_views).
     served_by = fields.String()
+    layer = fields.String(metadata={"description": "high, low or audio (video paused)"})
+    loss = fields.Float(allow_none=True, metadata={
+        "description": "percent lost, smoothed, from the site's RTCP receiver reports"})
+    jitter_ms = fields.Float(allow_none=True)
+    rtt_ms = fields.Float(allow_none=True)
+    estimate_kbps = fields.Integer(allow_none=True)
+    pinned = fields.String(allow_none=True)
 
 
 class LiveSchema(Schema):

@@ -1,0 +1,451 @@
+"""The encoding ladder: each site's layer from its receiver reports, switched at a keyframe.
+
+The rules (`video.ladder.LinkMonitor`) and the switch (`SubscriberTrack.switch_to`) alone,
+then a lecture with a clean site and a site whose receive path drops 10 % of RTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from accounts.service import issue_site_token
+from tests.video.conftest import in_thread, run, wait_for
+from tests.video.peers import Impairment, Publisher, Subscriber
+from tests.video.test_signaling import SDP, bearer, stream_key, whep_signal, whip_signal
+from video import media
+from video.ladder import LinkMonitor, ladder_for
+from video.relay import VIDEO_TIME_BASE, EncodedPacket, PacketSource, SubscriberTrack
+
+LAYERS = ["high", "low", "audio"]
+
+
+@pytest.fixture
+def engine_only():
+    """The media engine alone (no web app)."""
+    from video.engine import MediaEngine
+
+    eng = MediaEngine().start()
+    yield eng
+    eng.shutdown()
+
+
+def lost(percent: float) -> int:
+    return round(percent / 100 * 256)
+
+
+def test_ladder_sizes():
+    assert [(layer.name, layer.height, layer.bitrate_kbps) for layer in ladder_for(480, 1200)] == [
+        ("high", 480, 1200), ("low", 240, 360), ("audio", None, 0)]
+    assert [layer.name for layer in ladder_for(90, 300)] == ["high", "audio"]
+
+
+def test_down_quickly_up_carefully_and_pinned():
+    now = 100.0
+    monitor = LinkMonitor(LAYERS, "high", now)
+    # One bad report (about the last second) is not enough; loss above 8 % over 2 s is.
+    monitor.report(lost(16), now + 1)
+    assert monitor.target(now + 1) is None  # 16 %, but over 1 s only
+    monitor.report(lost(6), now + 2)
+    assert monitor.target(now + 2) == "low"  # 11 % over 2 s
+    monitor = LinkMonitor(LAYERS, "high", now)
+    monitor.report(lost(2), now + 2)
+    monitor.report(lost(3), now + 3)
+    assert monitor.target(now + 3) is None  # 2.5 % over the last 2 s
+    monitor.report(lost(14), now + 4)
+    assert monitor.target(now + 4) == "low"  # 8.6 % over the last 2 s
+    monitor.move("low", now + 4)
+    # Congestion: 30 % over one second is enough.
+    fast = LinkMonitor(LAYERS, "high", now)
+    fast.report(lost(30), now + 1)
+    assert fast.target(now + 1) == "low"
+    # Reports that straddle the switch are not judged; then 12 % on the low layer is not
+    # enough for audio only (that needs 25 % for 3 s), nor little enough to go up.
+    for t in range(4, 30):
+        monitor.report(lost(12), now + t)
+        assert monitor.target(now + t) is None, t
+    assert monitor.loss == pytest.approx(12, abs=0.5)
+    # Clean for 10 s: up again.
+    ups = []
+    for t in range(30, 50):
+        monitor.report(0, now + t)
+        if monitor.target(now + t) == "high":
+            ups.append(t)
+            break
+    assert ups, ups
+    assert 10 <= ups[0] - 29 <= 12, ups  # clean since the report covering [29, 30]
+    monitor.move("high", now + ups[0])
+    # Undone at once: the next move up waits twice as long.
+    t0 = now + ups[0]
+    for k in range(3, 7):
+        monitor.report(lost(40), t0 + k)
+    assert monitor.target(t0 + 6) == "low"
+    monitor.move("low", t0 + 6)
+    clean = []
+    for k in range(8, 40):
+        monitor.report(0, t0 + k)
+        if monitor.target(t0 + k) == "high":
+            clean.append(k)
+            break
+    assert clean, clean
+    assert clean[0] - 6 >= 20, clean  # 20 s after the move down, not 10
+    # Very heavy loss on the low layer: audio only.
+    monitor.move("low", t0 + 40)
+    for k in range(43, 50):
+        monitor.report(lost(50), t0 + k)
+    assert monitor.target(t0 + 49) == "audio"
+    # An organizer's pin wins over the link.
+    monitor.pin("high")
+    assert monitor.target(t0 + 49) == "high"
+    with pytest.raises(ValueError, match="unknown layer"):
+        monitor.pin("ultra")
+
+
+def test_switch_happens_at_the_target_layers_keyframe():
+    """The site keeps the old layer until the new one's keyframe; timestamps only grow;
+    a keyframe request while it waits goes to the target layer only."""
+    asked: list[str] = []
+
+    async def scenario():
+        high = PacketSource("video", lambda: asked.append("high"), layer="high")
+        low = PacketSource("video", lambda: asked.append("low"), layer="low")
+        site = SubscriberTrack("video", high)
+        other = SubscriberTrack("video", high)
+        high.attach(site)
+        high.attach(other)
+        switched: list[str] = []
+        site.on_switched = switched.append
+
+        def frame(i: int, key_high: bool, key_low: bool) -> None:
+            packets = {high: [EncodedPacket(b"h", i * 3000, VIDEO_TIME_BASE, key_high)]}
+            if low.watched:
+                packets[low] = [EncodedPacket(b"l", i * 3000, VIDEO_TIME_BASE, key_low)]
+            for source, ps in packets.items():
+                source.take_switches(ps)
+            for source, ps in packets.items():
+                for p in ps:
+                    source.publish(p)
+
+        frame(0, True, False)
+        frame(1, False, False)
+        asked.clear()
+        site.switch_to(low)
+        assert asked == ["low"]
+        assert site.layer == "high"
+        assert site.pending_layer == "low"
+        frame(2, False, False)  # the low layer's first frame is not a keyframe
+        site.request_keyframe()  # a PLI while waiting: the target layer's encoder
+        assert asked == ["low", "low"]
+        frame(3, False, True)
+        frame(4, False, False)
+        assert switched == ["low"]
+        assert site.layer == "low"
+        got = [(await site.recv()) for _ in range(len(site._queue))]
+        assert [(bytes(p), p.pts // 3000, p.is_keyframe) for p in got] == [
+            (b"h", 0, True), (b"h", 1, False), (b"h", 2, False), (b"l", 3, True),
+            (b"l", 4, False)]
+        assert len(other._queue) == 5
+        assert other.layer == "high"
+        site.switch_to(None)
+        assert site.layer == "audio"
+        assert site not in high.tracks
+        assert site not in low.tracks
+        assert not low.watched
+
+    run(scenario())
+
+
+@pytest.mark.media
+def test_lossy_site_moves_to_low_layer_control_stays_high(app, client, factory, scene,
+                                                          db_session):
+    """A site whose link drops 10 % of RTP is on the low layer within ~5 s; the clean site
+    stays on the high layer, decodes ≥ 99 % of its frames and gets no extra keyframes;
+    the live API shows each site's layer and loss."""
+    occ = scene.occurrence.id
+    key = stream_key(client, occ, factory.headers(scene.trainer))
+    site_token = issue_site_token(db_session, scene.site)
+    admin_headers = factory.headers(factory.user("admin"))
+    db_session.commit()
+    seen: dict = {}
+    engine = media.runtime(app).backend
+
+    def live_sites():
+        body = client.get(f"/api/v1/occurrences/{occ}/live", headers=admin_headers).json
+        return {s["resource_id"]: s for s in body["sites"]}
+
+    async def scenario():
+        publisher = Publisher(audio=False, width=320, height=240)
+        await publisher.start(whip_signal(client, occ, bearer(key), seen))
+        control = Subscriber(audio=False)
+        control_id = (await control.start(whep_signal(client, occ, {**admin_headers, **SDP},
+                                                      seen))).rsplit("/", 1)[-1]
+        impairment = Impairment(loss=0.10)
+        lossy = Subscriber(audio=False, impairment=impairment)
+        lossy_id = (await lossy.start(whep_signal(client, occ, bearer(site_token),
+                                                  seen))).rsplit("/", 1)[-1]
+        assert await lossy.wait_frames(1, 10)
+        assert await control.wait_frames(1, 10)
+        started = lossy.first_frame_at
+        moved = await wait_for(lambda: live_sites()[lossy_id].get("layer") == "low", 10, 0.2)
+        moved_after = time.monotonic() - started
+        assert moved, live_sites()[lossy_id]
+        assert moved_after <= 6.0, moved_after
+        await asyncio.sleep(1.0)
+        before = await in_thread(engine.stats, occ)
+        t0 = time.monotonic()
+        await asyncio.sleep(8)
+        t1 = time.monotonic()  # the frames sent by now are decoded within ~0.1 s
+        after = await in_thread(engine.stats, occ)
+        await asyncio.sleep(0.5)  # let the frames in flight arrive and decode
+        sites = {s["resource_id"]: s for s in after["sites"]}
+        api = live_sites()
+        for peer in (publisher, control, lossy):
+            await peer.close()
+        return {"moved_after": moved_after, "before": before, "after": after, "t": (t0, t1),
+                "sites": sites, "api": api, "control": control, "lossy": lossy,
+                "control_id": control_id, "lossy_id": lossy_id, "impairment": impairment}
+
+    r = run(scenario())
+    control, lossy, sites, api = r["control"], r["lossy"], r["sites"], r["api"]
+    t0, t1 = r["t"]
+    # The API: each site's layer and loss (percent, from its receiver reports).
+    assert api[r["control_id"]]["layer"] == "high"
+    assert api[r["lossy_id"]]["layer"] == "low"
+    assert api[r["lossy_id"]]["loss"] >= 4, api[r["lossy_id"]]
+    assert api[r["control_id"]]["loss"] is not None
+    assert api[r["control_id"]]["loss"] < 2
+    assert r["impairment"].dropped_loss > 20
+    # The control: never moved, every frame sent to it decoded.
+    assert sites[r["control_id"]]["layer_switches"] == 0
+    sent = sites[r["control_id"]]["video_packets_sent"]  # one packet per VP8 frame
+    decoded = control.frames_between(0, t1 + 0.1)
+    assert decoded >= 0.99 * sent, (decoded, sent)
+    # The lossy site, on the low layer: nearly every frame (NACK repairs the losses).
+    lossy_sent = sites[r["lossy_id"]]["video_packets_sent"]
+    lossy_decoded = lossy.frames_between(0, t1 + 0.1)
+    assert lossy_decoded >= 0.95 * lossy_sent, (lossy_decoded, lossy_sent,
+                                                sites[r["lossy_id"]]["retransmits"])
+    assert not lossy.freezes(t0, t1, 1.0), lossy.freezes(t0, t1, 1.0)
+    assert {(160, 120), (320, 240)} >= lossy.sizes >= {(160, 120)}
+    assert control.sizes == {(320, 240)}
+    # Keyframes on the control's layer: the regular ones, ~1 per 2.5 s; the lossy site's
+    # requests went to the low layer's encoder only.
+    high = {layer["name"]: layer for layer in r["after"]["layers"]}["high"]
+    high_before = {layer["name"]: layer for layer in r["before"]["layers"]}["high"]
+    keys = high["keyframes"] - high_before["keyframes"]
+    assert keys <= (t1 - t0) / 2.5 + 1, keys
+
+
+def test_receiver_estimate_below_the_upper_layer_delays_the_move_up():
+    """A receiver whose REMB says it cannot carry the top layer is not sent back up after
+    10 clean seconds (a congested link is clean on the low layer), only after 30."""
+    bitrates = {"high": 1200, "low": 360, "audio": 0}
+    for estimate, expected in ((2000, 10), (500, 30), (None, 10)):
+        monitor = LinkMonitor(LAYERS, "low", 0.0, bitrates)
+        if estimate is not None:
+            monitor.estimate(estimate)
+        up_at = None
+        for t in range(1, 60):
+            monitor.report(0, float(t))
+            if monitor.target(float(t)) == "high":
+                up_at = t
+                break
+        assert up_at == expected, (estimate, up_at)
+    assert monitor.describe()["estimate_kbps"] is None
+
+
+def test_burst_pacer_spreads_a_keyframe_but_not_ordinary_frames_or_audio():
+    """At 1.2 Mb/s x 1.5, a 24 kB burst of video (and 4 kB of audio) leaves over ~85 ms
+    beyond its first 9 kB; a 4.8 kB frame and audio packets leave at once."""
+    from video.relay import BurstPacer
+
+    def rtp(ssrc: int, size: int = 1200) -> bytes:
+        return bytes([0x80, 96, 0, 0, 0, 0, 0, 0]) + ssrc.to_bytes(4, "big") + bytes(size - 12)
+
+    async def scenario():
+        sent: list[tuple[float, int]] = []
+
+        class Transport:
+            async def _send_rtp(self, data: bytes) -> None:
+                sent.append((time.monotonic(), int.from_bytes(data[8:12], "big")))
+
+        transport = Transport()
+        pacer = BurstPacer(lambda: 1200, {1})
+        pacer.install(transport)
+        started = time.monotonic()
+        for _ in range(4):  # an ordinary frame
+            await transport._send_rtp(rtp(1))
+        assert time.monotonic() - started < 0.01
+        await asyncio.sleep(0.1)
+        sent.clear()
+        started = time.monotonic()
+        for _ in range(20):  # a keyframe
+            await transport._send_rtp(rtp(1))
+            await transport._send_rtp(rtp(2, 200))  # audio in between: never waits
+        took = time.monotonic() - started
+        assert 0.015 <= took <= 0.2, took
+        assert pacer.waits > 0
+        video = [t for t, ssrc in sent if ssrc == 1]
+        assert video[5] - video[0] < 0.005  # the first ~9 kB (with the audio) at once
+        assert video[-1] - video[0] > 0.05
+
+    run(scenario())
+
+
+@pytest.mark.media
+def test_very_lossy_site_falls_to_audio_only_and_comes_back(engine_only):
+    """45 % of RTP lost: the site goes down to the low layer, then to audio only (its video
+    stops, its audio keeps flowing); when the link heals it comes back to video by itself
+    (after 10 clean seconds, or 30 when its REMB is below the low layer's bitrate)."""
+    engine = engine_only
+
+    async def scenario():
+        async def publish(sdp):
+            result = await in_thread(engine.publish, 31, sdp, {"bitrate_kbps": 600,
+                                                               "height": 240})
+            return result["answer"], result["resource_id"]
+
+        async def subscribe(sdp):
+            result = await in_thread(engine.subscribe, 31, sdp, {"site_id": 7})
+            return result["answer"], result["resource_id"]
+
+        def layer():
+            return next(s for s in engine.stats(31)["sites"])["layer"]
+
+        publisher = Publisher(width=320, height=240)
+        await publisher.start(publish)
+        impairment = Impairment(loss=0.45)
+        site = Subscriber(impairment=impairment)
+        await site.start(subscribe)
+        assert await site.wait_frames(1, 10)
+        seen = []
+
+        def track():
+            current = layer()
+            if not seen or seen[-1] != current:
+                seen.append(current)
+            return current == "audio"
+
+        assert await wait_for(track, 15, 0.2), seen
+        # Down one layer at a time (the first poll may come after the move to low).
+        assert seen in (["high", "low", "audio"], ["low", "audio"]), seen
+        frames, rtp = site.frames, impairment.rtp
+        await asyncio.sleep(2)
+        assert site.frames - frames <= 2  # the video is paused ...
+        # ... the audio is not: 25 packets/s (40 ms Opus) keep arriving before the loss.
+        # (aiortc's audio receiver has no loss concealment, so its decoded count says
+        # little at 45 % loss.)
+        assert 40 <= impairment.rtp - rtp <= 70, impairment.rtp - rtp
+        impairment.loss = 0.0
+        healed = time.monotonic()
+        assert await wait_for(lambda: layer() == "low", 40, 0.5)
+        back_after = time.monotonic() - healed
+        # Video again, at the low layer, from its keyframe. (aiortc's receiver may still
+        # sit on a hole left by the 45 % loss: it skips only after 512 packets, so the
+        # server's count says whether the video resumed.)
+        sent = next(iter(engine.stats(31)["sites"]))["video_packets_sent"]
+        await asyncio.sleep(3)
+        assert next(iter(engine.stats(31)["sites"]))["video_packets_sent"] - sent >= 60
+        for peer in (publisher, site):
+            await peer.close()
+        return back_after
+
+    back_after = run(scenario())
+    assert 9 <= back_after <= 40, back_after
+
+
+def test_retransmissions_over_budget_wait_instead_of_being_refused():
+    """40 NACKed packets at a 360 kb/s layer (25 packets/s budget): half a second's tokens
+    go at once, the rest follow at the budget's pace, oldest first; packets asked for again
+    within the round trip go again once it has passed; a packet no longer in the history
+    is not re-sent."""
+    from aiortc.rtp import RtpPacket
+
+    from video.engine import Subscriber as Site
+
+    async def scenario():
+        class Sender:
+            sent: list[tuple[int, float]] = []
+
+            async def _retransmit(self, seq: int) -> None:
+                self.sent.append((seq, time.monotonic()))
+
+        sender = Sender()
+        sender._RTCRtpSender__rtp_history = {
+            seq % 128: RtpPacket(sequence_number=seq, timestamp=seq * 300)
+            for seq in range(100, 200)}
+        sender._RTCRtpSender__rtp_timestamp = 200 * 300
+        site = Site("r", None, {}, "vp8")
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        lost = list(range(150, 190))
+        site.queue_retransmits(sender, lost, lambda: 360)
+        await asyncio.sleep(0.01)
+        site.queue_retransmits(sender, [150, 151, 20], lambda: 360)  # again; gone
+        await wait_for(lambda: not site._rtx_backlog, 3)
+        await asyncio.sleep(0.05)
+        seqs = [seq for seq, _ in Sender.sent]
+        assert seqs == [*lost, 150, 151]
+        assert Sender.sent[-1][1] - Sender.sent[0][1] >= 0.06  # after the (default) RTT
+        at_once = [t for _, t in Sender.sent if t - started < 0.02]
+        assert 11 <= len(at_once) <= 13, len(at_once)
+        assert Sender.sent[-1][1] - started >= 0.9
+        assert site.retransmits == 42
+        assert site.retransmits_repeated == 2
+        assert site.retransmits_deferred == len(lost) - len(at_once)
+        assert site.retransmits_skipped >= 1  # seq 20: not in the history
+
+    run(scenario())
+
+
+@pytest.mark.media
+def test_pinned_site_and_a_reconnect_on_the_layer_it_left(engine_only):
+    """An organizer pins a site to the low layer (its decoder gets the small picture from
+    a keyframe on); unpinned and reconnecting within 2 minutes, it starts on low."""
+    from video.engine import MediaError
+
+    engine = engine_only
+
+    async def scenario():
+        async def publish(sdp):
+            result = await in_thread(engine.publish, 32, sdp, {"bitrate_kbps": 600,
+                                                               "height": 240})
+            return result["answer"], result["resource_id"]
+
+        async def subscribe(sdp):
+            result = await in_thread(engine.subscribe, 32, sdp, {"site_id": 9})
+            return result["answer"], result["resource_id"]
+
+        def site_stats(resource_id):
+            return next(s for s in engine.stats(32)["sites"]
+                        if s["resource_id"] == resource_id)
+
+        publisher = Publisher(audio=False, width=320, height=240)
+        await publisher.start(publish)
+        first = Subscriber(audio=False)
+        rid = await first.start(subscribe)
+        assert await first.wait_frames(10, 10)
+        assert site_stats(rid)["layer"] == "high"
+        with pytest.raises(MediaError, match="ultra"):
+            await in_thread(engine.pin, rid, "ultra")
+        assert await in_thread(engine.pin, rid, "low")
+        assert await wait_for(lambda: site_stats(rid)["layer"] == "low", 3)
+        assert site_stats(rid)["pinned"] == "low"
+        frames = first.frames
+        assert await first.wait_frames(frames + 20, 5)
+        assert (160, 120) in first.sizes
+        assert await in_thread(engine.pin, rid, None)
+        assert site_stats(rid)["pinned"] is None
+        await in_thread(engine.stop, rid)
+        await first.close()
+        again = Subscriber(audio=False)
+        rid2 = await again.start(subscribe)
+        assert site_stats(rid2)["layer"] == "low"
+        assert await again.wait_frames(10, 10)
+        assert again.sizes == {(160, 120)}
+        for peer in (publisher, again):
+            await peer.close()
+
+    run(scenario())
