@@ -115,6 +115,16 @@ class NodeClient:
         response = self.http.delete(url, params=params, headers=self._headers(), timeout=30)
         return response.json() if response.status_code == 200 else None
 
+    def pin(self, resource_id: str, layer: str | None) -> bool:
+        url = self._resource_url(resource_id)
+        if url is None:
+            return False
+        response = self.http.post(f"{url}/layer", json={"layer": layer},
+                                  headers=self._headers(), timeout=10)
+        if response.status_code >= 500:
+            self._raise(response)
+        return response.status_code == 200
+
     def describe(self, resource_id: str) -> dict[str, Any] | None:
         url = self._resource_url(resource_id)
         if url is None:

@@ -139,6 +139,10 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
                     self._send(404, {"error": "not_found", "message": "no such resource"})
                 else:
                     self._send(200, described)
+            elif method == "POST" and (m := re.fullmatch(r"/resources/(\w+)/layer", path)):
+                body = json.loads(self._body() or b"{}")
+                pinned = engine.pin(m.group(1), body.get("layer"))
+                self._send(200 if pinned else 404, {"pinned": pinned})
             elif method == "PATCH" and (m := re.fullmatch(r"/resources/(\w+)", path)):
                 if_match = self.headers.get("If-Match")
                 tags = [t.strip() for t in if_match.split(",")] if if_match else None

@@ -20,7 +20,7 @@ from flask import (
 from flask.views import MethodView
 from flask_login import current_user
 from flask_smorest import Blueprint as ApiBlueprint
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from accounts.models import User
 from accounts.service import token_lookup
@@ -43,6 +43,7 @@ from video.errors import (
     NotLive,
     PreconditionFailed,
     UnsupportedMediaType,
+    ValidationError,
 )
 from video.live import live_payload
 from video.models import Recording
@@ -343,6 +344,40 @@ class LiveView(MethodView):
         _may_follow(principal, occurrence)
         return live_payload(occurrence_id, with_resources=service.can_manage_live(
             db.session, principal, occurrence))
+
+
+class LayerPinSchema(Schema):
+    layer = fields.String(required=True, allow_none=True, validate=validate.OneOf(
+        ["high", "low", "audio"]), metadata={"description": "high, low, audio; null: automatic"})
+
+
+@blp.route("/occurrences/<int:occurrence_id>/live/sites/<resource_id>/layer",
+           methods=["PUT"])
+@blp.arguments(LayerPinSchema)
+@blp.response(200, LayerPinSchema)
+def pin_layer(data, occurrence_id: int, resource_id: str):
+    """Pin a connected site to a layer of the ladder (null: back to automatic): those who
+    manage the occurrence, for a room whose link the automatic choice misjudges."""
+    occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
+    principal = current_principal()
+    if not service.can_manage_live(db.session, principal, occurrence):
+        raise Forbidden("只有本场次的管理者可以指定学习点的画质层")
+    _check_media_enabled()
+    db.session.rollback()
+    backend = media.backend()
+    owner = backend.describe(resource_id)
+    if owner is None or owner.get("occurrence_id") != occurrence_id \
+            or owner.get("kind") != "subscriber":
+        raise NotFound("该观看资源不存在或已结束", details={"resource_id": resource_id})
+    try:
+        pinned = backend.pin(resource_id, data["layer"])
+    except MediaError as exc:
+        if exc.code == "bad_layer":
+            raise ValidationError(exc.message, field="layer") from exc
+        raise
+    if not pinned:
+        raise NotFound("该观看资源不存在或已结束", details={"resource_id": resource_id})
+    return {"layer": data["layer"]}
 
 
 @blp.route("/occurrences/<int:occurrence_id>/recordings")

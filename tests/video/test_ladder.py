@@ -449,3 +449,51 @@ def test_pinned_site_and_a_reconnect_on_the_layer_it_left(engine_only):
             await peer.close()
 
     run(scenario())
+
+
+@pytest.mark.media
+def test_an_organizer_pins_a_site_through_the_api(app, client, factory, scene, db_session):
+    """PUT .../live/sites/<resource>/layer: only those who manage the occurrence; a
+    resource of another occurrence is 404 and nothing moves; null gives it back."""
+    occ = scene.occurrence.id
+    key = stream_key(client, occ, factory.headers(scene.trainer))
+    site_token = issue_site_token(db_session, scene.site)
+    admin = factory.headers(factory.user("admin"))
+    stranger = factory.headers(factory.user("site_operator", site_id=scene.other_site.id))
+    other_occ = scene.other_occurrence.id
+    db_session.commit()
+    seen: dict = {}
+
+    async def scenario():
+        publisher = Publisher(audio=False, width=320, height=240)
+        await publisher.start(whip_signal(client, occ, bearer(key), seen))
+        site = Subscriber(audio=False)
+        await site.start(whep_signal(client, occ, bearer(site_token), seen))
+        assert await site.wait_frames(10, 10)
+        rid = seen["whep"][0].rsplit("/", 1)[1]
+        url = f"/api/v1/occurrences/{occ}/live/sites/{rid}/layer"
+
+        def put(body, headers):
+            return client.put(url, json=body, headers=headers)
+
+        assert (await in_thread(put, {"layer": "low"}, stranger)).status_code == 403
+        assert (await in_thread(put, {"layer": "ultra"}, admin)).status_code == 422
+        other = f"/api/v1/occurrences/{other_occ}/live/sites/{rid}/layer"
+        r = await in_thread(client.put, other, json={"layer": "low"}, headers=admin)
+        assert r.status_code in (403, 404)
+        r = await in_thread(put, {"layer": "low"}, admin)
+        assert (r.status_code, r.json) == (200, {"layer": "low"})
+
+        def live_site():
+            sites = client.get(f"/api/v1/occurrences/{occ}/live", headers=admin).json["sites"]
+            return next(s for s in sites if s.get("resource_id") == rid)
+
+        assert await wait_for(lambda: live_site()["layer"] == "low", 5)
+        assert live_site()["pinned"] == "low"
+        assert (await in_thread(put, {"layer": None}, admin)).status_code == 200
+        assert await wait_for(lambda: live_site()["pinned"] is None, 5)
+        for peer in (publisher, site):
+            await peer.close()
+
+    run(scenario())
+    media.runtime(app).drain()
