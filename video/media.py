@@ -157,12 +157,18 @@ class NodeClient:
         return bool(response.ok and response.json().get("ended"))
 
     def stats(self, occurrence_id: int) -> dict[str, Any]:
-        _, url = self.node_for(occurrence_id)
+        index, url = self.node_for(occurrence_id)
         response = self.http.get(f"{url}/stats/{int(occurrence_id)}", headers=self._headers(),
                                  timeout=10)
         if not response.ok:
             self._raise(response)
-        return response.json()
+        stats = response.json()
+        # The resource ids the app hands out carry their node ("n0."): the same here, so a
+        # manager can DELETE or pin what the live API lists.
+        for site in stats.get("sites", []):
+            if site.get("resource_id") and "." not in site["resource_id"]:
+                site["resource_id"] = f"n{index}.{site['resource_id']}"
+        return stats
 
     def record(self, occurrence_id: int, path: str | None) -> bool:
         _, url = self.node_for(occurrence_id)

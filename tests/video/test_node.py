@@ -127,3 +127,33 @@ def test_etag_and_trickle_ice_through_a_media_node(client, factory, scene, db_se
     assert ok.headers["ETag"] == etag
     assert stale.status_code == 412
     assert restart.status_code == 422
+
+
+def test_pinning_a_layer_through_a_media_node(client, factory, scene, db_session):
+    occ = scene.occurrence.id
+    key = stream_key(client, occ, factory.headers(scene.trainer))
+    site_token = issue_site_token(db_session, scene.site)
+    admin = factory.headers(factory.user("admin"))
+    db_session.commit()
+    seen: dict = {}
+
+    async def scenario():
+        publisher = Publisher(audio=False, width=320, height=240)
+        await publisher.start(whip_signal(client, occ, bearer(key), seen))
+        site = Subscriber(audio=False)
+        await site.start(whep_signal(client, occ, bearer(site_token), seen))
+        assert await site.wait_frames(10, 10)
+        rid = seen["whep"][0].rsplit("/", 1)[1]
+        assert rid.startswith("n0.")
+        url = f"/api/v1/occurrences/{occ}/live/sites/{rid}/layer"
+        r = client.put(url, json={"layer": "low"}, headers=admin)
+        assert (r.status_code, r.json) == (200, {"layer": "low"})
+        sites = client.get(f"/api/v1/occurrences/{occ}/live", headers=admin).json["sites"]
+        assert next(s for s in sites if s["resource_id"] == rid)["pinned"] == "low"
+        gone = client.put(f"/api/v1/occurrences/{occ}/live/sites/n0.ffff/layer",
+                          json={"layer": "low"}, headers=admin)
+        assert gone.status_code == 404
+        for peer in (publisher, site):
+            await peer.close()
+
+    run(scenario())
