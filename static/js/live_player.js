@@ -168,6 +168,7 @@
     if (pc !== mine) return;
     if (result.status === 201) {
       location = result.location;
+      watchLink(mine);
       return;
     }
     teardown();
@@ -179,6 +180,32 @@
       backoff = Math.min(backoff * 2, 10);
       scheduleRetry(backoff);
     }
+  }
+
+  // On a link too poor for the lowest video layer the relay sends audio only: the screen says
+  // the picture is paused because of the link (the sound goes on) and clears the notice by
+  // itself once frames come again. Seen from the receiver: frames stop, audio flows.
+  const linkNotice = document.getElementById("link-notice");
+  function watchLink(mine) {
+    if (!linkNotice) return;
+    let frames = -1, audio = -1, still = 0;
+    const timer = setInterval(async function () {
+      if (pc !== mine) { clearInterval(timer); linkNotice.hidden = true; return; }
+      let f = 0, a = 0;
+      try {
+        (await mine.getStats()).forEach(function (r) {
+          if (r.type !== "inbound-rtp") return;
+          if (r.kind === "video") f += r.framesDecoded || 0;
+          if (r.kind === "audio") a += r.packetsReceived || 0;
+        });
+      } catch (e) { return; }
+      const videoStalled = frames >= 0 && f === frames;
+      const audioFlows = audio >= 0 && a > audio;
+      still = videoStalled && audioFlows ? still + 1 : 0;
+      linkNotice.hidden = still < 2;  // about 4 s without a frame while the sound goes on
+      document.body.dataset.videoPaused = still >= 2 ? "true" : "false";
+      frames = f; audio = a;
+    }, 2000);
   }
 
   // A kiosk (opened by its screen token) returns to its standing address a while after the

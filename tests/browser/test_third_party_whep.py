@@ -58,7 +58,8 @@ def test_an_npm_whep_player_on_another_origin_plays_the_lecture(tmp_path,
 
     key = lecture["api"]("POST", f"/api/v1/occurrences/{occ}/stream-key")["stream_key"]
     client_loop = asyncio.new_event_loop()
-    threading.Thread(target=client_loop.run_forever, daemon=True).start()
+    runner = threading.Thread(target=client_loop.run_forever, daemon=True)
+    runner.start()
 
     def on_client(coro):
         return asyncio.run_coroutine_threadsafe(coro, client_loop).result(60)
@@ -82,4 +83,7 @@ def test_an_npm_whep_player_on_another_origin_plays_the_lecture(tmp_path,
     finally:
         ctx.close()
         httpd.shutdown()
+        httpd.server_close()
         client_loop.call_soon_threadsafe(client_loop.stop)
+        runner.join(10)
+        client_loop.close()
