@@ -169,7 +169,7 @@
       let text = s.label || s.site_name || s.member_name || s.user_name || s.resource_id;
       // The site's layer of the ladder and its link (loss from its receiver reports).
       if (s.layer) text += " · " + (list.dataset["layer" + s.layer[0].toUpperCase() + s.layer.slice(1)] || s.layer);
-      if (typeof s.loss === "number") text += " · " + list.dataset.loss.replace("{n}", s.loss.toFixed(1));
+      if (typeof s.loss === "number") text += " · " + list.dataset.loss.replace("{n}", s.loss.toFixed(1) + "%");
       if (s.pinned) text += " · " + list.dataset.pinned;
       li.textContent = text;
       li.dataset.state = s.state || "";
