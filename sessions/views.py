@@ -409,8 +409,9 @@ def _links(occ: Occurrence) -> list[dict]:
     if user.role == "site_operator" and user.site_id:
         links.append({"label": _("学习点屏幕"), "url": f"/live/{occ.id}/site/{user.site_id}",
                       "primary": True})
+        # The room's two pages side by side: the big screen, and the roll call on his phone.
         links.append({"label": _("点名"),
-                      "url": f"/live/{occ.id}/site/{user.site_id}/roll-call"})
+                      "url": f"/live/{occ.id}/site/{user.site_id}/roll-call", "beside": True})
         # The operator's own record of the lesson: the printable sign-in sheet.
         links.append({"label": _("签到表"), "url": f"/attendance/{occ.id}/sign-in-sheet"})
     elif user.role in ("admin", "organizer"):
