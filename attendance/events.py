@@ -302,15 +302,33 @@ def _require_operate(data: Any) -> tuple[int, int]:
     return occurrence_id, site_id
 
 
+_expected_lock = threading.Lock()
+
+
+def _expected_ids(occurrence_id: int) -> frozenset[int]:
+    """The occurrence's expected members, computed once per auth TTL for the whole app
+    (not per connection: fifty rooms starting a roll call at once would each read the
+    whole roster, and the readers stall the event loop for everyone)."""
+    cache = current_app.extensions.setdefault("attendance_expected", {})
+    hit = cache.get(occurrence_id)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    with _expected_lock:  # one reader at a time; the others take its answer
+        hit = cache.get(occurrence_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        ids = frozenset(svc.expected_member_ids(db.session, occurrence))
+        db.session.rollback()
+        cache[occurrence_id] = (time.monotonic() + _auth_ttl(), ids)
+        return ids
+
+
 def _require_check_in_scope(occurrence_id: int, site_id: int, member_ids: list[int]) -> None:
     """Another organization's walk-in is refused (see svc.require_check_in_scope); the
     expected list is cached on the connection with the operate right, so a roll call of
     expected members costs no query."""
-    def expected() -> frozenset[int]:
-        occurrence = svc.get_occurrence(db.session, occurrence_id)
-        return frozenset(svc.expected_member_ids(db.session, occurrence))
-
-    ids = _granted_or_check(("expected", occurrence_id), expected)
+    ids = _expected_ids(occurrence_id)
     if all(m in ids for m in member_ids):
         return
     occurrence = svc.get_occurrence(db.session, occurrence_id)
