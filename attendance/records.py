@@ -66,11 +66,17 @@ def broadcast_end(session: Session, occurrence_id: int) -> dt.datetime | None:
 
 
 def records(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
-            now: dt.datetime, member_ids: Iterable[int] | None = None
-            ) -> dict[int, R.MemberRecord]:
-    """Every expected member's record (derived from the log, then corrected)."""
-    events: Iterable[AttendanceEvent] = events_of(session, occurrence.id)
-    expected = expected_member_ids(session, occurrence)
+            now: dt.datetime, member_ids: Iterable[int] | None = None,
+            events: list[AttendanceEvent] | None = None,
+            expected: list[int] | None = None) -> dict[int, R.MemberRecord]:
+    """Every expected member's record (derived from the log, then corrected).
+
+    `events` and `expected` are the occurrence's log and roster when the caller has
+    them already (one read of the log per page or snapshot)."""
+    if events is None:
+        events = events_of(session, occurrence.id)
+    if expected is None:
+        expected = expected_member_ids(session, occurrence)
     if member_ids is not None:
         wanted = set(member_ids)
         expected = [m for m in expected if m in wanted] or list(wanted)
@@ -111,14 +117,13 @@ STATUS_LABELS = {"present": N_("出席"), "late": N_("迟到"), "left_early": N_
 CORRECTION_LABELS = {k: v for k, v in STATUS_LABELS.items() if k in STATUSES}
 
 
-def site_offline_periods(session: Session, occurrence: Occurrence, *,
+def site_offline_periods(occurrence: Occurrence, events: Iterable[AttendanceEvent], *,
                          config: Mapping[str, Any], now: dt.datetime
                          ) -> dict[int, list[tuple[dt.datetime, dt.datetime]]]:
     """Per site, when its screen/operator link was down beyond the grace period (站点离线),
     clipped to the occurrence. Reported beside the records; never a member's leave."""
     horizon = min(now, occurrence.ends_at)
-    down = R.site_down_periods(events_of(session, occurrence.id), horizon,
-                               rules_for(occurrence, config).grace_seconds)
+    down = R.site_down_periods(events, horizon, rules_for(occurrence, config).grace_seconds)
     out = {}
     for site_id, periods in down.items():
         clipped = R.clip(periods, occurrence.starts_at, occurrence.ends_at)
@@ -127,14 +132,11 @@ def site_offline_periods(session: Session, occurrence: Occurrence, *,
     return out
 
 
-def _queued_member_ids(session: Session, occurrence_id: int) -> set[int]:
+def _queued_member_ids(events: Iterable[AttendanceEvent]) -> set[int]:
     """Members with a mark queued offline and stored later (离线补传)."""
-    return {member_id for member_id, payload in session.execute(
-        select(AttendanceEvent.member_id, AttendanceEvent.payload).where(
-            AttendanceEvent.occurrence_id == occurrence_id,
-            AttendanceEvent.member_id.is_not(None),
-            AttendanceEvent.type.in_(("check_in", "check_out"))))
-        if isinstance(payload, dict) and payload.get("queued")}
+    return {e.member_id for e in events
+            if e.member_id is not None and e.type in ("check_in", "check_out")
+            and isinstance(e.payload, dict) and e.payload.get("queued")}
 
 
 def names_for(session: Session, *, member_ids: Iterable[int], user_ids: Iterable[int]
@@ -161,8 +163,11 @@ def format_periods(periods: Iterable[tuple[dt.datetime, dt.datetime]], tz: str) 
 def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
          now: dt.datetime) -> list[Row]:
     """One row per expected member (and per walk-in), ordered by site then member number."""
-    recs = records(session, occurrence, config=config, now=now)
-    expected = set(expected_member_ids(session, occurrence))
+    events = events_of(session, occurrence.id)
+    roster = expected_member_ids(session, occurrence)
+    recs = records(session, occurrence, config=config, now=now, events=events,
+                   expected=roster)
+    expected = set(roster)
     members = {m.id: m for m in session.scalars(select(Member).where(Member.id.in_(recs)))}
     site_ids = {r.site_id for r in recs.values() if r.site_id} | {
         m.home_site_id for m in members.values() if m.home_site_id}
@@ -170,8 +175,8 @@ def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
     overrides = overrides_of(session, occurrence.id)
     leave = {lr.member_id: lr for lr in session.scalars(select(LeaveRequest).where(
         LeaveRequest.occurrence_id == occurrence.id, LeaveRequest.status == "approved"))}
-    queued = _queued_member_ids(session, occurrence.id)
-    offline = site_offline_periods(session, occurrence, config=config, now=now)
+    queued = _queued_member_ids(events)
+    offline = site_offline_periods(occurrence, events, config=config, now=now)
     tz = occurrence.session.timezone
     out = []
     for member_id, rec in recs.items():
@@ -202,13 +207,6 @@ def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
     return out
 
 
-def present_now(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
-                now: dt.datetime) -> dict[int, int | None]:
-    """Members here right now -> site id (None: watching alone)."""
-    return R.present_now(events_of(session, occurrence.id), now=now,
-                         grace_seconds=rules_for(occurrence, config).grace_seconds)
-
-
 def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
              now: dt.datetime, with_names: bool = True,
              name_visible: Callable[[Member | None, int | None], bool] | None = None
@@ -217,15 +215,17 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
 
     `name_visible` (see member_scope) blanks the names of members out of the caller's
     scope: they still count."""
-    here = present_now(session, occurrence, config=config, now=now)
+    events = events_of(session, occurrence.id)  # read once: presence, sites, records
+    here = R.present_now(events, now=now,
+                         grace_seconds=rules_for(occurrence, config).grace_seconds)
     expected = expected_member_ids(session, occurrence)
     member_ids = set(expected) | set(here)
     members = {m.id: m for m in session.scalars(select(Member).where(
         Member.id.in_(member_ids)))}
     site_ids = occurrence_site_ids(session, occurrence)
     sites = {s.id: s for s in session.scalars(select(Site).where(Site.id.in_(site_ids)))}
-    online = _online_sites(session, occurrence.id)
-    offline = site_offline_periods(session, occurrence, config=config, now=now)
+    online = _online_sites(events)
+    offline = site_offline_periods(occurrence, events, config=config, now=now)
     per_site: dict[Any, dict[str, Any]] = {}
 
     def bucket(site_id: int | None) -> dict[str, Any]:
@@ -265,7 +265,8 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     sites_out.sort(key=lambda b: (b["site_id"] is None, b["site_id"] or 0))
     # The records' statuses (leave and corrections applied): the same derivation as the
     # table, the sheets and the ledger, so the cards never disagree with them.
-    recs = records(session, occurrence, config=config, now=now)
+    recs = records(session, occurrence, config=config, now=now, events=events,
+                   expected=expected)
     counts: dict[str, int] = defaultdict(int)
     for rec in recs.values():
         counts[rec.status] += 1
@@ -279,12 +280,10 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     return out
 
 
-def _online_sites(session: Session, occurrence_id: int) -> set[int]:
+def _online_sites(events: Iterable[AttendanceEvent]) -> set[int]:
+    """Sites whose last screen/operator event is `site_online` (the log is in id order)."""
     state: dict[int, bool] = {}
-    for site_id, type_ in session.execute(
-            select(AttendanceEvent.site_id, AttendanceEvent.type).where(
-                AttendanceEvent.occurrence_id == occurrence_id,
-                AttendanceEvent.type.in_(("site_online", "site_offline")))
-            .order_by(AttendanceEvent.id)):
-        state[site_id] = type_ == "site_online"
+    for e in events:
+        if e.type in R.SITE_EVENTS and e.site_id is not None:
+            state[e.site_id] = e.type == "site_online"
     return {s for s, on in state.items() if on}

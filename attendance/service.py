@@ -103,7 +103,6 @@ from attendance.records import (  # noqa: F401
     format_periods,
     names_for,
     overrides_of,
-    present_now,
     records,
     rows,
     site_offline_periods,
