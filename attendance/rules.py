@@ -217,12 +217,6 @@ def site_down_periods(events: Iterable[Fact], horizon: dt.datetime, grace_second
     return out
 
 
-def _site_piece(site_id: int | None, since: dt.datetime, until: dt.datetime, *,
-                is_open: bool) -> list[Interval]:
-    """An in-person stay: whole, whatever the site's link did meanwhile."""
-    return [Interval(since, until, site_id, open=is_open)]
-
-
 def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seconds: int
                      ) -> dict[int, list[Interval]]:
     """Raw (unclipped, unmerged) intervals per member, in person and watching alone.
@@ -253,13 +247,13 @@ def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seco
                 break
             if ev.type in OPENING:
                 if in_since is not None and in_site != ev.site_id:
-                    found.extend(_site_piece(in_site, in_since, ev.at, is_open=False))
+                    found.append(Interval(in_since, ev.at, in_site))
                     in_site, in_since = None, None
                 if in_since is None:
                     in_site, in_since = ev.site_id, ev.at
             elif ev.type == "check_out":
                 if in_since is not None:
-                    found.extend(_site_piece(in_site, in_since, ev.at, is_open=False))
+                    found.append(Interval(in_since, ev.at, in_site))
                 in_site, in_since = None, None
             else:  # viewer events
                 if view_since is not None and ev.at - last_sign > grace:  # type: ignore[operator]
@@ -274,7 +268,7 @@ def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seco
                         view_since = ev.at
                     last_sign = ev.at
         if in_since is not None:
-            found.extend(_site_piece(in_site, in_since, max(horizon, in_since), is_open=True))
+            found.append(Interval(in_since, max(horizon, in_since), in_site, open=True))
         if view_since is not None:
             if horizon - last_sign > grace:  # type: ignore[operator]
                 found.append(Interval(view_since, last_sign))  # type: ignore[arg-type]

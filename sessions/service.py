@@ -193,31 +193,15 @@ def upcoming_starts(study: StudySession, now: dt.datetime) -> dict[int, dt.datet
             if o.id is not None and o.status == "scheduled" and o.starts_at > now}
 
 
-def occurrence_changes(before: dict[int, dt.datetime], after: dict[int, dt.datetime],
-                       tz_name: str) -> dict[str, Any]:
+def occurrence_changes(before: dict[int, dt.datetime], after: dict[int, dt.datetime]
+                       ) -> dict[str, Any]:
     """What an edit did to the booked occurrences: dropped, moved (same row, new time),
-    added; with one sentence for the page (in the series' zone)."""
-    tz = zone(tz_name)
-    dropped = sorted(v for k, v in before.items() if k not in after)
+    added (the views say it in the reader's language)."""
     moved = sorted((before[k], after[k]) for k in before.keys() & after.keys()
                    if before[k] != after[k])
-    added = sorted(v for k, v in after.items() if k not in before)
-
-    def fmt(t: dt.datetime) -> str:
-        return f"{t.astimezone(tz):%Y-%m-%d %H:%M}"
-
-    parts = []
-    if dropped:
-        shown = "、".join(fmt(t) for t in dropped[:5]) + ("等" if len(dropped) > 5 else "")
-        parts.append(f"将删除 {len(dropped)} 个已排场次（{shown}）")
-    if moved:
-        shown = "、".join(f"{fmt(a)} → {fmt(b)}" for a, b in moved[:3]) + (
-            "等" if len(moved) > 3 else "")
-        parts.append(f"将改期 {len(moved)} 个场次（{shown}）")
-    if added:
-        parts.append(f"将新增 {len(added)} 个场次")
-    return {"dropped": dropped, "moved": [{"from": a, "to": b} for a, b in moved],
-            "added": len(added), "message": "；".join(parts)}
+    return {"dropped": sorted(v for k, v in before.items() if k not in after),
+            "moved": [{"from": a, "to": b} for a, b in moved],
+            "added": sum(1 for k in after if k not in before)}
 
 
 def _edit_changes(session: Session, actor: User | None, study: StudySession, data: dict,
@@ -233,7 +217,7 @@ def _edit_changes(session: Session, actor: User | None, study: StudySession, dat
         return None  # the conflicts and errors are reported on their own
     finally:
         nested.rollback()
-    return occurrence_changes(before, after, study.timezone)
+    return occurrence_changes(before, after)
 
 
 def preview(session: Session, actor: User | None, data: dict, *, now: dt.datetime,

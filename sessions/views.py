@@ -498,7 +498,7 @@ def _form_page(study: StudySession | None):
                 service.update_session(db.session, current_user, study, data, now=now)
                 db.session.flush()
                 changes = service.occurrence_changes(
-                    before, service.upcoming_starts(study, now), study.timezone)
+                    before, service.upcoming_starts(study, now))
             db.session.commit()
             status = 200
         except schemas.FormError as exc:
@@ -515,8 +515,9 @@ def _form_page(study: StudySession | None):
             return render_template("sessions/form.html", values=values, errors=errors,
                                    study=study, choices=choices, kinds=SESSION_KINDS), status
         flash(_("已保存"), "ok")
-        if changes and changes["message"]:
-            flash(_changes_text(changes, study.timezone, future=False), "warn")
+        message = _changes_text(changes, study.timezone, future=False) if changes else ""
+        if message:
+            flash(message, "warn")
         return redirect(url_for("sessions.detail", session_id=study.id))
     return render_template("sessions/form.html", values=values, errors=errors, study=study,
                            choices=choices, kinds=SESSION_KINDS)
