@@ -950,22 +950,27 @@ class MediaEngine:
                     "was_connected": subscriber.connected})
         return True
 
-    async def _describe(self, resource_id: str) -> dict[str, Any] | None:
+    def _held(self, resource_id: str) -> tuple[str, Broadcast, Subscriber | None] | None:
+        """A live resource's kind, its broadcast and (for a subscriber) its subscriber;
+        None when the resource or its broadcast is gone."""
         entry = self.resources.get(resource_id)
-        if entry is None:
-            return None
-        kind, occurrence_id = entry
-        broadcast = self.broadcasts.get(occurrence_id)
+        broadcast = self.broadcasts.get(entry[1]) if entry else None
         if broadcast is None:
             return None
+        kind = entry[0]
         if kind == "publisher":
-            info: dict[str, Any] = {"user_id": broadcast.publisher_user}
-        else:
-            subscriber = broadcast.subscribers.get(resource_id)
-            if subscriber is None:
-                return None
-            info = dict(subscriber.info)
-        return {"kind": kind, "occurrence_id": occurrence_id, "info": info}
+            return kind, broadcast, None
+        subscriber = broadcast.subscribers.get(resource_id)
+        return (kind, broadcast, subscriber) if subscriber is not None else None
+
+    async def _describe(self, resource_id: str) -> dict[str, Any] | None:
+        held = self._held(resource_id)
+        if held is None:
+            return None
+        kind, broadcast, subscriber = held
+        info: dict[str, Any] = ({"user_id": broadcast.publisher_user} if subscriber is None
+                                else dict(subscriber.info))
+        return {"kind": kind, "occurrence_id": broadcast.occurrence_id, "info": info}
 
     async def _stop(self, resource_id: str, expected_occurrence: int | None = None
                     ) -> dict[str, Any] | None:
@@ -989,19 +994,15 @@ class MediaEngine:
         return {"kind": kind, "occurrence_id": occurrence_id}
 
     def _resource_pc(self, resource_id: str) -> tuple[int, RTCPeerConnection] | None:
-        entry = self.resources.get(resource_id)
-        if entry is None:
+        held = self._held(resource_id)
+        if held is None:
             return None
-        kind, occurrence_id = entry
-        broadcast = self.broadcasts.get(occurrence_id)
-        if broadcast is None:
-            return None
-        if kind == "publisher":
-            pc = broadcast.publisher_pc if broadcast.publisher_id == resource_id else None
+        _kind, broadcast, subscriber = held
+        if subscriber is not None:
+            pc = subscriber.pc
         else:
-            subscriber = broadcast.subscribers.get(resource_id)
-            pc = subscriber.pc if subscriber is not None else None
-        return (occurrence_id, pc) if pc is not None else None
+            pc = broadcast.publisher_pc if broadcast.publisher_id == resource_id else None
+        return (broadcast.occurrence_id, pc) if pc is not None else None
 
     async def _trickle(self, resource_id: str, text: str,
                        if_match: list[str] | None) -> dict[str, Any] | None:
@@ -1082,9 +1083,8 @@ class MediaEngine:
         return broadcast.stats()
 
     async def _pin(self, resource_id: str, layer: str | None) -> bool:
-        entry = self.resources.get(resource_id)
-        broadcast = self.broadcasts.get(entry[1]) if entry else None
-        subscriber = broadcast.subscribers.get(resource_id) if broadcast else None
+        held = self._held(resource_id)
+        _kind, broadcast, subscriber = held or (None, None, None)
         if subscriber is None or subscriber.monitor is None:
             return False
         if layer is not None and layer not in subscriber.monitor.layers:
