@@ -162,17 +162,7 @@ def measure(node, publisher, edges: list[Edge], n: int, seconds: float) -> dict:
         cpu1 = {k: relay.cpu_seconds(p) for k, p in procs.items()}
         sent1, t1 = publisher.frames_sent, time.monotonic()
     finally:
-        for w in every:
-            try:
-                w.stdin.write("stop\n")
-                w.stdin.flush()
-            except BrokenPipeError:
-                pass
-        for w in every:
-            try:
-                w.wait(30)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        relay.stop_workers(every, 30)
     got = [b - a for ra, rb in zip(before, after, strict=True)
            for a, b in zip(ra["frames"], rb["frames"], strict=True)]
     sent = max(1, sent1 - sent0)

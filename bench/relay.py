@@ -66,6 +66,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_workers(workers: list, timeout: float) -> None:
+    """Tell each subscriber worker to stop, then wait for it (kill a stuck one)."""
+    for w in workers:
+        try:
+            w.stdin.write("stop\n")
+            w.stdin.flush()
+        except BrokenPipeError:
+            pass
+    for w in workers:
+        try:
+            w.wait(timeout)
+        except subprocess.TimeoutExpired:
+            w.kill()
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (and its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -356,17 +371,7 @@ def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> d
         sent1, cpu1, t1 = publisher.frames_sent, cpu_seconds(node.proc.pid), time.monotonic()
         stats = node.stats()
     finally:
-        for w in workers:
-            try:
-                w.stdin.write("stop\n")
-                w.stdin.flush()
-            except BrokenPipeError:
-                pass
-        for w in workers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        stop_workers(workers, 20)
     got = [b - a for ra, rb in zip(before, after, strict=True)
            for a, b in zip(ra["frames"], rb["frames"], strict=True)]
     sent = max(1, sent1 - sent0)
