@@ -769,8 +769,15 @@ def headcount_json(occurrence_id: int):
     occurrence = _page_occurrence(occurrence_id, manage=False)
     snap = svc.snapshot(db.session, occurrence, config=_config(), now=utcnow(),
                         with_names=False)
-    return jsonify({k: snap[k] for k in ("occurrence_id", "expected_count", "present_count",
-                                         "attended_count", "excused_count")})
+    out = {k: snap[k] for k in ("occurrence_id", "expected_count", "present_count",
+                                "attended_count", "excused_count")}
+    # A site's operator reads his room's headcount, as its screen shows it.
+    site_id = current_user.site_id if current_user.role == "site_operator" else None
+    mine = next((b for b in snap["sites"] if site_id and b["site_id"] == site_id), None)
+    if mine is not None:
+        out.update(site_id=site_id, expected_count=mine["expected_count"],
+                   present_count=mine["present_count"])
+    return jsonify(out)
 
 
 @pages.app_template_filter("local_time")

@@ -141,7 +141,11 @@ def test_workbench_rows_have_one_primary_action_and_a_live_headcount(client, sce
     assert 'class="row-menu"' in row
     url = re.search(r'class="live-headcount" data-url="([^"]+)"', row).group(1)
     counts = client.get(url).get_json()
-    assert (counts["expected_count"], counts["present_count"]) == (4, 0)
+    # his room's headcount (members A's two), as its screen shows it
+    assert (counts["site_id"], counts["expected_count"], counts["present_count"]) == (
+        scene.site_a.id, 2, 0)
+    login(client, "organizer")
+    assert client.get(url).get_json()["expected_count"] == 4  # the whole lesson
     login(client, "outsider")
     assert client.get(url).status_code == 403
 
