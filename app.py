@@ -229,6 +229,14 @@ def _init_extensions(app: Flask) -> None:
 
         return {"current_locale": str(get_locale()), "languages": app.config["LANGUAGES"]}
 
+    def _can(action: str, resource: Any = None) -> bool:
+        """Templates ask the one policy which links and buttons to show."""
+        from core import policy
+
+        return policy.can(current_user, action, resource)
+
+    app.jinja_env.globals["can"] = _can
+
 
 def _socketio_transport():
     """Only reached if the Engine.IO middleware is bypassed: there is nothing here."""

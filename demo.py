@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.principals import SYSTEM
 from core.timeutil import DEFAULT_TZ
 from core.types import utcnow
 from org.models import OrgUnit
@@ -46,14 +47,14 @@ def seed(session: Session, now: dt.datetime | None = None) -> list[str]:
     from sessions.service import create_session
 
     now = now or utcnow()
-    committee = create_org_unit(session, None, name="远教示范公司党委", kind="committee")
-    hq_site = create_site(session, None, name="项目部会议室", org_unit_id=committee.id,
+    committee = create_org_unit(session, SYSTEM, name="远教示范公司党委", kind="committee")
+    hq_site = create_site(session, SYSTEM, name="项目部会议室", org_unit_id=committee.id,
                           timezone=TZ, location="项目部办公楼三楼", capacity=60)
     branches, sites = [], []
     for name, room, location in BRANCHES:
-        branch = create_org_unit(session, None, name=name, kind="branch", parent_id=committee.id)
+        branch = create_org_unit(session, SYSTEM, name=name, kind="branch", parent_id=committee.id)
         branches.append(branch)
-        sites.append(create_site(session, None, name=room, org_unit_id=branch.id, timezone=TZ,
+        sites.append(create_site(session, SYSTEM, name=room, org_unit_id=branch.id, timezone=TZ,
                                  location=location, capacity=40))
     sites.append(hq_site)
 
@@ -81,14 +82,14 @@ def seed(session: Session, now: dt.datetime | None = None) -> list[str]:
     monday = now.astimezone(tz).date() - dt.timedelta(days=now.astimezone(tz).weekday())
     all_sites = [s.id for s in sites]
     all_branches = [b.id for b in branches]
-    create_session(session, None, {
+    create_session(session, SYSTEM, {
         "title": "党史学习讲座", "kind": "party_history_lecture", "trainer_id": trainer.id,
         "description": "每周三晚集中学习党史，各工区会议室同步收看。",
         "starts_at": dt.datetime.combine(monday, dt.time(19, 30), tz), "duration_minutes": 90,
         "timezone": TZ, "rrule": "FREQ=WEEKLY;BYDAY=WE", "site_ids": all_sites,
         "org_unit_ids": all_branches,
     }, now=now)
-    create_session(session, None, {
+    create_session(session, SYSTEM, {
         "title": "主题党课", "kind": "party_lesson", "trainer_id": trainer.id,
         "description": "每月第一个星期五下午，党委书记讲党课。",
         "starts_at": dt.datetime.combine(monday, dt.time(15, 0), tz), "duration_minutes": 120,

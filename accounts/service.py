@@ -22,10 +22,24 @@ from sqlalchemy import Connection, Select, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from accounts.access import (  # noqa: F401  (re-exported: the scopes live in access.py)
+    can_manage_org_unit,
+    can_operate_site,
+    can_view_member,
+    can_view_site,
+    creatable_roles,
+    has_role,
+    is_admin,
+    managed_org_unit_ids,
+    require_manage_org_unit,
+    require_manage_user,
+    subtree_ids,
+)
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from accounts.models import ROLES, ApiToken, AuditEntry, User, new_session_token
 from accounts.passwords import MIN_LENGTH, check_new_password
-from core.principals import SiteScreen
+from core import policy
+from core.principals import SiteScreen, is_system
 from core.types import utcnow
 from org.models import Member, OrgUnit, Site
 
@@ -148,6 +162,8 @@ def audit(session: Session, action: str, *, actor: User | None = None, username:
           target: str = "", address: str | None = None,
           details: dict[str, Any] | None = None, now: dt.datetime | None = None) -> None:
     """Append an audit entry (flushed with the change it records; never committed here)."""
+    if is_system(actor):  # a job or the CLI: no user, named "system"
+        details = {**(details or {}), "actor": "system"}
     session.add(AuditEntry(at=now or utcnow(), actor_id=actor.id if actor else None,
                            action=action, username=(username or "")[:80],
                            target=target[:100], address=(address or "")[:64],
@@ -279,73 +295,6 @@ def revoke_tokens_of(session: Session, actor: User, user_id: int) -> int:
     return count
 
 
-# --- scope -----------------------------------------------------------------------------
-
-
-def subtree_ids(session: Session, org_unit_id: int) -> list[int]:
-    """Ids of an org unit and every unit below it."""
-    unit = session.get(OrgUnit, org_unit_id)
-    if unit is None:
-        return []
-    return list(session.scalars(select(OrgUnit.id).where(OrgUnit.path.startswith(unit.path))))
-
-
-def managed_org_unit_ids(session: Session, user: User) -> list[int] | None:
-    """Org units a user may manage: None means all (admin), [] means none."""
-    if user.role == "admin":
-        return None
-    if user.role == "organizer" and user.org_unit_id is not None:
-        return subtree_ids(session, user.org_unit_id)
-    return []
-
-
-def can_manage_org_unit(session: Session, user: User, org_unit_id: int | None) -> bool:
-    if user.role == "admin":
-        return True
-    if org_unit_id is None:
-        return False
-    ids = managed_org_unit_ids(session, user)
-    return ids is None or org_unit_id in ids
-
-
-def require_manage_org_unit(session: Session, user: User, org_unit_id: int | None) -> None:
-    if not can_manage_org_unit(session, user, org_unit_id):
-        raise Forbidden("无权管理该组织", details={"org_unit_id": org_unit_id})
-
-
-def can_view_site(session: Session, user: User, site: Site) -> bool:
-    if user.role in ("admin", "trainer"):
-        return True
-    if user.role == "organizer":
-        return can_manage_org_unit(session, user, site.org_unit_id)
-    if user.role == "site_operator":
-        return user.site_id == site.id
-    if user.role == "member":
-        return user.member is not None and user.member.home_site_id == site.id
-    return False
-
-
-def can_operate_site(session: Session, user: User, site: Site) -> bool:
-    """Run the meeting room: roll call, screen token, check-ins."""
-    if user.role == "admin":
-        return True
-    if user.role == "organizer":
-        return can_manage_org_unit(session, user, site.org_unit_id)
-    return user.role == "site_operator" and user.site_id == site.id
-
-
-def can_view_member(session: Session, user: User, member: Member) -> bool:
-    if user.role == "admin":
-        return True
-    if user.role == "organizer":
-        return can_manage_org_unit(session, user, member.org_unit_id)
-    if user.role == "site_operator":
-        return member.home_site_id == user.site_id
-    if user.role == "member":
-        return user.member_id == member.id
-    return False
-
-
 def get_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None:
@@ -368,40 +317,6 @@ def ensure_admin(session: Session, username: str, password: str) -> User | None:
 
 
 # --- managing users ---------------------------------------------------------------
-
-
-def creatable_roles(actor: User) -> tuple[str, ...]:
-    """Roles `actor` may hand out: all for an admin, site operator and member for organizers."""
-    if actor.role == "admin":
-        return ROLES
-    if actor.role == "organizer":
-        return ("site_operator", "member")
-    return ()
-
-
-def _user_scope_unit(session: Session, role: str, org_unit_id: int | None,
-                     site_id: int | None, member_id: int | None) -> int | None:
-    if role == "organizer":
-        return org_unit_id
-    if role == "site_operator" and site_id is not None:
-        site = session.get(Site, site_id)
-        return site.org_unit_id if site else None
-    if role == "member" and member_id is not None:
-        member = session.get(Member, member_id)
-        return member.org_unit_id if member else None
-    return None
-
-
-def require_manage_user(session: Session, actor: User, *, role: str,
-                        org_unit_id: int | None = None, site_id: int | None = None,
-                        member_id: int | None = None) -> None:
-    """Refuse unless `actor` may create or change a user of that role and scope."""
-    if role not in creatable_roles(actor):
-        raise Forbidden("只有系统管理员可以创建或管理该角色的用户", details={"role": role})
-    if actor.role == "admin":
-        return
-    unit_id = _user_scope_unit(session, role, org_unit_id, site_id, member_id)
-    require_manage_org_unit(session, actor, unit_id)
 
 
 def create_user_for(session: Session, actor: User, **data: Any) -> User:
@@ -446,8 +361,7 @@ def reset_password(session: Session, actor: User, user_id: int, password: str) -
 
 def users_query(session: Session, actor: User) -> Select:
     """Users an admin sees all of; an organizer, those scoped inside his subtree."""
-    if actor.role not in ("admin", "organizer"):
-        raise Forbidden("当前角色无权管理用户", details={"role": actor.role})
+    policy.require(actor, "user.manage", session=session)
     query = select(User).order_by(User.id)
     ids = managed_org_unit_ids(session, actor)
     if ids is not None:
@@ -461,6 +375,5 @@ def users_query(session: Session, actor: User) -> Select:
 
 def audit_query(session: Session, actor: User) -> Select:
     """The audit log, newest first: admins only."""
-    if actor.role != "admin":
-        raise Forbidden("只有系统管理员可以查看审计日志", details={"role": actor.role})
+    policy.require(actor, "audit.read", session=session)
     return select(AuditEntry).order_by(AuditEntry.id.desc())

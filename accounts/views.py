@@ -178,7 +178,7 @@ def revoke_token():
 @blp.response(204)
 def clear_login_failures(user_id: int):
     """Lift a user's login throttle (he called: it was him mistyping). Managers only."""
-    caller = current_api_user("admin", "organizer")
+    caller = current_api_user("user.manage")
     user = service.managed_user(db.session, caller, user_id)
     throttle().succeeded(user.username)
     service.audit(db.session, "throttle_lifted", actor=caller, username=user.username,
@@ -191,7 +191,7 @@ def clear_login_failures(user_id: int):
 @blp.paginate(SelectPage, page_size=100, max_page_size=1000)
 def audit_log():
     """Logins, failures, tokens, user changes and locks, newest first (admins only)."""
-    return service.audit_query(db.session, current_api_user("admin"))
+    return service.audit_query(db.session, current_api_user("audit.read"))
 
 
 @blp.route("/users/<int:user_id>/tokens", methods=["DELETE"])
@@ -208,13 +208,13 @@ class Users(MethodView):
     @blp.paginate(SelectPage, page_size=50, max_page_size=1000)
     def get(self):
         """Users an admin sees all of; an organizer, those scoped inside his subtree."""
-        return service.users_query(db.session, current_api_user("admin", "organizer"))
+        return service.users_query(db.session, current_api_user("user.manage"))
 
     @blp.arguments(UserIn)
     @blp.response(201, UserOut)
     def post(self, data):
         """Create a user. Organizers create users only inside their own subtree, never admins."""
-        caller = current_api_user("admin", "organizer")
+        caller = current_api_user("user.manage")
         user = service.create_user_for(db.session, caller, **data)
         db.session.commit()
         return user

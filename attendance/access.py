@@ -19,6 +19,8 @@ from attendance.errors import (
 from attendance.lookups import expected_member_ids
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from attendance.records import Row
+from core import policy
+from core.principals import SYSTEM
 from org import service as org_service
 from org.models import Member, Site
 from sessions.models import Occurrence
@@ -196,3 +198,101 @@ def api_source(principal: Any) -> str:
     if is_screen(principal):
         return f"api:site:{principal.site_id}"
     return f"api:user:{principal.id}"
+
+
+def report_scope(session: Session, principal: Any) -> tuple[list[int] | None, int | None]:
+    """The org units whose attendance `principal` may report on (None: all) and, for a
+    site's operator, his site (the report then names only its members)."""
+    from accounts.service import managed_org_unit_ids
+
+    if _has_role(principal, "site_operator"):
+        site = org_service.get_site(session, SYSTEM, principal.site_id)
+        return [site.org_unit_id], site.id
+    if not _has_role(principal, "admin", "organizer"):
+        raise Forbidden("当前角色无权查看考勤报表")
+    return managed_org_unit_ids(session, principal), None
+
+
+def operated_site_id(principal: Any) -> int | None:
+    """The site a site operator runs (None for every other principal)."""
+    return principal.site_id if _has_role(principal, "site_operator") else None
+
+
+def _has_role(principal: Any, *roles: str) -> bool:
+    from accounts.access import has_role
+
+    return has_role(principal, *roles)
+
+
+# --- the actions of attendance (docs/authorization.md) --------------------------------------
+
+
+def _raises(check: Callable[..., None]) -> Callable[[Session, Any, Any], bool]:
+    """A rule from one of the require_* functions above (their error is the refusal)."""
+    def rule(session: Session, principal: Any, resource: Any) -> bool:
+        args = resource if isinstance(resource, tuple) else (resource,)
+        check(session, principal, *args)
+        return True
+    rule.__doc__ = check.__doc__
+    return rule
+
+
+policy.register("attendance.view", roles={
+    "admin": "all", "organizer": "in scope", "trainer": "his lectures",
+    "site_operator": "targeted site", "site_screen": "targeted site"},
+)(_raises(require_view_occurrence))
+policy.register("attendance.manage", roles={"admin": "all", "organizer": "in scope"},
+                )(_raises(require_manage_occurrence))
+policy.register("attendance.lock", roles={
+    "admin": "all", "organizer": "when his subtree holds all of it"},
+)(_raises(require_manage_whole_occurrence))
+policy.register("roll_call.mark", roles={
+    "admin": "all", "organizer": "his subtree's sites", "site_operator": "his site",
+    "site_screen": "its site"},
+)(_raises(require_operate_site))
+
+
+def _require_correct(session: Session, principal: Any, occurrence: Occurrence,
+                     member_id: int) -> None:
+    """Correct a member's attendance, decide his leave: managers, within their scope."""
+    require_manage_occurrence(session, principal, occurrence)
+    require_member_in_scope(session, principal, occurrence, member_id)
+
+
+policy.register("attendance.correct", roles={"admin": "all",
+                                             "organizer": "his subtree's members"},
+                )(_raises(_require_correct))
+
+
+@policy.register("attendance.unlock", roles={"admin": "all"}, refuse="只有系统管理员可以解锁")
+def _unlock(_session: Session, principal: Any, _resource: Any) -> bool:
+    return _has_role(principal, "admin")
+
+
+@policy.register("attendance.reports", roles={"admin": "all", "organizer": "his subtree",
+                                              "site_operator": "his site's members"},
+                 refuse="当前角色无权查看考勤报表")
+def _reports(_session: Session, principal: Any, _resource: Any) -> bool:
+    return _has_role(principal, "admin", "organizer", "site_operator")
+
+
+@policy.register("attendance.ledger", roles={"admin": "all", "organizer": "his subtree"},
+                 refuse="当前角色无权查看学时台账")
+def _ledger(_session: Session, principal: Any, _resource: Any) -> bool:
+    """The ledger of study hours, and an occurrence's attendance dashboard (links)."""
+    return _has_role(principal, "admin", "organizer")
+
+
+@policy.register("attendance.headcount", roles={
+    "admin": "all", "organizer": "in scope", "trainer": "his lectures",
+    "site_operator": "his site"}, refuse="当前角色无权查看人数")
+def _headcount(_session: Session, principal: Any, _resource: Any) -> bool:
+    """A lesson's live headcount on 工作台 (no names)."""
+    return _has_role(principal, "admin", "organizer", "site_operator", "trainer")
+
+
+@policy.register("makeup.study", roles={"member": "himself"},
+                 refuse="只有党员本人可以执行此操作")
+def _makeup(_session: Session, principal: Any, _resource: Any) -> bool:
+    """Act as a member: make-up study, his own leave and QR check-in."""
+    return _has_role(principal, "member") and principal.member is not None

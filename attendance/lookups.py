@@ -18,6 +18,7 @@ from attendance.errors import (
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from core.converters import MAX_ID
+from core.principals import SYSTEM
 from org import service as org_service
 from org.models import Member, Site
 from sessions import service as sessions_service
@@ -33,12 +34,12 @@ def get_occurrence(session: Session, occurrence_id: int) -> Occurrence:
 
 def get_site(session: Session, site_id: Any) -> Site:
     """The site named by a client-sent id (the org domain owns sites)."""
-    return org_service.get_site(session, None, _client_id(site_id, "学习点", "site_id"))
+    return org_service.get_site(session, SYSTEM, _client_id(site_id, "学习点", "site_id"))
 
 
 def get_member(session: Session, member_id: Any) -> Member:
     """The member named by a client-sent id (the org domain owns the roster)."""
-    return org_service.get_member(session, None, _client_id(member_id, "党员", "member_id"))
+    return org_service.get_member(session, SYSTEM, _client_id(member_id, "党员", "member_id"))
 
 
 def _client_id(value: Any, what: str, field: str) -> int:

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from attendance.errors import (
     Conflict,
-    Forbidden,
     ValidationError,
 )
 from attendance.log import is_locked, record_event, require_unlocked
@@ -29,6 +28,7 @@ from attendance.models import (
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from attendance.records import records
+from core import policy
 from org.models import Member
 from sessions.models import Occurrence
 
@@ -115,8 +115,8 @@ def set_lock(session: Session, *, occurrence: Occurrence, locked: bool, user: An
     A lock before the occurrence's end needs `early` and a reason: it freezes the records
     at the lock's moment (nothing after it counts), and the log keeps who did it and why.
     """
-    if not locked and user.role != "admin":
-        raise Forbidden("只有系统管理员可以解锁")
+    if not locked:
+        policy.require(user, "attendance.unlock", session=session)
     reason = (reason or "").strip()
     if locked and now < occurrence.ends_at and not is_locked(session, occurrence.id):
         if not early:

@@ -11,7 +11,6 @@ from flask import (
     Blueprint,
     Flask,
     Response,
-    abort,
     current_app,
     jsonify,
     redirect,
@@ -28,6 +27,7 @@ from sqlalchemy import select
 
 from attendance import exports, live
 from attendance import service as svc
+from attendance.access import operated_site_id, report_scope
 from attendance.errors import DomainError, Forbidden, NotFound, QrRefused, ValidationError
 from attendance.models import AttendanceEvent, Correction, LeaveRequest, MakeupTask
 from attendance.schemas import (
@@ -43,7 +43,7 @@ from attendance.schemas import (
     ReviewOut,
 )
 from attendance.writer import Append, Request, Task, writer_for
-from core import ratelimit
+from core import policy, ratelimit
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.timeutil import iso, require_window, zone
@@ -423,8 +423,6 @@ def makeup_progress(data, task_id: int):
 
 
 def _page_user():
-    if current_user.role not in ("admin", "organizer", "trainer", "site_operator", "member"):
-        abort(403)
     return current_user._get_current_object()
 
 
@@ -592,14 +590,9 @@ def _date_arg(name: str, default: dt.date) -> dt.date:
 
 
 def _scope_units(user) -> list[int] | None:
-    from accounts.service import managed_org_unit_ids
-
-    if user.role == "site_operator":
-        site = svc.get_site(db.session, user.site_id)
-        return [site.org_unit_id]
-    if user.role not in ("admin", "organizer"):
+    if not policy.can(user, "attendance.reports"):
         raise Forbidden(_("当前角色无权查看考勤报表"))
-    return managed_org_unit_ids(db.session, user)
+    return report_scope(db.session, user)[0]
 
 
 @pages.route("/attendance/reports")
@@ -625,7 +618,7 @@ def reports():
     end = dt.datetime.combine(end_d + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
     data = svc.report(db.session, unit_id=unit_id, unit_ids=scope, start=start, end=end,
                       config=_config(), now=utcnow(),
-                      home_site_id=user.site_id if user.role == "site_operator" else None)
+                      home_site_id=operated_site_id(user))
     from org.models import OrgUnit
 
     q = select(OrgUnit).order_by(OrgUnit.path)
@@ -642,7 +635,7 @@ def reports():
     return render_template("attendance/reports.html", data=data, units=units,
                            unit_id=unit_id, start=start_d, end=end_d, tz=_default_tz(),
                            presets=presets, preset=preset,
-                           can_open_dashboard=user.role in ("admin", "organizer"))
+                           can_open_dashboard=policy.can(user, "attendance.ledger"))
 
 
 @pages.route("/attendance/ledger")
@@ -650,7 +643,7 @@ def reports():
 def ledger():
     """学时台账: annual study hours per member against the requirement; xlsx export."""
     user = _page_user()
-    if user.role not in ("admin", "organizer"):
+    if not policy.can(user, "attendance.ledger"):
         raise Forbidden(_("当前角色无权查看学时台账"))
     scope = _scope_units(user)
     year = request.args.get("year", type=int) or utcnow().astimezone(
@@ -772,7 +765,7 @@ def headcount_json(occurrence_id: int):
     out = {k: snap[k] for k in ("occurrence_id", "expected_count", "present_count",
                                 "attended_count", "excused_count")}
     # A site's operator reads his room's headcount, as its screen shows it.
-    site_id = current_user.site_id if current_user.role == "site_operator" else None
+    site_id = operated_site_id(current_user)
     mine = next((b for b in snap["sites"] if site_id and b["site_id"] == site_id), None)
     if mine is not None:
         out.update(site_id=site_id, expected_count=mine["expected_count"],

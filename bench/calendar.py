@@ -29,6 +29,7 @@ import time  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
 from app import create_app  # noqa: E402
+from core.principals import SYSTEM  # noqa: E402
 from extensions import db  # noqa: E402
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -73,7 +74,7 @@ def build(app, now: dt.datetime) -> dict:
     start = now - dt.timedelta(days=round(4.5 * 365))
     base = start.astimezone(SH).date()
     for n, day in enumerate(("MO", "TU", "WE", "TH", "FR")):
-        create_session(s, None, {
+        create_session(s, SYSTEM, {
             "title": f"每周学习 {day}", "kind": "party_history_lecture",
             "starts_at": dt.datetime.combine(base, dt.time(19, 30), SH), "duration_minutes": 90,
             "timezone": "Asia/Shanghai", "rrule": f"FREQ=WEEKLY;BYDAY={day}",
@@ -82,14 +83,14 @@ def build(app, now: dt.datetime) -> dict:
     for i in range(50):
         day = (now + dt.timedelta(days=7 * i - 100)).astimezone(SH).date()
         day += dt.timedelta(days=(5 - day.weekday()) % 7)  # a Saturday
-        create_session(s, None, {
+        create_session(s, SYSTEM, {
             "title": f"专题会议 {i + 1}", "kind": "general_meeting",
             "starts_at": dt.datetime.combine(day, dt.time(9, 0), SH), "duration_minutes": 120,
             "timezone": "Asia/Shanghai", "site_ids": [site.id], "org_unit_ids": [],
         }, now=now)
     daily_start = now - dt.timedelta(days=2200)
     for hour in (7, 10, 13, 16):
-        create_session(s, None, {
+        create_session(s, SYSTEM, {
             "title": f"每日学习 {hour} 点", "kind": "group_meeting",
             "starts_at": dt.datetime.combine(daily_start.astimezone(SH).date(),
                                              dt.time(hour, 0), SH),

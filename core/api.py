@@ -9,6 +9,7 @@ from flask_login import current_user
 from flask_smorest import Api as SmorestApi
 from werkzeug.exceptions import HTTPException
 
+from core import policy
 from core.errors import Forbidden, Unauthorized, localize
 from core.principals import SiteScreen, principal_for_token
 from extensions import csrf, db
@@ -106,11 +107,12 @@ def current_principal(*, allow_session: bool = True):
     return principal
 
 
-def current_api_user(*roles: str):
-    """The calling User (not a site screen), optionally limited to `roles`."""
+def current_api_user(action: str | None = None):
+    """The calling User (not a site screen), optionally one who `can` do `action`
+    (core.policy; with no resource: the roles that may do it at all)."""
     principal = current_principal()
     if isinstance(principal, SiteScreen):
         raise Forbidden("学习点屏幕令牌不能执行此操作")
-    if roles and principal.role not in roles:
+    if action is not None and not policy.can(principal, action):
         raise Forbidden("当前角色无权执行此操作", details={"role": principal.role})
     return principal

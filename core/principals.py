@@ -33,6 +33,28 @@ class SiteScreen:
     id: None = None
 
 
+@dataclass(frozen=True)
+class SystemPrincipal:
+    """The application itself: jobs, the CLI, seeding, the attendance writer's own tasks.
+    Every rule of `core.policy` grants it; the audit log names it "system"."""
+
+    role: str = "system"
+    id: None = None
+    username: str = "system"
+    is_authenticated: bool = True
+
+    def __repr__(self) -> str:
+        return "SYSTEM"
+
+
+#: The one system principal (instead of `actor=None`).
+SYSTEM = SystemPrincipal()
+
+
+def is_system(principal: Any) -> bool:
+    return isinstance(principal, SystemPrincipal)
+
+
 #: (database session, bearer string) -> a Principal, or None for an unknown token.
 TokenLoader = Callable[[Session, str], Any]
 _token_loader: TokenLoader | None = None

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 from accounts import service as accounts
 from accounts.models import User
 from core.timeutil import DEFAULT_TZ
-from org import importer
+from org import access, importer
+from org.access import WRITER_ROLES, visible_org_unit_ids  # noqa: F401  (re-exported)
 from org.errors import Conflict, Forbidden, ImportRefused, NotFound, ValidationError
 from org.models import (
     MEMBER_CATEGORIES,
@@ -64,7 +65,6 @@ CATEGORY_ALIASES = {
     "正式": "full", "预备": "probationary", "积极分子": "activist", "流动": "mobile",
 }
 
-WRITER_ROLES = ("admin", "organizer")
 
 
 # --- small helpers ---------------------------------------------------------------------
@@ -84,8 +84,8 @@ def _text(value: Any, field: str, *, max_length: int, required: bool = True) -> 
 
 
 def _require_writer(actor: User | None) -> None:
-    if actor is not None and actor.role not in WRITER_ROLES:
-        raise Forbidden("当前角色无权修改组织数据", details={"role": actor.role})
+    if actor is not None:
+        access.require_writer(actor)
 
 
 def _require_manage(session: Session, actor: User | None, org_unit_id: int | None) -> None:
@@ -143,18 +143,6 @@ def _status(value: Any) -> str:
 
 
 # --- org units -------------------------------------------------------------------------
-
-
-def visible_org_unit_ids(session: Session, actor: User | None) -> list[int] | None:
-    """Org units `actor` may read: None means all; members read none (403)."""
-    if actor is None or actor.role in ("admin", "trainer"):
-        return None
-    if actor.role == "organizer":
-        return accounts.managed_org_unit_ids(session, actor) or []
-    if actor.role == "site_operator":
-        site = session.get(Site, actor.site_id) if actor.site_id else None
-        return [site.org_unit_id] if site else []
-    raise Forbidden("当前角色无权查看组织", details={"role": actor.role})
 
 
 def org_units_query(session: Session, actor: User | None, *,
@@ -222,7 +210,7 @@ def create_org_unit(session: Session, actor: User | None, *, name: str, kind: st
     parent = _referenced(session, OrgUnit, "parent_id", parent_id)
     if actor is not None:
         _require_writer(actor)
-        if parent is None and actor.role != "admin":
+        if parent is None and not access.may_make_top_level(actor):
             raise Forbidden("只有系统管理员可以创建顶层组织")
         if parent is not None:
             accounts.require_manage_org_unit(session, actor, parent.id)
@@ -269,7 +257,7 @@ def move_org_unit(session: Session, actor: User | None, org_unit_id: int,
     _require_manage(session, actor, unit.id)
     parent = _referenced(session, OrgUnit, "parent_id", new_parent_id)
     if parent is None:
-        if actor is not None and actor.role != "admin":
+        if actor is not None and not access.may_make_top_level(actor):
             raise Forbidden("只有系统管理员可以把组织设为顶层")
     else:
         if parent.path.startswith(unit.path):
@@ -300,7 +288,7 @@ def delete_org_unit(session: Session, actor: User | None, org_unit_id: int) -> N
     """Delete an empty unit; refuse one that still has children, sites, members or users."""
     unit = get_org_unit(session, actor, org_unit_id)
     _require_manage(session, actor, unit.id)
-    if actor is not None and actor.role == "organizer" and actor.org_unit_id == unit.id:
+    if actor is not None and access.heads_unit(actor, unit.id):
         raise Forbidden("不能删除自己负责的组织")
     counts = {
         "children": session.scalar(select(func.count()).where(OrgUnit.parent_id == unit.id)),
@@ -367,17 +355,9 @@ def sites_query(session: Session, actor: User | None, *, org_unit_id: int | None
                 active: bool | None = None) -> Select:
     """The sites `actor` may read; `org_unit_id` includes the unit's subtree."""
     query = select(Site).order_by(Site.id)
-    if actor is not None and actor.role not in ("admin", "trainer"):
-        if actor.role == "organizer":
-            query = query.where(Site.org_unit_id.in_(
-                accounts.managed_org_unit_ids(session, actor) or []))
-        elif actor.role == "site_operator":
-            query = query.where(Site.id == actor.site_id)
-        elif actor.role == "member":
-            home = actor.member.home_site_id if actor.member else None
-            query = query.where(Site.id == home)
-        else:
-            raise Forbidden("当前角色无权查看学习点")
+    clause = access.site_filter(session, actor) if actor is not None else None
+    if clause is not None:
+        query = query.where(clause)
     if org_unit_id is not None:
         query = query.where(Site.org_unit_id.in_(accounts.subtree_ids(session, org_unit_id)))
     if active is not None:
@@ -514,16 +494,9 @@ def members_query(session: Session, actor: User | None, *, org_unit_id: int | No
                   status: str | None = None, q: str | None = None) -> Select:
     """Members `actor` may read, filtered; `org_unit_id` includes the unit's subtree."""
     query = select(Member).order_by(Member.id)
-    if actor is not None and actor.role != "admin":
-        if actor.role == "organizer":
-            query = query.where(Member.org_unit_id.in_(
-                accounts.managed_org_unit_ids(session, actor) or []))
-        elif actor.role == "site_operator":
-            query = query.where(Member.home_site_id == actor.site_id)
-        elif actor.role == "member":
-            query = query.where(Member.id == actor.member_id)
-        else:
-            raise Forbidden("当前角色无权查看党员名册", details={"role": actor.role})
+    clause = access.member_filter(session, actor) if actor is not None else None
+    if clause is not None:
+        query = query.where(clause)
     if org_unit_id is not None:
         query = query.where(Member.org_unit_id.in_(accounts.subtree_ids(session, org_unit_id)))
     if site_id is not None:

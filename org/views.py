@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 
 from accounts import service as accounts_service
 from accounts.models import ROLES
-from core import ratelimit
+from core import policy, ratelimit
 from core.api import api, current_api_user, current_principal
 from core.errors import DomainError, Forbidden, ValidationError
 from core.pagination import SelectPage
@@ -267,10 +267,10 @@ def _labels() -> dict[str, Any]:
             "member_statuses": MEMBER_STATUSES}
 
 
-def _page_user(*roles: str):
-    """The logged-in user, if his role may open this page (else a 403 page)."""
+def _page_user(action: str | None = None):
+    """The logged-in user, if he may open this page, `can(action)` (else a 403 page)."""
     user = current_user._get_current_object()
-    if roles and user.role not in roles:
+    if action is not None and not policy.can(user, action):
         raise Forbidden(_("当前角色无权访问此页面"))
     return user
 
@@ -333,7 +333,7 @@ def _site_choices(user) -> list[Site]:
 @login_required
 def tree():
     """The org tree, with forms to create, rename, move and delete units."""
-    user = _page_user("admin", "organizer", "trainer")
+    user = _page_user("org.tree")
     nodes = service.flatten_tree(service.org_tree(db.session, user))
     ids = [n["unit"].id for n in nodes]
     site_counts = dict(db.session.execute(
@@ -344,7 +344,7 @@ def tree():
         .where(Member.org_unit_id.in_(ids), Member.status == "active")
         .group_by(Member.org_unit_id)).all()) if ids else {}
     managed = service.accounts.managed_org_unit_ids(db.session, user)
-    can_write = user.role in service.WRITER_ROLES
+    can_write = policy.can(user, "org.write")
     return render_template(
         "org/tree.html", nodes=nodes, site_counts=site_counts, member_counts=member_counts,
         can_write=can_write, managed=managed,
@@ -355,7 +355,7 @@ def tree():
 @pages.route("/org/units", methods=["POST"])
 @login_required
 def unit_create():
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     _attempt(lambda: service.create_org_unit(
         db.session, user, name=request.form.get("name", ""),
         kind=request.form.get("kind", ""), parent_id=_form_int("parent_id")),
@@ -367,7 +367,7 @@ def unit_create():
 @login_required
 def unit_update(org_unit_id: int):
     """Rename, change kind, or move a unit (the fields the form sends)."""
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
 
     def change() -> None:
         data: dict[str, Any] = {}
@@ -386,7 +386,7 @@ def unit_update(org_unit_id: int):
 @pages.route("/org/units/<int:org_unit_id>/delete", methods=["POST"])
 @login_required
 def unit_delete(org_unit_id: int):
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     _attempt(lambda: service.delete_org_unit(db.session, user, org_unit_id), _("组织已删除"))
     return redirect(url_for("org.tree"))
 
@@ -398,7 +398,7 @@ def unit_delete(org_unit_id: int):
 @login_required
 def sites():
     """Sites in the user's scope, with a create form for those who manage units."""
-    user = _page_user("admin", "organizer", "trainer", "site_operator")
+    user = _page_user("site.pages")
     show_inactive = request.args.get("all") == "1"
     query = service.sites_query(db.session, user, active=None if show_inactive else True)
     rows = list(db.session.scalars(query))
@@ -408,7 +408,7 @@ def sites():
         select(Member.home_site_id, func.count())
         .where(Member.home_site_id.in_([s.id for s in rows]), Member.status == "active")
         .group_by(Member.home_site_id)).all()) if rows else {}
-    can_write = user.role in service.WRITER_ROLES
+    can_write = policy.can(user, "org.write")
     operable = {s.id for s in rows if service.accounts.can_operate_site(db.session, user, s)}
     return render_template(
         "org/sites.html", sites=rows, units=units, member_counts=member_counts,
@@ -433,7 +433,7 @@ def _site_form() -> dict[str, Any]:
 @pages.route("/org/sites", methods=["POST"])
 @login_required
 def site_create():
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     _attempt(lambda: service.create_site(db.session, user, **_site_form()), _("学习点已创建"))
     return redirect(url_for("org.sites"))
 
@@ -442,9 +442,9 @@ def site_create():
 @login_required
 def site_edit(site_id: int):
     """Edit a site; also where screen tokens are issued and revoked."""
-    user = _page_user("admin", "organizer", "trainer", "site_operator")
+    user = _page_user("site.pages")
     site = service.get_site(db.session, user, site_id)
-    can_write = user.role in service.WRITER_ROLES and \
+    can_write = policy.can(user, "org.write") and \
         service.accounts.can_manage_org_unit(db.session, user, site.org_unit_id)
     if request.method == "POST":
         if not can_write:
@@ -477,10 +477,10 @@ def _live_screen_tokens(site_id: int) -> int:
 @login_required
 def site_screen_token(site_id: int):
     """Issue a screen token and show it once, with the screen link to copy."""
-    user = _page_user("admin", "organizer", "site_operator")
+    user = _page_user("site.operate")
     site, token = service.issue_screen_token(db.session, user, site_id)
     db.session.commit()
-    can_write = user.role in service.WRITER_ROLES and \
+    can_write = policy.can(user, "org.write") and \
         service.accounts.can_manage_org_unit(db.session, user, site.org_unit_id)
     return render_template(
         "org/site_edit.html", site=site, can_write=can_write, can_operate=True,
@@ -493,7 +493,7 @@ def site_screen_token(site_id: int):
 @pages.route("/org/sites/<int:site_id>/screen-tokens/revoke", methods=["POST"])
 @login_required
 def site_screen_revoke(site_id: int):
-    user = _page_user("admin", "organizer", "site_operator")
+    user = _page_user("site.operate")
     count = service.revoke_screen_tokens(db.session, user, site_id)
     db.session.commit()
     flash(_("已吊销 %(n)s 个屏幕令牌", n=count), "ok")
@@ -503,7 +503,7 @@ def site_screen_revoke(site_id: int):
 @pages.route("/org/sites/<int:site_id>/deactivate", methods=["POST"])
 @login_required
 def site_deactivate(site_id: int):
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     _attempt(lambda: service.deactivate_site(db.session, user, site_id), _("学习点已停用"))
     return redirect(url_for("org.sites"))
 
@@ -534,7 +534,7 @@ def _member_filters() -> dict[str, Any]:
 @login_required
 def members():
     """The roster in the user's scope, filtered and searched, 50 to a page."""
-    user = _page_user("admin", "organizer", "site_operator")
+    user = _page_user("member.pages")
     filters = _member_filters()
     query = service.members_query(db.session, user, **filters)
     total = db.session.scalar(select(func.count()).select_from(
@@ -550,12 +550,12 @@ def members():
         select(OrgUnit).where(OrgUnit.id.in_({m.org_unit_id for m in rows})))} if rows else {}
     site_rows = {s.id: s for s in db.session.scalars(
         select(Site).where(Site.id.in_({m.home_site_id for m in rows if m.home_site_id})))}
-    can_write = user.role in service.WRITER_ROLES
+    can_write = policy.can(user, "org.write")
     return render_template(
         "org/members.html", members=rows, units=units, sites=site_rows, filters=filters,
         status_filter=request.args.get("status", "active"),
         total=total, page=page, pages_count=pages_count, can_write=can_write,
-        unit_choices=_unit_choices(user) if user.role != "site_operator" else [],
+        unit_choices=_unit_choices(user) if policy.can(user, "org.write") else [],
         site_choices=_site_choices(user),
     )
 
@@ -574,7 +574,7 @@ def _member_form() -> dict[str, Any]:
 @pages.route("/org/members", methods=["POST"])
 @login_required
 def member_create():
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     _attempt(lambda: service.create_member(db.session, user, **_member_form()),
              _("党员已添加"))
     return _back(url_for("org.members"))
@@ -583,9 +583,9 @@ def member_create():
 @pages.route("/org/members/<int:member_id>", methods=["GET", "POST"])
 @login_required
 def member_edit(member_id: int):
-    user = _page_user("admin", "organizer", "site_operator")
+    user = _page_user("member.pages")
     member = service.get_member(db.session, user, member_id)
-    can_write = user.role in service.WRITER_ROLES
+    can_write = policy.can(user, "org.write")
     if request.method == "POST":
         if not can_write:
             raise Forbidden(_("无权修改该党员"))
@@ -609,7 +609,7 @@ def member_edit(member_id: int):
 @login_required
 def member_transfer(member_id: int):
     """Transfer a member out (转出): kept for history, no longer expected."""
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     _attempt(lambda: service.transfer_member(db.session, user, member_id), _("党员已转出"))
     return _back(url_for("org.members"))
 
@@ -633,7 +633,7 @@ def _import_dir() -> Path:
 @login_required
 def member_import():
     """Upload a file and show the dry run; the file waits under instance/ for the confirm."""
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     if request.method == "GET":
         return render_template("org/import.html", report=None, errors=None)
     upload = request.files.get("file")
@@ -686,7 +686,7 @@ def _change_names(report: dict[str, Any]) -> dict[str, dict[Any, str]]:
 @login_required
 def member_import_confirm():
     """Import the previewed file for real (validated again: the roster may have changed)."""
-    user = _page_user("admin", "organizer")
+    user = _page_user("org.write")
     pending = session.get("org_import") or {}
     if pending.get("ticket") != request.form.get("ticket") or pending.get("user") != user.id:
         flash(_("导入预览已过期，请重新上传文件"), "error")
@@ -721,7 +721,7 @@ def member_import_confirm():
 @login_required
 def users():
     """Users in scope; create users with the role's scope, deactivate, reset passwords."""
-    user = _page_user("admin", "organizer")
+    user = _page_user("user.manage")
     query = accounts_service.users_query(db.session, user)
     total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
     pages_count = max(1, math.ceil(total / PAGE_SIZE))
@@ -737,7 +737,7 @@ def users():
 @pages.route("/users", methods=["POST"])
 @login_required
 def user_create():
-    user = _page_user("admin", "organizer")
+    user = _page_user("user.manage")
 
     def create() -> None:
         role = request.form.get("role", "")
@@ -769,7 +769,7 @@ def user_create():
 @pages.route("/users/<int:user_id>/active", methods=["POST"])
 @login_required
 def user_active(user_id: int):
-    user = _page_user("admin", "organizer")
+    user = _page_user("user.manage")
     active = request.form.get("active") == "1"
     _attempt(lambda: accounts_service.set_user_active(db.session, user, user_id, active),
              _("用户已启用") if active else _("用户已停用"))
@@ -780,7 +780,7 @@ def user_active(user_id: int):
 @login_required
 def user_tokens_revoke(user_id: int):
     """Revoke every API token of a user (a lost phone, a leaked script)."""
-    user = _page_user("admin", "organizer")
+    user = _page_user("user.manage")
     _attempt(lambda: accounts_service.revoke_tokens_of(db.session, user, user_id),
              _("该用户的全部 API 令牌已吊销"))
     return redirect(url_for("org.users"))
@@ -789,7 +789,7 @@ def user_tokens_revoke(user_id: int):
 @pages.route("/users/<int:user_id>/password", methods=["POST"])
 @login_required
 def user_password(user_id: int):
-    user = _page_user("admin", "organizer")
+    user = _page_user("user.manage")
     _attempt(lambda: accounts_service.reset_password(db.session, user, user_id,
                                             request.form.get("password", "")),
              _("密码已重置"))

@@ -13,12 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from accounts.models import User
-from core.principals import SiteScreen
 from core.timeutil import DEFAULT_TZ
-from org.models import Member, OrgUnit, Site
-from sessions.access import TRAINER_ROLES
-from sessions.errors import Forbidden, NotFound, ValidationError
+from org.models import Member, OrgUnit
+from sessions.access import (  # noqa: F401  (re-exported)
+    _feed_owner,
+    require_feed_access,
+)
+from sessions.errors import NotFound, ValidationError
 from sessions.models import (
     CalendarFeed,
     Occurrence,
@@ -60,52 +61,6 @@ _feed_cache: OrderedDict[str, bytes] = OrderedDict()
 _FEED_CACHE_SIZE = 128
 #: Bump when the feed's format changes, so that clients and the cache start afresh.
 _FEED_FORMAT = "4"
-
-
-def _feed_owner(session: Session, kind: str, owner_id: int):
-    model = {"site": Site, "member": Member, "trainer": User, "org_unit": OrgUnit}.get(kind)
-    if model is None:
-        raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
-    owner = session.get(model, owner_id)
-    if owner is None or (kind == "trainer" and owner.role not in TRAINER_ROLES):
-        raise NotFound(f"订阅对象不存在：{kind} {owner_id}")
-    return owner
-
-
-def require_feed_access(session: Session, principal, kind: str, owner_id: int, *,
-                        revoke: bool = False) -> None:
-    """Who may get (or, with `revoke`, reset) a feed URL.
-
-    The owner (the member himself, the trainer himself, the site's operator or screen)
-    and those who manage him (organizers of his subtree, admins) may both. A member may
-    also read, never reset, the shared calendars of his home site and his org unit.
-    Trainers read only their own.
-    """
-    from accounts.service import can_manage_org_unit, can_operate_site
-
-    owner = _feed_owner(session, kind, owner_id)
-    if isinstance(principal, SiteScreen):
-        allowed = kind == "site" and principal.site_id == owner_id and not revoke
-    elif principal.role == "admin":
-        allowed = True
-    elif kind == "site":
-        member = principal.member if principal.role == "member" else None
-        allowed = can_operate_site(session, principal, owner) or (
-            not revoke and member is not None and member.home_site_id == owner.id)
-    elif kind == "member":
-        allowed = principal.member_id == owner.id or (
-            principal.role == "organizer" and can_manage_org_unit(session, principal,
-                                                                  owner.org_unit_id))
-    elif kind == "trainer":
-        allowed = principal.id == owner.id
-    else:
-        member = principal.member if principal.role == "member" else None
-        allowed = (principal.role == "organizer"
-                   and can_manage_org_unit(session, principal, owner.id)) or (
-            not revoke and member is not None and member.org_unit_id == owner.id)
-    if not allowed:
-        raise Forbidden("无权重置该日历订阅" if revoke else "无权获取该日历订阅",
-                        details={"kind": kind, "id": owner_id})
 
 
 def _feed_row(session: Session, kind: str, owner_id: int) -> CalendarFeed:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
+from core import policy
 from core.timeutil import zone
 from org.models import OrgUnit, Site
 from sessions import recurrence
@@ -35,8 +36,10 @@ from sessions.access import (  # noqa: F401  (public names re-exported)
     TRAINER_ROLES,
     can_edit_session,
     can_view_session,
+    feed_owners,
     get_occurrence,
     get_session,
+    occurrence_links,
     require_edit,
     require_targets_in_scope,
     require_view,
@@ -47,7 +50,7 @@ from sessions.conflicts import (
     conflict_message,
     find_conflicts,
 )
-from sessions.errors import Conflict, DomainError, Forbidden, ValidationError
+from sessions.errors import Conflict, DomainError, ValidationError
 from sessions.feeds import (  # noqa: F401
     _FEED_CACHE_SIZE,
     FEED_KINDS,
@@ -114,8 +117,8 @@ def _apply(study: StudySession, data: dict) -> None:
 def create_session(session: Session, actor: User | None, data: dict, *,
                    now: dt.datetime) -> StudySession:
     """Create a session and its occurrences; refused on a clash of site or trainer."""
-    if actor is not None and actor.role not in CREATOR_ROLES:
-        raise Forbidden("只有管理员和组织管理员可以安排学习", details={"role": actor.role})
+    if actor is not None:
+        policy.require(actor, "session.create", session=session)
     unknown = set(data) - set(SESSION_FIELDS)
     if unknown:
         raise ValidationError(f"未知字段：{', '.join(sorted(unknown))}", field=sorted(unknown)[0])
@@ -308,8 +311,8 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
     """
     from sessions import ical
 
-    if actor is not None and actor.role not in CREATOR_ROLES:
-        raise Forbidden("只有管理员和组织管理员可以导入日历", details={"role": actor.role})
+    if actor is not None:
+        policy.require(actor, "session.import", session=session)
     marker = b"BEGIN:VEVENT" if isinstance(content, bytes) else "BEGIN:VEVENT"
     count = content.upper().count(marker)
     if count > max_events:
@@ -477,25 +480,3 @@ def form_choices(session: Session, user: User) -> dict:
             "trainers": trainers}
 
 
-def feed_owners(session: Session, user: User, limit: int = 200) -> list[tuple[str, int, str]]:
-    """Calendars a user may subscribe to: (kind, id, label), his own first."""
-    out: list[tuple[str, int, str]] = []
-    if user.role == "member" and user.member is not None:
-        out.append(("member", user.member.id, f"我的日历（{user.member.name}）"))
-        if user.member.home_site is not None:
-            out.append(("site", user.member.home_site.id, f"学习点：{user.member.home_site.name}"))
-        out.append(("org_unit", user.member.org_unit_id, f"组织：{user.member.org_unit.name}"))
-    if user.role == "site_operator" and user.site is not None:
-        out.append(("site", user.site.id, f"学习点：{user.site.name}"))
-    if user.role in TRAINER_ROLES:
-        out.append(("trainer", user.id, f"我的授课（{user.display_name or user.username}）"))
-    managed = managed_org_unit_ids(session, user)
-    if user.role in ("admin", "organizer"):
-        units_q = select(OrgUnit).order_by(OrgUnit.path).limit(limit)
-        sites_q = select(Site).order_by(Site.id).limit(limit)
-        if managed is not None:
-            units_q = units_q.where(OrgUnit.id.in_(managed or [0]))
-            sites_q = sites_q.where(Site.org_unit_id.in_(managed or [0]))
-        out += [("org_unit", u.id, f"组织：{u.name}") for u in session.scalars(units_q)]
-        out += [("site", s.id, f"学习点：{s.name}") for s in session.scalars(sites_q)]
-    return out

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from accounts.models import User
+from core import policy
 from core.timeutil import DEFAULT_TZ, require_window, zone
 from org.models import OrgUnit, Site
 from sessions import recurrence
-from sessions.access import TRAINER_ROLES
 from sessions.errors import ValidationError
 from sessions.models import (
     SESSION_KINDS,
@@ -86,7 +86,8 @@ def _validate(session: Session, data: dict) -> dict:
     trainer_id = out.get("trainer_id")
     if trainer_id is not None:
         trainer = session.get(User, trainer_id) if isinstance(trainer_id, int) else None
-        if trainer is None or not trainer.active or trainer.role not in TRAINER_ROLES:
+        if trainer is None or not trainer.active or not policy.can(trainer, "session.teach",
+                                                                       session=session):
             raise ValidationError(f"讲师不存在或不是讲师：{trainer_id}", field="trainer_id")
     tz_name = out.get("timezone") or DEFAULT_TZ
     tz = zone(tz_name)

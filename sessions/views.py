@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 from werkzeug.http import http_date
 
-from core import ratelimit
+from core import policy, ratelimit
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
 from core.pagination import SelectPage
@@ -113,7 +113,7 @@ class Sessions(MethodView):
     @blp.alt_response(409, description="A site or the trainer is booked at that time")
     def post(self, data):
         """Schedule a session (one-off or recurring); its occurrences are created at once."""
-        actor = current_api_user("admin", "organizer")
+        actor = current_api_user("session.create")
         study = service.create_session(db.session, actor, data, now=utcnow())
         db.session.commit()
         return study
@@ -124,7 +124,7 @@ class Sessions(MethodView):
 @blp.response(200, PreviewOut)
 def preview_session(data):
     """The next occurrences a session form would create and any clash; saves nothing."""
-    actor = current_api_user("admin", "organizer")
+    actor = current_api_user("session.create")
     session_id = data.pop("session_id", None)
     if session_id is None:
         data.setdefault("title", "预览")
@@ -177,7 +177,7 @@ def import_sessions(files, form):
     Events whose UID an earlier import created sessions from update those sessions.
     `dry_run=true` answers 200 with what would be created, updated or left unchanged,
     and saves nothing."""
-    actor = current_api_user("admin", "organizer")
+    actor = current_api_user("session.import")
     ratelimit.limit_imports(actor.id)
     content = files["file"].read()
     studies, notes, changes = service.import_ics(
@@ -213,7 +213,7 @@ class SessionById(MethodView):
     @blp.response(200, SessionOut)
     def patch(self, data, session_id: int):
         """Edit a series; past, moved, cancelled and attended occurrences are kept."""
-        actor = current_api_user("admin", "organizer")
+        actor = current_api_user("session.create")
         study = service.get_session(db.session, session_id)
         service.update_session(db.session, actor, study, data, now=utcnow())
         db.session.commit()
@@ -222,7 +222,7 @@ class SessionById(MethodView):
     @blp.response(204)
     def delete(self, session_id: int):
         """Delete a session (refused once it has attendance)."""
-        actor = current_api_user("admin", "organizer")
+        actor = current_api_user("session.create")
         study = service.get_session(db.session, session_id)
         service.delete_session(db.session, actor, study, now=utcnow())
         db.session.commit()
@@ -314,7 +314,7 @@ class OccurrenceById(MethodView):
     @blp.response(200, OccurrenceOut)
     def patch(self, data, occurrence_id: int):
         """Move (`starts_at`) and/or cancel or restore (`status`) one occurrence."""
-        actor = current_api_user("admin", "organizer")
+        actor = current_api_user("session.create")
         occ = service.get_occurrence(db.session, occurrence_id)
         service.update_occurrence(db.session, actor, occ, starts_at=data.get("starts_at"),
                                   status=data.get("status"), now=utcnow())
@@ -400,30 +400,31 @@ def _viewer_tz() -> str:
 def _links(occ: Occurrence) -> list[dict]:
     """What the current user can do with an occurrence: label, url and whether it is the
     role's primary action (one per row; the rest go in a menu)."""
-    user = current_user
     study = occ.session
+    offers = service.occurrence_links(current_user, study)
     links = [{"label": _("详情"), "url": url_for("sessions.detail", session_id=study.id)}]
-    if user.role == "admin" or user.id == study.trainer_id:
+    if offers["broadcast"]:
         links.append({"label": _("开始直播"), "url": f"/live/{occ.id}/broadcast",
-                      "primary": user.role == "trainer" or user.id == study.trainer_id})
-    if user.role == "site_operator" and user.site_id:
-        links.append({"label": _("学习点屏幕"), "url": f"/live/{occ.id}/site/{user.site_id}",
+                      "primary": offers["broadcast_primary"]})
+    site_id = offers["room_site_id"]
+    if site_id:
+        links.append({"label": _("学习点屏幕"), "url": f"/live/{occ.id}/site/{site_id}",
                       "primary": True})
         # The room's two pages side by side: the big screen, and the roll call on his phone.
         links.append({"label": _("点名"),
-                      "url": f"/live/{occ.id}/site/{user.site_id}/roll-call", "beside": True})
+                      "url": f"/live/{occ.id}/site/{site_id}/roll-call", "beside": True})
         # The operator's own record of the lesson: the printable sign-in sheet.
         links.append({"label": _("签到表"), "url": f"/attendance/{occ.id}/sign-in-sheet"})
-    elif user.role in ("admin", "organizer"):
+    elif offers["site_screens"]:
         for site in study.sites:
             links.append({"label": _("学习点屏幕") + f"·{site.name}",
                           "url": f"/live/{occ.id}/site/{site.id}"})
-    if user.role in ("admin", "organizer"):
+    if offers["attendance"]:
         links.append({"label": _("考勤"), "url": f"/attendance/{occ.id}",
-                      "primary": user.role == "organizer" or user.id != study.trainer_id})
-    if user.role in ("member", "admin", "organizer", "trainer"):
+                      "primary": offers["attendance_primary"]})
+    if offers["watch"]:
         links.append({"label": _("观看"), "url": f"/live/{occ.id}/watch",
-                      "primary": user.role == "member"})
+                      "primary": offers["watch_primary"]})
     first = next((link for link in links if link.get("primary")), None)
     for link in links:
         link["primary"] = link is first
@@ -432,7 +433,7 @@ def _links(occ: Occurrence) -> list[dict]:
 
 def _headcount_url(occ: Occurrence) -> str | None:
     """Where 工作台 reads a lesson's live headcount (roles that see attendance)."""
-    if current_user.role in ("admin", "organizer", "site_operator", "trainer"):
+    if policy.can(current_user, "attendance.headcount"):
         return url_for("attendance_pages.headcount_json", occurrence_id=occ.id)
     return None
 
@@ -464,7 +465,7 @@ def dashboard():
 @login_required
 def index():
     """Sessions the user may see."""
-    if current_user.role not in ("admin", "organizer", "trainer"):
+    if not policy.can(current_user, "session.list"):
         return redirect(url_for("sessions.calendar"))
     page = max(request.args.get("page", 1, type=int), 1)
     query = service.sessions_query(db.session, current_user, q=request.args.get("q") or None,
@@ -472,12 +473,12 @@ def index():
     rows = db.session.scalars(query.limit(51).offset((page - 1) * 50)).all()
     return render_template("sessions/index.html", sessions=rows[:50], has_more=len(rows) > 50,
                            page=page, kinds=SESSION_KINDS,
-                           can_create=current_user.role in service.CREATOR_ROLES)
+                           can_create=policy.can(current_user, "session.create"))
 
 
 def _form_page(study: StudySession | None):
     """The session form: GET shows it, POST validates on the server and saves."""
-    if current_user.role not in service.CREATOR_ROLES:
+    if not policy.can(current_user, "session.create"):
         abort(403)
     if study is not None:
         service.require_edit(db.session, current_user, study)
@@ -568,7 +569,7 @@ def detail_ics(session_id: int):
 @pages.route("/sessions/import", methods=["GET"])
 @login_required
 def import_page():
-    if current_user.role not in service.CREATOR_ROLES:
+    if not policy.can(current_user, "session.import"):
         abort(403)
     return render_template("sessions/import.html",
                            choices=service.form_choices(db.session, current_user))

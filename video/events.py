@@ -7,10 +7,10 @@ from typing import Any
 from flask import Flask
 from flask_socketio import join_room
 
+from core import policy
 from core.sockets import payload_id, payload_object, socket_principal
 from extensions import db, socketio
 from sessions import service as sessions_service
-from video import service
 from video.live import live_payload
 from video.media import NAMESPACE, manage_room, room
 
@@ -33,8 +33,8 @@ def join(data: Any = None) -> dict[str, Any]:
     data = payload_object(data)
     principal = socket_principal({"token": data.get("token")})
     occurrence = sessions_service.get_occurrence(db.session, payload_id(data, "occurrence_id"))
-    service.require_watch(db.session, principal, occurrence)
-    manages = service.can_manage_live(db.session, principal, occurrence)
+    policy.require(principal, "live.watch", occurrence)
+    manages = policy.can(principal, "live.manage", occurrence)
     # Managers get names and handles; everyone else the same events without them.
     join_room(manage_room(occurrence.id) if manages else room(occurrence.id))
     return {"ok": True, **live_payload(occurrence.id, with_resources=manages)}

@@ -14,10 +14,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 
+from core import policy
 from core.api import current_principal
 from extensions import db
 from sessions import service as sessions_service
-from video import service
 from video.errors import DomainError, NotLive
 from video.hls import FILE_NAME, occurrence_dir
 
@@ -48,7 +48,7 @@ def publish_options(occurrence_id: int) -> dict[str, Any]:
 def hls_file(occurrence_id: int, name: str):
     """The playlist and its segments, for those who may watch the occurrence."""
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
-    service.require_watch(db.session, current_principal(), occurrence)
+    policy.require(current_principal(), "live.watch", occurrence)
     db.session.rollback()
     directory = Path(occurrence_dir(hls_dir(), occurrence_id))
     if not FILE_NAME.fullmatch(name) or not (directory / name).is_file():

@@ -22,6 +22,7 @@ from typing import Any
 import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from core import policy
 from core.api import SiteScreen, current_principal
 from extensions import csrf, db
 from sessions import service as sessions_service
@@ -76,7 +77,7 @@ def play(occurrence_id: int):
     """Where this page watches from: the origin (WHEP as before) or an edge (its offer)."""
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     principal = current_principal()
-    service.require_watch(db.session, principal, occurrence)
+    policy.require(principal, "live.watch", occurrence)
     site_id = request.args.get("site", type=int)
     info = service.subscriber_info(db.session, principal, site_id)
     db.session.rollback()
@@ -111,7 +112,7 @@ def play(occurrence_id: int):
 
 def _session(occurrence_id: int, token: str) -> tuple[dict[str, Any], janus.JanusEdge]:
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
-    service.require_watch(db.session, current_principal(), occurrence)
+    policy.require(current_principal(), "live.watch", occurrence)
     db.session.rollback()
     entry = edges().sessions.get(occurrence_id, token)
     edge = edges().by_name(entry["edge"]) if entry else None

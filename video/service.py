@@ -28,11 +28,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from accounts.models import User
-from accounts.service import can_manage_org_unit, can_operate_site, token_lookup
+from accounts.service import token_lookup
 from core.principals import SiteScreen
 from org.models import Member, Site
 from sessions.models import Occurrence
-from sessions.targets import is_expected, occurrence_unit_ids, site_is_targeted
+from video.access import (  # noqa: F401  (re-exported: who may publish, watch, end)
+    can_broadcast,
+    can_manage_live,
+    can_view_site_screen,
+    can_watch,
+    may_end_resource,
+    require_broadcast,
+    require_watch,
+    resource_owner,
+)
 from video.errors import Forbidden, NotFound, Unauthorized
 from video.models import Recording, StreamKey
 
@@ -48,18 +57,6 @@ def _hash(key: str) -> str:
 
 
 # --- stream keys ------------------------------------------------------------------------
-
-
-def can_broadcast(user: User, occurrence: Occurrence) -> bool:
-    """The session's trainer, or an admin."""
-    return user.role == "admin" or (
-        occurrence.session.trainer_id is not None and occurrence.session.trainer_id == user.id
-    )
-
-
-def require_broadcast(user: User, occurrence: Occurrence) -> None:
-    if not can_broadcast(user, occurrence):
-        raise Forbidden("只有本场主讲人或管理员可以直播", details={"occurrence_id": occurrence.id})
 
 
 def issue_stream_key(session: Session, occurrence: Occurrence, user: User,
@@ -112,80 +109,6 @@ def publisher_for(session: Session, occurrence: Occurrence, bearer: str | None,
         raise Unauthorized("需要推流密钥（Authorization: Bearer）", code="login_required")
     require_broadcast(cookie_user, occurrence)
     return cookie_user
-
-
-# --- who may watch ----------------------------------------------------------------------
-
-
-def can_watch(session: Session, principal: User | SiteScreen, occurrence: Occurrence) -> bool:
-    """Site screens and operators of targeted sites, expected members, organizers in
-    scope, the session's trainer, admins."""
-    if isinstance(principal, SiteScreen):
-        site = session.get(Site, principal.site_id)
-        return site is not None and site.active and site_is_targeted(session, occurrence, site)
-    user = principal
-    if user.role == "admin" or can_broadcast(user, occurrence):
-        return True
-    if user.role == "organizer":
-        return any(can_manage_org_unit(session, user, uid)
-                   for uid in sorted(occurrence_unit_ids(occurrence)))
-    if user.role == "site_operator":
-        site = session.get(Site, user.site_id) if user.site_id else None
-        return site is not None and site_is_targeted(session, occurrence, site)
-    if user.role == "member":
-        return user.member_id is not None and is_expected(session, occurrence, user.member_id)
-    return False
-
-
-def require_watch(session: Session, principal: User | SiteScreen,
-                  occurrence: Occurrence) -> None:
-    if not can_watch(session, principal, occurrence):
-        raise Forbidden("无权观看该场直播", details={"occurrence_id": occurrence.id})
-
-
-def can_manage_live(session: Session, principal: User | SiteScreen,
-                    occurrence: Occurrence) -> bool:
-    """Those who manage a broadcast's connections: its trainer, admins, and organizers
-    whose subtree the occurrence is aimed at. Site screens never."""
-    if isinstance(principal, SiteScreen):
-        return False
-    if principal.role == "admin" or can_broadcast(principal, occurrence):
-        return True
-    if principal.role != "organizer":
-        return False
-    study = occurrence.session
-    unit_ids = [u.id for u in study.org_units] + [s.org_unit_id for s in study.sites]
-    return any(can_manage_org_unit(session, principal, uid) for uid in unit_ids)
-
-
-def resource_owner(principal: User | SiteScreen) -> str:
-    """The owner bound to a WHEP resource when it is created: a user, or a site's screen."""
-    if isinstance(principal, SiteScreen):
-        return f"site:{principal.site_id}"
-    return f"user:{principal.id}"
-
-
-def may_end_resource(session: Session, principal: User | SiteScreen, occurrence: Occurrence,
-                     resource: dict[str, Any] | None) -> bool:
-    """Whether `principal` may end a WHIP/WHEP resource (as the engine describes it).
-
-    The resource must belong to this occurrence. A viewer ends only the connection he
-    created; the publisher's connection only its publisher; those who manage the
-    occurrence end any. Checked before anything is stopped.
-    """
-    if resource is None or resource.get("occurrence_id") != occurrence.id:
-        return False
-    if can_manage_live(session, principal, occurrence):
-        return True
-    info = resource.get("info") or {}
-    if resource.get("kind") == "publisher":
-        return not isinstance(principal, SiteScreen) and info.get("user_id") == principal.id
-    return info.get("owner") is not None and info.get("owner") == resource_owner(principal)
-
-
-def can_view_site_screen(session: Session, user: User, site: Site) -> bool:
-    """A meeting room's screen page, opened with a login (not a screen token)."""
-    return user.role == "admin" or can_operate_site(session, user, site)
 
 
 def subscriber_info(session: Session, principal: User | SiteScreen,

@@ -24,6 +24,7 @@ from marshmallow import Schema, fields, validate
 
 from accounts.models import User
 from accounts.service import token_lookup
+from core import policy
 from core.api import SiteScreen, api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.types import utcnow
@@ -177,8 +178,8 @@ def _end_resource(occurrence, principal, resource_id: str, kind: str, message: s
     caller (or one who manages the occurrence); otherwise 404 and nothing happens."""
     backend = media.backend()
     described = backend.describe(resource_id)
-    if described is None or described.get("kind") != kind or not service.may_end_resource(
-            db.session, principal, occurrence, described):
+    if described is None or described.get("kind") != kind or not policy.can(
+            principal, "live.end_connection", (occurrence, described)):
         raise NotFound(message, details={"resource_id": resource_id})
     db.session.rollback()  # nothing to write; end the read transaction before waiting
     if backend.stop(resource_id, occurrence.id) is None:
@@ -207,7 +208,7 @@ def whep_subscribe(occurrence_id: int):
         raise UnsupportedMediaType("Content-Type 必须是 application/sdp")
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     principal = current_principal()
-    service.require_watch(db.session, principal, occurrence)
+    policy.require(principal, "live.watch", occurrence)
     _check_media_enabled()
     sdp = _sdp_body()
     site_id = request.args.get("site", type=int)
@@ -314,7 +315,7 @@ class RecordingSchema(Schema):
 
 
 def _may_follow(principal, occurrence) -> None:
-    service.require_watch(db.session, principal, occurrence)
+    policy.require(principal, "live.watch", occurrence)
 
 
 @blp.route("/occurrences/<int:occurrence_id>/stream-key")
@@ -342,8 +343,8 @@ class LiveView(MethodView):
         occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
         principal = current_principal()
         _may_follow(principal, occurrence)
-        return live_payload(occurrence_id, with_resources=service.can_manage_live(
-            db.session, principal, occurrence))
+        return live_payload(occurrence_id,
+                            with_resources=policy.can(principal, "live.manage", occurrence))
 
 
 class LayerPinSchema(Schema):
@@ -360,7 +361,7 @@ def pin_layer(data, occurrence_id: int, resource_id: str):
     manage the occurrence, for a room whose link the automatic choice misjudges."""
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
     principal = current_principal()
-    if not service.can_manage_live(db.session, principal, occurrence):
+    if not policy.can(principal, "live.manage", occurrence):
         raise Forbidden("只有本场次的管理者可以指定学习点的画质层")
     _check_media_enabled()
     db.session.rollback()
@@ -450,7 +451,7 @@ def broadcast_page(occurrence_id: int):
     if not current_user.is_authenticated:
         raise_login()
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
-    service.require_broadcast(current_user, occurrence)
+    policy.require(current_user, "live.publish", occurrence)
     return render_template("video/broadcast.html", occurrence=occurrence,
                            live=live_payload(occurrence.id),
                            config=_page_config(occurrence, role="broadcast"))
@@ -468,7 +469,7 @@ def _screen_site(site_id: int):
     if isinstance(principal, SiteScreen):
         if principal.site_id != site.id:
             raise Forbidden("该屏幕令牌属于其他学习点")
-    elif not service.can_view_site_screen(db.session, principal, site):
+    elif not policy.can(principal, "site.screen", site):
         raise Forbidden("无权打开该学习点的屏幕")
     return site, principal
 
@@ -516,7 +517,7 @@ def watch_page(occurrence_id: int):
     if not current_user.is_authenticated:
         raise_login()
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
-    service.require_watch(db.session, current_user, occurrence)
+    policy.require(current_user, "live.watch", occurrence)
     member = db.session.get(Member, current_user.member_id) if current_user.member_id else None
     return render_template("video/watch.html", occurrence=occurrence, member=member,
                            live=live_payload(occurrence.id),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.principals import SYSTEM
 from org import service
 
 
@@ -15,19 +16,19 @@ class OrgTree:
 def org(db_session, factory) -> OrgTree:
     """Committee → branch A (site A, member A, group A1) and branch B (site B, member B)."""
     t = OrgTree()
-    t.committee = service.create_org_unit(db_session, None, name="机关党委", kind="committee")
-    t.branch_a = service.create_org_unit(db_session, None, name="第一支部", kind="branch",
+    t.committee = service.create_org_unit(db_session, SYSTEM, name="机关党委", kind="committee")
+    t.branch_a = service.create_org_unit(db_session, SYSTEM, name="第一支部", kind="branch",
                                          parent_id=t.committee.id)
-    t.branch_b = service.create_org_unit(db_session, None, name="第二支部", kind="branch",
+    t.branch_b = service.create_org_unit(db_session, SYSTEM, name="第二支部", kind="branch",
                                          parent_id=t.committee.id)
-    t.group_a1 = service.create_org_unit(db_session, None, name="第一小组", kind="group",
+    t.group_a1 = service.create_org_unit(db_session, SYSTEM, name="第一小组", kind="group",
                                          parent_id=t.branch_a.id)
-    t.site_a = service.create_site(db_session, None, name="一号会议室", org_unit_id=t.branch_a.id)
-    t.site_b = service.create_site(db_session, None, name="二号会议室", org_unit_id=t.branch_b.id,
+    t.site_a = service.create_site(db_session, SYSTEM, name="一号会议室", org_unit_id=t.branch_a.id)
+    t.site_b = service.create_site(db_session, SYSTEM, name="二号会议室", org_unit_id=t.branch_b.id,
                                    timezone="Asia/Urumqi", capacity=30)
-    t.member_a = service.create_member(db_session, None, name="张三", member_no="A001",
+    t.member_a = service.create_member(db_session, SYSTEM, name="张三", member_no="A001",
                                        org_unit_id=t.branch_a.id, home_site_id=t.site_a.id)
-    t.member_b = service.create_member(db_session, None, name="李四", member_no="B001",
+    t.member_b = service.create_member(db_session, SYSTEM, name="李四", member_no="B001",
                                        org_unit_id=t.branch_b.id, home_site_id=t.site_b.id,
                                        category="probationary")
     t.admin = factory.user("admin", username="admin")

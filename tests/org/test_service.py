@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from accounts import service as accounts_service
 from core.errors import Conflict, Forbidden, NotFound, ValidationError
+from core.principals import SYSTEM
 from org import service
 from org.models import Member, OrgUnit
 
@@ -18,11 +19,11 @@ def test_paths_follow_the_tree(db_session, org):
 
 
 def test_move_rewrites_the_whole_subtree(db_session, org):
-    leaf = service.create_org_unit(db_session, None, name="组内", kind="group",
+    leaf = service.create_org_unit(db_session, SYSTEM, name="组内", kind="group",
                                    parent_id=org.branch_a.id)
-    general = service.create_org_unit(db_session, None, name="总支", kind="general_branch",
+    general = service.create_org_unit(db_session, SYSTEM, name="总支", kind="general_branch",
                                       parent_id=org.committee.id)
-    service.move_org_unit(db_session, None, org.branch_a.id, general.id)
+    service.move_org_unit(db_session, SYSTEM, org.branch_a.id, general.id)
     db_session.commit()
     db_session.expire_all()
     a = db_session.get(OrgUnit, org.branch_a.id)
@@ -42,41 +43,41 @@ def test_move_rewrites_the_whole_subtree(db_session, org):
 
 def test_move_under_own_descendant_is_a_cycle(db_session, org):
     with pytest.raises(ValidationError) as exc:
-        service.move_org_unit(db_session, None, org.committee.id, org.branch_a.id)
+        service.move_org_unit(db_session, SYSTEM, org.committee.id, org.branch_a.id)
     assert exc.value.code == "cycle"
     assert exc.value.details["field"] == "parent_id"
     with pytest.raises(ValidationError):
-        service.move_org_unit(db_session, None, org.branch_a.id, org.branch_a.id)
+        service.move_org_unit(db_session, SYSTEM, org.branch_a.id, org.branch_a.id)
 
 
 def test_kind_placement_rules(db_session, org):
     with pytest.raises(ValidationError) as exc:
-        service.create_org_unit(db_session, None, name="孤组", kind="group")
+        service.create_org_unit(db_session, SYSTEM, name="孤组", kind="group")
     assert exc.value.details["field"] == "parent_id"
     with pytest.raises(ValidationError):
-        service.create_org_unit(db_session, None, name="x", kind="committee",
+        service.create_org_unit(db_session, SYSTEM, name="x", kind="committee",
                                 parent_id=org.branch_a.id)
     with pytest.raises(ValidationError) as exc:
-        service.create_org_unit(db_session, None, name="x", kind="division")
+        service.create_org_unit(db_session, SYSTEM, name="x", kind="division")
     assert exc.value.details["field"] == "kind"
     # A committee may sit under a higher committee; a branch directly under a committee.
-    sub = service.create_org_unit(db_session, None, name="分党委", kind="committee",
+    sub = service.create_org_unit(db_session, SYSTEM, name="分党委", kind="committee",
                                   parent_id=org.committee.id)
     assert sub.parent_id == org.committee.id
     # Changing a kind must still fit the parent and the children.
     with pytest.raises(ValidationError):
-        service.update_org_unit(db_session, None, org.branch_a.id, kind="committee")
+        service.update_org_unit(db_session, SYSTEM, org.branch_a.id, kind="committee")
 
 
 def test_sibling_names_are_unique(db_session, org):
     with pytest.raises(Conflict):
-        service.create_org_unit(db_session, None, name="第一支部", kind="branch",
+        service.create_org_unit(db_session, SYSTEM, name="第一支部", kind="branch",
                                 parent_id=org.committee.id)
 
 
 def test_delete_refuses_a_unit_in_use(db_session, org):
     with pytest.raises(Conflict) as exc:
-        service.delete_org_unit(db_session, None, org.branch_a.id)
+        service.delete_org_unit(db_session, SYSTEM, org.branch_a.id)
     assert "下级组织" in exc.value.message
     assert "学习点" in exc.value.message
     # ...and the organizer scoped to it is named too (found through the metadata).
@@ -84,57 +85,57 @@ def test_delete_refuses_a_unit_in_use(db_session, org):
     assert "用户" in exc.value.message
     # A unit referenced by a user (an organizer's scope) is refused too.
     with pytest.raises(Conflict) as exc:
-        service.delete_org_unit(db_session, None, org.committee.id)
-    empty = service.create_org_unit(db_session, None, name="空支部", kind="branch",
+        service.delete_org_unit(db_session, SYSTEM, org.committee.id)
+    empty = service.create_org_unit(db_session, SYSTEM, name="空支部", kind="branch",
                                     parent_id=org.committee.id)
-    service.delete_org_unit(db_session, None, empty.id)
+    service.delete_org_unit(db_session, SYSTEM, empty.id)
     assert db_session.get(OrgUnit, empty.id) is None
 
 
 def test_unknown_ids(db_session, org):
     with pytest.raises(NotFound):
-        service.get_org_unit(db_session, None, 9999)
+        service.get_org_unit(db_session, SYSTEM, 9999)
     with pytest.raises(ValidationError) as exc:
-        service.create_org_unit(db_session, None, name="x", kind="branch", parent_id=9999)
+        service.create_org_unit(db_session, SYSTEM, name="x", kind="branch", parent_id=9999)
     assert exc.value.details["field"] == "parent_id"
     with pytest.raises(ValidationError) as exc:
-        service.create_member(db_session, None, name="x", member_no="X1", org_unit_id=9999)
+        service.create_member(db_session, SYSTEM, name="x", member_no="X1", org_unit_id=9999)
     assert exc.value.details["field"] == "org_unit_id"
 
 
 def test_site_validation(db_session, org):
-    site = service.create_site(db_session, None, name="默认", org_unit_id=org.branch_a.id)
+    site = service.create_site(db_session, SYSTEM, name="默认", org_unit_id=org.branch_a.id)
     assert site.timezone == "Asia/Shanghai"
     assert site.active
     with pytest.raises(ValidationError) as exc:
-        service.create_site(db_session, None, name="x", org_unit_id=org.branch_a.id,
+        service.create_site(db_session, SYSTEM, name="x", org_unit_id=org.branch_a.id,
                             timezone="China Standard Time")
     assert exc.value.details["field"] == "timezone"
     with pytest.raises(ValidationError) as exc:
-        service.create_site(db_session, None, name="x", org_unit_id=org.branch_a.id,
+        service.create_site(db_session, SYSTEM, name="x", org_unit_id=org.branch_a.id,
                             capacity=-1)
     assert exc.value.details["field"] == "capacity"
-    service.deactivate_site(db_session, None, site.id)
+    service.deactivate_site(db_session, SYSTEM, site.id)
     assert site.active is False
 
 
 def test_member_no_unique_and_transfer(db_session, org):
     with pytest.raises(Conflict):
-        service.create_member(db_session, None, name="重号", member_no="A001",
+        service.create_member(db_session, SYSTEM, name="重号", member_no="A001",
                               org_unit_id=org.branch_a.id)
     with pytest.raises(Conflict):
-        service.update_member(db_session, None, org.member_b.id, member_no="A001")
+        service.update_member(db_session, SYSTEM, org.member_b.id, member_no="A001")
     with pytest.raises(ValidationError) as exc:
-        service.create_member(db_session, None, name="x", member_no="X2",
+        service.create_member(db_session, SYSTEM, name="x", member_no="X2",
                               org_unit_id=org.branch_a.id, category="honorary")
     assert exc.value.details["field"] == "category"
-    service.transfer_member(db_session, None, org.member_a.id)
+    service.transfer_member(db_session, SYSTEM, org.member_a.id)
     assert org.member_a.status == "transferred"
 
 
 def test_member_filters(db_session, org):
     def names(**kw):
-        return [m.name for m in db_session.scalars(service.members_query(db_session, None, **kw))]
+        return [m.name for m in db_session.scalars(service.members_query(db_session, SYSTEM, **kw))]
 
     assert names(org_unit_id=org.committee.id) == ["张三", "李四"]  # subtree
     assert names(org_unit_id=org.branch_b.id) == ["李四"]
@@ -142,7 +143,7 @@ def test_member_filters(db_session, org):
     assert names(category="probationary") == ["李四"]
     assert names(q="a00") == ["张三"]  # member number, case-insensitive
     assert names(q="%") == []  # LIKE wildcards are escaped
-    service.transfer_member(db_session, None, org.member_a.id)
+    service.transfer_member(db_session, SYSTEM, org.member_a.id)
     assert names(status="active") == ["李四"]
 
 
@@ -216,7 +217,7 @@ def test_users_created_by_an_organizer(db_session, org):
 
 
 def test_system_actions_have_no_scope(db_session, org):
-    member = service.create_member(db_session, None, name="系统", member_no="S1",
+    member = service.create_member(db_session, SYSTEM, name="系统", member_no="S1",
                                    org_unit_id=org.branch_b.id, phone=" 138 ")
     assert member.phone == "138"
     assert db_session.scalar(select(Member.id).where(Member.member_no == "S1")) == member.id

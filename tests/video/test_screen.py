@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from accounts.service import issue_site_token
+from core.principals import SYSTEM
 from core.types import utcnow
 from sessions.service import create_session
 
@@ -24,7 +25,7 @@ def room(factory, db_session):
 
 
 def schedule(db_session, room, starts_at: dt.datetime, title: str):
-    study = create_session(db_session, None, {
+    study = create_session(db_session, SYSTEM, {
         "title": title, "kind": "party_history_lecture", "trainer_id": room["trainer"].id,
         "starts_at": starts_at, "duration_minutes": 60, "timezone": "Asia/Shanghai",
         "site_ids": [room["site"].id], "org_unit_ids": [room["branch"].id]}, now=utcnow())
