@@ -20,7 +20,7 @@ from attendance.lookups import expected_member_ids
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from attendance.records import Row
 from core import policy
-from core.principals import SYSTEM
+from core.principals import SYSTEM, is_system
 from org import service as org_service
 from org.models import Member, Site
 from sessions.models import Occurrence
@@ -37,7 +37,7 @@ def can_manage_occurrence(session: Session, user: Any, occurrence: Occurrence) -
     """Admins, and organizers whose scope covers a unit or site the occurrence targets."""
     if is_screen(user):
         return False
-    if user.role == "admin":
+    if is_system(user) or user.role == "admin":
         return True
     if user.role != "organizer":
         return False
@@ -103,8 +103,8 @@ def member_scope(session: Session, principal: Any, occurrence: Occurrence
     members of that site (by home site or by the site they checked in at). The others
     appear only in counts.
     """
-    if not is_screen(principal) and (principal.role == "admin" or (
-            principal.role == "trainer" and occurrence.session.trainer_id == principal.id)):
+    if is_system(principal) or (not is_screen(principal) and (principal.role == "admin" or (
+            principal.role == "trainer" and occurrence.session.trainer_id == principal.id))):
         return None
     if is_screen(principal) or principal.role == "site_operator":
         site_id = principal.site_id
