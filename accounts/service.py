@@ -28,8 +28,6 @@ from accounts.access import (  # noqa: F401  (re-exported: the scopes live in ac
     can_view_member,
     can_view_site,
     creatable_roles,
-    has_role,
-    is_admin,
     managed_org_unit_ids,
     require_manage_org_unit,
     require_manage_user,
