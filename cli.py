@@ -51,10 +51,12 @@ def create_admin(username: str, password: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would change, change nothing.")
 def import_members(path: Path, dry_run: bool) -> None:
     """Import members from an xlsx or csv file (Chinese or English headers)."""
+    from core.principals import SYSTEM
     from org.service import import_members as run_import
 
     try:
-        report = run_import(db.session, path.name, path.read_bytes(), dry_run=dry_run)
+        report = run_import(db.session, path.name, path.read_bytes(), dry_run=dry_run,
+                            actor=SYSTEM)
     except DomainError as exc:
         db.session.rollback()
         for row in exc.details.get("rows", []):

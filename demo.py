@@ -65,7 +65,7 @@ def seed(session: Session, now: dt.datetime | None = None) -> list[str]:
         site = hq_site if i % 8 == 7 else sites[i % 3]
         name = SURNAMES[i % len(SURNAMES)] + GIVEN[(i * 7) % len(GIVEN)]
         members.append(create_member(
-            session, None, name=name, member_no=f"YJ{2026000 + i + 1}", org_unit_id=branch.id,
+            session, SYSTEM, name=name, member_no=f"YJ{2026000 + i + 1}", org_unit_id=branch.id,
             home_site_id=site.id, category=CATEGORIES[i], phone=f"1390000{i + 1:04d}"))
 
     def user(username: str, role: str, display_name: str, **scope):

@@ -165,6 +165,17 @@ def _user_manage(session: Session, principal: Any, user: Any) -> bool:
     return True
 
 
+@policy.register("user.read", roles={"admin": "all", "organizer": "site operators and members "
+                                     "of his subtree", "trainer": "himself",
+                                     "site_operator": "himself", "member": "himself"},
+                 refuse="无权查看该用户")
+def _user_read(session: Session, principal: Any, user: Any) -> bool:
+    """Read a user's account: one's own, or one he manages (no resource: one's own)."""
+    if user is None or getattr(user, "id", None) == principal.id:
+        return not is_screen(principal)
+    return _user_manage(session, principal, user)
+
+
 @policy.register("audit.read", roles={"admin": "all"},
                  refuse="只有系统管理员可以查看审计日志")
 def _audit_read(_session: Session, principal: Any, _resource: Any) -> bool:

@@ -38,6 +38,7 @@ from accounts.schemas import (
     UserPatch,
 )
 from accounts.throttle import throttle
+from core import policy
 from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.principals import register_token_loader
@@ -227,7 +228,8 @@ class UserById(MethodView):
         caller = current_api_user()
         user = service.get_user(db.session, user_id)
         if caller.id != user.id:
-            _require_manage(caller, user)
+            _require_manage(caller, user)  # its own refusals (the role, the scope)
+        policy.require(caller, "user.read", user)
         return user
 
     @blp.arguments(UserPatch)

@@ -24,6 +24,7 @@ from attendance import live, presence, watching
 from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
+from core import policy
 from core.api import SiteScreen
 from core.sockets import object_payload, payload_id, socket_principal
 from core.types import utcnow
@@ -264,7 +265,7 @@ def ping(data: Any = None) -> dict[str, Any]:
 def site_join(data: Any) -> dict[str, Any]:
     """A site screen or operator opens the room page: the site is online; join its rooms."""
     occurrence, site = _occurrence_and_site(data)
-    svc.require_operate_site(db.session, _caller(), occurrence, site)
+    policy.require(_caller(), "roll_call.mark", (occurrence, site))
     key = occurrence_id, site_id = occurrence.id, site.id
     _grant(("operate", *key))
     # End the read transaction before waiting on the writer: after this, touching an ORM
@@ -295,7 +296,7 @@ def _require_operate(data: Any) -> tuple[int, int]:
 
     def check() -> bool:
         occurrence, site = _occurrence_and_site(data)
-        svc.require_operate_site(db.session, _caller(), occurrence, site)
+        policy.require(_caller(), "roll_call.mark", (occurrence, site))
         return True
 
     _granted_or_check(("operate", occurrence_id, site_id), check)
@@ -362,7 +363,7 @@ def roll_call_mark(data: Any) -> dict[str, Any]:
 def qr_token(data: Any) -> dict[str, Any]:
     """The room screen asks for the current rotating QR code (every rotation)."""
     occurrence, site = _occurrence_and_site(data)
-    svc.require_operate_site(db.session, _caller(), occurrence, site)
+    policy.require(_caller(), "roll_call.mark", (occurrence, site))
     rotate = int(current_app.config["YUANJIAO_QR_ROTATE_SECONDS"])
     token, expires = svc.make_qr_token(current_app.config["SECRET_KEY"], occurrence.id,
                                        site.id, utcnow(), rotate)
@@ -431,7 +432,7 @@ def dashboard_join(data: Any) -> dict[str, Any]:
     """An organizer or admin in scope opens the dashboard: snapshot now, deltas later."""
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
     caller = _caller()
-    svc.require_manage_occurrence(db.session, caller, occurrence)
+    policy.require(caller, "attendance.manage", occurrence)
     scope = svc.member_scope(db.session, caller, occurrence)
     # An organizer of one organization of a joint occurrence gets the counts room:
     # the dashboard's room carries every member's name.
@@ -446,7 +447,7 @@ def dashboard_join(data: Any) -> dict[str, Any]:
 def broadcast_join(data: Any) -> dict[str, Any]:
     """The trainer's broadcast page: per-site headcounts, then deltas."""
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
-    svc.require_view_occurrence(db.session, _caller(), occurrence)
+    policy.require(_caller(), "attendance.view", occurrence)
     join_room(live.counts_room(occurrence.id))  # not the dashboard's room: no names
     snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
                         with_names=False)

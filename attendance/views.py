@@ -75,13 +75,13 @@ def _default_tz() -> str:
 
 def _viewable_occurrence(occurrence_id: int):
     occurrence = svc.get_occurrence(db.session, occurrence_id)
-    svc.require_view_occurrence(db.session, current_principal(), occurrence)
+    policy.require(current_principal(), "attendance.view", occurrence)
     return occurrence
 
 
 def _managed_occurrence(occurrence_id: int):
     occurrence = svc.get_occurrence(db.session, occurrence_id)
-    svc.require_manage_occurrence(db.session, current_api_user(), occurrence)
+    policy.require(current_api_user(), "attendance.manage", occurrence)
     return occurrence
 
 
@@ -217,7 +217,7 @@ class AttendanceEvents(MethodView):
                                   field=field, details={"fields": exc.messages}) from exc
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         site = svc.get_site(db.session, data["site_id"])
-        svc.require_operate_site(db.session, principal, occurrence, site)
+        policy.require(principal, "roll_call.mark", (occurrence, site))
         if data["member_id"] is not None:
             svc.require_check_in_scope(db.session, principal, occurrence, site,
                                        [data["member_id"]])
@@ -247,7 +247,7 @@ class LeaveRequests(MethodView):
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         user = current_api_user()
         q = select(LeaveRequest).where(LeaveRequest.occurrence_id == occurrence.id)
-        if not svc.can_manage_occurrence(db.session, user, occurrence):
+        if not policy.can(user, "attendance.manage", occurrence):
             q = q.where(LeaveRequest.member_id == svc.member_of(user).id)
         return q.order_by(LeaveRequest.id)
 
@@ -258,7 +258,7 @@ class LeaveRequests(MethodView):
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         user = current_api_user()
         member = svc.get_member(db.session, data["member_id"])
-        if not svc.can_manage_occurrence(db.session, user, occurrence) \
+        if not policy.can(user, "attendance.manage", occurrence) \
                 and svc.member_of(user).id != member.id:
             raise Forbidden("只能为本人请假")
         leave = svc.file_leave(db.session, occurrence=occurrence, member=member,
@@ -273,8 +273,7 @@ def _decide(leave_id: int, approve: bool):
         raise NotFound(f"请假申请不存在：{leave_id}")
     user = current_api_user()
     occurrence = svc.get_occurrence(db.session, leave.occurrence_id)
-    svc.require_manage_occurrence(db.session, user, occurrence)
-    svc.require_member_in_scope(db.session, user, occurrence, leave.member_id)
+    policy.require(user, "attendance.correct", (occurrence, leave.member_id))
     leave_id, occurrence_id, user_id = leave.id, leave.occurrence_id, user.id
     db.session.rollback()  # checks done: the writer decides, in its turn
 
@@ -316,8 +315,8 @@ class Corrections(MethodView):
     def post(self, data, occurrence_id: int):
         """Correct a member's status and/or minutes; a reason is required."""
         occurrence = _managed_occurrence(occurrence_id)
-        svc.require_member_in_scope(db.session, current_api_user(), occurrence,
-                                    data["member_id"])
+        policy.require(current_api_user(), "attendance.correct",
+                       (occurrence, data["member_id"]))
         occurrence_id, user_id, config = occurrence.id, current_api_user().id, _config()
         db.session.rollback()  # checks done: the writer corrects, in its turn
 
@@ -334,7 +333,7 @@ class Corrections(MethodView):
 
 def _set_lock(occurrence_id: int, locked: bool):
     occurrence = _managed_occurrence(occurrence_id)
-    svc.require_manage_whole_occurrence(db.session, current_api_user(), occurrence)
+    policy.require(current_api_user(), "attendance.lock", occurrence)
     body = request.get_json(silent=True) if request.data else {}
     if not isinstance(body, dict):
         raise ValidationError("请求体须为 JSON 对象", field="json")
@@ -430,9 +429,9 @@ def _page_occurrence(occurrence_id: int, *, manage: bool):
     occurrence = svc.get_occurrence(db.session, occurrence_id)
     user = _page_user()
     if manage:
-        svc.require_manage_occurrence(db.session, user, occurrence)
+        policy.require(user, "attendance.manage", occurrence)
     else:
-        svc.require_view_occurrence(db.session, user, occurrence)
+        policy.require(user, "attendance.view", occurrence)
     return occurrence
 
 
@@ -481,7 +480,7 @@ def screen(occurrence_id: int, site_id: int):
             raise Forbidden(_("学习点令牌无效"))
         svc.require_site_of_occurrence(db.session, occurrence, site)
     elif current_user.is_authenticated:
-        svc.require_operate_site(db.session, current_user, occurrence, site)
+        policy.require(current_user, "roll_call.mark", (occurrence, site))
         can_operate = True
     else:
         return redirect(url_for("accounts.login", next=request.full_path))
@@ -496,7 +495,7 @@ def _roll_call_site(occurrence_id: int, site_id: int):
     """The occurrence and site a logged-in user may take the roll call of (else 403)."""
     occurrence = svc.get_occurrence(db.session, occurrence_id)
     site = svc.get_site(db.session, site_id)
-    svc.require_operate_site(db.session, _page_user(), occurrence, site)
+    policy.require(_page_user(), "roll_call.mark", (occurrence, site))
     return occurrence, site
 
 

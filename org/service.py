@@ -1,10 +1,10 @@
 """The rules of the organization: org units as a tree, sites, the member roster, imports.
 
-Every function takes the db session and the acting user (`actor`); `actor=None` is a
-system action (CLI, demo seeding) with no scope check. Functions validate, change, flush;
-they never commit, never read `request`, never emit.
+Every function takes the db session and the acting principal (`actor`): a user, or
+`core.principals.SYSTEM` for the CLI and demo seeding (every check grants it).
+Functions validate, change, flush; they never commit, never read `request`, never emit.
 
-Who may do what (the scope checks live in accounts.service):
+Who may do what (the scope checks live in accounts.access and org.access):
 - admin: everything;
 - organizer: writes and reads inside his org-unit subtree;
 - trainer: reads org units and sites (to aim sessions), no members, no writes;
@@ -84,14 +84,12 @@ def _text(value: Any, field: str, *, max_length: int, required: bool = True) -> 
 
 
 def _require_writer(actor: User | None) -> None:
-    if actor is not None:
-        access.require_writer(actor)
+    access.require_writer(actor)
 
 
 def _require_manage(session: Session, actor: User | None, org_unit_id: int | None) -> None:
-    if actor is not None:
-        _require_writer(actor)
-        accounts.require_manage_org_unit(session, actor, org_unit_id)
+    _require_writer(actor)
+    accounts.require_manage_org_unit(session, actor, org_unit_id)
 
 
 def _referenced(session: Session, model: type, field: str, value: Any):
@@ -208,12 +206,11 @@ def create_org_unit(session: Session, actor: User | None, *, name: str, kind: st
     name = _text(name, "name", max_length=200)
     kind = _check_kind(kind)
     parent = _referenced(session, OrgUnit, "parent_id", parent_id)
-    if actor is not None:
-        _require_writer(actor)
-        if parent is None and not access.may_make_top_level(actor):
-            raise Forbidden("只有系统管理员可以创建顶层组织")
-        if parent is not None:
-            accounts.require_manage_org_unit(session, actor, parent.id)
+    _require_writer(actor)
+    if parent is None and not access.may_make_top_level(actor):
+        raise Forbidden("只有系统管理员可以创建顶层组织")
+    if parent is not None:
+        accounts.require_manage_org_unit(session, actor, parent.id)
     _check_placement(kind, parent)
     _check_sibling_name(session, name, parent.id if parent else None)
     unit = OrgUnit(name=name, kind=kind, parent_id=parent.id if parent else None, path="/")
@@ -257,14 +254,13 @@ def move_org_unit(session: Session, actor: User | None, org_unit_id: int,
     _require_manage(session, actor, unit.id)
     parent = _referenced(session, OrgUnit, "parent_id", new_parent_id)
     if parent is None:
-        if actor is not None and not access.may_make_top_level(actor):
+        if not access.may_make_top_level(actor):
             raise Forbidden("只有系统管理员可以把组织设为顶层")
     else:
         if parent.path.startswith(unit.path):
             raise ValidationError("不能把组织移到它自己或它的下级组织之下", field="parent_id",
                                   details={"parent_id": parent.id}, code="cycle")
-        if actor is not None:
-            accounts.require_manage_org_unit(session, actor, parent.id)
+        accounts.require_manage_org_unit(session, actor, parent.id)
     _check_placement(unit.kind, parent)
     _check_sibling_name(session, unit.name, parent.id if parent else None, exclude_id=unit.id)
     old_path = unit.path
@@ -288,7 +284,7 @@ def delete_org_unit(session: Session, actor: User | None, org_unit_id: int) -> N
     """Delete an empty unit; refuse one that still has children, sites, members or users."""
     unit = get_org_unit(session, actor, org_unit_id)
     _require_manage(session, actor, unit.id)
-    if actor is not None and access.heads_unit(actor, unit.id):
+    if access.heads_unit(actor, unit.id):
         raise Forbidden("不能删除自己负责的组织")
     counts = {
         "children": session.scalar(select(func.count()).where(OrgUnit.parent_id == unit.id)),
@@ -355,7 +351,7 @@ def sites_query(session: Session, actor: User | None, *, org_unit_id: int | None
                 active: bool | None = None) -> Select:
     """The sites `actor` may read; `org_unit_id` includes the unit's subtree."""
     query = select(Site).order_by(Site.id)
-    clause = access.site_filter(session, actor) if actor is not None else None
+    clause = access.site_filter(session, actor)
     if clause is not None:
         query = query.where(clause)
     if org_unit_id is not None:
@@ -370,7 +366,7 @@ def get_site(session: Session, actor: User | None, site_id: int) -> Site:
     site = session.get(Site, site_id)
     if site is None:
         raise NotFound(f"学习点不存在：{site_id}", details={"site_id": site_id})
-    if actor is not None and not accounts.can_view_site(session, actor, site):
+    if not accounts.can_view_site(session, actor, site):
         raise Forbidden("无权查看该学习点", details={"site_id": site_id})
     return site
 
@@ -466,7 +462,7 @@ def deactivate_site(session: Session, actor: User | None, site_id: int) -> Site:
 def issue_screen_token(session: Session, actor: User | None, site_id: int) -> tuple[Site, str]:
     """A new bearer token for a meeting-room screen of the site."""
     site = get_site(session, actor, site_id)
-    if actor is not None and not accounts.can_operate_site(session, actor, site):
+    if not accounts.can_operate_site(session, actor, site):
         raise Forbidden("无权为该学习点签发屏幕令牌", details={"site_id": site_id})
     if not site.active:
         raise Conflict("学习点已停用，不能签发屏幕令牌", details={"site_id": site_id})
@@ -478,7 +474,7 @@ def issue_screen_token(session: Session, actor: User | None, site_id: int) -> tu
 def revoke_screen_tokens(session: Session, actor: User | None, site_id: int) -> int:
     """Revoke every screen token of the site; returns how many were live."""
     site = get_site(session, actor, site_id)
-    if actor is not None and not accounts.can_operate_site(session, actor, site):
+    if not accounts.can_operate_site(session, actor, site):
         raise Forbidden("无权吊销该学习点的屏幕令牌", details={"site_id": site_id})
     count = accounts.revoke_site_tokens(session, site)
     session.flush()
@@ -494,7 +490,7 @@ def members_query(session: Session, actor: User | None, *, org_unit_id: int | No
                   status: str | None = None, q: str | None = None) -> Select:
     """Members `actor` may read, filtered; `org_unit_id` includes the unit's subtree."""
     query = select(Member).order_by(Member.id)
-    clause = access.member_filter(session, actor) if actor is not None else None
+    clause = access.member_filter(session, actor)
     if clause is not None:
         query = query.where(clause)
     if org_unit_id is not None:
@@ -547,7 +543,7 @@ def get_member(session: Session, actor: User | None, member_id: int) -> Member:
     member = session.get(Member, member_id)
     if member is None:
         raise NotFound(f"党员不存在：{member_id}", details={"member_id": member_id})
-    if actor is not None and not accounts.can_view_member(session, actor, member):
+    if not accounts.can_view_member(session, actor, member):
         raise Forbidden("无权查看该党员", details={"member_id": member_id})
     return member
 
@@ -558,7 +554,7 @@ def _home_site(session: Session, actor: User | None, site_id: Any) -> Site | Non
         return None
     if not site.active:
         raise ValidationError(f"学习点已停用：{site.name}", field="home_site_id")
-    if actor is not None and not accounts.can_view_site(session, actor, site):
+    if not accounts.can_view_site(session, actor, site):
         raise Forbidden("无权使用该学习点", details={"home_site_id": site.id})
     return site
 
@@ -638,8 +634,7 @@ class _Resolver:
     """Finds org units and sites by name (or id) once per import, within the actor's scope."""
 
     def __init__(self, session: Session, actor: User | None) -> None:
-        self.managed = (accounts.managed_org_unit_ids(session, actor)
-                        if actor is not None else None)
+        self.managed = accounts.managed_org_unit_ids(session, actor)
         self.actor = actor
         self.units = list(session.execute(select(OrgUnit.id, OrgUnit.name)))
         self.sites = list(session.execute(select(Site.id, Site.name, Site.org_unit_id,
@@ -685,7 +680,7 @@ class _Resolver:
 
 
 def import_members(session: Session, filename: str, content: bytes, *, dry_run: bool,
-                   actor: User | None = None) -> dict[str, Any]:
+                   actor: Any) -> dict[str, Any]:
     """Create or update members from an xlsx/csv file, all rows or none.
 
     Existing member numbers are updated (only the columns the file has, and only

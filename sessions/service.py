@@ -117,15 +117,13 @@ def _apply(study: StudySession, data: dict) -> None:
 def create_session(session: Session, actor: User | None, data: dict, *,
                    now: dt.datetime) -> StudySession:
     """Create a session and its occurrences; refused on a clash of site or trainer."""
-    if actor is not None:
-        policy.require(actor, "session.create", session=session)
+    policy.require(actor, "session.create", session=session)
     unknown = set(data) - set(SESSION_FIELDS)
     if unknown:
         raise ValidationError(f"未知字段：{', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     values = _validate(session, {**DEFAULTS, **data})
-    if actor is not None:
-        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
-    study = StudySession(created_by_id=actor.id if actor else None, created_at=now,
+    require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+    study = StudySession(created_by_id=actor.id, created_at=now,
                          updated_at=now, sequence=0)
     _apply(study, values)
     session.add(study)
@@ -159,8 +157,7 @@ def update_session(session: Session, actor: User | None, study: StudySession, ch
     if unknown:
         raise ValidationError(f"未知字段：{', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     values = _validate(session, {**session_values(study), **changes})
-    if actor is not None:
-        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+    require_targets_in_scope(session, actor, values["sites"], values["org_units"])
     _apply(study, values)
     study.sequence += 1
     study.updated_at = now
@@ -311,8 +308,7 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
     """
     from sessions import ical
 
-    if actor is not None:
-        policy.require(actor, "session.import", session=session)
+    policy.require(actor, "session.import", session=session)
     marker = b"BEGIN:VEVENT" if isinstance(content, bytes) else "BEGIN:VEVENT"
     count = content.upper().count(marker)
     if count > max_events:
@@ -381,7 +377,7 @@ def _imported_before(session: Session, actor: User | None, uid: str, site_ids: l
     rows = session.scalars(select(StudySession).where(StudySession.import_uid == uid)
                            .order_by(StudySession.id)).all()
     for row in rows:
-        if actor is not None and not can_edit_session(session, actor, row):
+        if not can_edit_session(session, actor, row):
             continue
         if {s.id for s in row.sites} & set(site_ids) or \
                 {u.id for u in row.org_units} & set(org_unit_ids):
@@ -393,9 +389,8 @@ def _imported_new(session: Session, actor: User | None, data: dict, uid: str,
                   now: dt.datetime) -> StudySession:
     """create_session without its conflict check (the import checks after overrides)."""
     values = _validate(session, {**DEFAULTS, **data})
-    if actor is not None:
-        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
-    study = StudySession(created_by_id=actor.id if actor else None, created_at=now,
+    require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+    study = StudySession(created_by_id=actor.id, created_at=now,
                          updated_at=now, sequence=0, import_uid=uid)
     _apply(study, values)
     session.add(study)
@@ -414,8 +409,7 @@ def _imported_update(session: Session, actor: User | None, study: StudySession, 
     """update_session without its conflict check; False when the file changes nothing."""
     require_edit(session, actor, study)
     values = _validate(session, {**session_values(study), **data})
-    if actor is not None:
-        require_targets_in_scope(session, actor, values["sites"], values["org_units"])
+    require_targets_in_scope(session, actor, values["sites"], values["org_units"])
     current = {**session_values(study), "sites": list(study.sites),
                "org_units": list(study.org_units)}
     current["exdates"] = sorted(x.astimezone(dt.UTC) for x in current["exdates"])

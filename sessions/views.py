@@ -34,7 +34,7 @@ from core.timeutil import MAX_YEAR, MIN_YEAR, in_window, zone
 from core.types import utcnow
 from extensions import csrf, db
 from sessions import recurrence, schemas, service
-from sessions.errors import ValidationError
+from sessions.errors import Forbidden, ValidationError
 from sessions.models import SESSION_KINDS, Occurrence, StudySession
 from sessions.schemas import (
     FeedUrlOut,
@@ -350,7 +350,7 @@ def revoke_calendar_url(owner: str, owner_id: int):
     kind = FEED_PATHS[owner]
     principal = current_principal()
     if isinstance(principal, SiteScreen):
-        raise service.Forbidden("学习点屏幕令牌不能重置订阅地址")
+        raise Forbidden("学习点屏幕令牌不能重置订阅地址")
     service.require_feed_access(db.session, principal, kind, owner_id, revoke=True)
     token = service.revoke_feed(db.session, kind, owner_id, secret=_secret())
     db.session.commit()

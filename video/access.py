@@ -144,9 +144,11 @@ def _live_end_connection(session: Session, principal: Any, resource: Any) -> boo
 
 
 @policy.register("site.screen", roles={"admin": "all", "organizer": "his subtree's sites",
-                                       "site_operator": "his site"},
+                                       "site_operator": "his site", "site_screen": "its site"},
                  refuse=lambda _p, site: Forbidden("无权打开该学习点屏幕",
                                                    details={"site_id": getattr(site, "id", None)}))
 def _site_screen(session: Session, principal: Any, site: Any) -> bool:
-    """Open a meeting room's screen page with a login (not a screen token)."""
-    return not isinstance(principal, SiteScreen) and can_view_site_screen(session, principal, site)
+    """Open a meeting room's screen page: its own screen (by its token), or a login."""
+    if isinstance(principal, SiteScreen):
+        return principal.site_id == site.id
+    return can_view_site_screen(session, principal, site)

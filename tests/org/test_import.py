@@ -9,6 +9,7 @@ from openpyxl import Workbook
 from sqlalchemy import func, select
 
 from core.errors import DomainError, Forbidden
+from core.principals import SYSTEM
 from org import service
 from org.errors import ImportRefused, UnsupportedFile
 from org.models import Member
@@ -42,7 +43,7 @@ def test_chinese_xlsx_creates_members(db_session, org):
         [None, None, None, None, None, None],  # blank rows are skipped
         ["钱七", 3003, org.group_a1.id, org.site_a.id, "activist", "139 0000 0000"],
     ])
-    report = service.import_members(db_session, "名册.xlsx", content, dry_run=False)
+    report = service.import_members(db_session, "名册.xlsx", content, dry_run=False, actor=SYSTEM)
     db_session.commit()
     assert report["format"] == "xlsx"
     assert (report["created"], report["updated"], report["unchanged"]) == (3, 0, 0)
@@ -65,7 +66,7 @@ def test_english_csv_with_bom(db_session, org):
         "Wang Wu,E100,第一支部,一号会议室,full,13800000000\r\n" \
         "\"Li, Si\",E101,第二支部,,probationary,\r\n"
     report = service.import_members(db_session, "members.csv", content.encode("utf-8"),
-                                    dry_run=False)
+                                    dry_run=False, actor=SYSTEM)
     assert report["created"] == 2
     li = db_session.scalar(select(Member).where(Member.member_no == "E101"))
     assert li.name == "Li, Si"
@@ -77,7 +78,7 @@ def test_gbk_csv_as_excel_saves_it(db_session, org):
                                      "13700000000"]], "gbk")
     with pytest.raises(UnicodeDecodeError):
         content.decode("utf-8")
-    report = service.import_members(db_session, "名册.csv", content, dry_run=False)
+    report = service.import_members(db_session, "名册.csv", content, dry_run=False, actor=SYSTEM)
     assert report["created"] == 1
     member = db_session.scalar(select(Member).where(Member.member_no == "G001"))
     assert member.name == "欧阳娜娜"
@@ -89,7 +90,7 @@ def test_dry_run_writes_nothing(db_session, org):
     before = count(db_session)
     content = csv_bytes([ZH_HEADER, ["王五", "A002", "第一支部", "", "正式党员", ""],
                          ["张三", "A001", "第一支部", "", "预备党员", ""]], "utf-8")
-    report = service.import_members(db_session, "m.csv", content, dry_run=True)
+    report = service.import_members(db_session, "m.csv", content, dry_run=True, actor=SYSTEM)
     db_session.commit()
     assert report["dry_run"] is True
     assert [(r["member_no"], r["action"]) for r in report["rows"]] == [
@@ -106,7 +107,7 @@ def test_update_existing_members(db_session, org):
         ["A001", "张三", "第二支部", "二号会议室", "正式党员", "13911112222"],
         ["B001", "李四", "第二支部", "", "预备党员", ""],
     ], "utf-8")
-    report = service.import_members(db_session, "m.csv", content, dry_run=False)
+    report = service.import_members(db_session, "m.csv", content, dry_run=False, actor=SYSTEM)
     db_session.commit()
     assert (report["created"], report["updated"], report["unchanged"]) == (0, 1, 1)
     changes = report["rows"][0]["changes"]
@@ -134,7 +135,7 @@ def test_bad_rows_refuse_the_whole_file(db_session, org):
         ["孙八", "A002", "第一支部", "火星会议室", "", ""],        # row 6: duplicate + site
     ])
     with pytest.raises(ImportRefused) as exc:
-        service.import_members(db_session, "m.xlsx", content, dry_run=False)
+        service.import_members(db_session, "m.xlsx", content, dry_run=False, actor=SYSTEM)
     rows = {r["row"]: r["message"] for r in exc.value.details["rows"]}
     assert set(rows) == {3, 4, 5, 6}
     assert "不存在的支部" in rows[3]
@@ -215,7 +216,7 @@ def test_out_of_scope_rows_are_refused(db_session, org):
 ])
 def test_unusable_files(db_session, org, filename, content, status, code):
     with pytest.raises(DomainError) as exc:
-        service.import_members(db_session, filename, content, dry_run=True)
+        service.import_members(db_session, filename, content, dry_run=True, actor=SYSTEM)
     assert (exc.value.status, exc.value.code) == (status, code)
     assert exc.value.message
 
@@ -258,6 +259,6 @@ def test_unsupported_file_is_its_own_error():
 def test_title_row_above_the_header(db_session, org):
     content = xlsx([["2026 年第一支部党员名册"], [], ZH_HEADER,
                     ["王五", "A002", "第一支部", "", "正式", ""]])
-    report = service.import_members(db_session, "m.xlsx", content, dry_run=True)
+    report = service.import_members(db_session, "m.xlsx", content, dry_run=True, actor=SYSTEM)
     assert report["created"] == 1
     assert report["rows"][0]["row"] == 4  # the row number a person sees in Excel
