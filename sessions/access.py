@@ -98,6 +98,8 @@ def require_targets_in_scope(session: Session, actor: User, sites: Sequence[Site
 
 
 def can_edit_session(session: Session, actor, study: StudySession) -> bool:
+    if actor is None:
+        return False
     if is_system(actor):
         return True
     if isinstance(actor, SiteScreen) or actor.role not in CREATOR_ROLES:
@@ -110,8 +112,7 @@ def can_edit_session(session: Session, actor, study: StudySession) -> bool:
 
 
 def require_edit(session: Session, actor, study: StudySession) -> None:
-    if actor is None or is_system(actor):
-        return
+    """Refuse unless `actor` may edit `study` (the system principal may; nobody may not)."""
     if not can_edit_session(session, actor, study):
         raise Forbidden("无权修改该学习安排", details={"session_id": study.id})
 

@@ -216,3 +216,17 @@ if __name__ == "__main__":  # print the table for docs/authorization.md
     for package in PACKAGES[1:]:  # each domain registers its actions on import
         importlib.import_module(f"{package}.access")
     print(policy_table(), end="")
+
+
+def test_nobody_is_not_the_system(app, db_session):
+    """`actor=None` no longer means "the system": the services refuse it; SYSTEM works."""
+    from core.errors import Forbidden
+    from org.service import create_org_unit
+    from sessions.service import create_session
+
+    with pytest.raises(Forbidden):
+        create_org_unit(db_session, None, name="无主", kind="committee")
+    with pytest.raises(Forbidden):
+        create_session(db_session, None, {"title": "x"}, now=None)
+    unit = create_org_unit(db_session, SYSTEM, name="机关党委", kind="committee")
+    assert unit.id is not None
