@@ -218,8 +218,8 @@ def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, stat
     return [Append(occurrence_id=occurrence_id, type=kind, source=source,
                    event_id=member_event_id, member_id=member_id, site_id=site_id,
                    actor_user_id=actor_user_id, client_time=client_time, queued=queued,
-                   payload=queued_payload(queued, {"walk_in": True} if walk_in else None,
-                                          clock_offset_ms))
+                   clock_offset_ms=clock_offset_ms,
+                   payload={"walk_in": True} if walk_in else None)
             for member_id, member_event_id in items]
 
 

@@ -228,7 +228,7 @@ class AttendanceEvents(MethodView):
             occurrence_id=occurrence_id, type=data["type"], source=source, event_id=event_id,
             member_id=data["member_id"], site_id=site_id, actor_user_id=actor,
             client_time=data["at"], queued=data["queued"],
-            payload=svc.queued_payload(data["queued"], None, data["clock_offset_ms"]))],
+            clock_offset_ms=data["clock_offset_ms"])],
             now=utcnow()))
         if created:
             live.publish_events([event])

@@ -52,6 +52,7 @@ from attendance.errors import (
     QrRefused,
     ValidationError,
 )
+from attendance.log import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
 from attendance.models import EVENT_TYPES, AttendanceEvent, OccurrenceReview
 from extensions import db
 
@@ -163,6 +164,8 @@ class Append:
     payload: dict | None = None
     #: Queued offline: `client_time` is the mark's own time (see service.bound_time).
     queued: bool = False
+    #: A queued mark's device clock offset (ms), kept in its payload (离线补传).
+    clock_offset_ms: Any = None
 
 
 @dataclass
@@ -517,8 +520,6 @@ class GroupWriter:
     def _check(self, conn: Connection, a: Append, req: Request, now: dt.datetime, occurrences: dict,
                members: dict, facts: dict, staged_facts: list) -> dict[str, Any]:
         """The rules of `service.record_event`, on prefetched state; returns the new row."""
-        from attendance.service import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
-
         if a.type not in EVENT_TYPES:
             raise ValidationError(f"未知事件类型：{a.type}", field="type")
         occ = occurrences.get(a.occurrence_id)
@@ -531,7 +532,7 @@ class GroupWriter:
             raise Conflict("该学习活动已取消", code="occurrence_cancelled")
         at = bound_time(occ, a.client_time, now, queued=a.queued,
                         max_delay=offline_max(self.app.config))
-        payload = queued_payload(a.queued, a.payload)
+        payload = queued_payload(a.queued, a.payload, a.clock_offset_ms)
         if a.type in MEMBER_EVENT_TYPES:
             if a.member_id is None:
                 raise ValidationError("member_id 必填", field="member_id")
