@@ -201,7 +201,7 @@ def _init_extensions(app: Flask) -> None:
     # match succeed (polling and websocket); they are never served: the Engine.IO
     # middleware answers /socket.io/ before Flask sees it.
     # Browsers ask for /favicon.ico whatever the page links: the same icon, cached a day.
-    icon = (Path(app.static_folder) / "img" / "favicon.svg").read_bytes()
+    icon = (Path(app.root_path) / "static" / "img" / "favicon.svg").read_bytes()
     app.add_url_rule("/favicon.ico", endpoint="favicon", methods=["GET"],
                      view_func=lambda: Response(icon, mimetype="image/svg+xml", headers={
                          "Cache-Control": "public, max-age=86400"}))

@@ -242,7 +242,9 @@ def principal_for_token(session: Session, token: str) -> User | SiteScreen | Non
     row = token_lookup(session, token)
     if row is None:
         return None
-    return row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+    if row.user_id is not None:
+        return row.user
+    return SiteScreen(site_id=row.site_id) if row.site_id is not None else None
 
 
 def record_token_use(connection: Connection, token_ids: Iterable[int], now: dt.datetime) -> int:

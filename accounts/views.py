@@ -92,7 +92,7 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            user = _authenticate(form.username.data, form.password.data)
+            user = _authenticate(form.username.data or "", form.password.data or "")
         except TooManyRequests as exc:
             flash(exc.message, "error")
             return render_template("accounts/login.html", form=form), 429, {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import segno
-from flask import Flask, current_app, g, request, url_for
+from flask import Flask, current_app, g, url_for
 from flask_socketio import ConnectionRefusedError, join_room
 
 from accounts.models import User
@@ -25,7 +25,7 @@ from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
 from core.api import SiteScreen
-from core.sockets import object_payload, payload_id, socket_principal
+from core.sockets import object_payload, payload_id, socket_principal, socket_sid
 from core.types import utcnow
 from extensions import db, socketio
 
@@ -163,13 +163,13 @@ _conns: dict[str, _Conn] = {}
 
 def _conn() -> _Conn:
     """This event's connection; an unknown one has no caller and keeps nothing."""
-    return _conns.get(request.sid) or _Conn("", 0)
+    return _conns.get(socket_sid()) or _Conn("", 0)
 
 
 def _in_turn(handler):
     @functools.wraps(handler)
     def run(*args: Any):
-        conn = _conns.get(request.sid)
+        conn = _conns.get(socket_sid())
         if conn is None:
             return handler(*args)
         turns = conn.turns
@@ -217,14 +217,14 @@ def connect(auth: Any = None):
         principal = socket_principal(auth)
     except DomainError as exc:
         raise ConnectionRefusedError(exc.to_dict()) from exc
-    _conns[request.sid] = (_Conn("screen", principal.site_id)
+    _conns[socket_sid()] = (_Conn("screen", principal.site_id)
                            if isinstance(principal, SiteScreen) else _Conn("user", principal.id))
     db.session.rollback()  # end the read transaction: connections are long, sessions not
 
 
 def disconnect(*_args: Any) -> None:
     """A screen leaving is logged as offline (the rules give it a grace period)."""
-    conn = _conns.pop(request.sid, None)
+    conn = _conns.pop(socket_sid(), None)
     if conn is None:
         return
     counts = _site_count()

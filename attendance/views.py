@@ -143,8 +143,9 @@ def _meta(occurrence) -> dict[str, Any]:
 
     trainer = db.session.get(User, occurrence.session.trainer_id) \
         if occurrence.session.trainer_id else None
-    sites = [db.session.get(svc.Site, sid).name
-             for sid in svc.occurrence_site_ids(db.session, occurrence)]
+    sites = [site.name for site in (db.session.get(svc.Site, sid)
+                                    for sid in svc.occurrence_site_ids(db.session, occurrence))
+             if site is not None]
     return exports.sheet_meta(occurrence, trainer.display_name or trainer.username
                               if trainer else None, sites)
 
@@ -212,7 +213,7 @@ class AttendanceEvents(MethodView):
         try:
             data = AttendanceEventIn().load(body)
         except SchemaError as exc:
-            field, msgs = next(iter(exc.messages.items()))
+            field, msgs = next(iter(exc.normalized_messages().items()))
             raise ValidationError(f"{field}: {msgs[0] if isinstance(msgs, list) else msgs}",
                                   field=field, details={"fields": exc.messages}) from exc
         occurrence = svc.get_occurrence(db.session, occurrence_id)
@@ -453,8 +454,8 @@ def dashboard(occurrence_id: int):
         Correction.occurrence_id == occurrence.id).order_by(Correction.id.desc()))
         if c.member_id in names]
     member_names, user_names = svc.names_for(
-        db.session, member_ids={x.member_id for x in [*leaves, *corrections]},
-        user_ids={c.corrected_by_id for c in corrections}
+        db.session, member_ids={x.member_id for x in leaves} | {c.member_id for c in corrections},
+        user_ids={c.corrected_by_id for c in corrections if c.corrected_by_id}
         | {x.decided_by_id for x in leaves if x.decided_by_id})
     return render_template("attendance/dashboard.html", occurrence=occurrence, rows=rows,
                            leaves=leaves, corrections=corrections,
@@ -518,7 +519,7 @@ def roll_call_state(occurrence_id: int, site_id: int):
     occurrence, site = _roll_call_site(occurrence_id, site_id)
     now = utcnow()
     snap = svc.snapshot(db.session, occurrence, config=_config(), now=now)
-    mine = next((b for b in snap["sites"] if b["site_id"] == site.id),
+    mine: dict[str, Any] = next((b for b in snap["sites"] if b["site_id"] == site.id),
                 {"expected": [], "present": []})
     response = jsonify({"occurrence_id": occurrence.id, "site_id": site.id,
                         "server_time": iso(now), "locked": snap["locked"],

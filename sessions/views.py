@@ -514,6 +514,7 @@ def _form_page(study: StudySession | None):
             study = db.session.get(StudySession, study.id) if study and study.id else None
             return render_template("sessions/form.html", values=values, errors=errors,
                                    study=study, choices=choices, kinds=SESSION_KINDS), status
+        assert study is not None  # saved above, or an error returned
         flash(_("已保存"), "ok")
         message = _changes_text(changes, study.timezone, future=False) if changes else ""
         if message:
