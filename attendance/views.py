@@ -43,6 +43,7 @@ from attendance.schemas import (
     ReviewOut,
 )
 from attendance.writer import Append, Request, Task, writer_for
+from config import settings
 from core import ratelimit
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -67,7 +68,7 @@ def _config() -> Any:
 
 
 def _default_tz() -> str:
-    return current_app.config["YUANJIAO_DEFAULT_TIMEZONE"]
+    return settings().default_timezone
 
 
 # --- API: records and exports -------------------------------------------------------------
@@ -414,7 +415,7 @@ def makeup_progress(data, task_id: int):
     duration = (recording.duration_seconds if recording and recording.duration_seconds
                 else data["duration"]) or 0.0
     svc.makeup_progress(db.session, task=task, ranges=data["ranges"], duration=duration,
-                        share=float(_config()["YUANJIAO_MAKEUP_SHARE"]),
+                        share=settings().makeup_share,
                         now=utcnow())
     db.session.commit()
     return task
@@ -684,7 +685,7 @@ def checkin(token: str):
     from flask_wtf.csrf import validate_csrf
 
     config = _config()
-    rotate = int(config["YUANJIAO_QR_ROTATE_SECONDS"])
+    rotate = settings().qr_rotate_seconds
     code = None
     try:
         member = svc.member_of(current_user)
@@ -725,7 +726,7 @@ def makeup_list():
     member = svc.member_of(_page_user())
     tasks = svc.makeup_tasks_of_member(db.session, member, config=_config(), now=utcnow())
     db.session.commit()
-    share = float(_config()["YUANJIAO_MAKEUP_SHARE"])
+    share = settings().makeup_share
     items = []
     for task in tasks:
         occurrence = svc.get_occurrence(db.session, task.occurrence_id)
@@ -750,7 +751,7 @@ def makeup_play(task_id: int):
     occurrence = svc.get_occurrence(db.session, task.occurrence_id)
     return render_template("attendance/makeup_play.html", task=task, recording=recording,
                            occurrence=occurrence,
-                           share=float(_config()["YUANJIAO_MAKEUP_SHARE"]))
+                           share=settings().makeup_share)
 
 
 @pages.route("/attendance/<int:occurrence_id>/snapshot.json")
