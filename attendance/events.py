@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import segno
-from flask import Flask, current_app, g, request, url_for
+from flask import Flask, current_app, g, url_for
 from flask_socketio import ConnectionRefusedError, join_room
 
 from accounts.models import User
@@ -24,8 +24,9 @@ from attendance import live, presence, watching
 from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
+from config import settings
 from core.api import SiteScreen
-from core.sockets import object_payload, payload_id, socket_principal
+from core.sockets import object_payload, payload_id, socket_principal, socket_sid
 from core.types import utcnow
 from extensions import db, socketio
 
@@ -50,7 +51,7 @@ def _site_count() -> presence.LocalSiteCounts | presence.RedisSiteCounts:
 
 
 def _auth_ttl() -> float:
-    return float(current_app.config["YUANJIAO_ATTENDANCE_AUTH_TTL"])
+    return float(settings().attendance_auth_ttl)
 
 
 def _granted_value(key: tuple) -> tuple[bool, Any]:
@@ -163,13 +164,13 @@ _conns: dict[str, _Conn] = {}
 
 def _conn() -> _Conn:
     """This event's connection; an unknown one has no caller and keeps nothing."""
-    return _conns.get(request.sid) or _Conn("", 0)
+    return _conns.get(socket_sid()) or _Conn("", 0)
 
 
 def _in_turn(handler):
     @functools.wraps(handler)
     def run(*args: Any):
-        conn = _conns.get(request.sid)
+        conn = _conns.get(socket_sid())
         if conn is None:
             return handler(*args)
         turns = conn.turns
@@ -217,14 +218,14 @@ def connect(auth: Any = None):
         principal = socket_principal(auth)
     except DomainError as exc:
         raise ConnectionRefusedError(exc.to_dict()) from exc
-    _conns[request.sid] = (_Conn("screen", principal.site_id)
+    _conns[socket_sid()] = (_Conn("screen", principal.site_id)
                            if isinstance(principal, SiteScreen) else _Conn("user", principal.id))
     db.session.rollback()  # end the read transaction: connections are long, sessions not
 
 
 def disconnect(*_args: Any) -> None:
     """A screen leaving is logged as offline (the rules give it a grace period)."""
-    conn = _conns.pop(request.sid, None)
+    conn = _conns.pop(socket_sid(), None)
     if conn is None:
         return
     counts = _site_count()
@@ -363,7 +364,7 @@ def qr_token(data: Any) -> dict[str, Any]:
     """The room screen asks for the current rotating QR code (every rotation)."""
     occurrence, site = _occurrence_and_site(data)
     svc.require_operate_site(db.session, _caller(), occurrence, site)
-    rotate = int(current_app.config["YUANJIAO_QR_ROTATE_SECONDS"])
+    rotate = settings().qr_rotate_seconds
     token, expires = svc.make_qr_token(current_app.config["SECRET_KEY"], occurrence.id,
                                        site.id, utcnow(), rotate)
     url = url_for("attendance_pages.checkin", token=token, _external=True)
@@ -394,7 +395,7 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
         db.session.rollback()
         viewing.add(occurrence_id)
     seen = watching.watching()
-    if kind != "viewer_leave" and current_app.config["YUANJIAO_VIEWER_REQUIRES_MEDIA"] \
+    if kind != "viewer_leave" and settings().viewer_requires_media \
             and not seen.holds(occurrence_id, member_id):
         raise Conflict("未检测到您的直播画面连接：请先打开直播画面，画面播放后才计入学习时长",
                        code="no_media_session", details={"occurrence_id": occurrence_id})

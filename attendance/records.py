@@ -235,7 +235,8 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
             per_site[key] = {"site_id": key, "name": site.name if site else "个人在线/其他",
                              "online": key in online, "expected": [], "present": [],
                              "offline_periods": [[a.isoformat(), b.isoformat()]
-                                                 for a, b in offline.get(key, [])]}
+                                                 for a, b in (offline.get(key, [])
+                                                              if key is not None else [])]}
         return per_site[key]
 
     for sid in site_ids:
@@ -251,8 +252,8 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     for mid in expected:
         m = members.get(mid)
         bucket(m.home_site_id if m else None)["expected"].append(person(mid))
-    for mid, sid in here.items():
-        bucket(sid)["present"].append(person(mid, sid))
+    for mid, at_site in here.items():
+        bucket(at_site)["present"].append(person(mid, at_site))
     sites_out = []
     for b in per_site.values():
         b["expected_count"] = len(b["expected"])

@@ -111,8 +111,9 @@ def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
     totals = member_totals(session, occs, config=config, now=now, member_filter=set(members))
     units = {u.id: u for u in session.scalars(select(OrgUnit).where(
         OrgUnit.id.in_({m.org_unit_id for m in members.values()})))}
-    per_member, per_unit = [], defaultdict(lambda: {"expected": 0, "attended": 0,
-                                                    "excused": 0, "members": 0})
+    per_member: list[dict[str, Any]] = []
+    per_unit: defaultdict[int, dict[str, float]] = defaultdict(
+        lambda: {"expected": 0, "attended": 0, "excused": 0, "members": 0})
     for mid, t in sorted(totals.items(), key=lambda kv: members[kv[0]].member_no):
         m = members[mid]
         per_member.append({"member": m, "unit": units.get(m.org_unit_id), **t,

@@ -35,10 +35,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, current_app
-from sqlalchemy import Connection, insert, select, text
+from flask import Flask
+from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,6 +54,7 @@ from attendance.errors import (
 )
 from attendance.log import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
 from attendance.models import EVENT_TYPES, AttendanceEvent, OccurrenceReview
+from core.appctx import app_object
 from extensions import db
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ ANALYZE_FROM = 1000
 IDLE_SECONDS = 30.0
 #: Namespace of the PostgreSQL advisory locks (first key of the two-key form): "YJAT".
 ADVISORY_CLASS = 0x594A4154 - (1 << 32) if 0x594A4154 >= (1 << 31) else 0x594A4154
-EVENTS = AttendanceEvent.__table__
+EVENTS = cast(Table, AttendanceEvent.__table__)
 OPENING_OR_CLOSING = tuple(R.OPENING | {"check_out"})
 
 
@@ -219,7 +220,7 @@ class GroupWriter:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[Request | Task] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._last_time: dt.datetime | None = None
@@ -258,7 +259,7 @@ class GroupWriter:
 
     def run(self, task: Task, timeout: float = WAIT_SECONDS) -> Any:
         """Submit a task and wait until it is committed; raises its DomainError."""
-        self.queue.put(task)  # type: ignore[arg-type]
+        self.queue.put(task)
         self._ensure_thread()
         try:
             return task.future.result(timeout)
@@ -281,6 +282,7 @@ class GroupWriter:
         with self.app.app_context():
             engine = db.engine
         while True:
+            first: Request | Task
             if self._held is not None:
                 first, self._held = self._held, None
             else:
@@ -642,7 +644,7 @@ def _open_facts(conn: Connection, pairs: set[tuple[int, int]]
 
 def writer_for(app: Flask | None = None) -> GroupWriter:
     """The app's writer, created on first use (never at import)."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app or app_object()
     writer = app.extensions.get("attendance_writer")
     if writer is None:
         with _create_lock:
