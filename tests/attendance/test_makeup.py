@@ -6,6 +6,7 @@ import datetime as dt
 
 from attendance import service as svc
 from attendance.models import MakeupTask
+from config import settings
 from core.types import utcnow
 from tests.attendance.conftest import login
 
@@ -42,13 +43,13 @@ def test_absentees_get_makeup_tasks_when_a_recording_exists(db_session, scene, a
     now = occ.ends_at + dt.timedelta(minutes=1)
     svc.record_event(db_session, occurrence=occ, type="check_in", source="t", event_id="1",
                      now=occ.starts_at, member_id=scene.members[0].id, site_id=scene.site_a.id)
-    assert svc.ensure_makeup_tasks(db_session, occ, config=app.config, now=now) == []
+    assert svc.ensure_makeup_tasks(db_session, occ, config=settings(app), now=now) == []
     db_session.add(Recording(occurrence_id=occ.id, path="r.webm", status="complete",
                              duration_seconds=3600))
     db_session.flush()
-    tasks = svc.ensure_makeup_tasks(db_session, occ, config=app.config, now=now)
+    tasks = svc.ensure_makeup_tasks(db_session, occ, config=settings(app), now=now)
     assert sorted(t.member_id for t in tasks) == sorted(m.id for m in scene.members[1:])
-    mine = svc.makeup_tasks_of_member(db_session, scene.members[1], config=app.config, now=now)
+    mine = svc.makeup_tasks_of_member(db_session, scene.members[1], config=settings(app), now=now)
     assert [t.occurrence_id for t in mine] == [occ.id]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from config import settings
 from core.types import utcnow
 from tests.attendance.conftest import body, events_url
 
@@ -52,7 +53,7 @@ def test_counters_records_exports_and_dashboard_come_from_one_derivation(
     assert rows == {scene.members[0].id: "present", scene.members[1].id: "excused",
                     scene.members[2].id: "present", scene.members[3].id: "not_arrived"}
     occurrence = service.get_occurrence(db_session, occ)
-    snap = service.snapshot(db_session, occurrence, config=app.config, now=utcnow())
+    snap = service.snapshot(db_session, occurrence, config=settings(app), now=utcnow())
     assert (snap["attended_count"], snap["excused_count"], snap["present_count"]) == (2, 1, 1)
     assert {int(k): v for k, v in snap["statuses"].items()} == rows
     sheet = client.get(f"/api/v1/occurrences/{occ}/attendance.csv", headers=org)

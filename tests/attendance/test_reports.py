@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from attendance import service as svc
+from config import settings
 from tests.attendance.conftest import login
 
 
@@ -16,13 +17,13 @@ def test_report_and_ledger(db_session, scene, app):
                      now=occ.starts_at, member_id=scene.members[0].id, site_id=scene.site_a.id)
     data = svc.report(db_session, unit_id=scene.unit.id, unit_ids=None,
                       start=occ.starts_at - dt.timedelta(days=1),
-                      end=occ.starts_at + dt.timedelta(days=1), config=app.config, now=now)
+                      end=occ.starts_at + dt.timedelta(days=1), config=settings(app), now=now)
     per_member = {r["member"].id: r for r in data["members"]}
     assert per_member[scene.members[0].id]["rate"] == 1.0
     assert per_member[scene.members[1].id]["rate"] == 0.0
     assert data["branches"][0]["rate"] == 0.25
     ledger = svc.ledger(db_session, year=occ.starts_at.year, unit_ids=[scene.unit.id],
-                        config=app.config, now=now, tz="UTC")
+                        config=settings(app), now=now, tz="UTC")
     hours = {r["member"].id: r for r in ledger["rows"]}
     assert hours[scene.members[0].id]["live_hours"] == 1.0
     assert hours[scene.members[0].id]["short"] is True
