@@ -283,7 +283,7 @@ def site_join(data: Any) -> dict[str, Any]:
     if online:
         live.publish_site_status(occurrence_id, site_id, True)
     occurrence = svc.get_occurrence(db.session, occurrence_id)
-    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow())
+    snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow())
     db.session.rollback()
     mine = next((s for s in snap["sites"] if s["site_id"] == site_id), None)
     return {"ok": True, "occurrence_id": occurrence_id, "site": mine,
@@ -400,7 +400,7 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
         raise Conflict("未检测到您的直播画面连接：请先打开直播画面，画面播放后才计入学习时长",
                        code="no_media_session", details={"occurrence_id": occurrence_id})
     if kind == "viewer_heartbeat" and not seen.due(
-            occurrence_id, member_id, watching.coalesce_seconds(current_app.config)):
+            occurrence_id, member_id, watching.coalesce_seconds(settings())):
         return {"ok": True, "stored": False, "coalesced": True}
     [(event, created)] = _append(Request([Append(
         occurrence_id=occurrence_id, type=kind, source=f"viewer:member:{member_id}",
@@ -438,7 +438,7 @@ def dashboard_join(data: Any) -> dict[str, Any]:
     # the dashboard's room carries every member's name.
     join_room(live.occurrence_room(occurrence.id) if scope is None
               else live.counts_room(occurrence.id))
-    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
+    snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow(),
                         name_visible=scope)
     db.session.rollback()
     return {"ok": True, "snapshot": snap}
@@ -449,7 +449,7 @@ def broadcast_join(data: Any) -> dict[str, Any]:
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
     svc.require_view_occurrence(db.session, _caller(), occurrence)
     join_room(live.counts_room(occurrence.id))  # not the dashboard's room: no names
-    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
+    snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow(),
                         with_names=False)
     db.session.rollback()
     return {"ok": True, "snapshot": snap}

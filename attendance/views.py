@@ -43,7 +43,7 @@ from attendance.schemas import (
     ReviewOut,
 )
 from attendance.writer import Append, Request, Task, writer_for
-from config import settings
+from config import Settings, settings
 from core import ratelimit
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -63,8 +63,8 @@ def init_app(app: Flask) -> None:
     csrf.exempt(blp)
 
 
-def _config() -> Any:
-    return current_app.config
+def _config() -> Settings:
+    return settings()
 
 
 def _default_tz() -> str:
@@ -684,7 +684,7 @@ def checkin(token: str):
     """The member's phone, from the room screen's QR: confirm, then check in."""
     from flask_wtf.csrf import validate_csrf
 
-    config = _config()
+    config = current_app.config
     rotate = settings().qr_rotate_seconds
     code = None
     try:

@@ -54,6 +54,7 @@ from attendance.errors import (
 )
 from attendance.log import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
 from attendance.models import EVENT_TYPES, AttendanceEvent, OccurrenceReview
+from config import settings
 from core.appctx import app_object
 from extensions import db
 
@@ -533,7 +534,7 @@ class GroupWriter:
         if occ.status == "cancelled":
             raise Conflict("该学习活动已取消", code="occurrence_cancelled")
         at = bound_time(occ, a.client_time, now, queued=a.queued,
-                        max_delay=offline_max(self.app.config))
+                        max_delay=offline_max(settings(self.app)))
         payload = queued_payload(a.queued, a.payload, a.clock_offset_ms)
         if a.type in MEMBER_EVENT_TYPES:
             if a.member_id is None:
