@@ -12,16 +12,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from accounts.errors import Forbidden
-from accounts.models import ROLES
+from accounts.models import ROLES, User
 from core import policy
-from core.principals import SiteScreen, is_system
+from core.principals import SiteScreen, SystemPrincipal, is_system
 from org.models import Member, OrgUnit, Site
+
+#: Who acts in a service that changes data: a user, or the system (jobs, CLI, seeding).
+Actor: TypeAlias = User | SystemPrincipal
 
 
 def is_screen(principal: Any) -> bool:

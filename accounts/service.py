@@ -36,6 +36,7 @@ from accounts.access import (  # noqa: F401  (re-exported: the scopes live in ac
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from accounts.models import ROLES, ApiToken, AuditEntry, User, new_session_token
 from accounts.passwords import MIN_LENGTH, check_new_password
+from config import Settings
 from core import policy
 from core.principals import SiteScreen, is_system
 from core.types import utcnow
@@ -43,8 +44,8 @@ from org.models import Member, OrgUnit, Site
 
 MIN_PASSWORD_LENGTH = MIN_LENGTH
 log = logging.getLogger(__name__)
-#: Days a user's API token stays valid (YUANJIAO_TOKEN_DAYS overrides it per app).
-TOKEN_DAYS = 90
+#: Days a user's API token stays valid (the app's `settings().token_days` is passed).
+TOKEN_DAYS = Settings().token_days
 
 
 def hash_token(token: str) -> str:
@@ -256,7 +257,9 @@ def principal_for_token(session: Session, token: str) -> User | SiteScreen | Non
     row = token_lookup(session, token)
     if row is None:
         return None
-    return row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+    if row.user_id is not None:
+        return row.user
+    return SiteScreen(site_id=row.site_id) if row.site_id is not None else None
 
 
 def record_token_use(connection: Connection, token_ids: Iterable[int], now: dt.datetime) -> int:

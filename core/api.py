@@ -63,7 +63,7 @@ def http_error_payload(error: HTTPException) -> dict[str, Any]:
 class Api(SmorestApi):
     """flask-smorest's Api, answering API errors in our format and leaving pages alone."""
 
-    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException):
         if not is_api_request():
             return error
         # Keep werkzeug's own headers (a 405's `Allow`), not its HTML content type.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app
 
@@ -60,7 +60,8 @@ class RedisStore:
     def recent(self, key: str, now: float, window: float) -> list[float]:
         name = self.prefix + key
         self.redis.zremrangebyscore(name, 0, now - window)
-        return [score for _member, score in self.redis.zrange(name, 0, -1, withscores=True)]
+        rows = cast(list[tuple[bytes, float]], self.redis.zrange(name, 0, -1, withscores=True))
+        return [score for _member, score in rows]
 
     def add(self, key: str, now: float, window: float) -> None:
         name = self.prefix + key

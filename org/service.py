@@ -24,7 +24,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from accounts import service as accounts
-from accounts.models import User
+from accounts.access import Actor
 from core.timeutil import DEFAULT_TZ
 from org import access, importer
 from org.access import WRITER_ROLES, visible_org_unit_ids  # noqa: F401  (re-exported)
@@ -83,11 +83,11 @@ def _text(value: Any, field: str, *, max_length: int, required: bool = True) -> 
     return value
 
 
-def _require_writer(actor: User | None) -> None:
+def _require_writer(actor: Actor) -> None:
     access.require_writer(actor)
 
 
-def _require_manage(session: Session, actor: User | None, org_unit_id: int | None) -> None:
+def _require_manage(session: Session, actor: Actor, org_unit_id: int | None) -> None:
     _require_writer(actor)
     accounts.require_manage_org_unit(session, actor, org_unit_id)
 
@@ -143,7 +143,7 @@ def _status(value: Any) -> str:
 # --- org units -------------------------------------------------------------------------
 
 
-def org_units_query(session: Session, actor: User | None, *,
+def org_units_query(session: Session, actor: Actor, *,
                     parent_id: int | None = None, kind: str | None = None) -> Select:
     """The org units `actor` may read, by id."""
     query = select(OrgUnit).order_by(OrgUnit.id)
@@ -157,7 +157,7 @@ def org_units_query(session: Session, actor: User | None, *,
     return query
 
 
-def get_org_unit(session: Session, actor: User | None, org_unit_id: int) -> OrgUnit:
+def get_org_unit(session: Session, actor: Actor, org_unit_id: int) -> OrgUnit:
     """An org unit `actor` may read: 404 when missing, 403 when out of scope."""
     unit = session.get(OrgUnit, org_unit_id)
     if unit is None:
@@ -200,7 +200,7 @@ def _check_sibling_name(session: Session, name: str, parent_id: int | None,
         raise Conflict(f"同一上级组织下已有同名组织：{name}", details={"field": "name"})
 
 
-def create_org_unit(session: Session, actor: User | None, *, name: str, kind: str,
+def create_org_unit(session: Session, actor: Actor, *, name: str, kind: str,
                     parent_id: int | None = None) -> OrgUnit:
     """Create a unit under `parent_id` (None: a root, admins only) and set its path."""
     name = _text(name, "name", max_length=200)
@@ -222,7 +222,7 @@ def create_org_unit(session: Session, actor: User | None, *, name: str, kind: st
     return unit
 
 
-def update_org_unit(session: Session, actor: User | None, org_unit_id: int, *,
+def update_org_unit(session: Session, actor: Actor, org_unit_id: int, *,
                     name: Any = UNSET, kind: Any = UNSET, parent_id: Any = UNSET) -> OrgUnit:
     """Rename, change the kind of, or move (`parent_id`) a unit."""
     unit = get_org_unit(session, actor, org_unit_id)
@@ -247,7 +247,7 @@ def update_org_unit(session: Session, actor: User | None, org_unit_id: int, *,
     return unit
 
 
-def move_org_unit(session: Session, actor: User | None, org_unit_id: int,
+def move_org_unit(session: Session, actor: Actor, org_unit_id: int,
                   new_parent_id: int | None) -> OrgUnit:
     """Hang a unit (and its whole subtree) under another parent, rewriting their paths."""
     unit = get_org_unit(session, actor, org_unit_id)
@@ -280,7 +280,7 @@ def move_org_unit(session: Session, actor: User | None, org_unit_id: int,
 _REFERENCE_LABELS = {"users": "用户", "session_org_units": "学习安排"}
 
 
-def delete_org_unit(session: Session, actor: User | None, org_unit_id: int) -> None:
+def delete_org_unit(session: Session, actor: Actor, org_unit_id: int) -> None:
     """Delete an empty unit; refuse one that still has children, sites, members or users."""
     unit = get_org_unit(session, actor, org_unit_id)
     _require_manage(session, actor, unit.id)
@@ -318,7 +318,7 @@ def delete_org_unit(session: Session, actor: User | None, org_unit_id: int) -> N
     log.info("org unit %s deleted", org_unit_id)
 
 
-def org_tree(session: Session, actor: User | None) -> list[dict[str, Any]]:
+def org_tree(session: Session, actor: Actor) -> list[dict[str, Any]]:
     """The units `actor` may read as nested dicts `{unit, depth, children}`, by name."""
     units = list(session.scalars(org_units_query(session, actor)))
     by_parent: dict[int | None, list[OrgUnit]] = {}
@@ -347,7 +347,7 @@ def flatten_tree(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- sites -----------------------------------------------------------------------------
 
 
-def sites_query(session: Session, actor: User | None, *, org_unit_id: int | None = None,
+def sites_query(session: Session, actor: Actor, *, org_unit_id: int | None = None,
                 active: bool | None = None) -> Select:
     """The sites `actor` may read; `org_unit_id` includes the unit's subtree."""
     query = select(Site).order_by(Site.id)
@@ -361,7 +361,7 @@ def sites_query(session: Session, actor: User | None, *, org_unit_id: int | None
     return query
 
 
-def get_site(session: Session, actor: User | None, site_id: int) -> Site:
+def get_site(session: Session, actor: Actor, site_id: int) -> Site:
     """A site `actor` may read: 404 when missing, 403 when out of scope."""
     site = session.get(Site, site_id)
     if site is None:
@@ -392,7 +392,7 @@ def checkin_networks_value(value: Any) -> str:
     return "\n".join(dict.fromkeys(out))
 
 
-def create_site(session: Session, actor: User | None, *, name: str, org_unit_id: int,
+def create_site(session: Session, actor: Actor, *, name: str, org_unit_id: int,
                 timezone: str | None = DEFAULT_TZ, location: str | None = "",
                 capacity: int | None = None, checkin_networks: Any = "",
                 checkin_code_required: Any = False) -> Site:
@@ -415,7 +415,7 @@ def create_site(session: Session, actor: User | None, *, name: str, org_unit_id:
     return site
 
 
-def update_site(session: Session, actor: User | None, site_id: int, *, name: Any = UNSET,
+def update_site(session: Session, actor: Actor, site_id: int, *, name: Any = UNSET,
                 org_unit_id: Any = UNSET, timezone: Any = UNSET, location: Any = UNSET,
                 capacity: Any = UNSET, active: Any = UNSET, checkin_networks: Any = UNSET,
                 checkin_code_required: Any = UNSET) -> Site:
@@ -451,7 +451,7 @@ def update_site(session: Session, actor: User | None, site_id: int, *, name: Any
     return site
 
 
-def deactivate_site(session: Session, actor: User | None, site_id: int) -> Site:
+def deactivate_site(session: Session, actor: Actor, site_id: int) -> Site:
     """Retire a meeting room: kept for history, its screen tokens revoked."""
     site = update_site(session, actor, site_id, active=False)
     accounts.revoke_site_tokens(session, site)
@@ -459,7 +459,7 @@ def deactivate_site(session: Session, actor: User | None, site_id: int) -> Site:
     return site
 
 
-def issue_screen_token(session: Session, actor: User | None, site_id: int) -> tuple[Site, str]:
+def issue_screen_token(session: Session, actor: Actor, site_id: int) -> tuple[Site, str]:
     """A new bearer token for a meeting-room screen of the site."""
     site = get_site(session, actor, site_id)
     if not accounts.can_operate_site(session, actor, site):
@@ -471,7 +471,7 @@ def issue_screen_token(session: Session, actor: User | None, site_id: int) -> tu
     return site, token
 
 
-def revoke_screen_tokens(session: Session, actor: User | None, site_id: int) -> int:
+def revoke_screen_tokens(session: Session, actor: Actor, site_id: int) -> int:
     """Revoke every screen token of the site; returns how many were live."""
     site = get_site(session, actor, site_id)
     if not accounts.can_operate_site(session, actor, site):
@@ -485,7 +485,7 @@ def revoke_screen_tokens(session: Session, actor: User | None, site_id: int) -> 
 # --- members ---------------------------------------------------------------------------
 
 
-def members_query(session: Session, actor: User | None, *, org_unit_id: int | None = None,
+def members_query(session: Session, actor: Actor, *, org_unit_id: int | None = None,
                   site_id: int | None = None, category: str | None = None,
                   status: str | None = None, q: str | None = None) -> Select:
     """Members `actor` may read, filtered; `org_unit_id` includes the unit's subtree."""
@@ -538,7 +538,7 @@ def walk_in_candidates(session: Session, site: Site, q: str, *, limit: int = 20
         .order_by(Member.name, Member.id).limit(limit)))
 
 
-def get_member(session: Session, actor: User | None, member_id: int) -> Member:
+def get_member(session: Session, actor: Actor, member_id: int) -> Member:
     """A member `actor` may read: 404 when missing, 403 when out of scope."""
     member = session.get(Member, member_id)
     if member is None:
@@ -548,7 +548,7 @@ def get_member(session: Session, actor: User | None, member_id: int) -> Member:
     return member
 
 
-def _home_site(session: Session, actor: User | None, site_id: Any) -> Site | None:
+def _home_site(session: Session, actor: Actor, site_id: Any) -> Site | None:
     site = _referenced(session, Site, "home_site_id", site_id)
     if site is None:
         return None
@@ -567,7 +567,7 @@ def _check_member_no(session: Session, member_no: str, exclude_id: int | None = 
         raise Conflict(f"党员编号已存在：{member_no}", details={"field": "member_no"})
 
 
-def create_member(session: Session, actor: User | None, *, name: str, member_no: str,
+def create_member(session: Session, actor: Actor, *, name: str, member_no: str,
                   org_unit_id: int, home_site_id: int | None = None, category: str = "full",
                   phone: str | None = "") -> Member:
     """Add a member to the roster of an org unit the actor manages."""
@@ -588,7 +588,7 @@ def create_member(session: Session, actor: User | None, *, name: str, member_no:
     return member
 
 
-def update_member(session: Session, actor: User | None, member_id: int, *, name: Any = UNSET,
+def update_member(session: Session, actor: Actor, member_id: int, *, name: Any = UNSET,
                   member_no: Any = UNSET, org_unit_id: Any = UNSET, home_site_id: Any = UNSET,
                   category: Any = UNSET, phone: Any = UNSET, status: Any = UNSET) -> Member:
     """Change a member; `status="transferred"` records a transfer out (转出)."""
@@ -620,7 +620,7 @@ def update_member(session: Session, actor: User | None, member_id: int, *, name:
     return member
 
 
-def transfer_member(session: Session, actor: User | None, member_id: int) -> Member:
+def transfer_member(session: Session, actor: Actor, member_id: int) -> Member:
     """Transfer a member out: kept with his history, no longer expected at sessions."""
     return update_member(session, actor, member_id, status="transferred")
 
@@ -633,7 +633,7 @@ _IMPORT_FIELDS = ("name", "org_unit_id", "home_site_id", "category", "phone")
 class _Resolver:
     """Finds org units and sites by name (or id) once per import, within the actor's scope."""
 
-    def __init__(self, session: Session, actor: User | None) -> None:
+    def __init__(self, session: Session, actor: Actor) -> None:
         self.managed = accounts.managed_org_unit_ids(session, actor)
         self.actor = actor
         self.units = list(session.execute(select(OrgUnit.id, OrgUnit.name)))
@@ -695,8 +695,8 @@ def import_members(session: Session, filename: str, content: bytes, *, dry_run: 
     existing: dict[str, Member] = {}
     for start in range(0, len(numbers), 500):
         chunk = numbers[start:start + 500]
-        for member in session.scalars(select(Member).where(Member.member_no.in_(chunk))):
-            existing[member.member_no] = member
+        for found in session.scalars(select(Member).where(Member.member_no.in_(chunk))):
+            existing[found.member_no] = found
 
     errors: list[dict[str, Any]] = []
     plans: list[dict[str, Any]] = []

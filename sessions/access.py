@@ -70,9 +70,9 @@ def can_view_session(session: Session, principal, study: StudySession) -> bool:
     clause = visible_sessions_filter(session, principal)
     if clause is None:
         return True
-    return session.scalar(
+    return (session.scalar(
         select(func.count()).select_from(StudySession).where(StudySession.id == study.id, clause)
-    ) > 0
+    ) or 0) > 0
 
 
 def require_view(session: Session, principal, study: StudySession) -> None:
@@ -81,7 +81,7 @@ def require_view(session: Session, principal, study: StudySession) -> None:
         raise Forbidden("无权查看该学习安排", details={"session_id": study.id})
 
 
-def require_targets_in_scope(session: Session, actor: User, sites: Sequence[Site],
+def require_targets_in_scope(session: Session, actor: Any, sites: Sequence[Site],
                              units: Sequence[OrgUnit]) -> None:
     """An organizer may aim a session only at units and sites inside his subtree."""
     if is_system(actor) or actor.role == "admin":
@@ -139,7 +139,7 @@ def _feed_owner(session: Session, kind: str, owner_id: int):
     if model is None:
         raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
     owner = session.get(model, owner_id)
-    if owner is None or (kind == "trainer" and owner.role not in TRAINER_ROLES):
+    if owner is None or (isinstance(owner, User) and owner.role not in TRAINER_ROLES):
         raise NotFound(f"订阅对象不存在：{kind} {owner_id}")
     return owner
 

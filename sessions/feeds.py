@@ -73,8 +73,8 @@ def _feed_row(session: Session, kind: str, owner_id: int) -> CalendarFeed:
             with session.begin_nested():
                 session.flush()
         except IntegrityError:  # created concurrently by another request
-            row = session.scalar(select(CalendarFeed).where(
-                CalendarFeed.owner_kind == kind, CalendarFeed.owner_id == owner_id))
+            row = session.scalars(select(CalendarFeed).where(
+                CalendarFeed.owner_kind == kind, CalendarFeed.owner_id == owner_id)).one()
     return row
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from accounts.access import Actor
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
 from core import policy
@@ -114,7 +115,7 @@ def _apply(study: StudySession, data: dict) -> None:
     study.org_units = list(data["org_units"])
 
 
-def create_session(session: Session, actor: User | None, data: dict, *,
+def create_session(session: Session, actor: Actor, data: dict, *,
                    now: dt.datetime) -> StudySession:
     """Create a session and its occurrences; refused on a clash of site or trainer."""
     policy.require(actor, "session.create", session=session)
@@ -148,7 +149,7 @@ def session_values(study: StudySession) -> dict:
     }
 
 
-def update_session(session: Session, actor: User | None, study: StudySession, changes: dict, *,
+def update_session(session: Session, actor: Actor, study: StudySession, changes: dict, *,
                    now: dt.datetime) -> StudySession:
     """Edit a series: future free occurrences follow the new rule; past, moved, cancelled
     and attended ones stay as they are. SEQUENCE is raised."""
@@ -167,7 +168,7 @@ def update_session(session: Session, actor: User | None, study: StudySession, ch
     return study
 
 
-def delete_session(session: Session, actor: User | None, study: StudySession, *,
+def delete_session(session: Session, actor: Actor, study: StudySession, *,
                    now: dt.datetime) -> None:
     """Delete a session with its occurrences; refused (409, nothing deleted) once any has
     attendance."""
@@ -204,7 +205,7 @@ def occurrence_changes(before: dict[int, dt.datetime], after: dict[int, dt.datet
             "added": sum(1 for k in after if k not in before)}
 
 
-def _edit_changes(session: Session, actor: User | None, study: StudySession, data: dict,
+def _edit_changes(session: Session, actor: Actor, study: StudySession, data: dict,
                   now: dt.datetime) -> dict[str, Any] | None:
     """`occurrence_changes` of an edit, tried in a savepoint and rolled back."""
     before = upcoming_starts(study, now)
@@ -220,7 +221,7 @@ def _edit_changes(session: Session, actor: User | None, study: StudySession, dat
     return occurrence_changes(before, after)
 
 
-def preview(session: Session, actor: User | None, data: dict, *, now: dt.datetime,
+def preview(session: Session, actor: Actor, data: dict, *, now: dt.datetime,
             session_id: int | None = None, count: int = 10) -> dict:
     """What a session form would create: the next starts and any clash; changes nothing."""
     base = session_values(get_session(session, session_id)) if session_id else dict(DEFAULTS)
@@ -251,7 +252,7 @@ def preview(session: Session, actor: User | None, data: dict, *, now: dt.datetim
 # --- single occurrences --------------------------------------------------------------------------
 
 
-def update_occurrence(session: Session, actor: User | None, occ: Occurrence, *,
+def update_occurrence(session: Session, actor: Actor, occ: Occurrence, *,
                       starts_at: dt.datetime | None = None, status: str | None = None,
                       now: dt.datetime) -> Occurrence:
     """Move one occurrence (id and original start kept) and/or cancel or restore it."""
@@ -288,7 +289,7 @@ def update_occurrence(session: Session, actor: User | None, occ: Occurrence, *,
 MAX_IMPORT_EVENTS = 2000
 
 
-def import_ics(session: Session, actor: User | None, content: bytes | str, *,
+def import_ics(session: Session, actor: Actor, content: bytes | str, *,
                site_ids: list[int], org_unit_ids: list[int], trainer_id: int | None = None,
                now: dt.datetime, max_events: int = MAX_IMPORT_EVENTS
                ) -> tuple[list[StudySession], list[str], list[dict]]:
@@ -309,8 +310,8 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
     from sessions import ical
 
     policy.require(actor, "session.import", session=session)
-    marker = b"BEGIN:VEVENT" if isinstance(content, bytes) else "BEGIN:VEVENT"
-    count = content.upper().count(marker)
+    count = (content.upper().count(b"BEGIN:VEVENT") if isinstance(content, bytes)
+             else content.upper().count("BEGIN:VEVENT"))
     if count > max_events:
         raise ValidationError(f"日历文件中的日程过多：{count} 个（一次最多导入 {max_events} 个）",
                               field="file", code="too_many_events",
@@ -368,7 +369,7 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
     return studies, notes, changes
 
 
-def _imported_before(session: Session, actor: User | None, uid: str, site_ids: list[int],
+def _imported_before(session: Session, actor: Actor, uid: str, site_ids: list[int],
                      org_unit_ids: list[int]) -> StudySession | None:
     """The session an earlier import of this UID created for the same audience (a site or
     org unit in common) and the actor may edit; None: this import creates its own."""
@@ -385,7 +386,7 @@ def _imported_before(session: Session, actor: User | None, uid: str, site_ids: l
     return None
 
 
-def _imported_new(session: Session, actor: User | None, data: dict, uid: str,
+def _imported_new(session: Session, actor: Actor, data: dict, uid: str,
                   now: dt.datetime) -> StudySession:
     """create_session without its conflict check (the import checks after overrides)."""
     values = _validate(session, {**DEFAULTS, **data})
@@ -404,7 +405,7 @@ _IMPORTED_FIELDS = ("title", "description", "location", "starts_at", "timezone",
                     "duration_minutes", "rrule", "exdates", "sites", "org_units", "trainer_id")
 
 
-def _imported_update(session: Session, actor: User | None, study: StudySession, data: dict,
+def _imported_update(session: Session, actor: Actor, study: StudySession, data: dict,
                      now: dt.datetime) -> bool:
     """update_session without its conflict check; False when the file changes nothing."""
     require_edit(session, actor, study)
