@@ -256,8 +256,10 @@ def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seco
                     found.append(Interval(in_since, ev.at, in_site))
                 in_site, in_since = None, None
             else:  # viewer events
-                if view_since is not None and ev.at - last_sign > grace:  # type: ignore[operator]
-                    found.append(Interval(view_since, last_sign))  # type: ignore[arg-type]
+                # (last_sign is set whenever view_since is)
+                if view_since is not None and last_sign is not None \
+                        and ev.at - last_sign > grace:
+                    found.append(Interval(view_since, last_sign))
                     view_since = None
                 if ev.type == "viewer_leave":
                     if view_since is not None:
@@ -269,9 +271,9 @@ def member_intervals(events: Iterable[Fact], *, horizon: dt.datetime, grace_seco
                     last_sign = ev.at
         if in_since is not None:
             found.append(Interval(in_since, max(horizon, in_since), in_site, open=True))
-        if view_since is not None:
-            if horizon - last_sign > grace:  # type: ignore[operator]
-                found.append(Interval(view_since, last_sign))  # type: ignore[arg-type]
+        if view_since is not None and last_sign is not None:
+            if horizon - last_sign > grace:
+                found.append(Interval(view_since, last_sign))
             else:
                 found.append(Interval(view_since, max(horizon, view_since), open=True))
         out[member_id] = found

@@ -49,16 +49,21 @@ def test_feed_round_trip(client, world, factory, make_session, db_session):
                               starts_at=rows[6].starts_at + dt.timedelta(days=1, hours=2),
                               now=now)
     service.update_occurrence(db_session, world.admin, rows[8], status="cancelled", now=now)
+    # At fixed hours of the day (UTC), so that no run of the test books site A twice: the
+    # weekly series holds 16:00-18:30 UTC, its moved occurrence 19:00-20:30.
     monthly = make_session(
-        title="党课", starts_at=now - dt.timedelta(days=70), rrule="FREQ=MONTHLY;COUNT=8",
+        title="党课", starts_at=dt.datetime.combine((now - dt.timedelta(days=70)).date(),
+                                                   dt.time(2, 0), dt.UTC),
+        rrule="FREQ=MONTHLY;COUNT=8",
         site_ids=[world.site_a.id], org_unit_ids=[], trainer_id=world.trainer.id, now=now,
         duration_minutes=60)
     # Later: one hour later from now on (the held ones stay at the old time: RDATE+override).
     service.update_session(db_session, world.admin, monthly,
                            {"starts_at": monthly.starts_at + dt.timedelta(hours=1),
                             "duration_minutes": 45}, now=now)
-    make_session(title="一次性", starts_at=now + dt.timedelta(days=3, hours=5), trainer_id=None,
-                 rrule=None, now=now)
+    make_session(title="一次性", trainer_id=None, rrule=None, now=now,
+                 starts_at=dt.datetime.combine((now + dt.timedelta(days=3)).date(),
+                                               dt.time(10, 0), dt.UTC))
     make_session(title="别的学习点", starts_at=now + dt.timedelta(days=3), trainer_id=None,
                  site_ids=[world.site_b.id], org_unit_ids=[], now=now)
     db_session.commit()
