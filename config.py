@@ -57,6 +57,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_HLS_DIR": (None, str),  # instance/hls
     # Behind nginx: answer HLS requests with X-Accel-Redirect, nginx sends the files.
     "YUANJIAO_HLS_ACCEL": (False, _bool),
+    # A member's HLS session (attendance) lapses this long after his last segment fetch.
+    "YUANJIAO_HLS_SESSION_SECONDS": (10, int),
     # Janus edges (video.janus): their HTTP API URLs, API secret, Streaming admin key; the
     # origin keeps sites until it serves this many, then sites watch from an edge.
     "YUANJIAO_JANUS_EDGES": ([], _url_list),

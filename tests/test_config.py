@@ -29,6 +29,7 @@ SAMPLES = {
     "YUANJIAO_RECORDINGS_DIR": ("/srv/recordings", "/srv/recordings"),
     "YUANJIAO_HLS_DIR": ("/srv/hls", "/srv/hls"),
     "YUANJIAO_HLS_ACCEL": ("1", True),
+    "YUANJIAO_HLS_SESSION_SECONDS": ("6", 6),
     "YUANJIAO_JANUS_EDGES": ("http://e1:8188/janus", ["http://e1:8188/janus"]),
     "YUANJIAO_JANUS_SECRET": ("js", "js"),
     "YUANJIAO_JANUS_ADMIN_KEY": ("jk", "jk"),

@@ -4,6 +4,11 @@ For whoever may watch the occurrence (an expected member, by login cookie or bea
 organizers in scope, the trainer, admins). The app sends the files itself, or, behind
 nginx (`YUANJIAO_HLS_ACCEL`, deploy/nginx.conf.in), answers with X-Accel-Redirect and
 nginx sends them: the app only decides who may.
+
+A member's segment requests are his heartbeat to the media side: each one renews his HLS
+session (signal `video.service.hls_fetched`, heard by attendance.watching; it lapses
+YUANJIAO_HLS_SESSION_SECONDS after the last segment), so his `viewer:join` /
+`viewer:heartbeat` count as a WHEP viewer's do.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 
-from core.api import current_principal
+from core.api import SiteScreen, current_principal
 from extensions import db
 from sessions import service as sessions_service
 from video import service
@@ -48,12 +53,17 @@ def publish_options(occurrence_id: int) -> dict[str, Any]:
 def hls_file(occurrence_id: int, name: str):
     """The playlist and its segments, for those who may watch the occurrence."""
     occurrence = sessions_service.get_occurrence(db.session, occurrence_id)
-    service.require_watch(db.session, current_principal(), occurrence)
+    principal = current_principal()
+    service.require_watch(db.session, principal, occurrence)
     db.session.rollback()
     directory = Path(occurrence_dir(hls_dir(), occurrence_id))
     if not FILE_NAME.fullmatch(name) or not (directory / name).is_file():
         raise NotLive("直播尚未开始，请稍候重试", details={"retry_after": 2})
     playlist = name.endswith(".m3u8")
+    member_id = getattr(principal, "member_id", None)
+    if not playlist and member_id and not isinstance(principal, SiteScreen):
+        service.hls_fetched.send(occurrence_id, member_id=int(member_id), lasts=float(
+            current_app.config["YUANJIAO_HLS_SESSION_SECONDS"]))
     mimetype = "application/vnd.apple.mpegurl" if playlist else "video/mp2t"
     if current_app.config.get("YUANJIAO_HLS_ACCEL"):
         response = Response(mimetype=mimetype)
