@@ -373,8 +373,7 @@ class SessionRegistry:
                 self.redis.hdel(self._key(occurrence_id), token)
         return entry
 
-    def live(self, occurrence_id: int) -> list[dict[str, Any]]:
-        """The sessions of an occurrence kept alive lately."""
+    def _entries(self, occurrence_id: int) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
         if self.redis is not None:
             try:
@@ -386,8 +385,17 @@ class SessionRegistry:
             with self._lock:
                 entries = [e for e in self._local.values()
                            if e["occurrence_id"] == occurrence_id]
+        return entries
+
+    def live(self, occurrence_id: int) -> list[dict[str, Any]]:
+        """The sessions of an occurrence kept alive lately."""
         cutoff = time.time() - SESSION_TTL_SECONDS
-        return [e for e in entries if e.get("seen", 0) >= cutoff]
+        return [e for e in self._entries(occurrence_id) if e.get("seen", 0) >= cutoff]
+
+    def stale(self, occurrence_id: int) -> list[dict[str, Any]]:
+        """The sessions of an occurrence nobody kept alive lately."""
+        cutoff = time.time() - SESSION_TTL_SECONDS
+        return [e for e in self._entries(occurrence_id) if e.get("seen", 0) < cutoff]
 
     def count(self, occurrence_id: int, edge: str) -> int:
         return sum(1 for e in self.live(occurrence_id) if e.get("edge") == edge)

@@ -91,13 +91,14 @@
     });
   }
 
-  /** A site page asks where to watch from; a Janus edge sends its offer, we answer.
-   *  Resolves null when the origin serves this page (then WHEP as before). */
+  /** A site's or a member's page asks where to watch from; a Janus edge sends its offer,
+   *  we answer. Resolves null when the origin serves this page (then WHEP as before). */
   async function viaEdge(mine) {
-    if (!cfg.siteId || !cfg.occurrenceId) return null;
+    if (!cfg.occurrenceId) return null;
+    const query = cfg.siteId ? "?site=" + cfg.siteId : "";
     let body;
     try {
-      const res = await fetch("/live/" + cfg.occurrenceId + "/play?site=" + cfg.siteId, {
+      const res = await fetch("/live/" + cfg.occurrenceId + "/play" + query, {
         method: "POST", headers: Live.authHeaders(), credentials: "same-origin" });
       if (!res.ok) return null;
       body = await res.json();
