@@ -50,6 +50,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     #: Shared secret between the web app and `python -m video.node` processes.
     "YUANJIAO_MEDIA_NODE_SECRET": ("", str),
     "YUANJIAO_ICE_SERVERS": ([], json.loads),
+    # coturn with `use-auth-secret` (deploy/turnserver.conf.in): its URLs and its
+    # static-auth-secret; pages and WHIP/WHEP answers get credentials valid this long.
+    "YUANJIAO_TURN_URLS": ([], _url_list),
+    "YUANJIAO_TURN_SECRET": ("", str),
+    "YUANJIAO_TURN_TTL_SECONDS": (12 * 3600, int),
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     "YUANJIAO_CORS_ORIGINS": ([], _origin_list),
     "YUANJIAO_RECORDINGS_DIR": (None, str),  # instance/recordings
