@@ -1046,6 +1046,8 @@ class MediaEngine:
             source.end()
         for resource_id in list(broadcast.subscribers):
             await self._remove_subscriber(broadcast, resource_id)
+        for edge_forward in broadcast.__dict__.get("edge_forwards", {}).values():
+            edge_forward.detach(broadcast)  # video.janus: its socket and RTCP reader
         for resource_id, (_kind, occ) in list(self.resources.items()):
             if occ == occurrence_id:
                 self.resources.pop(resource_id, None)

@@ -100,7 +100,7 @@ def play(occurrence_id: int):
         mount = edge.mountpoint(occurrence_id)
         janus.origin_forward(media.backend(), occurrence_id, {
             "edge": edge.name, "host": mount["host"], "video_port": mount["video_port"],
-            "audio_port": mount["audio_port"]})
+            "audio_port": mount["audio_port"], "video_rtcp_port": mount["video_rtcp_port"]})
         watch = edge.watch(occurrence_id)
     except (requests.RequestException, janus.JanusError, ValueError, KeyError) as exc:
         raise MediaUnavailable(f"转发节点不可用：{exc}") from exc

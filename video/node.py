@@ -14,8 +14,9 @@ engine's synchronous interface:
 - `DELETE /resources/<resource_id>`, `POST /end/<occurrence_id>`,
   `GET /stats/<occurrence_id>`, `POST /record/<occurrence_id>` ({"path": ...}).
 - `GET /events?after=<seq>&wait=<seconds>`: the event log, long-polled by the web app.
-- `POST /forward/<occurrence_id>` ({edge, host, video_port, audio_port}): send the
-  broadcast as RTP to a Janus edge's mountpoint (video.janus).
+- `POST /forward/<occurrence_id>` ({edge, host, video_port, audio_port, video_rtcp_port}):
+  send the broadcast as RTP to a Janus edge's mountpoint, its keyframe requests back
+  (video.janus).
 
 Recordings are written where the web app says (`record_path`), so the node and the web
 app must share YUANJIAO_RECORDINGS_DIR (the same path on a shared disk), or the node's
