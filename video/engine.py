@@ -327,6 +327,7 @@ class Broadcast:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"encode-{occurrence_id}")
         self.recorder: Recorder | None = None
+        self._told_failure = False
         self.record_path: str | None = options.get("record_path")
         if self.record_path:
             os.makedirs(os.path.dirname(self.record_path) or ".", exist_ok=True)
@@ -496,6 +497,11 @@ class Broadcast:
                     source.publish(packet)
                     if key == ("vp8", "high") and self.recorder is not None:
                         self.recorder.write_video(packet, encoder.width, encoder.height)
+            if self.recorder is not None and self.recorder.failed and not self._told_failure:
+                self._told_failure = True  # once: the pages show it, the broadcast goes on
+                self.engine._emit({"type": "recording_failed",
+                                   "occurrence_id": self.occurrence_id,
+                                   "error": self.recorder.error})
             self.frames_encoded += 1
             if self.hls is not None:  # after the encoders: the frame is the packager's now
                 self.hls.push_video(frame)
@@ -556,6 +562,10 @@ class Broadcast:
                               if s.watched or c == "vp8"}),
             "layers": self.layer_stats(),
             "recording": self.record_path,
+            # "recording", "failed" (the broadcast goes on without), or None.
+            "recording_state": None if self.recorder is None else (
+                "failed" if self.recorder.failed else "recording"),
+            "recording_error": self.recorder.error if self.recorder is not None else None,
         }
 
     def layer_stats(self) -> list[dict[str, Any]]:
@@ -1105,6 +1115,7 @@ class MediaEngine:
         if path:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             broadcast.recorder = Recorder(path, broadcast.audio_encoder.extradata)
+            broadcast._told_failure = False
         return True
 
 

@@ -329,7 +329,8 @@ def manage_room(occurrence_id: int) -> str:
 def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
     stats = stats or {}
     keys = ("fps", "bitrate_kbps", "target_bitrate_kbps", "width", "height", "subscribers",
-            "publisher_connected", "keyframes", "codecs", "frames_in", "layers")
+            "publisher_connected", "keyframes", "codecs", "frames_in", "layers",
+            "recording_state", "recording_error")
     return {k: stats.get(k) for k in keys if k in stats}
 
 
@@ -386,6 +387,12 @@ def handle_event(event: dict[str, Any]) -> None:
         state = "live" if stats and stats.get("state") == "live" else None
         if state:
             emit_live(occurrence_id, state, stats)
+    elif kind == "recording_failed":  # the disk filled up: tell the trainer's page now
+        log.error("occurrence %s: recording stopped (%s); the broadcast goes on",
+                  occurrence_id, event.get("error"))
+        stats = media_stats(occurrence_id)
+        if stats and stats.get("state") == "live":
+            emit_live(occurrence_id, "live", stats)
     elif kind in ("publisher_connected", "publisher_disconnected"):
         stats = media_stats(occurrence_id)
         if stats and stats.get("state") == "live":

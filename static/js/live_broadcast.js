@@ -179,8 +179,19 @@
     document.getElementById("stat-sites").textContent = String((sites || []).length);
   }
 
+  /** The recording stopped (disk full...): the broadcast goes on, the trainer is told. */
+  function renderRecording(stats) {
+    const notice = document.getElementById("recording-notice");
+    if (!notice || !stats) return;
+    const failed = stats.recording_state === "failed";
+    notice.hidden = !failed;
+    notice.dataset.error = failed ? (stats.recording_error || "write_failed") : "";
+    if (failed) notice.textContent = stats.recording_error === "disk_full" ? notice.dataset.diskFull : notice.dataset.writeFailed;
+  }
+
   function renderStats(stats) {
     if (!stats) return;
+    renderRecording(stats);
     if (stats.bitrate_kbps != null) document.getElementById("stat-bitrate").textContent = stats.bitrate_kbps + " kbps";
     if (stats.fps != null) document.getElementById("stat-fps").textContent = String(stats.fps);
     if (stats.width) document.getElementById("stat-size").textContent = stats.width + "×" + stats.height;
