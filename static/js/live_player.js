@@ -224,6 +224,12 @@
   Live.joinRoom(function (msg) {
     if (msg.state === "live") {
       if (!pc) { ended = false; connect(); }
+    } else if (msg.state === "interrupted") {
+      // Its media node is gone: drop the dead connection now (ICE would take seconds to
+      // notice); the trainer's page publishes again and "live" brings us back at once.
+      teardown();
+      Live.setStatus("waiting", "reconnecting");
+      scheduleRetry(1);
     } else if (msg.state === "ended") {
       ended = true;
       teardown();
