@@ -211,9 +211,14 @@ class RedisMediaSessions:
         return f"{self.prefix}:watching-hls:{int(occurrence_id)}:{int(member_id)}"
 
     def fetched(self, occurrence_id: int, member_id: int, lasts: float) -> None:
-        """An HLS segment fetched: a key that lapses `lasts` seconds later."""
+        """An HLS segment fetched: a key that lapses `lasts` seconds later. Written to
+        Redis when a third of it has passed (a viewer fetches a segment a second)."""
+        key, now = (occurrence_id, member_id), time.monotonic()
         with self._lock:
-            self._local_hls[(occurrence_id, member_id)] = time.monotonic() + lasts
+            previous = self._local_hls.get(key, 0.0)
+            self._local_hls[key] = now + lasts
+        if previous - now > lasts * 2 / 3:
+            return
         with contextlib.suppress(Exception):
             self.redis.set(self._hls_key(occurrence_id, member_id), "1",
                            px=max(1, int(lasts * 1000)))
