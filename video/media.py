@@ -256,7 +256,7 @@ class NodeClient:
         stops answering (killed) has its live occurrences reported as `media_lost`; one
         that comes back (restarted) is read from its new log's start."""
         index = self.urls.index(url)
-        after = None
+        after, boot = None, None
         while not self._stop.is_set():
             try:
                 params = {"wait": 20} if after is None else {"after": after, "wait": 20}
@@ -264,16 +264,18 @@ class NodeClient:
                                         headers=self._headers(), timeout=30)
                 response.raise_for_status()
                 body = response.json()
-                if after is not None and body["last"] < after:
-                    after = None  # a new process: its log starts again
+                if boot is not None and body.get("boot") != boot:
+                    boot, after = body.get("boot"), 0  # restarted: its new log from the start
                     continue
+                boot = body.get("boot")
                 if after is not None:
                     for event in body["events"]:
                         self._track(index, event)
                         self.on_event(event)
                 after = body["last"]
             except (requests.RequestException, ValueError, KeyError) as exc:
-                log.warning("media node %s unreachable: %s", url, exc)
+                if self._health.get(index, (0.0, True))[1]:  # said once, not every retry
+                    log.warning("media node %s unreachable: %s", url, exc)
                 self._health[index] = (time.monotonic(), False)
                 self._lost(index)
                 self._stop.wait(NODE_RETRY_SECONDS)

@@ -70,3 +70,89 @@ def test_disk_full_while_recording_the_broadcast_goes_on_and_the_live_api_says_s
     assert out["after"]["fps"] > 10
     recordings = client.get(f"/api/v1/occurrences/{occ}/recordings", headers=trainer).json
     assert [r["status"] for r in recordings] == ["failed"]
+
+
+NODE_SECRET = "restart-node-secret"
+
+
+def _start_node(port: int, log_path) -> subprocess.Popen:
+    import sys
+    import time
+
+    import requests
+
+    from tests.conftest import ROOT
+
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "video.node", "--port", str(port),
+                                 "--secret", NODE_SECRET], cwd=str(ROOT), stdout=log,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1,
+                            headers={"X-Yuanjiao-Node-Secret": NODE_SECRET}).ok:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.2)
+    pytest.fail(f"media node did not start (exit {proc.poll()})")
+
+
+def test_a_restarted_media_node_is_followed_from_its_new_log(app, client, factory, scene,
+                                                            db_session, tmp_path):
+    """Killed, then restarted on its port (systemd): the web app told the pages the lecture
+    was interrupted, and hears the new process's events from its first one on (the new
+    broadcast_started, though the new log's numbers are below the old ones)."""
+    from tests.conftest import free_port
+    from video import service
+
+    port = free_port()
+    log_path = tmp_path / "node.log"
+    proc = _start_node(port, log_path)
+    app.config.update(YUANJIAO_MEDIA_NODES=[f"http://127.0.0.1:{port}"],
+                      YUANJIAO_MEDIA_NODE_SECRET=NODE_SECRET)
+    occ = scene.occurrence.id
+    key = stream_key(client, occ, factory.headers(scene.trainer))
+    db_session.commit()
+    seen: dict = {}
+    events: list = []
+
+    def on_started(sender, **kw):
+        events.append(("started", sender))
+
+    lost: list = []
+    original = media.handle_event
+
+    def spy(event):
+        if event.get("type") == "media_lost":
+            lost.append(event["occurrence_id"])
+        original(event)
+
+    service.broadcast_started.connect(on_started)
+    media.handle_event = spy
+    procs = [proc]
+
+    async def scenario():
+        first = Publisher()
+        await first.start(whip_signal(client, occ, bearer(key), seen))
+        assert await wait_for(lambda: events.count(("started", occ)) == 1, 20)
+        procs[0].kill()
+        await in_thread(procs[0].wait, 10)
+        assert await wait_for(lambda: lost == [occ], 10), lost
+        procs[0] = await in_thread(_start_node, port, log_path)
+        await first.close()
+        second = Publisher()  # the trainer's page publishes again
+        await second.start(whip_signal(client, occ, bearer(key), seen))
+        # The new process's broadcast_started (its seq 1, below the old log's last).
+        assert await wait_for(lambda: events.count(("started", occ)) == 2, 20), events
+        response = await in_thread(client.delete, seen["whip"], headers=bearer(key))
+        assert response.status_code == 200
+        await second.close()
+
+    try:
+        run(scenario())
+    finally:
+        media.handle_event = original
+        service.broadcast_started.disconnect(on_started)
+        procs[0].terminate()
+        procs[0].wait(15)
