@@ -51,6 +51,17 @@ def test_disk_full_the_trainer_is_told_and_the_sites_keep_playing(
         assert live["stats"]["recording_error"] == "disk_full"
         assert_playing(site)  # the broadcast goes on
         trainer.screenshot(path="test-output/faults/disk-full-trainer.png", full_page=True)
+        # The organizer's attendance dashboard says so too.
+        organizer = trainer_ctx.browser.new_context()
+        try:
+            dashboard = organizer.new_page()
+            login_page(dashboard, base, "admin", "admin-password")
+            dashboard.goto(f"{base}/attendance/{occ}")
+            dashboard.wait_for_selector(".att-recording-notice:not([hidden])", timeout=20_000)
+            assert dashboard.get_attribute(".att-recording-notice", "data-error") == "disk_full"
+            dashboard.screenshot(path="test-output/faults/disk-full-dashboard.png")
+        finally:
+            organizer.close()
         requests.delete(base + locations["whip"], headers={"Authorization": f"Bearer {key}"},
                         timeout=30).raise_for_status()
         on_client(publisher.close())
