@@ -53,9 +53,9 @@ run: setup ## Run the app on its embedded defaults (SQLite, in-process media, de
 serve: setup ## Production web process: gunicorn, one gevent worker (docs/deployment.md)
 	$(BIN)/gunicorn --config gunicorn.conf.py
 
-stack-deps: ## Debian packages the stack needs (nginx, janus); PostgreSQL and Redis are the machine's
-	@{ [ -x /usr/sbin/nginx ] && [ -x /usr/bin/janus ]; } || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light janus >/dev/null; }
+stack-deps: ## Debian packages the stack needs (nginx, janus, coturn); PostgreSQL and Redis are the machine's
+	@{ [ -x /usr/sbin/nginx ] && [ -x /usr/bin/janus ] && [ -x /usr/bin/turnserver ]; } || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light janus coturn >/dev/null; }
 
 stack: setup stack-deps ## Start nginx :8080, 2 gunicorn web processes, a media node (PostgreSQL, Redis)
 	$(BIN)/python deploy/stack.py up

@@ -68,6 +68,11 @@ class Settings:
     #: Shared secret between the web app and `python -m video.node` processes.
     media_node_secret: str = _setting("", str)
     ice_servers: tuple[dict[str, Any], ...] = _setting((), json.loads)
+    # coturn with `use-auth-secret` (deploy/turnserver.conf.in): its URLs and its
+    # static-auth-secret; pages and WHIP/WHEP answers get credentials valid this long.
+    turn_urls: tuple[str, ...] = _setting((), _url_list)
+    turn_secret: str = _setting("", str)
+    turn_ttl_seconds: int = _setting(12 * 3600, int)
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     cors_origins: tuple[str, ...] = _setting((), _origin_list)
     recordings_dir: str | None = _setting(None, str)  # instance/recordings
@@ -75,6 +80,8 @@ class Settings:
     hls_dir: str | None = _setting(None, str)  # instance/hls
     # Behind nginx: answer HLS requests with X-Accel-Redirect, nginx sends the files.
     hls_accel: bool = _setting(False, _bool)
+    # A member's HLS session (attendance) lapses this long after his last segment fetch.
+    hls_session_seconds: int = _setting(10, int)
     # Janus edges (video.janus): their HTTP API URLs, API secret, Streaming admin key; the
     # origin keeps sites until it serves this many, then sites watch from an edge.
     janus_edges: tuple[str, ...] = _setting((), _url_list)

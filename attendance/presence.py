@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -204,6 +205,23 @@ class RedisMediaSessions:
         self.prefix = prefix
         self._lock = threading.Lock()
         self._local: dict[tuple[int, int], set[str]] = defaultdict(set)
+        self._local_hls: dict[tuple[int, int], float] = {}
+
+    def _hls_key(self, occurrence_id: int, member_id: int) -> str:
+        return f"{self.prefix}:watching-hls:{int(occurrence_id)}:{int(member_id)}"
+
+    def fetched(self, occurrence_id: int, member_id: int, lasts: float) -> None:
+        """An HLS segment fetched: a key that lapses `lasts` seconds later. Written to
+        Redis when a third of it has passed (a viewer fetches a segment a second)."""
+        key, now = (occurrence_id, member_id), time.monotonic()
+        with self._lock:
+            previous = self._local_hls.get(key, 0.0)
+            self._local_hls[key] = now + lasts
+        if previous - now > lasts * 2 / 3:
+            return
+        with contextlib.suppress(Exception):
+            self.redis.set(self._hls_key(occurrence_id, member_id), "1",
+                           px=max(1, int(lasts * 1000)))
 
     def _key(self, occurrence_id: int, member_id: int) -> str:
         return f"{self.prefix}:watching:{int(occurrence_id)}:{int(member_id)}"
@@ -232,10 +250,16 @@ class RedisMediaSessions:
 
     def holds(self, occurrence_id: int, member_id: int) -> bool:
         try:
-            return bool(self.redis.scard(self._key(occurrence_id, member_id)))
+            pipe = self.redis.pipeline()
+            pipe.scard(self._key(occurrence_id, member_id))
+            pipe.exists(self._hls_key(occurrence_id, member_id))
+            sessions, hls = pipe.execute()
+            return bool(sessions or hls)
         except Exception:
             with self._lock:
-                return bool(self._local.get((occurrence_id, member_id)))
+                until = self._local_hls.get((occurrence_id, member_id), 0.0)
+                return bool(self._local.get((occurrence_id, member_id))) \
+                    or until > time.monotonic()
 
 
 def media_sessions_for(config: Any) -> RedisMediaSessions | None:

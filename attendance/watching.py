@@ -8,6 +8,12 @@ the media nodes' event streams). With REDIS_URL the sessions are kept in Redis
 (attendance.presence.RedisMediaSessions), so a process that started polling later, or
 was restarted, knows the sessions that connected before.
 
+A member playing over HLS (video.hls_views) holds no WebRTC connection: each segment his
+login fetches renews an HLS session here (`fetched`), which lapses when no segment was
+fetched for YUANJIAO_HLS_SESSION_SECONDS. While it lasts it counts like a WHEP session
+(in Redis as a key with that expiry). The playlist alone does not count: a page that
+loads it but plays nothing fetches no segments.
+
 Heartbeats are coalesced here too: at most one stored per member and occurrence per
 `coalesce_seconds` (the rules need a sign of life within the grace period, not every 15 s).
 """
@@ -33,6 +39,8 @@ class Watching:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[int, int], set[str]] = defaultdict(set)
         self._last_stored: dict[tuple[int, int], float] = {}
+        #: HLS sessions: (occurrence_id, member_id) -> monotonic time they lapse.
+        self._hls_until: dict[tuple[int, int], float] = {}
         #: With REDIS_URL, the sessions live in Redis for every web process
         #: (attendance.presence.RedisMediaSessions); heartbeat coalescing stays here.
         self.shared = shared
@@ -55,11 +63,26 @@ class Watching:
                 if not held:
                     self._sessions.pop((occurrence_id, member_id), None)
 
+    def fetched(self, occurrence_id: int, member_id: int, lasts: float) -> None:
+        """He fetched an HLS segment: his HLS session lasts `lasts` seconds more."""
+        if self.shared is not None:
+            self.shared.fetched(occurrence_id, member_id, lasts)
+            return
+        with self._lock:
+            self._hls_until[(occurrence_id, member_id)] = time.monotonic() + lasts
+
     def holds(self, occurrence_id: int, member_id: int) -> bool:
         if self.shared is not None:
             return self.shared.holds(occurrence_id, member_id)
+        key = (occurrence_id, member_id)
         with self._lock:
-            return bool(self._sessions.get((occurrence_id, member_id)))
+            if self._sessions.get(key):
+                return True
+            until = self._hls_until.get(key)
+            if until is not None and until <= time.monotonic():
+                self._hls_until.pop(key, None)
+                until = None
+            return until is not None
 
     def due(self, occurrence_id: int, member_id: int, every: float) -> bool:
         """True (and remembered) when a heartbeat should be stored now."""
@@ -116,10 +139,17 @@ def _on_left(occurrence_id: Any, info: dict[str, Any] | None = None,
         watching().left(int(occurrence_id), member_id, resource_id)
 
 
+def _on_hls_fetched(occurrence_id: Any, member_id: int | None = None,
+                    lasts: float = 0.0, **_: Any) -> None:
+    if member_id is not None and lasts > 0:
+        watching().fetched(int(occurrence_id), int(member_id), float(lasts))
+
+
 def init_app(app: Flask) -> None:
     """Listen to the media engine's signals (sent inside an app context)."""
     from video import service as video_service
 
     video_service.subscriber_joined.connect(_on_joined, weak=False)
     video_service.subscriber_left.connect(_on_left, weak=False)
+    video_service.hls_fetched.connect(_on_hls_fetched, weak=False)
     watching(app)

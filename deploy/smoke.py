@@ -7,13 +7,16 @@ that runs now at a new site with one member; a room screen (long-polling, then u
 and a dashboard (websocket) connect; a roll-call check-in sent by the screen must reach
 the dashboard; then a synthetic publisher goes live over WHIP and the member fetches the
 HLS playlist and a segment; the newest segment's EXT-X-PROGRAM-DATE-TIME must be within
-6 s of the clock. Prints what it measured; exits non-zero on the first failure.
+6 s of the clock; when the stack runs coturn, a peer allocates a TURN relay with the
+credentials the site page hands out. Prints what it measured; exits non-zero on the first
+failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import queue
 import re
@@ -24,7 +27,7 @@ from typing import NoReturn
 
 import requests
 import socketio
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 BASE = os.environ.get("YUANJIAO_STACK_URL", "http://127.0.0.1:8080").rstrip("/")
@@ -236,6 +239,34 @@ async def edge_site(w: dict, admin: str) -> None:
     await pc.close()
 
 
+async def turn(w: dict) -> None:
+    """The site page's ICE servers carry time-limited TURN credentials (when the stack runs
+    coturn), and an aiortc peer allocates a relay with them."""
+    page = requests.get(f"{BASE}/live/{w['occurrence_id']}/site/{w['site_id']}",
+                        params={"token": w["screen"]}, timeout=10)
+    found = re.search(r'id="live-config">(.*?)</script>', page.text, re.S)
+    servers = json.loads(found.group(1))["iceServers"] if found else []
+    turn_servers = [s for s in servers if s.get("username")]
+    if not turn_servers:
+        print("smoke: no TURN server handed out (coturn not installed)", flush=True)
+        return
+    server = turn_servers[0]
+    urls = [u for u in server["urls"] if "transport=udp" in u] or server["urls"]
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(
+        urls=urls[0], username=server["username"], credential=server["credential"])]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        relays = [line for line in pc.localDescription.sdp.splitlines()
+                  if "typ relay" in line]
+    finally:
+        await pc.close()
+    if not relays:
+        fail(f"TURN {urls[0]} allocated nothing with the page's credentials")
+    print(f"smoke: TURN {urls[0]}: relay allocated with the page's credentials "
+          f"({server['username'].split(':')[0]} expiry)", flush=True)
+
+
 def main() -> None:
     user = os.environ.get("YUANJIAO_ADMIN_USERNAME")
     password = os.environ.get("YUANJIAO_ADMIN_PASSWORD")
@@ -245,6 +276,7 @@ def main() -> None:
     w = world(admin)
     sockets(w, admin)
     asyncio.run(hls(w, admin))
+    asyncio.run(turn(w))
     print("smoke: OK", flush=True)
 
 

@@ -16,6 +16,9 @@ What `up` starts (pids, logs and the rendered nginx configuration under instance
   gunicorn.conf.py` on its own port from YUANJIAO_STACK_WEB_PORT (8101), sharing rooms and
   site presence through Redis; the first one migrates and seeds (under the start-up
   lock) before the others start;
+- coturn (Debian's `turnserver`, when installed) on YUANJIAO_STACK_TURN_PORT (3478) with
+  `use-auth-secret` (deploy/turnserver.conf.in); the web processes hand out time-limited
+  credentials for it (YUANJIAO_TURN_URLS, YUANJIAO_TURN_SECRET);
 - nginx on YUANJIAO_STACK_LISTEN (127.0.0.1:8080) in front of them (deploy/nginx.conf.in):
   websocket upgrade; Socket.IO long-polling is pinned to one process per client address
   (ip_hash), websockets and plain requests are spread; HLS segments are sent by nginx
@@ -57,6 +60,8 @@ JANUS = shutil.which("janus") or "/usr/bin/janus"
 JANUS_COUNT = int(os.environ.get("YUANJIAO_STACK_JANUS", "2"))
 JANUS_HTTP_PORT = int(os.environ.get("YUANJIAO_STACK_JANUS_PORT", "8188"))
 JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
+TURNSERVER = shutil.which("turnserver") or "/usr/bin/turnserver"
+TURN_PORT = int(os.environ.get("YUANJIAO_STACK_TURN_PORT", "3478"))
 
 
 def log(message: str) -> None:
@@ -188,6 +193,35 @@ def render_janus(folder: Path, index: int, name: str, api_secret: str, admin_key
     return [JANUS, "-C", str(folder / "janus.jcfg"), "-F", str(folder)]
 
 
+def render_turn(folder: Path, secret: str, port: int, *, listen_ip: str = "127.0.0.1",
+                relay_ip: str = "127.0.0.1", ports: tuple[int, int] = (49160, 49400),
+                loopback_peers: bool = True) -> list[str]:
+    """Write coturn's configuration into `folder`; the command that starts it.
+    `loopback_peers`: relay to 127.x (one host: the media origin is on loopback)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    values = {"LISTEN_IP": listen_ip, "PORT": str(port), "RELAY_IP": relay_ip,
+              "MIN_PORT": str(ports[0]), "MAX_PORT": str(ports[1]), "REALM": "yuanjiao",
+              "SECRET": secret, "STATE": str(folder),
+              "PEERS": "allow-loopback-peers" if loopback_peers else ""}
+    text = (DEPLOY / "turnserver.conf.in").read_text()
+    for key, value in values.items():
+        text = text.replace("@" + key + "@", value)
+    conf = folder / "turnserver.conf"
+    conf.write_text(text)
+    conf.chmod(0o600)
+    return [TURNSERVER, "-c", str(conf), "--no-stdout-log"]
+
+
+def _turn(secret: str) -> list[str]:
+    """Start coturn when it is installed; the TURN URLs to hand out (none without it)."""
+    if not Path(TURNSERVER).exists():
+        log("coturn not installed: no TURN server (apt-get install coturn)")
+        return []
+    _spawn("turn", render_turn(STATE / "turn", secret, TURN_PORT), dict(os.environ))
+    return [f"turn:127.0.0.1:{TURN_PORT}?transport=udp",
+            f"turn:127.0.0.1:{TURN_PORT}?transport=tcp"]
+
+
 def _janus_edges(api_secret: str, admin_key: str) -> list[str]:
     """Render each edge's configuration and start it; their API URLs."""
     urls = []
@@ -212,6 +246,8 @@ def up() -> None:
     node_secret = _secret("node_secret")
     janus_secret, janus_key = _secret("janus_secret"), _secret("janus_admin_key")
     edges = _janus_edges(janus_secret, janus_key) if JANUS_COUNT else []
+    turn_secret = _secret("turn_secret")
+    turn_urls = _turn(turn_secret)
     env = dict(os.environ)
     env.update({
         "DATABASE_URL": db_url,
@@ -225,6 +261,8 @@ def up() -> None:
         "YUANJIAO_JANUS_EDGES": ",".join(edges),
         "YUANJIAO_JANUS_SECRET": janus_secret,
         "YUANJIAO_JANUS_ADMIN_KEY": janus_key,
+        "YUANJIAO_TURN_URLS": ",".join(turn_urls),
+        "YUANJIAO_TURN_SECRET": turn_secret if turn_urls else "",
     })
     _spawn("node", [PY, "-m", "video.node", "--port", str(NODE_PORT), "--secret",
                     node_secret], env)
@@ -248,7 +286,9 @@ def up() -> None:
                        check=True)
     _wait_http(f"http://{LISTEN}/api/openapi.json", "nginx")
     log(f"up: http://{LISTEN}/ ({WEB_COUNT} web processes, media node :{NODE_PORT}, "
-        f"{len(edges)} Janus edges {' '.join(edges)}, database {PG_DB}, Redis {REDIS_URL})")
+        f"{len(edges)} Janus edges {' '.join(edges)}, "
+        f"TURN {'on :' + str(TURN_PORT) if turn_urls else 'none'}, database {PG_DB}, "
+        f"Redis {REDIS_URL})")
 
 
 def _stop(name: str, timeout: float = 20.0) -> None:
@@ -278,6 +318,7 @@ def down() -> None:
     _stop("node")
     for path in sorted(STATE.glob("janus*.pid")):
         _stop(path.stem)
+    _stop("turn")
     log("down")
 
 

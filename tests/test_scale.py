@@ -264,6 +264,25 @@ def test_media_sessions_are_known_to_every_process(own_redis):
     assert not b.holds(5, 9)  # and B from what it saw
 
 
+def test_an_hls_session_seen_by_one_process_counts_on_another_until_it_lapses(own_redis):
+    """A member's segment requests reach process A (behind nginx); his heartbeat socket is
+    on process B. The session is a Redis key that lapses without further fetches."""
+    a = RedisMediaSessions(own_redis["url"], "t")
+    b = RedisMediaSessions(own_redis["url"], "t")
+    assert not b.holds(6, 9)
+    a.fetched(6, 9, 30)
+    assert b.holds(6, 9)
+    assert not b.holds(6, 10)
+    a.fetched(6, 11, 0.05)  # a session this short lapses at once without fetches
+    assert b.holds(6, 11)
+    for _ in range(50):
+        if not b.holds(6, 11):
+            break
+        time.sleep(0.01)
+    assert not b.holds(6, 11)
+    assert b.holds(6, 9)
+
+
 @pytest.mark.live
 def test_redis_down_a_single_process_keeps_working_and_says_degraded(live_server_factory):
     from tests.conftest import free_port

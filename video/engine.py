@@ -329,6 +329,7 @@ class Broadcast:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"encode-{occurrence_id}")
         self.recorder: Recorder | None = None
+        self._told_failure = False
         self.record_path: str | None = options.get("record_path")
         if self.record_path:
             os.makedirs(os.path.dirname(self.record_path) or ".", exist_ok=True)
@@ -498,6 +499,11 @@ class Broadcast:
                     source.publish(packet)
                     if key == ("vp8", "high") and self.recorder is not None:
                         self.recorder.write_video(packet, encoder.width, encoder.height)
+            if self.recorder is not None and self.recorder.failed and not self._told_failure:
+                self._told_failure = True  # once: the pages show it, the broadcast goes on
+                self.engine._emit({"type": "recording_failed",
+                                   "occurrence_id": self.occurrence_id,
+                                   "error": self.recorder.error})
             self.frames_encoded += 1
             if self.hls is not None:  # after the encoders: the frame is the packager's now
                 self.hls.push_video(frame)
@@ -558,6 +564,10 @@ class Broadcast:
                               if s.watched or c == "vp8"}),
             "layers": self.layer_stats(),
             "recording": self.record_path,
+            # "recording", "failed" (the broadcast goes on without), or None.
+            "recording_state": None if self.recorder is None else (
+                "failed" if self.recorder.failed else "recording"),
+            "recording_error": self.recorder.error if self.recorder is not None else None,
         }
 
     def layer_stats(self) -> list[dict[str, Any]]:
@@ -1058,6 +1068,8 @@ class MediaEngine:
             source.end()
         for resource_id in list(broadcast.subscribers):
             await self._remove_subscriber(broadcast, resource_id)
+        for edge_forward in broadcast.__dict__.get("edge_forwards", {}).values():
+            edge_forward.detach(broadcast)  # video.janus: its socket and RTCP reader
         for resource_id, (_kind, occ) in list(self.resources.items()):
             if occ == occurrence_id:
                 self.resources.pop(resource_id, None)
@@ -1117,6 +1129,7 @@ class MediaEngine:
         if path:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             broadcast.recorder = Recorder(path, broadcast.audio_encoder.extradata)
+            broadcast._told_failure = False
         return True
 
 

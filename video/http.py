@@ -10,6 +10,8 @@ from typing import Any
 
 from flask import Response, current_app, request
 
+from video.ice import ice_servers
+
 #: What the preflight allows and what a page on another origin may read.
 ALLOW_METHODS = "POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, If-Match"
@@ -66,7 +68,9 @@ def ice_server_links(*, with_credentials: bool) -> list[str]:
     authenticated, so it names only the servers that need none.
     """
     links = []
-    for entry in current_app.config.get("YUANJIAO_ICE_SERVERS") or []:
+    servers = (ice_servers(current_app.config, "whep") if with_credentials
+               else current_app.config.get("YUANJIAO_ICE_SERVERS") or [])
+    for entry in servers:
         urls = entry.get("urls") or entry.get("url") or []
         if isinstance(urls, str):
             urls = [urls]

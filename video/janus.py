@@ -5,6 +5,13 @@ broadcast's encoded VP8 and Opus packets as RTP over UDP to one edge's Streaming
 (`EdgeForward`, a subscriber of the broadcast's packet sources like a site's track: a new
 edge starts at a keyframe, the cached one or a new one). No decode, no encode per edge.
 
+Keyframe requests come back the same way: the mountpoint's video has an RTCP port; the
+origin sends it a sender report now and then from the socket it sends RTP from (Janus
+latches that address), and Janus sends its viewers' PLI/FIR there (at most one a second
+per mountpoint). Each one asks the broadcast's VP8 source for a keyframe, which the
+encoder grants at most once a second (relay.KEYFRAME_REQUEST_MIN_INTERVAL) whatever the
+number of edges and sites asking.
+
 Control side (in the web app): `JanusEdge` speaks Janus's HTTP API with its API secret:
 the mountpoint of an occurrence is created with the Streaming plugin's admin key, a site's
 watch session is opened there (Janus offers, the page answers through our signalling:
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 
 VIDEO_PT = 100
 AUDIO_PT = 111
+#: A sender report to the edge's RTCP port this often (keeps Janus's return path latched).
+SENDER_REPORT_SECONDS = 2.0
 #: An edge that did not answer /info within this long is skipped for this long.
 HEALTH_TIMEOUT = 1.0
 HEALTH_CACHE_SECONDS = 2.0
@@ -49,8 +58,13 @@ class _RtpOut:
         self.ssrc = random.getrandbits(32)
         self.seq = random.getrandbits(16)
         self.sent = 0
+        self.octets = 0
         self.errors = 0
         self.stopped = False
+        #: Where sender reports go (the mountpoint's RTCP port), if it has one.
+        self.rtcp_address: tuple[str, int] | None = None
+        self._last_report = 0.0
+        self._last_timestamp = 0
         self._picture_id = random.getrandbits(15)
         if kind == "video":
             from aiortc.codecs.vpx import Vp8Encoder
@@ -74,31 +88,93 @@ class _RtpOut:
                             sequence_number=self.seq, timestamp=timestamp & 0xFFFFFFFF,
                             ssrc=self.ssrc, payload=payload)
             self.seq = (self.seq + 1) & 0xFFFF
+            data = rtp.serialize()
             try:
-                self.sock.sendto(rtp.serialize(), self.address)
+                self.sock.sendto(data, self.address)
                 self.sent += 1
+                self.octets += len(payload)
             except OSError:  # the edge is gone or the buffer is full: drop, never block
                 self.errors += 1
+        self._last_timestamp = timestamp & 0xFFFFFFFF
+        if self.rtcp_address is not None and \
+                time.monotonic() - self._last_report >= SENDER_REPORT_SECONDS:
+            self.sender_report()
+
+    def sender_report(self) -> None:
+        """An RTCP sender report to the edge's RTCP port, from the RTP socket."""
+        from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
+
+        if self.rtcp_address is None or self.stopped:
+            return
+        self._last_report = time.monotonic()
+        now = time.time() + 2208988800  # NTP epoch
+        ntp = (int(now) << 32) | int((now % 1) * (1 << 32))
+        report = RtcpSrPacket(ssrc=self.ssrc, sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp & 0xFFFFFFFFFFFFFFFF, rtp_timestamp=self._last_timestamp,
+            packet_count=self.sent & 0xFFFFFFFF, octet_count=self.octets & 0xFFFFFFFF))
+        try:
+            self.sock.sendto(bytes(report), self.rtcp_address)
+        except OSError:
+            self.errors += 1
 
     def stop(self) -> None:
         self.stopped = True
 
 
 class EdgeForward:
-    """A broadcast's packets to one edge's mountpoint."""
+    """A broadcast's packets to one edge's mountpoint; its keyframe requests back."""
 
-    def __init__(self, host: str, video_port: int, audio_port: int) -> None:
+    def __init__(self, host: str, video_port: int, audio_port: int,
+                 video_rtcp_port: int | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.video = _RtpOut("video", self.sock, (host, int(video_port)))
         self.audio = _RtpOut("audio", self.sock, (host, int(audio_port)))
-        self.target = (host, int(video_port), int(audio_port))
+        if video_rtcp_port:
+            self.video.rtcp_address = (host, int(video_rtcp_port))
+        self.target = (host, int(video_port), int(audio_port), int(video_rtcp_port or 0))
+        #: PLI/FIR received from the edge (each one asked the encoder for a keyframe).
+        self.keyframe_requests = 0
+        self._source: Any = None
+        self._loop: Any = None
 
     def attach(self, broadcast: Any) -> None:
+        """On the engine's loop: start sending, and listen for the edge's feedback."""
+        import asyncio
+
         broadcast.audio_source.attach(self.audio)
-        broadcast.ensure_video_source("vp8").attach(self.video)
+        self._source = broadcast.ensure_video_source("vp8")
+        self._source.attach(self.video)
+        if self.video.rtcp_address is not None:
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self.sock.fileno(), self._on_feedback)
+            self.video.sender_report()  # Janus learns where to send PLIs at once
+
+    def _on_feedback(self) -> None:
+        from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket
+
+        while True:
+            try:
+                data = self.sock.recv(1500)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. ICMP port unreachable from a dead edge
+                continue
+            try:
+                packets = RtcpPacket.parse(data)
+            except ValueError:
+                continue
+            for packet in packets:
+                if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI,
+                                                                          RTCP_PSFB_FIR):
+                    self.keyframe_requests += 1
+                    if self._source is not None:
+                        self._source.request_keyframe()  # the encoder's limit applies
 
     def detach(self, broadcast: Any) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.sock.fileno())
         broadcast.audio_source.detach(self.audio)
         broadcast.ensure_video_source("vp8").detach(self.video)
         self.video.stop()
@@ -107,7 +183,8 @@ class EdgeForward:
 
     def describe(self) -> dict[str, Any]:
         return {"target": list(self.target), "rtp_sent": self.video.sent + self.audio.sent,
-                "rtp_errors": self.video.errors + self.audio.errors}
+                "rtp_errors": self.video.errors + self.audio.errors,
+                "keyframe_requests": self.keyframe_requests}
 
 
 def forward(engine: Any, occurrence_id: int, target: dict[str, Any]) -> bool:
@@ -120,7 +197,8 @@ def forward(engine: Any, occurrence_id: int, target: dict[str, Any]) -> bool:
             return False
         forwards: dict[str, EdgeForward] = broadcast.__dict__.setdefault("edge_forwards", {})
         edge = str(target["edge"])
-        wanted = (str(target["host"]), int(target["video_port"]), int(target["audio_port"]))
+        wanted = (str(target["host"]), int(target["video_port"]), int(target["audio_port"]),
+                  int(target.get("video_rtcp_port") or 0))
         current = forwards.get(edge)
         if current is not None and current.target == wanted:
             return True
@@ -225,7 +303,7 @@ class JanusEdge:
 
     def mountpoint(self, occurrence_id: int) -> dict[str, Any]:
         """The occurrence's RTP mountpoint on this edge, created if missing:
-        {"host", "video_port", "audio_port", "viewers"}."""
+        {"host", "video_port", "audio_port", "video_rtcp_port", "viewers"}."""
         try:
             info = self._request({"request": "info", "id": int(occurrence_id),
                                   "secret": self.admin_key})["info"]
@@ -237,15 +315,19 @@ class JanusEdge:
                 "id": int(occurrence_id), "description": f"occurrence {occurrence_id}",
                 "secret": self.admin_key, "permanent": False,
                 "media": [
+                    # bufferkf: a new viewer starts at once from the last keyframe;
+                    # rtcpport: its viewers' keyframe requests come back to the origin.
                     {"type": "video", "mid": "v", "port": 0, "pt": VIDEO_PT, "codec": "vp8",
-                     "bufferkf": True},  # a new viewer starts at once from the last keyframe
+                     "bufferkf": True, "rtcpport": 0},
                     {"type": "audio", "mid": "a", "port": 0, "pt": AUDIO_PT, "codec": "opus"},
                 ]})
             info = self._request({"request": "info", "id": int(occurrence_id),
                                   "secret": self.admin_key})["info"]
         ports = {m.get("type"): m.get("port") for m in info.get("media", [])}
+        rtcp = {m.get("type"): m.get("rtcpport") for m in info.get("media", [])}
         return {"host": self.host, "video_port": ports.get("video"),
-                "audio_port": ports.get("audio"), "viewers": info.get("viewers", 0)}
+                "audio_port": ports.get("audio"), "video_rtcp_port": rtcp.get("video"),
+                "viewers": info.get("viewers", 0)}
 
     def viewers(self, occurrence_id: int) -> int:
         try:
@@ -375,8 +457,7 @@ class SessionRegistry:
                 self.redis.hdel(self._key(occurrence_id), token)
         return entry
 
-    def live(self, occurrence_id: int) -> list[dict[str, Any]]:
-        """The sessions of an occurrence kept alive lately."""
+    def _entries(self, occurrence_id: int) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = []
         if self.redis is not None:
             try:
@@ -388,8 +469,17 @@ class SessionRegistry:
             with self._lock:
                 entries = [e for e in self._local.values()
                            if e["occurrence_id"] == occurrence_id]
+        return entries
+
+    def live(self, occurrence_id: int) -> list[dict[str, Any]]:
+        """The sessions of an occurrence kept alive lately."""
         cutoff = time.time() - SESSION_TTL_SECONDS
-        return [e for e in entries if e.get("seen", 0) >= cutoff]
+        return [e for e in self._entries(occurrence_id) if e.get("seen", 0) >= cutoff]
+
+    def stale(self, occurrence_id: int) -> list[dict[str, Any]]:
+        """The sessions of an occurrence nobody kept alive lately."""
+        cutoff = time.time() - SESSION_TTL_SECONDS
+        return [e for e in self._entries(occurrence_id) if e.get("seen", 0) < cutoff]
 
     def count(self, occurrence_id: int, edge: str) -> int:
         return sum(1 for e in self.live(occurrence_id) if e.get("edge") == edge)

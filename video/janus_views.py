@@ -11,6 +11,12 @@ send the CSRF header). The origin keeps sites up to YUANJIAO_ORIGIN_MAX_SITES; p
 a site gets the healthy edge with the fewest viewers (video.janus.Edges.allocate), the
 edge's mountpoint is created if missing and the origin sends it RTP; Janus then offers.
 A dead edge's pages lose their connection, ask /play again and get another edge.
+
+Members watching alone are served by edges the same way once the origin is full. Either
+kind's edge session is a media session like a WHEP one: the page's answer accepted by
+Janus sends `subscriber_joined`, a hang-up, a keepalive Janus refuses, or a session not
+kept alive for SESSION_TTL_SECONDS sends `subscriber_left` (video.service), so a member's
+heartbeats count while he watches from an edge, exactly as from the origin.
 """
 
 from __future__ import annotations
@@ -83,7 +89,8 @@ def play(occurrence_id: int):
     info = service.subscriber_info(db.session, principal, site_id)
     db.session.rollback()
     all_edges = edges()
-    if not all_edges or info.get("kind") != "site" or not media.media_enabled():
+    if not all_edges or info.get("kind") not in ("site", "member") \
+            or not media.media_enabled():
         return jsonify({"via": "origin"})
     stats = media.media_stats(occurrence_id)
     if (stats or {}).get("state") != "live":
@@ -95,7 +102,7 @@ def play(occurrence_id: int):
         mount = edge.mountpoint(occurrence_id)
         janus.origin_forward(media.backend(), occurrence_id, {
             "edge": edge.name, "host": mount["host"], "video_port": mount["video_port"],
-            "audio_port": mount["audio_port"]})
+            "audio_port": mount["audio_port"], "video_rtcp_port": mount["video_rtcp_port"]})
         watch = edge.watch(occurrence_id)
     except (requests.RequestException, janus.JanusError, ValueError, KeyError) as exc:
         raise MediaUnavailable(f"转发节点不可用：{exc}") from exc
@@ -104,7 +111,7 @@ def play(occurrence_id: int):
         "occurrence_id": occurrence_id, "site_id": info.get("site_id"),
         "site_name": info.get("site_name"), "label": info.get("label"),
         "edge": edge.name, "session": watch["session"], "handle": watch["handle"],
-        "joined_at": time.time(),
+        "joined_at": time.time(), "token": token, "info": info,
         "screen": isinstance(principal, SiteScreen)})
     return jsonify({"via": "edge", "edge": edge.name, "token": token,
                     "offer": watch["offer"], "keepalive_seconds": KEEPALIVE_SECONDS,
@@ -132,8 +139,35 @@ def answer(occurrence_id: int, token: str):
         edge.start(entry["session"], entry["handle"], sdp)
     except (requests.RequestException, janus.JanusError, ValueError) as exc:
         raise MediaUnavailable(f"转发节点不可用：{exc}") from exc
+    _media_session(service.subscriber_joined, occurrence_id, entry)
     _tell_pages(occurrence_id)
     return Response(status=204)
+
+
+def _resource_id(entry: dict[str, Any]) -> str:
+    return f"edge:{entry['edge']}:{entry['session']}"
+
+
+def _media_session(signal: Any, occurrence_id: int, entry: dict[str, Any]) -> None:
+    """An edge session joined or left, told as the engine tells a WHEP one."""
+    signal.send(occurrence_id, info=entry.get("info") or {}, resource_id=_resource_id(entry))
+
+
+def _drop(occurrence_id: int, token: str) -> dict[str, Any] | None:
+    entry = edges().sessions.remove(occurrence_id, token)
+    if entry is not None:
+        _media_session(service.subscriber_left, occurrence_id, entry)
+    return entry
+
+
+def expire(occurrence_id: int) -> int:
+    """Forget the occurrence's edge sessions nobody kept alive (the page vanished without
+    hanging up); each one leaves. How many."""
+    gone = edges().sessions.stale(occurrence_id)
+    for entry in gone:
+        if entry.get("token"):
+            _drop(occurrence_id, entry["token"])
+    return len(gone)
 
 
 def _tell_pages(occurrence_id: int) -> None:
@@ -145,7 +179,7 @@ def _tell_pages(occurrence_id: int) -> None:
 def keepalive(occurrence_id: int, token: str):
     entry, edge = _session(occurrence_id, token)
     if not edge.keepalive(entry["session"]):
-        edges().sessions.remove(occurrence_id, token)
+        _drop(occurrence_id, token)
         raise NotFound("该转发会话不存在或已结束", code="edge_session_gone")
     edges().sessions.touch(occurrence_id, token)
     return jsonify({"ok": True})
@@ -154,7 +188,7 @@ def keepalive(occurrence_id: int, token: str):
 @pages.delete("/live/<int:occurrence_id>/edge/<token>")
 def hang_up(occurrence_id: int, token: str):
     entry, edge = _session(occurrence_id, token)
-    edges().sessions.remove(occurrence_id, token)
+    _drop(occurrence_id, token)
     edge.close(entry["session"])
     _tell_pages(occurrence_id)
     return Response(status=204)
@@ -165,7 +199,8 @@ def served_sites(occurrence_id: int) -> list[dict[str, Any]]:
     app = app_object()
     if not app.config.get("YUANJIAO_JANUS_EDGES"):
         return []
-    return [{"resource_id": f"edge:{e['edge']}:{e['session']}", "kind": "site",
+    expire(occurrence_id)
+    return [{"resource_id": _resource_id(e), "kind": (e.get("info") or {}).get("kind", "site"),
              "label": e.get("label") or "", "site_id": e.get("site_id"),
              "site_name": e.get("site_name") or "", "state": "connected",
              "joined_at": e.get("joined_at"), "served_by": e["edge"]}

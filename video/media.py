@@ -13,6 +13,7 @@ commits, sends the `video.service` signals and emits Socket.IO messages to the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -41,16 +42,40 @@ def room(occurrence_id: int) -> str:
     return f"live:{occurrence_id}"
 
 
+#: A media node's /health answer is trusted this long; a check waits this long at most.
+NODE_HEALTH_CACHE_SECONDS = 1.0
+NODE_HEALTH_TIMEOUT = 0.5
+#: A node's event log is asked again this soon after it did not answer.
+NODE_RETRY_SECONDS = 0.5
+
+
 class NodeClient:
     """The engine's interface over HTTP, against one or more `video.node` processes."""
 
-    def __init__(self, urls: list[str], secret: str, on_event: Any) -> None:
+    def __init__(self, urls: list[str], secret: str, on_event: Any,
+                 redis_url: str | None = None, prefix: str = "yuanjiao") -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.secret = secret
         self.on_event = on_event
         self.http = requests.Session()
         self._pollers: list[threading.Thread] = []
         self._stop = threading.Event()
+        #: Node index -> (checked at, answered): /health, cached NODE_HEALTH_CACHE_SECONDS.
+        self._health: dict[int, tuple[float, bool]] = {}
+        #: Occurrence -> the node its broadcast was published on (in Redis too, so that
+        #: every web process sends its viewers there after a failover).
+        self._placed: dict[int, int] = {}
+        #: Node index -> occurrences live there, from its event log (a lost node's pages
+        #: are told at once).
+        self._live_on: dict[int, set[int]] = {}
+        self._lock = threading.Lock()
+        self.prefix = prefix
+        self.redis = None
+        if redis_url:
+            import redis
+
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=1,
+                                              socket_connect_timeout=1)
 
     def start(self) -> NodeClient:
         for index, url in enumerate(self.urls):
@@ -66,9 +91,53 @@ class NodeClient:
     def _headers(self, **extra: str) -> dict[str, str]:
         return {"X-Yuanjiao-Node-Secret": self.secret, **extra}
 
+    def healthy(self, index: int) -> bool:
+        checked, ok = self._health.get(index, (0.0, False))
+        if time.monotonic() - checked < NODE_HEALTH_CACHE_SECONDS:
+            return ok
+        try:
+            ok = self.http.get(f"{self.urls[index]}/health", headers=self._headers(),
+                               timeout=NODE_HEALTH_TIMEOUT).ok
+        except requests.RequestException:
+            ok = False
+        self._health[index] = (time.monotonic(), ok)
+        return ok
+
+    def _placement_key(self, occurrence_id: int) -> str:
+        return f"{self.prefix}:media-node:{int(occurrence_id)}"
+
+    def _placement(self, occurrence_id: int) -> int | None:
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                raw = self.redis.get(self._placement_key(occurrence_id))
+                if raw is not None and 0 <= int(raw) < len(self.urls):
+                    return int(raw)
+        return self._placed.get(int(occurrence_id))
+
+    def _place(self, occurrence_id: int, index: int) -> None:
+        self._placed[int(occurrence_id)] = index
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.set(self._placement_key(occurrence_id), index, ex=24 * 3600)
+
     def node_for(self, occurrence_id: int) -> tuple[int, str]:
-        index = int(occurrence_id) % len(self.urls)
+        """The node of an occurrence's broadcast: where it was published, else its own
+        (occurrence id modulo the nodes)."""
+        index = self._placement(occurrence_id)
+        if index is None:
+            index = int(occurrence_id) % len(self.urls)
         return index, self.urls[index]
+
+    def _node_to_publish(self, occurrence_id: int) -> int:
+        """Where a (re)publish goes: the occurrence's node while it answers, else the next
+        one that does (a killed node's lecture moves to another as soon as the trainer's
+        page publishes again)."""
+        current, _ = self.node_for(occurrence_id)
+        n = len(self.urls)
+        for index in [current, *((current + i) % n for i in range(1, n))]:
+            if n == 1 or self.healthy(index):
+                return index
+        return current
 
     def _raise(self, response: requests.Response) -> None:
         try:
@@ -79,13 +148,19 @@ class NodeClient:
 
     def _offer(self, path: str, occurrence_id: int, sdp: str, meta: dict[str, Any]
                ) -> dict[str, Any]:
-        index, url = self.node_for(occurrence_id)
+        if path == "whip":
+            index = self._node_to_publish(occurrence_id)
+            url = self.urls[index]
+        else:
+            index, url = self.node_for(occurrence_id)
         response = self.http.post(
             f"{url}/{path}/{int(occurrence_id)}", data=sdp.encode(), timeout=30,
             headers=self._headers(**{"Content-Type": "application/sdp",
                                      "X-Yuanjiao-Meta": json.dumps(meta)}))
         if response.status_code != 201:
             self._raise(response)
+        if path == "whip":
+            self._place(occurrence_id, index)
         result = json.loads(response.headers.get("X-Yuanjiao-Result", "{}"))
         result["answer"] = response.text
         result["resource_id"] = f"n{index}.{result['resource_id']}"
@@ -178,8 +253,11 @@ class NodeClient:
         return bool(response.ok and response.json().get("ok"))
 
     def _poll(self, url: str) -> None:
-        """Long-poll a node's event log and hand the events to the worker."""
-        after = None
+        """Long-poll a node's event log and hand the events to the worker. A node that
+        stops answering (killed) has its live occurrences reported as `media_lost`; one
+        that comes back (restarted) is read from its new log's start."""
+        index = self.urls.index(url)
+        after, boot = None, None
         while not self._stop.is_set():
             try:
                 params = {"wait": 20} if after is None else {"after": after, "wait": 20}
@@ -187,13 +265,39 @@ class NodeClient:
                                         headers=self._headers(), timeout=30)
                 response.raise_for_status()
                 body = response.json()
+                if boot is not None and body.get("boot") != boot:
+                    boot, after = body.get("boot"), 0  # restarted: its new log from the start
+                    continue
+                boot = body.get("boot")
                 if after is not None:
                     for event in body["events"]:
+                        self._track(index, event)
                         self.on_event(event)
                 after = body["last"]
-            except requests.RequestException as exc:
-                log.warning("media node %s unreachable: %s", url, exc)
-                time.sleep(2)
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                if self._health.get(index, (0.0, True))[1]:  # said once, not every retry
+                    log.warning("media node %s unreachable: %s", url, exc)
+                self._health[index] = (time.monotonic(), False)
+                self._lost(index)
+                self._stop.wait(NODE_RETRY_SECONDS)
+
+    def _track(self, index: int, event: dict[str, Any]) -> None:
+        kind, occurrence_id = event.get("type"), event.get("occurrence_id")
+        if not isinstance(occurrence_id, int):
+            return
+        with self._lock:
+            live = self._live_on.setdefault(index, set())
+            if kind == "broadcast_started":
+                live.add(occurrence_id)
+            elif kind == "broadcast_ended":
+                live.discard(occurrence_id)
+
+    def _lost(self, index: int) -> None:
+        with self._lock:
+            lost = self._live_on.pop(index, set())
+        for occurrence_id in sorted(lost):
+            self.on_event({"type": "media_lost", "occurrence_id": occurrence_id,
+                           "node": index})
 
 
 class MediaRuntime:
@@ -205,7 +309,9 @@ class MediaRuntime:
         nodes = app.config.get("YUANJIAO_MEDIA_NODES") or []
         if nodes:
             secret = app.config["YUANJIAO_MEDIA_NODE_SECRET"]
-            self.backend: Any = NodeClient(list(nodes), secret, self.events.put).start()
+            self.backend: Any = NodeClient(
+                list(nodes), secret, self.events.put, app.config.get("REDIS_URL"),
+                _redis_prefix(app.config)).start()
         else:
             self.backend = MediaEngine(ice_servers=app.config.get("YUANJIAO_ICE_SERVERS") or [],
                                        on_event=self.events.put).start()
@@ -279,6 +385,17 @@ def shutdown(app: Flask) -> None:
         existing.shutdown()
 
 
+def _redis_prefix(config: Any) -> str:
+    """The keys of one deployment (as attendance.presence.redis_prefix spells them)."""
+    import hashlib
+
+    given = config.get("YUANJIAO_REDIS_PREFIX")
+    if given:
+        return given
+    digest = hashlib.sha1(str(config["SQLALCHEMY_DATABASE_URI"]).encode()).hexdigest()[:12]
+    return f"yuanjiao:{digest}"
+
+
 def media_stats(occurrence_id: int) -> dict[str, Any] | None:
     """Live stats from the engine, or None when it is off or not started."""
     app = app_object()
@@ -330,7 +447,8 @@ def manage_room(occurrence_id: int) -> str:
 def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
     stats = stats or {}
     keys = ("fps", "bitrate_kbps", "target_bitrate_kbps", "width", "height", "subscribers",
-            "publisher_connected", "keyframes", "codecs", "frames_in", "layers")
+            "publisher_connected", "keyframes", "codecs", "frames_in", "layers",
+            "recording_state", "recording_error")
     return {k: stats.get(k) for k in keys if k in stats}
 
 
@@ -387,6 +505,15 @@ def handle_event(event: dict[str, Any]) -> None:
         state = "live" if stats and stats.get("state") == "live" else None
         if state:
             emit_live(occurrence_id, state, stats)
+    elif kind == "recording_failed":  # the disk filled up: tell the trainer's page now
+        log.error("occurrence %s: recording stopped (%s); the broadcast goes on",
+                  occurrence_id, event.get("error"))
+        stats = media_stats(occurrence_id)
+        if stats and stats.get("state") == "live":
+            emit_live(occurrence_id, "live", stats)
+    elif kind == "media_lost":  # its media node is gone: pages reconnect, trainer republishes
+        log.error("occurrence %s: media node %s lost", occurrence_id, event.get("node"))
+        emit_live(occurrence_id, "interrupted")
     elif kind in ("publisher_connected", "publisher_disconnected"):
         stats = media_stats(occurrence_id)
         if stats and stats.get("state") == "live":

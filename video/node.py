@@ -13,9 +13,11 @@ engine's synchronous interface:
   `If-Match` passed on): 200 and JSON {occurrence_id, etag}.
 - `DELETE /resources/<resource_id>`, `POST /end/<occurrence_id>`,
   `GET /stats/<occurrence_id>`, `POST /record/<occurrence_id>` ({"path": ...}).
-- `GET /events?after=<seq>&wait=<seconds>`: the event log, long-polled by the web app.
-- `POST /forward/<occurrence_id>` ({edge, host, video_port, audio_port}): send the
-  broadcast as RTP to a Janus edge's mountpoint (video.janus).
+- `GET /events?after=<seq>&wait=<seconds>`: the event log, long-polled by the web app
+  ({events, last, boot}: `boot` names this process's log).
+- `POST /forward/<occurrence_id>` ({edge, host, video_port, audio_port, video_rtcp_port}):
+  send the broadcast as RTP to a Janus edge's mountpoint, its keyframe requests back
+  (video.janus).
 
 Recordings are written where the web app says (`record_path`), so the node and the web
 app must share YUANJIAO_RECORDINGS_DIR (the same path on a shared disk), or the node's
@@ -33,6 +35,7 @@ import os
 import re
 import signal
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -54,6 +57,8 @@ class EventLog:
             maxlen=keep)
         self.seq = 0
         self.cond = threading.Condition()
+        #: This process's log: a restarted node's log starts again under a new one.
+        self.boot = uuid.uuid4().hex
 
     def append(self, event: dict[str, Any]) -> None:
         with self.cond:
@@ -165,7 +170,7 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
                 after = int(query["after"][0]) if "after" in query else None
                 wait = min(25.0, float(query.get("wait", ["20"])[0]))
                 batch, last = events.since(after, wait)
-                self._send(200, {"events": batch, "last": last})
+                self._send(200, {"events": batch, "last": last, "boot": events.boot})
             elif method == "GET" and path == "/health":
                 self._send(200, {"ok": True, "broadcasts": len(engine.broadcasts)})
             else:

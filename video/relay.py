@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import fractions
 import logging
 import time
@@ -473,6 +474,15 @@ class Recorder:
         self.first_pts_seconds: float | None = None
         self.last_pts_seconds = 0.0
         self.failed = False
+        #: Why it stopped: "disk_full" (no space left) or "write_failed"; the broadcast
+        #: goes on without a recording and the live API says so.
+        self.error: str | None = None
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("recording %s stopped: %s", self.path, exc)
+        self.failed = True
+        self.error = "disk_full" if getattr(exc, "errno", None) in (
+            errno.ENOSPC, errno.EDQUOT) else "write_failed"
 
     def _open(self, width: int, height: int) -> None:
         self.container = av.open(self.path, mode="w", format="webm")
@@ -492,7 +502,12 @@ class Recorder:
         if self.container is None:
             if not packet.is_keyframe:
                 return  # a recording starts on a keyframe
-            self._open(width, height)
+            try:
+                self._open(width, height)
+            except Exception as exc:  # no space for the file: no recording, same broadcast
+                self.container = None
+                self._fail(exc)
+                return
             self._origin["t"] = packet.pts  # 90 kHz
             for pending in self._pending_audio:
                 self._mux(pending, self.audio_stream)
@@ -527,9 +542,8 @@ class Recorder:
         av_packet.stream = stream
         try:
             self.container.mux(av_packet)
-        except Exception:  # a bad packet must not end the broadcast; log once, stop recording
-            log.exception("recording %s failed", self.path)
-            self.failed = True
+        except Exception as exc:  # a full disk or a bad packet must not end the broadcast
+            self._fail(exc)
             return
         if self.first_pts_seconds is None:
             self.first_pts_seconds = seconds
@@ -540,7 +554,6 @@ class Recorder:
         if self.container is not None:
             try:
                 self.container.close()
-            except Exception:
-                log.exception("closing recording %s failed", self.path)
-                self.failed = True
+            except Exception as exc:
+                self._fail(exc)
         return self.last_pts_seconds - (self.first_pts_seconds or 0.0)

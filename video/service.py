@@ -12,6 +12,8 @@ after the change is committed):
 - `broadcast_ended` (sender = occurrence id, recording_id=..., reason=...)
 - `subscriber_joined` / `subscriber_left` (sender = occurrence id, info={site_id,
   member_id, user_id, kind, ...}, resource_id=...)
+- `hls_fetched` (sender = occurrence id, member_id=..., lasts=seconds): a member's login
+  fetched an HLS segment (sent by video.hls_views in the request)
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ broadcast_started = signals.signal("broadcast-started")
 broadcast_ended = signals.signal("broadcast-ended")
 subscriber_joined = signals.signal("subscriber-joined")
 subscriber_left = signals.signal("subscriber-left")
+hls_fetched = signals.signal("hls-fetched")
 
 
 def _hash(key: str) -> str:

@@ -46,6 +46,7 @@ from video.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
+from video.ice import ice_servers
 from video.live import live_payload
 from video.models import Recording
 
@@ -437,13 +438,20 @@ def raise_login():
     abort(redirect(url_for("accounts.login", next=request.full_path)))
 
 
+def _turn_user() -> str:
+    """Who the page's TURN credentials are for (coturn logs it): the login, or a screen."""
+    if current_user.is_authenticated:
+        return f"user{current_user.id}"
+    return "screen"
+
+
 def _page_config(occurrence, **extra: Any) -> dict[str, Any]:
     return {
         "occurrenceId": occurrence.id,
         "whipUrl": url_for("video_signaling.whip_publish", occurrence_id=occurrence.id),
         "whepUrl": url_for("video_signaling.whep_subscribe", occurrence_id=occurrence.id),
         "liveUrl": f"/api/v1/occurrences/{occurrence.id}/live",
-        "iceServers": current_app.config.get("YUANJIAO_ICE_SERVERS") or [],
+        "iceServers": ice_servers(current_app.config, _turn_user()),
         "retryAfter": RETRY_AFTER,
         **extra,
     }

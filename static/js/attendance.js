@@ -251,7 +251,26 @@
     });
   }
 
+  /** The lecture's recording stopped (its disk is full...): the organizer is told; the
+   *  broadcast goes on. The live API's stats say so; asked every 10 s while the page is open. */
+  function recordingNotice() {
+    const notice = document.querySelector(".att-recording-notice");
+    if (!notice) return;
+    async function check() {
+      let live = null;
+      try { live = await window.apiFetch(notice.dataset.liveUrl); } catch (e) { return; }
+      const stats = (live && live.stats) || {};
+      const failed = live && live.state === "live" && stats.recording_state === "failed";
+      notice.hidden = !failed;
+      notice.dataset.error = failed ? (stats.recording_error || "write_failed") : "";
+      if (failed) text(notice, stats.recording_error === "disk_full" ? notice.dataset.diskFull : notice.dataset.writeFailed);
+    }
+    check();
+    setInterval(check, 10000);
+  }
+
   function dashboardPanel(panel) {
+    recordingNotice();
     const box = panel.querySelector(".att-sites");
     const labels = JSON.parse(panel.dataset.labels || "{}");
     const attended = ["present", "late", "left_early"];

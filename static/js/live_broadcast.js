@@ -68,10 +68,11 @@
       pc.addTransceiver(currentVideoTrack(), { direction: "sendonly" });
       const audio = camera.getAudioTracks()[0];
       if (audio) pc.addTransceiver(audio, { direction: "sendonly" });
+      const mine = pc;
       pc.onconnectionstatechange = function () {
-        if (!pc) return;
-        if (pc.connectionState === "connected") Live.setStatus("live");
-        else if (pc.connectionState === "failed") Live.setStatus("live", "reconnecting");
+        if (pc !== mine) return;
+        if (mine.connectionState === "connected") Live.setStatus("live");
+        else if (mine.connectionState === "failed") republish();
       };
       const result = await Live.postOffer(cfg.whipUrl, pc);
       if (result.status !== 201) {
@@ -87,6 +88,25 @@
       pc = null;
       startBtn.disabled = false;
     }
+  }
+
+  /** The media node went away (the server says "interrupted", or ICE failed): publish
+   *  again with the same camera; the app sends it to a node that answers. Tries every
+   *  second until it is back or the trainer stops. */
+  let republishing = false;
+  async function republish() {
+    if (republishing || !pc) return;
+    republishing = true;
+    Live.setStatus("live", "reconnecting");
+    const old = pc;
+    pc = null;
+    location = null;
+    old.close();
+    for (let attempt = 0; attempt < 60 && !pc && camera; attempt++) {
+      await start();
+      if (!pc) await new Promise(function (resolve) { setTimeout(resolve, 1000); });
+    }
+    republishing = false;
   }
 
   async function stop() {
@@ -179,14 +199,26 @@
     document.getElementById("stat-sites").textContent = String((sites || []).length);
   }
 
+  /** The recording stopped (disk full...): the broadcast goes on, the trainer is told. */
+  function renderRecording(stats) {
+    const notice = document.getElementById("recording-notice");
+    if (!notice || !stats) return;
+    const failed = stats.recording_state === "failed";
+    notice.hidden = !failed;
+    notice.dataset.error = failed ? (stats.recording_error || "write_failed") : "";
+    if (failed) notice.textContent = stats.recording_error === "disk_full" ? notice.dataset.diskFull : notice.dataset.writeFailed;
+  }
+
   function renderStats(stats) {
     if (!stats) return;
+    renderRecording(stats);
     if (stats.bitrate_kbps != null) document.getElementById("stat-bitrate").textContent = stats.bitrate_kbps + " kbps";
     if (stats.fps != null) document.getElementById("stat-fps").textContent = String(stats.fps);
     if (stats.width) document.getElementById("stat-size").textContent = stats.width + "×" + stats.height;
   }
 
   function onState(msg) {
+    if (msg.state === "interrupted") { republish(); return; }
     renderSites(msg.sites);
     renderStats(msg.stats);
     if (msg.state === "ended" && !pc) Live.setStatus("ended");

@@ -91,13 +91,14 @@
     });
   }
 
-  /** A site page asks where to watch from; a Janus edge sends its offer, we answer.
-   *  Resolves null when the origin serves this page (then WHEP as before). */
+  /** A site's or a member's page asks where to watch from; a Janus edge sends its offer,
+   *  we answer. Resolves null when the origin serves this page (then WHEP as before). */
   async function viaEdge(mine) {
-    if (!cfg.siteId || !cfg.occurrenceId) return null;
+    if (!cfg.occurrenceId) return null;
+    const query = cfg.siteId ? "?site=" + cfg.siteId : "";
     let body;
     try {
-      const res = await fetch("/live/" + cfg.occurrenceId + "/play?site=" + cfg.siteId, {
+      const res = await fetch("/live/" + cfg.occurrenceId + "/play" + query, {
         method: "POST", headers: Live.authHeaders(), credentials: "same-origin" });
       if (!res.ok) return null;
       body = await res.json();
@@ -223,6 +224,12 @@
   Live.joinRoom(function (msg) {
     if (msg.state === "live") {
       if (!pc) { ended = false; connect(); }
+    } else if (msg.state === "interrupted") {
+      // Its media node is gone: drop the dead connection now (ICE would take seconds to
+      // notice); the trainer's page publishes again and "live" brings us back at once.
+      teardown();
+      Live.setStatus("waiting", "reconnecting");
+      scheduleRetry(1);
     } else if (msg.state === "ended") {
       ended = true;
       teardown();

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.browser.test_live import assert_playing, obs_publish, setup_lecture, wait_state
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, login_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -121,6 +121,74 @@ def test_sites_watch_from_edges_and_move_when_one_dies(live_server_factory, brow
     finally:
         for ctx in contexts:
             ctx.close()
+        client_loop.call_soon_threadsafe(client_loop.stop)
+        thread.join(10)
+        client_loop.close()
+
+
+def test_a_member_watching_from_an_edge_holds_a_media_session(live_server_factory, browser,
+                                                             edges):
+    """Media-bound presence through an edge: the member's page plays from Janus, his
+    viewer:join counts; once his page has gone (hang-up), a viewer:join is refused."""
+    from tests.browser.test_hls import _member
+    from tests.conftest import wait_for_js
+    from tests.test_scale import Sock
+
+    server = live_server_factory({
+        "YUANJIAO_MEDIA": "inprocess",
+        "YUANJIAO_JANUS_EDGES": ",".join(url for url, _ in edges.values()),
+        "YUANJIAO_JANUS_SECRET": SECRET, "YUANJIAO_JANUS_ADMIN_KEY": ADMIN_KEY,
+        "YUANJIAO_ORIGIN_MAX_SITES": "0"})
+    lecture = setup_lecture(server, starts_in_minutes=-1)
+    occ, base, api = lecture["occurrence"], server.url, lecture["api"]
+    member = _member(api, lecture["sites"][0], "王建国", "DY0001", "wang")
+    key = api("POST", f"/api/v1/occurrences/{occ}/stream-key")["stream_key"]
+
+    client_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=client_loop.run_forever, daemon=True)
+    thread.start()
+
+    def on_client(coro):
+        return asyncio.run_coroutine_threadsafe(coro, client_loop).result(60)
+
+    ctx = browser.new_context()
+    sock = None
+    try:
+        publisher, locations = on_client(obs_publish(base, occ, key))
+        page = ctx.new_page()
+        login_page(page, base, "wang", "member-pass")
+        page.goto(f"{base}/live/{occ}/watch")
+        wait_state(page, "live", timeout=30_000)
+        assert_playing(page)
+        assert page.evaluate("document.body.dataset.servedBy") in edges
+        # His page's viewer:join was accepted: the edge session is his media session.
+        wait_for_js(page, "() => document.querySelector('.att-viewer-state')"
+                    ".textContent === document.querySelector('.att-viewer-state')"
+                    ".dataset.watching", timeout=15_000)
+        live = server.api("GET", f"/api/v1/occurrences/{occ}/live", lecture["admin"]).json()
+        mine = [s for s in live["sites"] if s.get("kind") == "member"]
+        assert len(mine) == 1, live["sites"]
+        assert mine[0]["served_by"] in edges
+        rows = {r["member_id"]: r for r in api("GET", f"/api/v1/occurrences/{occ}/attendance")}
+        assert rows[member["id"]]["first_join"] is not None
+        page.goto("about:blank")  # pagehide: the page hangs up its edge session
+        sock = Sock(base, server.token("wang", "member-pass"))
+        refused = None
+        for attempt in range(50):
+            refused = sock.call("viewer:join", {"occurrence_id": occ,
+                                                "event_id": f"after-hangup-{attempt}"})
+            if not refused["ok"]:
+                break
+            time.sleep(0.2)
+        assert refused["ok"] is False, refused
+        assert refused["error"] == "no_media_session", refused
+        requests.delete(base + locations["whip"], headers={"Authorization": f"Bearer {key}"},
+                        timeout=30).raise_for_status()
+        on_client(publisher.close())
+    finally:
+        if sock is not None:
+            sock.close()
+        ctx.close()
         client_loop.call_soon_threadsafe(client_loop.stop)
         thread.join(10)
         client_loop.close()

@@ -28,7 +28,7 @@ def ensure_tables(server) -> None:
     engine.dispose()
 
 
-def setup_lecture(server) -> dict:
+def setup_lecture(server, starts_in_minutes: int = 5) -> dict:
     """Org unit, two sites with screen tokens, a trainer, and a lecture aimed at both."""
     ensure_tables(server)
     admin = server.token()
@@ -45,7 +45,8 @@ def setup_lecture(server) -> dict:
                                        "role": "trainer", "display_name": "主讲人"})
     trainer_id = next(u["id"] for u in api("GET", "/api/v1/users?page_size=100")
                       if u["username"] == "lecturer")
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(minutes=5)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(
+        minutes=starts_in_minutes)
     study = api("POST", "/api/v1/sessions", json={
         "title": "党史讲座", "kind": "party_history_lecture", "trainer_id": trainer_id,
         "starts_at": start.isoformat(), "duration_minutes": 60,

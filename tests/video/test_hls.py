@@ -10,6 +10,7 @@ import re
 import av
 import pytest
 
+from attendance.watching import Watching, watching
 from tests.video.conftest import in_thread, run
 from tests.video.peers import Publisher
 from tests.video.test_signaling import bearer, stream_key, whip_signal
@@ -52,6 +53,8 @@ def test_member_plays_hls_dated_near_the_clock(app, client, factory, scene, db_s
     assert int(waiting["headers"]["Retry-After"]) > 0
     seen: dict = {}
     checked: dict = {}
+    member_id = member.id
+    registry = watching(app)
 
     async def scenario():
         publisher = Publisher()
@@ -68,8 +71,11 @@ def test_member_plays_hls_dated_near_the_clock(app, client, factory, scene, db_s
         checked["playlist"] = playlist["data"].decode()
         checked["mimetype"] = playlist["mimetype"]
         checked["cache"] = playlist["headers"].get("Cache-Control")
+        # Only the playlist so far: no HLS session for attendance (nothing is playing).
+        checked["held_before"] = registry.holds(occ, member_id)
         name = _dates(checked["playlist"])[-1][1]
         segment = await in_thread(_get, client, f"/live/{occ}/hls/{name}", viewer_auth)
+        checked["held_after"] = registry.holds(occ, member_id)
         checked["segment"] = (segment["status"], segment["mimetype"], segment["data"])
         checked["stranger"] = (await in_thread(_get, client, url, stranger_auth))["status"]
         checked["anonymous"] = (await in_thread(_get, client, url))["status"]
@@ -79,6 +85,9 @@ def test_member_plays_hls_dated_near_the_clock(app, client, factory, scene, db_s
         await publisher.close()
 
     run(scenario())
+    # A fetched segment is what binds the member to a playing HLS session.
+    assert checked["held_before"] is False
+    assert checked["held_after"] is True
     assert checked["mimetype"] == "application/vnd.apple.mpegurl"
     assert checked["cache"] == "no-cache"
     dates = _dates(checked["playlist"])
@@ -108,3 +117,13 @@ def test_member_plays_hls_dated_near_the_clock(app, client, factory, scene, db_s
             break
         run(asyncio.sleep(0.1))
     assert "#EXT-X-ENDLIST" in ended
+
+
+def test_an_hls_session_lapses_without_segment_fetches():
+    registry = Watching()
+    assert not registry.holds(3, 7)
+    registry.fetched(3, 7, 30)
+    assert registry.holds(3, 7)
+    assert not registry.holds(3, 8)
+    registry.fetched(3, 7, -1)  # as if the last fetch were longer ago than the session
+    assert not registry.holds(3, 7)
