@@ -50,7 +50,10 @@ def busy_feed(client, world, factory, make_session, db_session):
                               starts_at=rows[6].starts_at + dt.timedelta(days=1, hours=2),
                               now=now)
     service.update_occurrence(db_session, world.admin, rows[8], status="cancelled", now=now)
-    make_session(title="党课", starts_at=now - dt.timedelta(days=70),
+    # at a fixed hour (11:00 Shanghai): at now's hour it met the weekly series between
+    # about 15:00 and 17:00 UTC
+    make_session(title="党课", starts_at=dt.datetime.combine(
+                     (now - dt.timedelta(days=70)).date(), dt.time(3, 0), dt.UTC),
                  rrule="FREQ=MONTHLY;COUNT=8", site_ids=[world.site_a.id], org_unit_ids=[],
                  now=now, duration_minutes=60)
     make_session(title="一次性", starts_at=now + dt.timedelta(days=3, hours=5), trainer_id=None,
