@@ -49,6 +49,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_MEDIA_NODES": ([], _url_list),
     #: Shared secret between the web app and `python -m video.node` processes.
     "YUANJIAO_MEDIA_NODE_SECRET": ("", str),
+    # Forward mode: "auto" relays the publisher's own encoded video when it suits every
+    # site on the top layer (codec, size, bitrate), "off" always decodes and encodes once.
+    "YUANJIAO_FORWARD": ("auto", str),
     "YUANJIAO_ICE_SERVERS": ([], json.loads),
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     "YUANJIAO_CORS_ORIGINS": ([], _origin_list),
