@@ -1167,7 +1167,10 @@ class MediaEngine:
             size = os.path.getsize(path) if os.path.exists(path) else 0
             ok = not broadcast.recorder.failed and broadcast.recorder.container is not None
             recording = {"path": path, "duration_seconds": round(duration, 3),
-                         "size_bytes": size, "status": "complete" if ok else "failed"}
+                         "size_bytes": size, "status": "complete" if ok else "failed",
+                         # Forwarded H.264 is kept as it came: Matroska, not WebM.
+                         "mime_type": "video/x-matroska"
+                         if broadcast.recorder.codec == "h264" else "video/webm"}
         self._emit({"type": "broadcast_ended", "occurrence_id": occurrence_id,
                     "reason": reason, "recording": recording})
         return True
