@@ -53,6 +53,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     # site on the top layer (codec, size, bitrate), "off" always decodes and encodes once.
     "YUANJIAO_FORWARD": ("auto", str),
     "YUANJIAO_ICE_SERVERS": ([], json.loads),
+    # The Redis pub/sub channel of Socket.IO's message queue: one per deployment sharing a
+    # Redis (channels ignore Redis's database numbers), e.g. a benchmark beside a stack.
+    "YUANJIAO_SOCKETIO_CHANNEL": ("flask-socketio", str),
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     "YUANJIAO_CORS_ORIGINS": ([], _origin_list),
     "YUANJIAO_RECORDINGS_DIR": (None, str),  # instance/recordings
