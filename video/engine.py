@@ -667,7 +667,11 @@ class Broadcast:
                 sources = [(k, s) for k, s in self.video_sources.items() if k[1] == name]
                 encoders = [self.video_encoders[k] for k, _ in sources]
                 entry.update({
-                    "encoded": any(s.watched or k == ("vp8", "high") for k, s in sources),
+                    "encoded": any((s.watched or k == ("vp8", "high")) and not (
+                        self.forward is not None and self.forward.replaces(k))
+                        for k, s in sources),
+                    "forwarded": any(self.forward is not None and self.forward.feeds(k)
+                                     for k, _ in sources),
                     "keyframes": sum(s.keyframes for _, s in sources),
                     "frames": sum(e.frames for e in encoders),
                     "encode_ms_per_frame": round(sum(e.seconds for e in encoders) * 1000
