@@ -404,6 +404,9 @@ def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> d
         "first_max": max(ok) if ok else None, "no_frame": len(first) - len(ok),
         "server_subscribers": stats.get("subscribers"),
         "server_mode": stats.get("mode"),
+        "forward": {k: (stats.get("forward") or {}).get(k)
+                    for k in ("state", "reason", "handbacks", "plis", "keyframes",
+                              "decoded")},
         "video_kbps": per_site_kbps(stats, seconds),
         "server_fps": stats.get("fps"),
         # Packets the server itself dropped for lagging sites (its loop fell behind); the
@@ -440,6 +443,7 @@ def run_mode(relay: str, sites: list[int], seconds: float, forward: str = "off",
                   f"(server encodes {result['server_fps']} fps, dropped "
                   f"{result['server_dropped']} packets for lagging sites; mode "
                   f"{result['server_mode']}, video {result['video_kbps']} kb/s)"
+                  + (f"   forward {result['forward']}" if forward != "off" else "")
                   + (f"   ({result['no_frame']} sites got no frame)" if result["no_frame"]
                      else ""), flush=True)
             if result["cpu"] > 190:

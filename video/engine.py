@@ -42,6 +42,7 @@ from aiortc.rtp import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from video import forward as forward_rules
 from video import hls
 from video.forward import HANDBACK, Forwarder
 from video.ice import etag_for, parse_sdpfrag
@@ -402,10 +403,9 @@ class Broadcast:
         """One of the publisher's encoded frames, forwarded to the top layer's sites, its
         GOP cache and the recording (on the loop, from the receiver's tap)."""
         source = self.ensure_video_source(codec, "high")
-        if source.gop_seconds < 2.0:
-            from video import forward as fwd
-
-            source.gop_seconds, source.gop_frames = fwd.GOP_SECONDS, fwd.GOP_FRAMES
+        if source.gop_frames != forward_rules.GOP_FRAMES:
+            source.gop_seconds = forward_rules.GOP_SECONDS
+            source.gop_frames = forward_rules.GOP_FRAMES
         packet = EncodedPacket(data, self._next_pts(), VIDEO_TIME_BASE, is_keyframe)
         source.take_switches([packet])
         source.publish(packet)

@@ -46,8 +46,8 @@ RETRY_SECONDS = 10.0
 PLI_MIN_INTERVAL = 1.0
 #: A joining site gets the frames since the publisher's last keyframe when that keyframe
 #: is at most this old (more would be a long burst); else it waits for one, asked by PLI.
-GOP_SECONDS = 2.0
-GOP_FRAMES = 75
+GOP_SECONDS = 1.0
+GOP_FRAMES = 45
 
 ENCODE, FORWARD, HANDBACK = "encode", "forward", "handback"
 
@@ -134,6 +134,7 @@ class Forwarder:
         self._decoding = True
         self._receiver: Any = None
         self._last_pli = -1e9
+        self._pli_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
 
     # --- the tap -------------------------------------------------------------------------
@@ -186,6 +187,9 @@ class Forwarder:
             self._window_bytes -= self._window.popleft()[1]
         if key:
             self.keyframes += 1
+            if self._pli_timer is not None:  # this keyframe serves the deferred request
+                self._pli_timer.cancel()
+                self._pli_timer = None
             size = frame_size(codec, data)
             if size is not None:
                 self.width, self.height = size
@@ -277,10 +281,19 @@ class Forwarder:
     # --- keyframes -----------------------------------------------------------------------
 
     def request_keyframe(self) -> bool:
-        """A PLI to the publisher, at most once per `PLI_MIN_INTERVAL`; whether sent."""
+        """A PLI to the publisher, at most once per `PLI_MIN_INTERVAL`: a request within
+        that time is kept and sent when it ends, unless a keyframe came meanwhile (a site
+        that cleared its queue waits for a keyframe; a dropped request would leave it
+        waiting for the publisher's own next one). Whether a PLI went out now."""
         now = time.monotonic()
         receiver = self._receiver
-        if receiver is None or now - self._last_pli < PLI_MIN_INTERVAL:
+        if receiver is None:
+            return False
+        wait = self._last_pli + PLI_MIN_INTERVAL - now
+        if wait > 0:
+            if self._pli_timer is None:
+                self._pli_timer = asyncio.get_running_loop().call_later(
+                    wait, self._deferred_keyframe)
             return False
         ssrc = self._media_ssrc(receiver)
         if ssrc is None:
@@ -291,6 +304,10 @@ class Forwarder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
+
+    def _deferred_keyframe(self) -> None:
+        self._pli_timer = None
+        self.request_keyframe()
 
     @staticmethod
     def _media_ssrc(receiver: Any) -> int | None:
