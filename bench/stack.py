@@ -39,11 +39,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -172,6 +174,9 @@ class Tier:
                 master.wait(20)
             except subprocess.TimeoutExpired:
                 master.kill()
+        for pid in self.workers:  # a worker its master left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         for _ in range(50):
             if not Path(f"/proc/{self.nginx_master}").exists():
                 break
@@ -183,19 +188,20 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
     tier = Tier(folder, n, url, args.port, args.clients, channel)
     log.info("%d web process(es) %s behind nginx %s (workers %s)", n, tier.workers,
              tier.url, tier.nginx[1:])
+    workers: list = []
     try:
         ctx = mp.get_context("fork")
         ready, results = ctx.Queue(), ctx.Queue()
         go, go2 = ctx.Event(), ctx.Event()
         screens = list(zip(cfg["screen_tokens"], cfg["site_ids"], strict=True))
-        workers = []
         for i in range(args.procs):
             part = {"occurrence_id": cfg["occurrence_id"], "screens": screens[i::args.procs],
                     "viewers": cfg["viewer_tokens"][i::args.procs],
                     "members": members[i::args.procs], "rate": args.rate,
                     "procs": args.procs, "pings": args.pings // args.procs,
                     "heartbeat": args.heartbeat, "go2": go2}
-            p = ctx.Process(target=client_worker, args=(i, tier.url, part, ready, go, results))
+            p = ctx.Process(target=client_worker, args=(i, tier.url, part, ready, go, results),
+                            daemon=True)  # gone with this process, even interrupted
             p.start()
             workers.append(p)
         t_conn = time.perf_counter()
@@ -269,6 +275,9 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                  (args.clients - len(screens)) / args.heartbeat)
         return out
     finally:
+        for p in workers:
+            if p.is_alive():
+                p.kill()
         tier.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
