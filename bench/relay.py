@@ -16,9 +16,10 @@ Both run with forward mode off (`forward: off`), so that the relay decodes and e
     .venv/bin/python bench/relay.py --mode forward --sites 1,8,32,64 --seconds 10
 
 Forward mode against encode-once in the same run: a busy publisher (a quarter of the
-picture noise, so its VP8 runs near its bitrate) whose 640x480 suits the lecture's 480p
-top layer; the node forwards its frames (`forward: auto`, checked in the node's stats)
-(the publisher's VP8 held at 1.2 Mb/s, the lecture's bitrate)
+picture noise) whose 640x480 VP8 at 1.2 Mb/s (encoded once before the run and looped, a
+keyframe every 2 s, so that the driver's publisher costs next to nothing) suits the
+lecture's 480p top layer; the node forwards its frames (`forward: auto`, checked in the
+node's stats)
 and then, on a second node, decodes and encodes once (`forward: off`). Prints both
 series, the cost per added site and the fixed cost of each, and the video bitrate each
 sent (the per-site cost follows the packets per second).
@@ -308,13 +309,79 @@ class Node:
             self.proc.kill()
 
 
+def preencoded_frames(kbps: int, frames: int = 300, gop: int = 60) -> list:
+    """`frames` busy 640x480 pictures encoded once with VP8 at `kbps`, a keyframe every
+    `gop` frames (2 s, as OBS is told to): the publisher then costs the driver almost
+    nothing, on a machine whose two cores the node and the sites already share."""
+    import fractions
+
+    import av
+
+    from tests.video.peers import MovingVideoTrack
+    from video.relay import VIDEO_TIME_BASE
+
+    track = MovingVideoTrack(640, 480, busy=True)
+
+    async def grab():
+        return [await track.recv() for _ in range(frames)]
+
+    track._start, track._timestamp = time.time() - 3600, 0  # no pacing: all at once
+    pictures = asyncio.run(grab())
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 640, 480, "yuv420p"
+    ctx.time_base, ctx.framerate = VIDEO_TIME_BASE, fractions.Fraction(30, 1)
+    ctx.bit_rate = kbps * 1000
+    ctx.gop_size = 100000
+    ctx.options = {"bufsize": str(kbps * 1000), "minrate": str(kbps * 1000),
+                   "maxrate": str(kbps * 1000), "cpu-used": "-6", "deadline": "realtime",
+                   "lag-in-frames": "0", "undershoot-pct": "100", "overshoot-pct": "15",
+                   "error-resilient": "1"}
+    out = []
+    for i, picture in enumerate(pictures):
+        picture.pts, picture.time_base = i * 3000, VIDEO_TIME_BASE
+        picture.pict_type = (av.video.frame.PictureType.I if i % gop == 0
+                             else av.video.frame.PictureType.NONE)
+        out += [(bytes(p), bool(p.is_keyframe)) for p in ctx.encode(picture)]
+    return out
+
+
+def preencoded_track(frames: list):
+    """A video track that sends `frames` (encoded) in a loop at 30 fps; aiortc's sender
+    only packetizes them (`Encoder.pack`). It cannot make a keyframe on request: its own
+    come every 2 s."""
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from video.relay import VIDEO_TIME_BASE, EncodedPacket
+
+    class PreEncoded(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+            self._start: float | None = None
+
+        async def recv(self):
+            if self._start is None:
+                self._start = time.monotonic()
+            due = self._start + self.count / 30
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            data, key = frames[self.count % len(frames)]
+            packet = EncodedPacket(data, self.count * 3000, VIDEO_TIME_BASE, key)
+            self.count += 1
+            return packet
+
+    return PreEncoded()
+
+
 class PublisherThread:
     """The synthetic trainer, on its own asyncio loop in a thread of the driver."""
 
     def __init__(self, url: str, busy: bool = False, forward: str = "off",
-                 kbps: int | None = None) -> None:
+                 kbps: int | None = None, frames: list | None = None) -> None:
         self.busy = busy
         self.forward = forward
+        self.frames = frames
         if kbps:
             # The publisher's VP8 at a fixed bitrate (aiortc's follows the REMB it gets,
             # 250 kb/s to 1.5 Mb/s): the forwarded stream then has the lecture's bitrate.
@@ -335,6 +402,12 @@ class PublisherThread:
         from tests.video.peers import Publisher
 
         publisher = Publisher(audio=True, busy=self.busy)
+        if self.frames:
+            track = preencoded_track(self.frames)
+            sender = next(t.sender for t in publisher.pc.getTransceivers()
+                          if t.kind == "video")
+            sender.replaceTrack(track)
+            publisher.video = track
 
         async def signal(sdp):
             response = await asyncio.get_running_loop().run_in_executor(None, lambda: (
@@ -425,14 +498,14 @@ def per_site_kbps(stats: dict, seconds: float) -> float | None:
 
 def run_mode(relay: str, sites: list[int], seconds: float, forward: str = "off",
              busy: bool = False, label: str | None = None,
-             publisher_kbps: int | None = None) -> list[dict]:
+             publisher_kbps: int | None = None, frames: list | None = None) -> list[dict]:
     label = label or relay
     node = Node(relay)
     publisher = None
     results = []
     try:
         publisher = PublisherThread(node.url, busy=busy, forward=forward,
-                                    kbps=publisher_kbps)
+                                    kbps=publisher_kbps, frames=frames)
         time.sleep(2)
         for n in sites:
             result = measure(node, publisher, n, seconds)
@@ -631,14 +704,17 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
 
 def run_forward(sites: list[int], seconds: float) -> None:
     """Forward mode and encode-once, one after the other, the same busy publisher."""
-    print(f"forward mode vs encode once: busy 640x480 30 fps VP8 publisher at 1.2 Mb/s "
-          f"(aiortc), lecture 480p 1.2 Mb/s, "
+    frames = preencoded_frames(1200)
+    kbps = sum(len(d) for d, _ in frames) * 8 / (len(frames) / 30) / 1000
+    print(f"forward mode vs encode once: busy 640x480 30 fps VP8 publisher, pre-encoded "
+          f"({len(frames)} frames looped, {kbps:.0f} kb/s, a keyframe every 2 s), "
+          f"lecture 480p 1.2 Mb/s, "
           f"{seconds:.0f} s windows, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
-    forwarded = run_mode("encoded", sites, seconds, forward="auto", busy=True,
-                         label="forward", publisher_kbps=1200)
-    encoded = run_mode("encoded", sites, seconds, forward="off", busy=True,
-                       label="encode", publisher_kbps=1200)
+    forwarded = run_mode("encoded", sites, seconds, forward="auto", label="forward",
+                         frames=frames)
+    encoded = run_mode("encoded", sites, seconds, forward="off", label="encode",
+                       frames=frames)
     modes = {r["server_mode"] for r in forwarded}
     if modes != {"forward"}:
         print(f"  (the node was not forwarding throughout: modes seen {sorted(modes)})")

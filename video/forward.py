@@ -36,7 +36,8 @@ MODES = ("auto", "off")
 #: The publisher's bitrate may exceed the top layer's by this factor (encoders overshoot
 #: on busy pictures) before its frames stop suiting the sites.
 BITRATE_TOLERANCE = 1.5
-#: The publisher's bitrate is measured over this long ...
+#: The publisher's bitrate (its delta frames': the keyframes that joining and lossy sites
+#: ask for would otherwise count against it) is measured over this long ...
 BITRATE_WINDOW = 4.0
 #: ... and judged only once this much of it is there.
 BITRATE_MIN_SPAN = 2.0
@@ -156,7 +157,8 @@ class Forwarder:
                 return
             codec, frame = item
             try:
-                decode = self.on_encoded(codec.mimeType, frame.data)
+                decode = self.on_encoded(codec.mimeType, frame.data,
+                                         media_time=frame.timestamp / 90000)
             except Exception:
                 log.exception("forwarding a frame failed")
                 decode = True
@@ -166,10 +168,17 @@ class Forwarder:
 
         queue.put = put
 
-    def on_encoded(self, mime_type: str, data: bytes, now: float | None = None) -> bool:
-        """One encoded frame from the publisher: forward it if so decided; whether the
-        decoder gets it too."""
+    def on_encoded(self, mime_type: str, data: bytes, now: float | None = None,
+                   media_time: float | None = None) -> bool:
+        """One encoded frame from the publisher (`media_time`: its RTP timestamp in
+        seconds): forward it if so decided; whether the decoder gets it too."""
         now = time.monotonic() if now is None else now
+        # The bitrate is judged on the publisher's own clock: frames that reach us in a
+        # burst (a starved loop, a stalled network) are not a higher bitrate.
+        at = media_time if media_time is not None else now
+        if self._window and at < self._window[-1][0]:
+            self._window.clear()
+            self._window_bytes = 0
         codec = codec_of(mime_type)
         if codec is None:
             return True
@@ -181,9 +190,10 @@ class Forwarder:
             self._window_bytes = 0
         key = is_keyframe(codec, data)
         self.frames += 1
-        self._window.append((now, len(data)))
-        self._window_bytes += len(data)
-        while self._window and self._window[0][0] < now - BITRATE_WINDOW:
+        if not key:  # keyframes asked for by joining or lossy sites are not its rate
+            self._window.append((at, len(data)))
+            self._window_bytes += len(data)
+        while self._window and self._window[0][0] < at - BITRATE_WINDOW:
             self._window_bytes -= self._window.popleft()[1]
         if key:
             self.keyframes += 1
