@@ -184,6 +184,7 @@ def _init_extensions(app: Flask) -> None:
         app,
         async_mode=app.config["YUANJIAO_ASYNC_MODE"],
         message_queue=app.config.get("REDIS_URL"),
+        channel=app.config["YUANJIAO_SOCKETIO_CHANNEL"],
         cors_allowed_origins=None,
         # Threads: run each event on its connection's reader thread (no thread start per
         # event; measured ~25 % less CPU a check-in). gevent: a greenlet per event, so a

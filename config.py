@@ -73,6 +73,12 @@ class Settings:
     turn_urls: tuple[str, ...] = _setting((), _url_list)
     turn_secret: str = _setting("", str)
     turn_ttl_seconds: int = _setting(12 * 3600, int)
+    # Forward mode: "auto" relays the publisher's own encoded video when it suits every
+    # site on the top layer (codec, size, bitrate), "off" always decodes and encodes once.
+    forward: str = _setting("auto", str)
+    # The Redis pub/sub channel of Socket.IO's message queue: one per deployment sharing a
+    # Redis (channels ignore Redis's database numbers), e.g. a benchmark beside a stack.
+    socketio_channel: str = _setting("flask-socketio", str)
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     cors_origins: tuple[str, ...] = _setting((), _origin_list)
     recordings_dir: str | None = _setting(None, str)  # instance/recordings

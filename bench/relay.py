@@ -11,6 +11,18 @@ each N it prints the server's CPU as a share of one core (from /proc/<pid>/stat 
 fixed window), the minimum over sites of the share of the publisher's frames received,
 and the time from a site's WHEP request to its first frame (p50, max). Then the same for
 aiortc's MediaRelay with one encoder per site (`--relay mediarelay`), as the baseline.
+Both run with forward mode off (`forward: off`), so that the relay decodes and encodes.
+
+    .venv/bin/python bench/relay.py --mode forward --sites 1,8,32,64 --seconds 10
+
+Forward mode against encode-once in the same run: a busy publisher (a quarter of the
+picture noise) whose 640x480 VP8 at 1.2 Mb/s (encoded once before the run and looped, a
+keyframe every 2 s, so that the driver's publisher costs next to nothing) suits the
+lecture's 480p top layer; the node forwards its frames (`forward: auto`, checked in the
+node's stats)
+and then, on a second node, decodes and encodes once (`forward: off`). Prints both
+series, the cost per added site and the fixed cost of each, and the video bitrate each
+sent (the per-site cost follows the packets per second).
 
     .venv/bin/python bench/relay.py --impair [--impair-seconds 20] [--profiles ...]
 
@@ -297,11 +309,85 @@ class Node:
             self.proc.kill()
 
 
+def preencoded_frames(kbps: int, frames: int = 300, gop: int = 60) -> list:
+    """`frames` busy 640x480 pictures encoded once with VP8 at `kbps`, a keyframe every
+    `gop` frames (2 s, as OBS is told to): the publisher then costs the driver almost
+    nothing, on a machine whose two cores the node and the sites already share."""
+    import fractions
+
+    import av
+
+    from tests.video.peers import MovingVideoTrack
+    from video.relay import VIDEO_TIME_BASE
+
+    track = MovingVideoTrack(640, 480, busy=True)
+
+    async def grab():
+        return [await track.recv() for _ in range(frames)]
+
+    track._start, track._timestamp = time.time() - 3600, 0  # no pacing: all at once
+    pictures = asyncio.run(grab())
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 640, 480, "yuv420p"
+    ctx.time_base, ctx.framerate = VIDEO_TIME_BASE, fractions.Fraction(30, 1)
+    ctx.bit_rate = kbps * 1000
+    ctx.gop_size = 100000
+    ctx.options = {"bufsize": str(kbps * 1000), "minrate": str(kbps * 1000),
+                   "maxrate": str(kbps * 1000), "cpu-used": "-6", "deadline": "realtime",
+                   "lag-in-frames": "0", "undershoot-pct": "100", "overshoot-pct": "15",
+                   "error-resilient": "1"}
+    out = []
+    for i, picture in enumerate(pictures):
+        picture.pts, picture.time_base = i * 3000, VIDEO_TIME_BASE
+        picture.pict_type = (av.video.frame.PictureType.I if i % gop == 0
+                             else av.video.frame.PictureType.NONE)
+        out += [(bytes(p), bool(p.is_keyframe)) for p in ctx.encode(picture)]
+    return out
+
+
+def preencoded_track(frames: list):
+    """A video track that sends `frames` (encoded) in a loop at 30 fps; aiortc's sender
+    only packetizes them (`Encoder.pack`). It cannot make a keyframe on request: its own
+    come every 2 s."""
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from video.relay import VIDEO_TIME_BASE, EncodedPacket
+
+    class PreEncoded(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+            self._start: float | None = None
+
+        async def recv(self):
+            if self._start is None:
+                self._start = time.monotonic()
+            due = self._start + self.count / 30
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            data, key = frames[self.count % len(frames)]
+            packet = EncodedPacket(data, self.count * 3000, VIDEO_TIME_BASE, key)
+            self.count += 1
+            return packet
+
+    return PreEncoded()
+
+
 class PublisherThread:
     """The synthetic trainer, on its own asyncio loop in a thread of the driver."""
 
-    def __init__(self, url: str, busy: bool = False) -> None:
+    def __init__(self, url: str, busy: bool = False, forward: str = "off",
+                 kbps: int | None = None, frames: list | None = None) -> None:
         self.busy = busy
+        self.forward = forward
+        self.frames = frames
+        if kbps:
+            # The publisher's VP8 at a fixed bitrate (aiortc's follows the REMB it gets,
+            # 250 kb/s to 1.5 Mb/s): the forwarded stream then has the lecture's bitrate.
+            from aiortc.codecs import vpx
+
+            vpx.DEFAULT_BITRATE = vpx.MIN_BITRATE = vpx.MAX_BITRATE = kbps * 1000
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -316,12 +402,19 @@ class PublisherThread:
         from tests.video.peers import Publisher
 
         publisher = Publisher(audio=True, busy=self.busy)
+        if self.frames:
+            track = preencoded_track(self.frames)
+            sender = next(t.sender for t in publisher.pc.getTransceivers()
+                          if t.kind == "video")
+            sender.replaceTrack(track)
+            publisher.video = track
 
         async def signal(sdp):
             response = await asyncio.get_running_loop().run_in_executor(None, lambda: (
                 requests.post(f"{url}/whip/{OCCURRENCE}", data=sdp, timeout=60, headers={
                     "Content-Type": "application/sdp", "X-Yuanjiao-Node-Secret": SECRET,
-                    "X-Yuanjiao-Meta": json.dumps({"bitrate_kbps": 1200, "height": 480})})))
+                    "X-Yuanjiao-Meta": json.dumps({"bitrate_kbps": 1200, "height": 480,
+                                                   "forward": self.forward})})))
             response.raise_for_status()
             return response.text, response.headers["Location"]
 
@@ -383,6 +476,11 @@ def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> d
         "first_p50": statistics.median(ok) if ok else None,
         "first_max": max(ok) if ok else None, "no_frame": len(first) - len(ok),
         "server_subscribers": stats.get("subscribers"),
+        "server_mode": stats.get("mode"),
+        "forward": {k: (stats.get("forward") or {}).get(k)
+                    for k in ("state", "reason", "handbacks", "plis", "keyframes",
+                              "decoded")},
+        "video_kbps": per_site_kbps(stats, seconds),
         "server_fps": stats.get("fps"),
         # Packets the server itself dropped for lagging sites (its loop fell behind); the
         # rest of any shortfall was lost on the way to, or inside, the subscriber processes.
@@ -390,21 +488,35 @@ def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> d
     }
 
 
-def run_mode(relay: str, sites: list[int], seconds: float) -> list[dict]:
+def per_site_kbps(stats: dict, seconds: float) -> float | None:
+    """The video bitrate a site got: the forwarded stream's, or the top layer's encoder's."""
+    forward = stats.get("forward") or {}
+    if stats.get("mode") == "forward":
+        return forward.get("bitrate_kbps")
+    return stats.get("bitrate_kbps")
+
+
+def run_mode(relay: str, sites: list[int], seconds: float, forward: str = "off",
+             busy: bool = False, label: str | None = None,
+             publisher_kbps: int | None = None, frames: list | None = None) -> list[dict]:
+    label = label or relay
     node = Node(relay)
     publisher = None
     results = []
     try:
-        publisher = PublisherThread(node.url)
+        publisher = PublisherThread(node.url, busy=busy, forward=forward,
+                                    kbps=publisher_kbps, frames=frames)
         time.sleep(2)
         for n in sites:
             result = measure(node, publisher, n, seconds)
             results.append(result)
-            print(f"  {relay:10s} N={n:4d}  server CPU {result['cpu']:6.1f} % of a core   "
+            print(f"  {label:10s} N={n:4d}  server CPU {result['cpu']:6.1f} % of a core   "
                   f"min frames {result['min_share']:5.1f} %   first frame p50 "
                   f"{result['first_p50']} ms, max {result['first_max']} ms   "
                   f"(server encodes {result['server_fps']} fps, dropped "
-                  f"{result['server_dropped']} packets for lagging sites)"
+                  f"{result['server_dropped']} packets for lagging sites; mode "
+                  f"{result['server_mode']}, video {result['video_kbps']} kb/s)"
+                  + (f"   forward {result['forward']}" if forward != "off" else "")
                   + (f"   ({result['no_frame']} sites got no frame)" if result["no_frame"]
                      else ""), flush=True)
             if result["cpu"] > 190:
@@ -590,6 +702,33 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
     print(line)
 
 
+def run_forward(sites: list[int], seconds: float) -> None:
+    """Forward mode and encode-once, one after the other, the same busy publisher."""
+    frames = preencoded_frames(1200)
+    kbps = sum(len(d) for d, _ in frames) * 8 / (len(frames) / 30) / 1000
+    print(f"forward mode vs encode once: busy 640x480 30 fps VP8 publisher, pre-encoded "
+          f"({len(frames)} frames looped, {kbps:.0f} kb/s, a keyframe every 2 s), "
+          f"lecture 480p 1.2 Mb/s, "
+          f"{seconds:.0f} s windows, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    forwarded = run_mode("encoded", sites, seconds, forward="auto", label="forward",
+                         frames=frames)
+    encoded = run_mode("encoded", sites, seconds, forward="off", label="encode",
+                       frames=frames)
+    modes = {r["server_mode"] for r in forwarded}
+    if modes != {"forward"}:
+        print(f"  (the node was not forwarding throughout: modes seen {sorted(modes)})")
+    ours = summarize("forward mode", forwarded)
+    base = summarize("encode once (same run)", encoded)
+    if ours and base:
+        print(f"forward vs encode once: fixed cost {ours['fixed']:.1f} % vs "
+              f"{base['fixed']:.1f} % of a core, per added site {ours['per_site']:.2f} % vs "
+              f"{base['per_site']:.2f} %, projected 2-core capacity {ours['capacity']:.0f} vs "
+              f"{base['capacity']:.0f} sites; video per site "
+              f"{statistics.median(r['video_kbps'] or 0 for r in forwarded):.0f} vs "
+              f"{statistics.median(r['video_kbps'] or 0 for r in encoded):.0f} kb/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", default="1,8,32,64")
@@ -597,6 +736,8 @@ def main() -> None:
                         help="N for aiortc's MediaRelay (it saturates two cores near 16)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--mode", choices=("encoded", "forward"), default="encoded",
+                        help="forward: forward mode against encode-once, same run")
     parser.add_argument("--video-only", action="store_true",
                         help="subscribers ask for video only (cheaper subscriber processes)")
     parser.add_argument("--impair", action="store_true",
@@ -637,6 +778,11 @@ def main() -> None:
               f"{os.getloadavg()[0]:.2f}")
         return
     sites = [int(x) for x in args.sites.split(",")]
+    if args.mode == "forward":
+        run_forward(sites, args.seconds)
+        print(f"total {time.monotonic() - started:.0f} s; load average at the end "
+              f"{os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+        return
     print(f"relay benchmark: 640x480 30 fps VP8 + Opus, {args.seconds:.0f} s windows, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     ours = summarize("encode once, fan out packets", run_mode("encoded", sites, args.seconds))

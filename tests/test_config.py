@@ -25,6 +25,8 @@ SAMPLES = {
     "YUANJIAO_AUTO_MIGRATE": ("false", False),
     "YUANJIAO_DEFAULT_TIMEZONE": ("Asia/Urumqi", "Asia/Urumqi"),
     "YUANJIAO_MEDIA": ("off", "off"),
+    "YUANJIAO_FORWARD": ("off", "off"),
+    "YUANJIAO_SOCKETIO_CHANNEL": ("yuanjiao-bench", "yuanjiao-bench"),
     "YUANJIAO_MEDIA_NODES": ("http://a:1, http://b:2", ["http://a:1", "http://b:2"]),
     "YUANJIAO_MEDIA_NODE_SECRET": ("s3cret", "s3cret"),
     "YUANJIAO_ICE_SERVERS": ('[{"urls": "stun:stun.example:3478"}]',

@@ -42,13 +42,17 @@ from aiortc.rtp import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from video import forward as forward_rules
 from video import hls
+from video.forward import HANDBACK, Forwarder
 from video.ice import etag_for, parse_sdpfrag
 from video.ladder import AUDIO, LinkMonitor, ladder_for
 from video.relay import (
     AUDIO_TIME_BASE,
     VIDEO_CODECS,
+    VIDEO_TIME_BASE,
     BurstPacer,
+    EncodedPacket,
     PacketSource,
     Recorder,
     SharedAudioEncoder,
@@ -347,6 +351,13 @@ class Broadcast:
         self._video_pump_track: Any = None
         # HLS for members watching alone: one more consumer of the decoded frames.
         self.hls = hls.packager_for(options)
+        #: Forward mode (video.forward): the publisher's own frames to the top layer.
+        self.forward: Forwarder | None = None
+        if self.mode == "encoded":
+            self.forward = Forwarder(
+                options.get("forward") or engine.forward_setting, self.height,
+                self.bitrate_kbps, on_frame=self.on_forwarded, needs_decode=self.needs_decode)
+        self.frames_forwarded = 0
         self.ensure_video_source("vp8")
 
     # --- sources -----------------------------------------------------------------------
@@ -358,9 +369,67 @@ class Broadcast:
             encoder = SharedVideoEncoder(codec, bitrate_kbps=spec.bitrate_kbps,
                                          height=spec.height or self.height, layer=layer)
             self.video_encoders[key] = encoder
-            self.video_sources[key] = PacketSource("video", encoder.request_keyframe,
-                                                   layer=layer)
+            self.video_sources[key] = PacketSource(
+                "video", lambda: self.request_keyframe(key), layer=layer)
         return self.video_sources[key]
+
+    def request_keyframe(self, key: tuple[str, str]) -> None:
+        """A site's keyframe request: the publisher's (by PLI) while its frames are
+        forwarded to this source, else this source's encoder (both rate-limited)."""
+        if self.forward is not None and self.forward.feeds(key):
+            self.forward.request_keyframe()
+        if self.forward is None or not self.forward.replaces(key):
+            self.video_encoders[key].request_keyframe()
+
+    # --- forward mode ------------------------------------------------------------------
+
+    def needs_decode(self) -> bool:
+        """Whether anything wants the publisher's decoded pictures now: the HLS packager,
+        a watched layer or codec the forwarded frames do not stand for, the recording when
+        it is not of the forwarded codec, the way back to encoding."""
+        forward = self.forward
+        if forward is None or forward.state == HANDBACK or self.hls is not None:
+            return True
+        if self.recorder is not None and self.recorder.codec not in (None, forward.codec):
+            return True
+        return any(source.watched and not forward.replaces(key)
+                   for key, source in self.video_sources.items())
+
+    def _next_pts(self) -> int:
+        """The next video timestamp: the broadcast clock, strictly growing across the
+        forwarded and the encoded frames (a site switching layers sees them grow)."""
+        pts = max(self._pts(90000), self.last_pts + 1)
+        self.last_pts = pts
+        return pts
+
+    def on_forwarded(self, codec: str, data: bytes, is_keyframe: bool) -> None:
+        """One of the publisher's encoded frames, forwarded to the top layer's sites, its
+        GOP cache and the recording (on the loop, from the receiver's tap)."""
+        source = self.ensure_video_source(codec, "high")
+        if source.gop_frames != forward_rules.GOP_FRAMES:
+            source.gop_seconds = forward_rules.GOP_SECONDS
+            source.gop_frames = forward_rules.GOP_FRAMES
+        packet = EncodedPacket(data, self._next_pts(), VIDEO_TIME_BASE, is_keyframe)
+        source.take_switches([packet])
+        source.publish(packet)
+        if self.recorder is not None and self.forward is not None:
+            self.recorder.write_video(packet, self.forward.width, self.forward.height, codec)
+            self._tell_recording_failure()
+        self.frames_forwarded += 1
+        self._tick_fps()
+
+    def _tell_recording_failure(self) -> None:
+        """Once per recording: the pages show that it stopped; the broadcast goes on."""
+        if self.recorder is not None and self.recorder.failed and not self._told_failure:
+            self._told_failure = True
+            self.engine._emit({"type": "recording_failed", "occurrence_id": self.occurrence_id,
+                               "error": self.recorder.error})
+
+    def _tick_fps(self) -> None:
+        now = time.monotonic()
+        self._fps_window.append(now)
+        while self._fps_window and self._fps_window[0] < now - 2:
+            self._fps_window.pop(0)
 
     # --- each site's layer -------------------------------------------------------------
 
@@ -448,6 +517,11 @@ class Broadcast:
                 self.media_relay = MediaRelay()
             self.relay_sources[track.kind] = track
             return
+        if track.kind == "video" and self.forward is not None and self.publisher_pc:
+            transceiver = next((t for t in self.publisher_pc.getTransceivers()
+                                if t.receiver.track is track), None)
+            if transceiver is not None:
+                self.forward.install(transceiver.receiver, transceiver._codecs)
         pump = self._pump_video if track.kind == "video" else self._pump_audio
         task = asyncio.ensure_future(pump(track, resource_id))
         self.tasks.add(task)
@@ -480,9 +554,19 @@ class Broadcast:
             # recording, and a joining site's GOP cache). Encode all, then let waiting
             # sites switch at a keyframe, then hand the packets out.
             outputs = []
+            forward = self.forward
+            forwarding = forward is not None and forward.state != "encode"
+            # The recording's codec (VP8 unless it began with forwarded H.264) is encoded
+            # even when nobody watches it, unless forwarded frames stand for it.
+            recorded = ((self.recorder.codec if self.recorder is not None
+                         and self.recorder.codec else "vp8"), "high")
             for key, source in list(self.video_sources.items()):
                 encoder = self.video_encoders[key]
-                if not (source.watched or key == ("vp8", "high")):
+                handing_back = forward is not None and forward.state == HANDBACK \
+                    and forward.feeds(key)
+                if (forward is not None and forward.replaces(key)) or not (
+                        source.watched or handing_back
+                        or (key == recorded and not forwarding)):
                     encoder.idle = True
                     continue
                 try:
@@ -492,25 +576,35 @@ class Broadcast:
                     log.exception("video encode failed (occurrence %s)", self.occurrence_id)
                     continue
                 outputs.append((key, source, encoder, packets))
+            if forward is not None:
+                # Forwarded frames went out meanwhile: these follow them in time.
+                stamp = max(pts, self.last_pts + 1)
+                self.last_pts = stamp
+                for _key, _source, _encoder, packets in outputs:
+                    for packet in packets:
+                        packet.pts = stamp
+                kept = []
+                for entry in outputs:
+                    if forward.feeds(entry[0]):  # handing back: from the encoder's keyframe
+                        if not any(p.is_keyframe for p in entry[3]):
+                            continue
+                        forward.handed_back()
+                    kept.append(entry)
+                outputs = kept
             for _key, source, _encoder, packets in outputs:
                 source.take_switches(packets)
             for key, source, encoder, packets in outputs:
                 for packet in packets:
                     source.publish(packet)
-                    if key == ("vp8", "high") and self.recorder is not None:
-                        self.recorder.write_video(packet, encoder.width, encoder.height)
-            if self.recorder is not None and self.recorder.failed and not self._told_failure:
-                self._told_failure = True  # once: the pages show it, the broadcast goes on
-                self.engine._emit({"type": "recording_failed",
-                                   "occurrence_id": self.occurrence_id,
-                                   "error": self.recorder.error})
+                    if key == recorded and self.recorder is not None:
+                        self.recorder.write_video(packet, encoder.width, encoder.height,
+                                                  key[0])
+            self._tell_recording_failure()
             self.frames_encoded += 1
             if self.hls is not None:  # after the encoders: the frame is the packager's now
                 self.hls.push_video(frame)
-            now = time.monotonic()
-            self._fps_window.append(now)
-            while self._fps_window and self._fps_window[0] < now - 2:
-                self._fps_window.pop(0)
+            if not forwarding:
+                self._tick_fps()
 
     async def _pump_audio(self, track: Any, resource_id: str) -> None:
         """Decoded trainer audio → one Opus encode → every site."""
@@ -544,10 +638,14 @@ class Broadcast:
         top = [s for (_, layer), s in self.video_sources.items()
                if layer == self.layer_names[0] and s.packets]
         video_bytes = sum(s.bytes for s in top)
+        forward = self.forward.describe() if self.forward is not None else None
+        forwarding = forward is not None and forward["state"] == "forward"
         return {
             "state": "live",
             "occurrence_id": self.occurrence_id,
-            "mode": self.mode,
+            "mode": "forward" if forwarding else self.mode,
+            "forward": forward,
+            "frames_forwarded": self.frames_forwarded,
             "publisher_connected": self.publisher_pc is not None
             and self.publisher_pc.connectionState == "connected",
             "started_at": self.started_at,
@@ -555,8 +653,8 @@ class Broadcast:
             "sites": [s.describe() for s in self.subscribers.values()],
             "fps": round(fps, 1),
             "frames_in": self.frames_in,
-            "width": vp8.width if vp8 else 0,
-            "height": vp8.height if vp8 else 0,
+            "width": forward["width"] if forward and forwarding else vp8.width if vp8 else 0,
+            "height": forward["height"] if forward and forwarding else vp8.height if vp8 else 0,
             "target_bitrate_kbps": self.bitrate_kbps,
             "bitrate_kbps": round(video_bytes * 8 / elapsed / 1000 / max(1, len(top)), 1),
             "keyframes": sum(s.keyframes for s in self.video_sources.values()),
@@ -585,7 +683,11 @@ class Broadcast:
                 sources = [(k, s) for k, s in self.video_sources.items() if k[1] == name]
                 encoders = [self.video_encoders[k] for k, _ in sources]
                 entry.update({
-                    "encoded": any(s.watched or k == ("vp8", "high") for k, s in sources),
+                    "encoded": any((s.watched or k == ("vp8", "high")) and not (
+                        self.forward is not None and self.forward.replaces(k))
+                        for k, s in sources),
+                    "forwarded": any(self.forward is not None and self.forward.feeds(k)
+                                     for k, _ in sources),
                     "keyframes": sum(s.keyframes for _, s in sources),
                     "frames": sum(e.frames for e in encoders),
                     "encode_ms_per_frame": round(sum(e.seconds for e in encoders) * 1000
@@ -601,10 +703,12 @@ class MediaEngine:
 
     def __init__(self, *, ice_servers: list[dict[str, Any]] | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
-                 relay_mode: str = "encoded") -> None:
+                 relay_mode: str = "encoded", forward: str = "auto") -> None:
         self.ice_servers = list(ice_servers or [])
         self.on_event = on_event
         self.relay_mode = relay_mode
+        #: `YUANJIAO_FORWARD`: "auto" forwards the publisher's frames when they suit.
+        self.forward_setting = forward
         self.broadcasts: dict[int, Broadcast] = {}
         self.resources: dict[str, tuple[str, int]] = {}  # resource id -> (kind, occurrence)
         self.ended: dict[int, float] = {}
@@ -816,7 +920,9 @@ class MediaEngine:
         offer = SessionDescription.parse(offer_sdp)
         offered = {c.mimeType.lower() for m in offer.media if m.kind == "video"
                    for c in m.rtp.codecs}
-        preferred = [info.get("codec", "vp8"), "vp8", "h264"]
+        # A site that takes the publisher's codec gets it while it is forwarded (no encode).
+        forwarded = broadcast.forward.preferred_codec() if broadcast.forward else None
+        preferred = [info.get("codec") or forwarded or "vp8", "vp8", "h264"]
         codec = next((c for c in preferred if c in VIDEO_CODECS
                       and VIDEO_CODECS[c][1].lower() in offered), None)
         wants_video = any(m.kind == "video" for m in offer.media)
@@ -1093,7 +1199,10 @@ class MediaEngine:
             size = os.path.getsize(path) if os.path.exists(path) else 0
             ok = not broadcast.recorder.failed and broadcast.recorder.container is not None
             recording = {"path": path, "duration_seconds": round(duration, 3),
-                         "size_bytes": size, "status": "complete" if ok else "failed"}
+                         "size_bytes": size, "status": "complete" if ok else "failed",
+                         # Forwarded H.264 is kept as it came: Matroska, not WebM.
+                         "mime_type": "video/x-matroska"
+                         if broadcast.recorder.codec == "h264" else "video/webm"}
         self._emit({"type": "broadcast_ended", "occurrence_id": occurrence_id,
                     "reason": reason, "recording": recording})
         return True

@@ -314,7 +314,9 @@ class MediaRuntime:
                 _redis_prefix(app.config)).start()
         else:
             self.backend = MediaEngine(ice_servers=app.config.get("YUANJIAO_ICE_SERVERS") or [],
-                                       on_event=self.events.put).start()
+                                       on_event=self.events.put,
+                                       forward=app.config.get("YUANJIAO_FORWARD", "auto")
+                                       ).start()
         self.worker = threading.Thread(target=self._work, name="media-events", daemon=True)
         self.worker.start()
 
@@ -447,8 +449,8 @@ def manage_room(occurrence_id: int) -> str:
 def public_stats(stats: dict[str, Any] | None) -> dict[str, Any]:
     stats = stats or {}
     keys = ("fps", "bitrate_kbps", "target_bitrate_kbps", "width", "height", "subscribers",
-            "publisher_connected", "keyframes", "codecs", "frames_in", "layers",
-            "recording_state", "recording_error")
+            "publisher_connected", "keyframes", "codecs", "frames_in", "layers", "mode",
+            "forward", "recording_state", "recording_error")
     return {k: stats.get(k) for k in keys if k in stats}
 
 

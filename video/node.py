@@ -192,11 +192,11 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
 
 
 def serve(host: str, port: int, secret: str, *, ice_servers: list[dict[str, Any]],
-          relay_mode: str = "encoded") -> None:
+          relay_mode: str = "encoded", forward: str = "auto") -> None:
     """Run a node until SIGTERM/SIGINT; ends every broadcast (closing recordings) on exit."""
     events = EventLog()
     engine = MediaEngine(ice_servers=ice_servers, on_event=events.append,
-                         relay_mode=relay_mode).start()
+                         relay_mode=relay_mode, forward=forward).start()
     server = ThreadingHTTPServer((host, port), make_handler(engine, events, secret))
     server.daemon_threads = True
 
@@ -221,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--relay", choices=("encoded", "mediarelay"), default="encoded",
                         help="encoded: encode once and fan packets out (default); "
                              "mediarelay: aiortc's MediaRelay, one encoder per site (baseline)")
+    parser.add_argument("--forward", choices=("auto", "off"),
+                        default=os.environ.get("YUANJIAO_FORWARD", "auto"),
+                        help="auto: forward the publisher's own frames when they suit the "
+                             "sites (forward mode); off: always decode and encode once")
     parser.add_argument("--log-level", default=os.environ.get("YUANJIAO_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level,
@@ -228,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.secret:
         parser.error("a shared secret is required (--secret or YUANJIAO_MEDIA_NODE_SECRET)")
     ice = json.loads(os.environ.get("YUANJIAO_ICE_SERVERS") or "[]")
-    serve(args.host, args.port, args.secret, ice_servers=ice, relay_mode=args.relay)
+    serve(args.host, args.port, args.secret, ice_servers=ice, relay_mode=args.relay,
+          forward=args.forward)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,10 @@ class PacketSource:
         #: Packets since the last keyframe (video), while it is recent.
         self._gop: list[EncodedPacket] = []
         self._gop_started = 0.0
+        #: How old a cached keyframe may be, and how many frames the cache holds (forward
+        #: mode caches the publisher's longer groups of pictures).
+        self.gop_seconds = GOP_CACHE_SECONDS
+        self.gop_frames = 60
 
     @property
     def watched(self) -> bool:
@@ -233,7 +237,9 @@ class PacketSource:
         self.tracks.add(track)
         if self.kind != "video":
             return
-        if self._gop and time.monotonic() - self._gop_started <= GOP_CACHE_SECONDS:
+        if self._gop and time.monotonic() - self._gop_started <= self.gop_seconds:
+            # The whole cached group reaches the site's queue (else it would wait again).
+            track._limit = max(track._limit, len(self._gop) + VIDEO_QUEUE_LIMIT // 2)
             for packet in self._gop:
                 track.push(packet)
         else:
@@ -271,7 +277,7 @@ class PacketSource:
             if packet.is_keyframe:
                 self._gop = [packet]
                 self._gop_started = time.monotonic()
-            elif self._gop and len(self._gop) < 60:
+            elif self._gop and len(self._gop) < self.gop_frames:
                 self._gop.append(packet)
             else:
                 self._gop = []
@@ -460,10 +466,16 @@ class SharedAudioEncoder:
 
 
 class Recorder:
-    """Muxes the already-encoded VP8 and Opus packets into WebM: no second encode."""
+    """Muxes the already-encoded VP8 and Opus packets into WebM: no second encode.
+
+    In forward mode with an H.264 publisher the video is H.264: the file is Matroska
+    (WebM's parent format; PyAV, FFmpeg and Chromium play it), `codec` says which.
+    """
 
     def __init__(self, path: str, audio_extradata: bytes | None) -> None:
         self.path = path
+        #: The video codec of the file, fixed by its first keyframe (None before).
+        self.codec: str | None = None
         self._audio_extradata = audio_extradata
         self.container: Any = None
         self.video_stream: Any = None
@@ -484,9 +496,12 @@ class Recorder:
         self.error = "disk_full" if getattr(exc, "errno", None) in (
             errno.ENOSPC, errno.EDQUOT) else "write_failed"
 
-    def _open(self, width: int, height: int) -> None:
-        self.container = av.open(self.path, mode="w", format="webm")
-        self.video_stream = self.container.add_stream("libvpx", rate=30)
+    def _open(self, width: int, height: int, codec: str = "vp8") -> None:
+        self.codec = codec
+        self.container = av.open(self.path, mode="w",
+                                 format="webm" if codec == "vp8" else "matroska")
+        self.video_stream = self.container.add_stream(
+            "libvpx" if codec == "vp8" else "h264", rate=30)
         self.video_stream.width, self.video_stream.height = width, height
         self.video_stream.pix_fmt = "yuv420p"
         self.video_stream.time_base = fractions.Fraction(1, 1000)
@@ -496,14 +511,15 @@ class Recorder:
         if self._audio_extradata:
             self.audio_stream.codec_context.extradata = self._audio_extradata
 
-    def write_video(self, packet: EncodedPacket, width: int, height: int) -> None:
-        if self.failed:
+    def write_video(self, packet: EncodedPacket, width: int, height: int,
+                    codec: str = "vp8") -> None:
+        if self.failed or self.codec not in (None, codec):
             return
         if self.container is None:
             if not packet.is_keyframe:
                 return  # a recording starts on a keyframe
             try:
-                self._open(width, height)
+                self._open(width, height, codec)
             except Exception as exc:  # no space for the file: no recording, same broadcast
                 self.container = None
                 self._fail(exc)

@@ -173,6 +173,7 @@ def finish_recording(session: Session, recordings_dir: str, occurrence_id: int,
     if info:
         recording.duration_seconds = info.get("duration_seconds")
         recording.size_bytes = info.get("size_bytes")
+        recording.mime_type = info.get("mime_type") or recording.mime_type
         ok = info.get("status") == "complete" and (info.get("size_bytes") or 0) > 0
         recording.status = "complete" if ok else "failed"
     else:

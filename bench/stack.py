@@ -1,0 +1,343 @@
+"""The web tier at 10,000 connections: N gevent processes behind nginx, Redis between them.
+
+    .venv/bin/python bench/stack.py                        # 10,000 clients, 1 then 2 processes
+    .venv/bin/python bench/stack.py --clients 2000 --web 2 --checkins 5000
+
+Issue 13's goal: 10,000 concurrent Socket.IO connections across the web processes of this
+2-core machine, 1,000 check-ins/s at p99 ≤ 200 ms on PostgreSQL, and the server's CPU per
+check-in with two processes within 15 % of one process's. For each process count of
+`--web` (default "1,2", in that order, the same run) it starts, on a database of its own
+(`yj_stackbench_<random>`, dropped at the end; not the stack's `yuanjiao_stack`):
+
+- N gunicorn gevent web processes (gunicorn.conf.py, one worker each, YUANJIAO_MEDIA=off)
+  with REDIS_URL: Socket.IO's message queue on a channel of this run's own
+  (YUANJIAO_SOCKETIO_CHANNEL), site presence and attendance rooms shared through Redis;
+- nginx (deploy/nginx.conf.in, two workers, `reuseport`) on 127.0.0.1:`--port` (8090; the
+  stack's 8080 is left alone) with the websocket upgrade;
+- `--procs` asyncio client processes (bench/attendance.py's) that open `--clients`
+  websockets through nginx: `--sites` site screens that join their rooms, the rest members
+  watching alone who send a heartbeat every `--heartbeat` s (15, as the pages do); then a
+  baseline of no-op pings, then `--checkins` `roll_call:mark` check-ins at `--rate`/s
+  from the screens (distinct members per process count).
+
+It prints, per process count: connections held (and per process), connect time, ping
+p50/p99, check-ins acknowledged against rows stored, achieved rate, ack p50/p99, and CPU
+during the burst of the web processes, nginx, Redis and PostgreSQL, with the web
+processes' CPU per acknowledged check-in (heartbeats included); then the ratio of two
+processes' CPU per check-in to one's. The clients share the two cores with the server:
+scaling shows as cost per check-in, not throughput. Raise nothing: the open-file limit
+(20,000 here) is per process, which is why nginx runs two workers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from bench.attendance import (  # noqa: E402
+    PG_BASE,
+    client_worker,
+    count_check_ins,
+    cpu_seconds,
+    db_cpu_between,
+    db_cpu_seconds,
+    free_port,
+    machine_busy,
+    pct,
+    proc_stats,
+    seed,
+    worker_pid,
+)
+
+log = logging.getLogger("bench.stack")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(x) for x in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
+
+
+def pids_named(name: str) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() == name:
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
+
+
+def cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def nginx_conf(folder: Path, listen: str, ports: list[int]) -> Path:
+    """deploy/nginx.conf.in for this run: two workers with `reuseport` (each worker may
+    hold 20,000 descriptors here, and a proxied websocket takes two)."""
+    text = (ROOT / "deploy" / "nginx.conf.in").read_text()
+    text = text.replace("worker_processes 1;", "worker_processes 2;\nworker_rlimit_nofile 20000;")
+    text = text.replace("worker_connections 16384;", "worker_connections 12000;")
+    text = text.replace("listen @LISTEN@;", "listen @LISTEN@ reuseport backlog=4096;")
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (folder / "nginx" / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    upstream = "\n".join(f"    server 127.0.0.1:{port};" for port in ports)
+    for key, value in {"LISTEN": listen, "UPSTREAM": upstream, "STATE": str(folder),
+                       "ROOT": str(ROOT), "HLS_DIR": str(folder / "hls"),
+                       "MIME_TYPES": "/etc/nginx/mime.types"}.items():
+        text = text.replace("@" + key + "@", value)
+    conf = folder / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+class Tier:
+    """N gunicorn gevent processes and nginx in front of them."""
+
+    def __init__(self, folder: Path, n: int, url: str, port: int, clients: int,
+                 channel: str) -> None:
+        self.folder = folder
+        self.ports = [free_port() for _ in range(n)]
+        env = dict(os.environ, DATABASE_URL=url, YUANJIAO_MEDIA="off",
+                   YUANJIAO_AUTO_MIGRATE="0", YUANJIAO_DEMO="0", YUANJIAO_SECRET_KEY="bench",
+                   YUANJIAO_LOG_LEVEL="WARNING", YUANJIAO_VIEWER_REQUIRES_MEDIA="0",
+                   REDIS_URL=REDIS_URL, YUANJIAO_SOCKETIO_CHANNEL=channel)
+        self.masters = []
+        for i, web_port in enumerate(self.ports):
+            out = (folder / f"web{i}.log").open("ab")
+            self.masters.append(subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+                 "--chdir", str(ROOT), "--workers", "1", "--worker-connections",
+                 str(clients + 2000), "--bind", f"127.0.0.1:{web_port}", "--log-level",
+                 "warning"], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT))
+        import requests
+
+        for web_port in self.ports:
+            for _ in range(300):
+                try:
+                    requests.get(f"http://127.0.0.1:{web_port}/login", timeout=1)
+                    break
+                except requests.RequestException:
+                    time.sleep(0.2)
+        self.workers = [worker_pid(m.pid) for m in self.masters]
+        self.conf = nginx_conf(folder, f"127.0.0.1:{port}", self.ports)
+        prefix = ["-c", str(self.conf), "-p", str(folder / "nginx")]
+        subprocess.run([NGINX, "-t", "-q", *prefix], check=True)
+        subprocess.run([NGINX, *prefix], check=True)
+        self.url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if requests.get(self.url + "/login", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        self.nginx_master = int((folder / "nginx.pid").read_text())
+        self.nginx = [self.nginx_master, *children(self.nginx_master)]
+
+    def stop(self) -> None:
+        subprocess.run([NGINX, "-s", "quit", "-c", str(self.conf), "-p",
+                        str(self.folder / "nginx")], capture_output=True)
+        for master in self.masters:
+            master.terminate()
+        for master in self.masters:
+            try:
+                master.wait(20)
+            except subprocess.TimeoutExpired:
+                master.kill()
+        for pid in self.workers:  # a worker its master left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for _ in range(50):
+            if not Path(f"/proc/{self.nginx_master}").exists():
+                break
+            time.sleep(0.2)
+
+
+def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix=f"yj-stackbench-{n}-"))
+    tier = Tier(folder, n, url, args.port, args.clients, channel)
+    log.info("%d web process(es) %s behind nginx %s (workers %s)", n, tier.workers,
+             tier.url, tier.nginx[1:])
+    workers: list = []
+    try:
+        ctx = mp.get_context("fork")
+        ready, results = ctx.Queue(), ctx.Queue()
+        go, go2 = ctx.Event(), ctx.Event()
+        screens = list(zip(cfg["screen_tokens"], cfg["site_ids"], strict=True))
+        for i in range(args.procs):
+            part = {"occurrence_id": cfg["occurrence_id"], "screens": screens[i::args.procs],
+                    "viewers": cfg["viewer_tokens"][i::args.procs],
+                    "members": members[i::args.procs], "rate": args.rate,
+                    "procs": args.procs, "pings": args.pings // args.procs,
+                    "heartbeat": args.heartbeat, "go2": go2}
+            p = ctx.Process(target=client_worker, args=(i, tier.url, part, ready, go, results),
+                            daemon=True)  # gone with this process, even interrupted
+            p.start()
+            workers.append(p)
+        t_conn = time.perf_counter()
+        connected = failed = 0
+        for _ in workers:
+            _, got, fails = ready.get(timeout=1800)
+            connected += got
+            failed += fails
+        conn_secs = time.perf_counter() - t_conn
+        per_process = [len(os.listdir(f"/proc/{pid}/fd")) for pid in tier.workers]
+        rss = [proc_stats(pid)[0] for pid in tier.workers]
+        log.info("  connected %d clients (%d failed) in %.0f s; open descriptors per web "
+                 "process %s; RSS per web process %s MB", connected, failed, conn_secs,
+                 per_process, [round(r) for r in rss])
+        go.set()
+        pings: list[float] = []
+        for _ in workers:
+            _, _, lat, _ok, _, _ = results.get(timeout=900)
+            pings += [x for _, x in lat]
+        stored0 = count_check_ins(url, cfg["occurrence_id"])
+        redis = pids_named("redis-server")
+        web0, nginx0, redis0 = cpu_of(tier.workers), cpu_of(tier.nginx), cpu_of(redis)
+        busy0, db0, t0 = machine_busy(), db_cpu_seconds(), time.perf_counter()
+        go2.set()
+        lat_all: list[float] = []
+        acked, durations, client_cpu = 0, [], 0.0
+        for _ in workers:
+            _, _, lat, ok, duration, cpu = results.get(timeout=1800)
+            lat_all += [x for _, x in lat]
+            acked += ok
+            durations.append(duration)
+            client_cpu += cpu
+        t1 = time.perf_counter()
+        web1, nginx1, redis1 = cpu_of(tier.workers), cpu_of(tier.nginx), cpu_of(redis)
+        busy1, db1 = machine_busy(), db_cpu_seconds()
+        held = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in tier.workers)
+        for p in workers:
+            p.join(120)
+        stored = count_check_ins(url, cfg["occurrence_id"]) - stored0
+        elapsed = max(durations) if durations else 0.0
+        span = t1 - t0
+        out = {
+            "n": n, "connected": connected, "failed": failed, "connect_s": conn_secs,
+            "per_process": per_process, "held_fds_end": held,
+            "ping_p50": pct(pings, 50), "ping_p99": pct(pings, 99),
+            "sent": len(members), "acked": acked, "stored": stored,
+            "rate": acked / elapsed if elapsed else 0.0,
+            "p50": pct(lat_all, 50), "p99": pct(lat_all, 99),
+            "web_cpu": (web1 - web0) / span * 100, "nginx_cpu": (nginx1 - nginx0) / span * 100,
+            "redis_cpu": (redis1 - redis0) / span * 100,
+            "db_cpu": db_cpu_between(db0, db1) / span * 100,
+            "client_cpu": client_cpu / max(elapsed, 1e-9) * 100,
+            "machine": (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9) * 100,
+            "web_ms_per_checkin": (web1 - web0) * 1000 / max(acked, 1),
+            "front_ms_per_checkin": (web1 - web0 + nginx1 - nginx0 + redis1 - redis0)
+            * 1000 / max(acked, 1),
+        }
+        log.info("  ping p50 %.1f ms, p99 %.1f ms (no-op baseline, this tier)",
+                 out["ping_p50"], out["ping_p99"])
+        log.info("  check-ins: %d sent, %d acknowledged, %d rows stored (%s) at %.0f/s "
+                 "(target %.0f/s); ack p50 %.1f ms, p99 %.1f ms", out["sent"], acked, stored,
+                 "EQUAL" if acked == stored else "MISMATCH", out["rate"], args.rate,
+                 out["p50"], out["p99"])
+        log.info("  CPU during the burst (%% of a core): web processes %.0f, nginx %.0f, "
+                 "Redis %.0f, PostgreSQL %.0f, load generator %.0f; machine %.0f %% busy",
+                 out["web_cpu"], out["nginx_cpu"], out["redis_cpu"], out["db_cpu"],
+                 out["client_cpu"], out["machine"])
+        log.info("  web CPU per acknowledged check-in %.2f ms (web + nginx + Redis %.2f ms; "
+                 "%d heartbeats/s included)", out["web_ms_per_checkin"],
+                 out["front_ms_per_checkin"],
+                 (args.clients - len(screens)) / args.heartbeat)
+        return out
+    finally:
+        for p in workers:
+            if p.is_alive():
+                p.kill()
+        tier.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", type=int, default=10000)
+    ap.add_argument("--checkins", type=int, default=10000, help="check-ins per process count")
+    ap.add_argument("--rate", type=float, default=1000)
+    ap.add_argument("--sites", type=int, default=100, help="site screens among the clients")
+    ap.add_argument("--procs", type=int, default=10, help="client processes")
+    ap.add_argument("--pings", type=int, default=2000)
+    ap.add_argument("--heartbeat", type=float, default=15.0)
+    ap.add_argument("--web", default="1,2", help="process counts to measure, in order")
+    ap.add_argument("--port", type=int, default=8090)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    counts = [int(x) for x in args.web.split(",")]
+    import psycopg
+
+    name = f"yj_stackbench_{secrets.token_hex(4)}"
+    channel = f"yuanjiao-bench-{secrets.token_hex(4)}"
+    with psycopg.connect(PG_BASE + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    started = time.perf_counter()
+    log.info("web tier bench: %d clients, %d check-ins at %.0f/s per process count %s, "
+             "%d cores, load average %.2f", args.clients, args.checkins, args.rate, counts,
+             os.cpu_count(), os.getloadavg()[0])
+    try:
+        sites = min(args.sites, args.clients)
+        viewers = max(0, args.clients - sites)
+        t0 = time.perf_counter()
+        cfg = seed(url, sites=sites, members=args.checkins * len(counts) + viewers + 10,
+                   viewers=viewers)
+        log.info("seeded %d sites, %d viewers in %.0f s (PostgreSQL %s)", sites, viewers,
+                 time.perf_counter() - t0, name)
+        rows = []
+        for k, n in enumerate(counts):
+            members = cfg["member_ids"][k * args.checkins:(k + 1) * args.checkins]
+            rows.append(run_tier(n, args, cfg, members, url, channel))
+        one = next((r for r in rows if r["n"] == 1), None)
+        for row in rows:
+            line = (f"{row['n']} process(es): {row['connected']} connections held "
+                    f"({row['per_process']} descriptors per process), {row['rate']:.0f} "
+                    f"check-ins/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, "
+                    f"{row['acked']}/{row['stored']} acked/stored, web CPU "
+                    f"{row['web_ms_per_checkin']:.2f} ms per check-in "
+                    f"(+ nginx + Redis: {row['front_ms_per_checkin']:.2f} ms)")
+            if one is not None and row is not one:
+                web = row["web_ms_per_checkin"] / one["web_ms_per_checkin"]
+                front = row["front_ms_per_checkin"] / one["front_ms_per_checkin"]
+                line += f"; vs one process: {web:.2f}x (with nginx + Redis {front:.2f}x)"
+            log.info(line)
+    finally:
+        with psycopg.connect(PG_BASE + "/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        log.info("total %.0f s; load average at the end %.2f", time.perf_counter() - started,
+                 os.getloadavg()[0])
+
+
+if __name__ == "__main__":
+    main()
