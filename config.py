@@ -79,19 +79,26 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_VIEWER_REQUIRES_MEDIA": (True, _bool),
     # Days a user's API token (POST /api/v1/auth/token) stays valid.
     "YUANJIAO_TOKEN_DAYS": (90, int),
-    # Login throttling: this many failures for one username (or from one address: a
-    # meeting room's phones share one) within the window answer 429 until the oldest
-    # leaves it.
+    # Login throttling (accounts.throttle): after this many failures for one username
+    # each attempt waits twice as long as the last (1, 2, 4 … s, then 429); at the lock
+    # count the username is locked for the lock time. An address (a meeting room's
+    # phones share one) has its own, higher, counts. Failures are forgotten the lock time
+    # after the latest.
     "YUANJIAO_LOGIN_MAX_FAILURES": (5, int),
+    "YUANJIAO_LOGIN_LOCK_FAILURES": (20, int),
     "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP": (20, int),
-    "YUANJIAO_LOGIN_WINDOW_SECONDS": (900, int),
+    "YUANJIAO_LOGIN_LOCK_FAILURES_PER_IP": (100, int),
+    "YUANJIAO_LOGIN_LOCK_SECONDS": (900, int),
+    # Login attempts (the form and POST /api/v1/auth/token) per username a minute.
+    "YUANJIAO_LOGINS_PER_MINUTE": (20, int),
     # Events one .ics import may hold (more is refused with 422 before parsing).
     "YUANJIAO_ICS_MAX_EVENTS": (2000, int),
     # Behind HTTPS: cookies only over HTTPS. Behind a reverse proxy: trust one hop of
     # X-Forwarded-For/-Proto/-Host (the login throttle counts per client address).
     "YUANJIAO_SECURE_COOKIES": (False, _bool),
     "YUANJIAO_PROXY_FIX": (False, _bool),
-    # Imports per user, and QR check-ins per member, within a minute (then 429).
+    # Imports per user, and QR check-ins per member, within a minute (then 429). Rate
+    # limits count in Redis when REDIS_URL is set (core.ratelimit, Flask-Limiter).
     "YUANJIAO_IMPORTS_PER_MINUTE": (10, int),
     "YUANJIAO_QR_CHECKINS_PER_MINUTE": (10, int),
 }

@@ -100,7 +100,7 @@ class AuditEntry(db.Model):
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     #: login, login_failed, login_throttled, logout, token_issued, tokens_revoked,
     #: user_created, user_deactivated, user_activated, password_reset, password_changed,
-    #: throttle_lifted, occurrence_locked, occurrence_unlocked
+    #: login_locked, throttle_lifted (an unlock), occurrence_locked, occurrence_unlocked
     action: Mapped[str] = mapped_column(String(40))
     #: The username given at login, or the user acted upon.
     username: Mapped[str] = mapped_column(String(80), default="")

@@ -233,11 +233,12 @@ class MemberById(MethodView):
 @blp.response(201, MemberImportReport)
 @blp.alt_response(200, schema=MemberImportReport, description="the dry run's report")
 @blp.alt_response(422, description="refused file: details.rows names each bad row")
+@blp.alt_response(429, description="too many imports by this user within a minute")
+@ratelimit.limit_imports
 def import_members(form, files):
     """Import members from xlsx or csv; all rows or none. `dry_run` changes nothing."""
     upload = files["file"]
     actor = current_api_user()
-    ratelimit.limit_imports(actor.id)
     report = service.import_members(db.session, upload.filename or "", upload.read(),
                                     dry_run=form["dry_run"], actor=actor)
     if form["dry_run"]:
@@ -631,6 +632,7 @@ def _import_dir() -> Path:
 
 @pages.route("/org/members/import", methods=["GET", "POST"])
 @login_required
+@ratelimit.limit_imports
 def member_import():
     """Upload a file and show the dry run; the file waits under instance/ for the confirm."""
     user = _page_user("admin", "organizer")
@@ -640,7 +642,6 @@ def member_import():
     if upload is None or not upload.filename:
         flash(_("请选择要导入的文件"), "error")
         return render_template("org/import.html", report=None, errors=None), 400
-    ratelimit.limit_imports(user.id)
     content = upload.read()
     try:
         report = service.import_members(db.session, upload.filename, content, dry_run=True,
