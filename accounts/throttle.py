@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
+from sqlalchemy.orm import Session
+
+from accounts.models import User
 
 EXTENSION = "yuanjiao_login_throttle"
 
@@ -223,3 +226,29 @@ def init_app(app: Flask) -> None:
 
 def throttle() -> LoginThrottle:
     return current_app.extensions[EXTENSION]
+
+
+def unlock_login(session: Session, caller: User, user_id: int, *,
+                 address: str | None = None) -> User:
+    """Forget a managed user's failed logins (their delay and lock), with an audit entry:
+    admins, and organizers for their subtree's users (the API and the users page)."""
+    from accounts import service
+
+    user = service.managed_user(session, caller, user_id)
+    before = throttle().unlock(user.username)
+    service.audit(session, "throttle_lifted", actor=caller, username=user.username,
+                  target=f"user:{user.id}", address=address,
+                  details={"failures": before.count})
+    return user
+
+
+def held_logins(users: list[User]) -> dict[int, int]:
+    """Users whose logins are refused now (delay or lock): id -> seconds left."""
+    limiter = throttle()
+    now = limiter.clock()
+    out = {}
+    for user in users:
+        until = limiter.locked_until(user.username, now)
+        if until is not None:
+            out[user.id] = max(1, int(until - now + 0.999))
+    return out

@@ -37,7 +37,7 @@ from accounts.schemas import (
     UserOut,
     UserPatch,
 )
-from accounts.throttle import throttle
+from accounts.throttle import throttle, unlock_login
 from core import ratelimit
 from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -190,19 +190,9 @@ def revoke_token():
 def clear_login_failures(user_id: int):
     """Unlock a user's login: his failed logins, their delay and lock, are forgotten (he
     called: it was him mistyping). Admins, and organizers for their subtree's users."""
-    unlock_login(current_api_user("admin", "organizer"), user_id)
+    unlock_login(db.session, current_api_user("admin", "organizer"), user_id,
+                 address=request.remote_addr)
     db.session.commit()
-
-
-def unlock_login(caller: User, user_id: int) -> User:
-    """Forget a managed user's failed logins, with an audit entry (the API and the users
-    page both do it through here)."""
-    user = service.managed_user(db.session, caller, user_id)
-    before = throttle().unlock(user.username)
-    service.audit(db.session, "throttle_lifted", actor=caller, username=user.username,
-                  target=f"user:{user.id}", address=request.remote_addr,
-                  details={"failures": before.count})
-    return user
 
 
 @blp.route("/audit-log")

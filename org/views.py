@@ -32,6 +32,7 @@ from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import func, select
 
 from accounts import service as accounts_service
+from accounts import throttle as login_throttle
 from accounts.models import ROLES
 from core import ratelimit
 from core.api import api, current_api_user, current_principal
@@ -732,6 +733,7 @@ def users():
         "users/list.html", users=rows, roles=accounts_service.creatable_roles(user),
         unit_choices=_unit_choices(user), site_choices=_site_choices(user),
         page=page, pages_count=pages_count, total=total,
+        held=login_throttle.held_logins(rows),
     )
 
 
@@ -784,6 +786,17 @@ def user_tokens_revoke(user_id: int):
     user = _page_user("admin", "organizer")
     _attempt(lambda: accounts_service.revoke_tokens_of(db.session, user, user_id),
              _("该用户的全部 API 令牌已吊销"))
+    return redirect(url_for("org.users"))
+
+
+@pages.route("/users/<int:user_id>/login-failures", methods=["POST"])
+@login_required
+def user_unlock(user_id: int):
+    """Unlock a user's login (his failed logins forgotten): he called, it was him."""
+    user = _page_user("admin", "organizer")
+    _attempt(lambda: login_throttle.unlock_login(db.session, user, user_id,
+                                                 address=request.remote_addr),
+             _("已解除该用户的登录锁定"))
     return redirect(url_for("org.users"))
 
 

@@ -261,3 +261,34 @@ def test_audit_log_for_admins(client, factory, db_session):
     assert client.get("/api/v1/audit-log",
                       headers=factory.headers(factory.user("organizer", org_unit_id=factory
                                                            .org_unit().id))).status_code == 403
+
+
+def test_the_users_page_shows_a_lock_and_unlocks(app, client, factory, db_session, clock):
+    """An organizer unlocks his subtree's user on the users page; another's is refused."""
+    unit = factory.org_unit()
+    site = factory.site(unit)
+    factory.user("organizer", username="org-a", password=PASSWORD, org_unit_id=unit.id)
+    factory.user("organizer", username="org-b", password=PASSWORD,
+                 org_unit_id=factory.org_unit().id)
+    user = factory.user("site_operator", username="op-locked", password=PASSWORD,
+                        site_id=site.id)
+    db_session.commit()
+    for n in range(5):
+        _token(client, "op-locked", f"wrong-{n}")
+    assert _token(client, "op-locked", PASSWORD).status_code == 429
+
+    stranger = app.test_client()
+    assert stranger.post("/login", data={"username": "org-b", "password": PASSWORD},
+                         environ_base={"REMOTE_ADDR": "10.7.0.2"}).status_code == 302
+    assert stranger.post(f"/users/{user.id}/login-failures").status_code == 403
+
+    browser = app.test_client()
+    assert browser.post("/login", data={"username": "org-a", "password": PASSWORD},
+                        environ_base={"REMOTE_ADDR": "10.7.0.1"}).status_code == 302
+    page = browser.get("/users").get_data(as_text=True)
+    assert "登录已锁定" in page
+    assert f"/users/{user.id}/login-failures" in page
+    done = browser.post(f"/users/{user.id}/login-failures", follow_redirects=True)
+    assert "已解除该用户的登录锁定" in done.get_data(as_text=True)
+    assert "登录已锁定" not in done.get_data(as_text=True)
+    assert _token(client, "op-locked", PASSWORD).status_code == 200
