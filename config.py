@@ -79,6 +79,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "YUANJIAO_VIEWER_REQUIRES_MEDIA": (True, _bool),
     # Days a user's API token (POST /api/v1/auth/token) stays valid.
     "YUANJIAO_TOKEN_DAYS": (90, int),
+    # Days a meeting-room screen's token stays valid until renewed on the site's page.
+    "YUANJIAO_SCREEN_TOKEN_DAYS": (365, int),
     # Login throttling (accounts.throttle): after this many failures for one username
     # each attempt waits twice as long as the last (1, 2, 4 … s, then 429); at the lock
     # count the username is locked for the lock time. An address (a meeting room's

@@ -79,8 +79,8 @@ class ApiToken(db.Model):
     purpose: Mapped[str] = mapped_column(String(20), default="api")
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    #: After this a user's token is refused (YUANJIAO_TOKEN_DAYS after issue); None for
-    #: a meeting-room screen's token, which lives until it is revoked.
+    #: After this the token is refused: a user's YUANJIAO_TOKEN_DAYS after issue, a
+    #: meeting-room screen's YUANJIAO_SCREEN_TOKEN_DAYS after issue or its last renewal.
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked: Mapped[bool] = mapped_column(default=False)
 

@@ -33,6 +33,9 @@ MIN_PASSWORD_LENGTH = MIN_LENGTH
 log = logging.getLogger(__name__)
 #: Days a user's API token stays valid (YUANJIAO_TOKEN_DAYS overrides it per app).
 TOKEN_DAYS = 90
+#: Days a meeting-room screen's token stays valid until renewed (YUANJIAO_SCREEN_TOKEN_DAYS):
+#: a year, a party-education year, renewed from the site's page without touching the screen.
+SCREEN_TOKEN_DAYS = 365
 
 
 def hash_token(token: str) -> str:
@@ -189,12 +192,47 @@ def issue_token(session: Session, user: User, now: dt.datetime | None = None,
     return token
 
 
-def issue_site_token(session: Session, site: Site) -> str:
-    """A bearer token for a meeting-room screen (a room may have several screens)."""
+def issue_site_token(session: Session, site: Site, now: dt.datetime | None = None,
+                     days: int = SCREEN_TOKEN_DAYS) -> str:
+    """A bearer token for a meeting-room screen (a room may have several screens), valid
+    `days` until renewed."""
+    now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    session.add(ApiToken(site_id=site.id, token_hash=hash_token(token), purpose="site"))
+    session.add(ApiToken(site_id=site.id, token_hash=hash_token(token), purpose="site",
+                         created_at=now, expires_at=now + dt.timedelta(days=days)))
     session.flush()
     return token
+
+
+def site_tokens(session: Session, site_id: int) -> list[ApiToken]:
+    """The screen tokens of a site that are not revoked (live or expired), oldest first."""
+    return list(session.scalars(
+        select(ApiToken).where(ApiToken.site_id == site_id, ApiToken.purpose == "site",
+                               ApiToken.revoked.is_(False)).order_by(ApiToken.id)))
+
+
+def renew_site_tokens(session: Session, site: Site, now: dt.datetime | None = None,
+                      days: int = SCREEN_TOKEN_DAYS) -> int:
+    """Give every unrevoked screen token of a site `days` from now (an expired one works
+    again: its screen needs no new address); returns the count."""
+    now = now or utcnow()
+    rows = site_tokens(session, site.id)
+    for row in rows:
+        row.expires_at = now + dt.timedelta(days=days)
+    session.flush()
+    return len(rows)
+
+
+def expired_token(session: Session, token: str, now: dt.datetime | None = None
+                  ) -> ApiToken | None:
+    """The token a bearer string names when it is only expired (not revoked): its holder
+    is told to renew it rather than that it is unknown."""
+    if not token:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked or row.expires_at is None:
+        return None
+    return row if row.expires_at <= (now or utcnow()) else None
 
 
 def revoke_site_tokens(session: Session, site: Site) -> int:

@@ -6,6 +6,7 @@ role are checked by org.service (through accounts.service) on every call.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import secrets
@@ -39,6 +40,7 @@ from core.api import api, current_api_user, current_principal
 from core.errors import DomainError, Forbidden, ValidationError
 from core.pagination import SelectPage
 from core.timeutil import DEFAULT_TZ
+from core.types import utcnow
 from extensions import csrf, db
 from org import service
 from org.models import MEMBER_CATEGORIES, MEMBER_STATUSES, ORG_UNIT_KINDS, Member, OrgUnit, Site
@@ -55,6 +57,7 @@ from org.schemas import (
     OrgUnitPatch,
     OrgUnitQuery,
     ScreenTokenOut,
+    ScreenTokensRenewed,
     ScreenTokensRevoked,
     SiteIn,
     SiteOut,
@@ -179,10 +182,13 @@ class ScreenTokens(MethodView):
     @blp.response(201, ScreenTokenOut)
     def post(self, site_id: int):
         """A bearer token for a meeting-room screen of this site (shown once)."""
-        site, token = service.issue_screen_token(db.session, current_api_user(), site_id)
+        days = _screen_token_days()
+        site, token = service.issue_screen_token(db.session, current_api_user(), site_id,
+                                                 days=days)
         db.session.commit()
         return {"token": token, "site_id": site.id,
-                "screen_url_hint": screen_url_hint(site.id, token)}
+                "screen_url_hint": screen_url_hint(site.id, token),
+                "expires_at": utcnow() + dt.timedelta(days=days)}
 
     @blp.response(200, ScreenTokensRevoked)
     def delete(self, site_id: int):
@@ -190,6 +196,21 @@ class ScreenTokens(MethodView):
         count = service.revoke_screen_tokens(db.session, current_api_user(), site_id)
         db.session.commit()
         return {"revoked": count}
+
+
+@blp.route("/sites/<int:site_id>/screen-tokens/renew", methods=["POST"])
+@blp.response(200, ScreenTokensRenewed)
+def renew_screen_tokens(site_id: int):
+    """Renew every unrevoked screen token of this site for YUANJIAO_SCREEN_TOKEN_DAYS from
+    now; an expired screen works again at the same address."""
+    days = _screen_token_days()
+    count = service.renew_screen_tokens(db.session, current_api_user(), site_id, days=days)
+    db.session.commit()
+    return {"renewed": count, "expires_at": utcnow() + dt.timedelta(days=days)}
+
+
+def _screen_token_days() -> int:
+    return int(current_app.config["YUANJIAO_SCREEN_TOKEN_DAYS"])
 
 
 # === API: members ======================================================================
@@ -463,16 +484,19 @@ def site_edit(site_id: int):
         "org/site_edit.html", site=site, can_write=can_write,
         can_operate=service.accounts.can_operate_site(db.session, user, site),
         unit_choices=_unit_choices(user) if can_write else [],
-        live_tokens=_live_screen_tokens(site.id), token=None,
+        **_screen_tokens(site.id), token=None,
     )
 
 
-def _live_screen_tokens(site_id: int) -> int:
-    from accounts.models import ApiToken
-
-    return db.session.scalar(select(func.count()).select_from(ApiToken).where(
-        ApiToken.site_id == site_id, ApiToken.purpose == "site",
-        ApiToken.revoked.is_(False))) or 0
+def _screen_tokens(site_id: int) -> dict[str, Any]:
+    """The site's unrevoked screen tokens for its page: how many are live, which expired,
+    and when the first live one expires."""
+    now = utcnow()
+    rows = accounts_service.site_tokens(db.session, site_id)
+    live = [r for r in rows if r.expires_at is None or r.expires_at > now]
+    expiries = [r.expires_at for r in live if r.expires_at is not None]
+    return {"live_tokens": len(live), "expired_tokens": len(rows) - len(live),
+            "tokens_expire_at": min(expiries) if expiries else None}
 
 
 @pages.route("/org/sites/<int:site_id>/screen-token", methods=["POST"])
@@ -480,14 +504,15 @@ def _live_screen_tokens(site_id: int) -> int:
 def site_screen_token(site_id: int):
     """Issue a screen token and show it once, with the screen link to copy."""
     user = _page_user("admin", "organizer", "site_operator")
-    site, token = service.issue_screen_token(db.session, user, site_id)
+    site, token = service.issue_screen_token(db.session, user, site_id,
+                                             days=_screen_token_days())
     db.session.commit()
     can_write = user.role in service.WRITER_ROLES and \
         service.accounts.can_manage_org_unit(db.session, user, site.org_unit_id)
     return render_template(
         "org/site_edit.html", site=site, can_write=can_write, can_operate=True,
         unit_choices=_unit_choices(user) if can_write else [],
-        live_tokens=_live_screen_tokens(site.id), token=token,
+        **_screen_tokens(site.id), token=token,
         screen_url=screen_url_hint(site.id, token),
     )
 
@@ -499,6 +524,17 @@ def site_screen_revoke(site_id: int):
     count = service.revoke_screen_tokens(db.session, user, site_id)
     db.session.commit()
     flash(_("已吊销 %(n)s 个屏幕令牌", n=count), "ok")
+    return redirect(url_for("org.site_edit", site_id=site_id))
+
+
+@pages.route("/org/sites/<int:site_id>/screen-tokens/renew", methods=["POST"])
+@login_required
+def site_screen_renew(site_id: int):
+    """Renew the site's screen tokens: the screens keep their address another term."""
+    user = _page_user("admin", "organizer", "site_operator")
+    count = service.renew_screen_tokens(db.session, user, site_id, days=_screen_token_days())
+    db.session.commit()
+    flash(_("已续期 %(n)s 个屏幕令牌", n=count), "ok")
     return redirect(url_for("org.site_edit", site_id=site_id))
 
 
