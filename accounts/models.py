@@ -99,7 +99,8 @@ class AuditEntry(db.Model):
     #: The user who acted (None: an unknown username trying to log in).
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     #: login, login_failed, login_throttled, logout, token_issued, tokens_revoked,
-    #: user_created, user_deactivated, user_activated, password_reset, password_changed,
+    #: user_created, user_deactivated, user_activated, user_role_changed, password_reset,
+    #: password_changed,
     #: login_locked, throttle_lifted (an unlock), occurrence_locked, occurrence_unlocked
     action: Mapped[str] = mapped_column(String(40))
     #: The username given at login, or the user acted upon.

@@ -473,6 +473,49 @@ def set_user_active(session: Session, actor: User, user_id: int, active: bool) -
     return user
 
 
+#: The field of a user that holds each role's scope.
+SCOPE_FIELDS = {"organizer": "org_unit_id", "site_operator": "site_id", "member": "member_id"}
+
+
+def change_role(session: Session, actor: User, user_id: int, *, role: str | None = None,
+                org_unit_id: int | None = None, site_id: int | None = None,
+                member_id: int | None = None) -> User:
+    """Move a user to another role or scope (an organizer to another unit, an operator
+    to another site). The actor must manage the user as he is and may hand out what he
+    becomes. A change ends every session, remember cookie and API token of the user:
+    what he may do changed, so must what he is logged in with."""
+    user = managed_user(session, actor, user_id)
+    new_role = role or user.role
+    if new_role not in ROLES:
+        raise ValidationError(f"未知角色：{new_role}", field="role",
+                              details={"allowed": list(ROLES)})
+    given = {"org_unit_id": org_unit_id, "site_id": site_id, "member_id": member_id}
+    field = SCOPE_FIELDS.get(new_role)
+    scope = dict.fromkeys(given)
+    if field is not None:
+        # The role's scope: the one given, else (same role) the one he has.
+        scope[field] = given[field] if given[field] is not None else (
+            getattr(user, field) if new_role == user.role else None)
+        model = {"org_unit_id": OrgUnit, "site_id": Site, "member_id": Member}[field]
+        if scope[field] is None or session.get(model, scope[field]) is None:
+            raise ValidationError(f"该角色需要有效的 {field}", field=field)
+    require_manage_user(session, actor, role=new_role, **scope)
+    before = {"role": user.role, "org_unit_id": user.org_unit_id, "site_id": user.site_id,
+              "member_id": user.member_id}
+    after = {"role": new_role, **scope}
+    if after == before:
+        return user
+    for name, value in after.items():
+        setattr(user, name, value)
+    end_sessions(user)
+    revoked = revoke_user_tokens(user)
+    audit(session, "user_role_changed", actor=actor, username=user.username,
+          target=f"user:{user.id}", details={"from": before, "to": after,
+                                             "tokens_revoked": revoked})
+    session.flush()
+    return user
+
+
 def reset_password(session: Session, actor: User, user_id: int, password: str) -> User:
     user = managed_user(session, actor, user_id)
     update_user(user, password=password)

@@ -242,13 +242,22 @@ class UserById(MethodView):
     @blp.arguments(UserPatch)
     @blp.response(200, UserOut)
     def patch(self, data, user_id: int):
-        """Rename, (de)activate, reset the password of, or set the language of a user.
+        """Rename, (de)activate, reset the password of, set the language of, or move a
+        user to another role or scope.
 
         A user may change his own name, password and language; admins and organizers
-        (within their subtree, never admins or trainers) may change others."""
+        (within their subtree, never admins or trainers) may change others. A change of
+        role or scope, a password reset and a deactivation end every session, remember
+        cookie and API token of the user."""
         caller = current_api_user()
         user = service.get_user(db.session, user_id)
         current_password = data.pop("current_password", None)
+        scope = {key: data.pop(key) for key in ("role", "org_unit_id", "site_id", "member_id")
+                 if key in data}
+        if scope:
+            if caller.id == user.id:
+                raise Forbidden("不能修改自己的角色或范围")
+            service.change_role(db.session, caller, user.id, **scope)
         if caller.id == user.id:
             if "active" in data:
                 raise Forbidden("不能停用自己的账号")
