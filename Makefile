@@ -78,8 +78,9 @@ test-postgres: setup-dev
 test-live: setup-dev
 	$(BIN)/python -m pytest -m "browser or media or live" -q
 
-lint: setup-dev ## ruff
+lint: setup-dev ## ruff, then mypy over the packages (pyproject.toml lists them)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 format: setup-dev
 	$(BIN)/ruff check --fix .

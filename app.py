@@ -43,9 +43,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.update(config.from_environment())
     if overrides:
         app.config.update(overrides)
-    if app.config.get("YUANJIAO_SECURE_COOKIES"):  # served over HTTPS
+    settings = config.init_settings(app)  # typed and frozen: config.settings()
+    if settings.secure_cookies:  # served over HTTPS
         app.config["SESSION_COOKIE_SECURE"] = app.config["REMEMBER_COOKIE_SECURE"] = True
-    if app.config.get("YUANJIAO_PROXY_FIX"):  # behind nginx: client address and scheme
+    if settings.proxy_fix:  # behind nginx: client address and scheme
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
@@ -86,7 +87,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     health.init_app(app)
 
     cli.init_app(app)
-    if app.config["YUANJIAO_AUTO_MIGRATE"]:
+    if settings.auto_migrate:
         import bootstrap
 
         bootstrap.bootstrap(app)
@@ -133,9 +134,9 @@ def start_jobs(app: Flask) -> None:
 
 def _check_media_placement(app: Flask) -> None:
     """Refuse at start, not at the first broadcast, an in-process engine under gevent."""
-    if (app.config["YUANJIAO_ASYNC_MODE"] == "gevent"
-            and not app.config.get("YUANJIAO_MEDIA_NODES")
-            and app.config["YUANJIAO_MEDIA"] == "inprocess"):
+    settings = config.settings(app)
+    if (app.config["YUANJIAO_ASYNC_MODE"] == "gevent" and not settings.media_nodes
+            and settings.media == "inprocess"):
         raise RuntimeError(
             "gevent worker: the in-process media engine (aiortc) cannot run beside gevent; "
             "set YUANJIAO_MEDIA_NODES to one or more `python -m video.node` addresses, "
@@ -203,7 +204,7 @@ def _init_extensions(app: Flask) -> None:
     # match succeed (polling and websocket); they are never served: the Engine.IO
     # middleware answers /socket.io/ before Flask sees it.
     # Browsers ask for /favicon.ico whatever the page links: the same icon, cached a day.
-    icon = (Path(app.static_folder) / "img" / "favicon.svg").read_bytes()
+    icon = (Path(app.root_path) / "static" / "img" / "favicon.svg").read_bytes()
     app.add_url_rule("/favicon.ico", endpoint="favicon", methods=["GET"],
                      view_func=lambda: Response(icon, mimetype="image/svg+xml", headers={
                          "Cache-Control": "public, max-age=86400"}))
@@ -341,7 +342,7 @@ def main() -> None:
     app = create_app()
     tune_gc()
     start_jobs(app)
-    host, port = app.config["YUANJIAO_HOST"], app.config["YUANJIAO_PORT"]
+    host, port = config.settings(app).host, config.settings(app).port
     log.info("Yuanjiao serving at http://%s:%s", host, port)
     socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, use_reloader=False)
 

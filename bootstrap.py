@@ -15,6 +15,7 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import select, text
 
+from config import settings
 from extensions import db
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _bootstrap(app: Flask) -> None:
         from sessions.jobs import extend_all_horizons
 
         extend_all_horizons(app)
-        if app.config["YUANJIAO_DEMO"]:
+        if settings(app).demo:
             import demo
 
             if demo.is_empty(db.session):
@@ -89,8 +90,8 @@ def ensure_admin(app: Flask) -> None:
     from accounts.service import ensure_admin as create_admin
     from core.errors import DomainError
 
-    username = app.config.get("YUANJIAO_ADMIN_USERNAME")
-    password = app.config.get("YUANJIAO_ADMIN_PASSWORD")
+    username = settings(app).admin_username
+    password = settings(app).admin_password
     has_admin = db.session.scalar(select(User.id).where(User.role == "admin").limit(1))
     # One note per database, so that a note never shows another database's password.
     db_key = hashlib.sha256(app.config["SQLALCHEMY_DATABASE_URI"].encode()).hexdigest()[:8]

@@ -22,11 +22,10 @@ def init_app(app: Flask) -> None:
 @click.command("extend-horizons")
 def extend_horizons() -> None:
     """Materialize open-ended recurrences up to the horizon (run daily, e.g. from cron)."""
-    from flask import current_app
-
+    from core.appctx import app_object
     from sessions.jobs import extend_all_horizons
 
-    created = extend_all_horizons(current_app._get_current_object())
+    created = extend_all_horizons(app_object())
     click.echo(f"extended: {created} occurrences created")
 
 

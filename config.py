@@ -1,7 +1,9 @@
 """Configuration: embedded defaults, then the environment, then test overrides.
 
-Every setting of ours is in `SETTINGS` once, with its default and how the environment
-spells it: code reads `app.config["YUANJIAO_..."]` and never repeats a default.
+Every setting of ours is a field of `Settings` once, with its default and how the
+environment spells it; `create_app` builds the app's frozen `Settings` once, and code reads
+typed attributes (`config.settings().horizon_days`) and never repeats a default.
+`app.config` keeps every setting under its YUANJIAO_* name too, beside Flask's own keys.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from flask import Flask, current_app
 
 from core.timeutil import DEFAULT_TZ
 
@@ -28,82 +34,154 @@ def _url_list(value: str) -> list[str]:
     return [u.strip() for u in value.split(",") if u.strip()]
 
 
-#: Our settings: name -> (default, how to read the environment's string). A default of
-#: None that depends on the instance folder is filled by `default_config`.
 def _origin_list(value: str) -> list[str]:
     return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
 
 
-SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
-    "YUANJIAO_PORT": (5000, int),
-    "YUANJIAO_HOST": ("127.0.0.1", str),
-    "YUANJIAO_DEMO": (True, _bool),
-    "YUANJIAO_ADMIN_USERNAME": (None, str),
-    "YUANJIAO_ADMIN_PASSWORD": (None, str),
+def _setting(default: Any, parse: Callable[[str], Any]) -> Any:
+    """A field of `Settings`: its default, and how to read the environment's string."""
+    return field(default=default, metadata={"parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Our settings, typed and frozen: built once per app (`create_app`) from the embedded
+    defaults, then the environment (`YUANJIAO_<NAME>`), then the overrides; read them as
+    `config.settings().horizon_days`. Each field is `YUANJIAO_<FIELD>` in `app.config`
+    too (extensions and templates read it there); lists are tuples here.
+
+    A default of None that depends on the instance folder is filled by `default_config`.
+    """
+
+    port: int = _setting(5000, int)
+    host: str = _setting("127.0.0.1", str)
+    demo: bool = _setting(True, _bool)
+    admin_username: str | None = _setting(None, str)
+    admin_password: str | None = _setting(None, str)
     # Start-up migrates and seeds (under a lock); off where a deploy step migrates.
-    "YUANJIAO_AUTO_MIGRATE": (True, _bool),
-    "YUANJIAO_DEFAULT_TIMEZONE": (DEFAULT_TZ, str),
+    auto_migrate: bool = _setting(True, _bool)
+    default_timezone: str = _setting(DEFAULT_TZ, str)
     # Media: "inprocess" starts the aiortc loop thread, "off" starts nothing
     # (most tests), a list of URLs reaches separate `python -m video.node` processes.
-    "YUANJIAO_MEDIA": ("inprocess", str),
-    "YUANJIAO_MEDIA_NODES": ([], _url_list),
+    media: str = _setting("inprocess", str)
+    media_nodes: tuple[str, ...] = _setting((), _url_list)
     #: Shared secret between the web app and `python -m video.node` processes.
-    "YUANJIAO_MEDIA_NODE_SECRET": ("", str),
-    "YUANJIAO_ICE_SERVERS": ([], json.loads),
+    media_node_secret: str = _setting("", str)
+    ice_servers: tuple[dict[str, Any], ...] = _setting((), json.loads)
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
-    "YUANJIAO_CORS_ORIGINS": ([], _origin_list),
-    "YUANJIAO_RECORDINGS_DIR": (None, str),  # instance/recordings
+    cors_origins: tuple[str, ...] = _setting((), _origin_list)
+    recordings_dir: str | None = _setting(None, str)  # instance/recordings
     # HLS for members watching alone: the packager writes <dir>/<occurrence_id>/ (video.hls).
-    "YUANJIAO_HLS_DIR": (None, str),  # instance/hls
+    hls_dir: str | None = _setting(None, str)  # instance/hls
     # Behind nginx: answer HLS requests with X-Accel-Redirect, nginx sends the files.
-    "YUANJIAO_HLS_ACCEL": (False, _bool),
+    hls_accel: bool = _setting(False, _bool)
     # Janus edges (video.janus): their HTTP API URLs, API secret, Streaming admin key; the
     # origin keeps sites until it serves this many, then sites watch from an edge.
-    "YUANJIAO_JANUS_EDGES": ([], _url_list),
-    "YUANJIAO_JANUS_SECRET": ("", str),
-    "YUANJIAO_JANUS_ADMIN_KEY": ("", str),
-    "YUANJIAO_ORIGIN_MAX_SITES": (300, int),
+    janus_edges: tuple[str, ...] = _setting((), _url_list)
+    janus_secret: str = _setting("", str)
+    janus_admin_key: str = _setting("", str)
+    origin_max_sites: int = _setting(300, int)
     # Materialize open-ended recurrences this far ahead.
-    "YUANJIAO_HORIZON_DAYS": (400, int),
-    "YUANJIAO_STUDY_HOURS_REQUIRED": (32, float),
-    "YUANJIAO_MAKEUP_SHARE": (0.9, float),
-    "YUANJIAO_ATTENDANCE_GRACE_SECONDS": (90, int),
+    horizon_days: int = _setting(400, int)
+    study_hours_required: float = _setting(32.0, float)
+    makeup_share: float = _setting(0.9, float)
+    attendance_grace_seconds: int = _setting(90, int)
     # A socket connection's right to operate a site is re-checked after this long.
-    "YUANJIAO_ATTENDANCE_AUTH_TTL": (30, int),
+    attendance_auth_ttl: int = _setting(30, int)
     # Leaving more than this many minutes before the end counts as leaving early.
-    "YUANJIAO_LEFT_EARLY_MINUTES": (10, int),
-    "YUANJIAO_QR_ROTATE_SECONDS": (25, int),
+    left_early_minutes: int = _setting(10, int)
+    qr_rotate_seconds: int = _setting(25, int)
     # A roll-call mark queued offline is accepted this many hours after its time.
-    "YUANJIAO_OFFLINE_MAX_HOURS": (12.0, float),
+    offline_max_hours: float = _setting(12.0, float)
     # A member watching alone counts only while he holds a live media session (WHEP).
-    "YUANJIAO_VIEWER_REQUIRES_MEDIA": (True, _bool),
+    viewer_requires_media: bool = _setting(True, _bool)
     # Days a user's API token (POST /api/v1/auth/token) stays valid.
-    "YUANJIAO_TOKEN_DAYS": (90, int),
+    token_days: int = _setting(90, int)
     # Days a meeting-room screen's token stays valid until renewed on the site's page.
-    "YUANJIAO_SCREEN_TOKEN_DAYS": (365, int),
+    screen_token_days: int = _setting(365, int)
     # Login throttling (accounts.throttle): after this many failures for one username
     # each attempt waits twice as long as the last (1, 2, 4 … s, then 429); at the lock
     # count the username is locked for the lock time. An address (a meeting room's
-    # phones share one) has its own, higher, counts. Failures are forgotten the lock time
-    # after the latest.
-    "YUANJIAO_LOGIN_MAX_FAILURES": (5, int),
-    "YUANJIAO_LOGIN_LOCK_FAILURES": (20, int),
-    "YUANJIAO_LOGIN_MAX_FAILURES_PER_IP": (20, int),
-    "YUANJIAO_LOGIN_LOCK_FAILURES_PER_IP": (100, int),
-    "YUANJIAO_LOGIN_LOCK_SECONDS": (900, int),
+    # phones share one) has its own, higher, counts. Failures are forgotten twice the
+    # lock time after the latest.
+    login_max_failures: int = _setting(5, int)
+    login_lock_failures: int = _setting(20, int)
+    login_max_failures_per_ip: int = _setting(20, int)
+    login_lock_failures_per_ip: int = _setting(100, int)
+    login_lock_seconds: int = _setting(900, int)
     # Login attempts (the form and POST /api/v1/auth/token) per username a minute.
-    "YUANJIAO_LOGINS_PER_MINUTE": (20, int),
+    logins_per_minute: int = _setting(20, int)
     # Events one .ics import may hold (more is refused with 422 before parsing).
-    "YUANJIAO_ICS_MAX_EVENTS": (2000, int),
+    ics_max_events: int = _setting(2000, int)
     # Behind HTTPS: cookies only over HTTPS. Behind a reverse proxy: trust one hop of
     # X-Forwarded-For/-Proto/-Host (the login throttle counts per client address).
-    "YUANJIAO_SECURE_COOKIES": (False, _bool),
-    "YUANJIAO_PROXY_FIX": (False, _bool),
+    secure_cookies: bool = _setting(False, _bool)
+    proxy_fix: bool = _setting(False, _bool)
     # Imports per user, and QR check-ins per member, within a minute (then 429). Rate
     # limits count in Redis when REDIS_URL is set (core.ratelimit, Flask-Limiter).
-    "YUANJIAO_IMPORTS_PER_MINUTE": (10, int),
-    "YUANJIAO_QR_CHECKINS_PER_MINUTE": (10, int),
+    imports_per_minute: int = _setting(10, int)
+    qr_checkins_per_minute: int = _setting(10, int)
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> Settings:
+        """The settings as `values` (an app's config) holds them under YUANJIAO_*,
+        each coerced to its field's type; a name missing takes the default."""
+        hints = get_type_hints(cls)
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            name = setting_name(f.name)
+            if name in values:
+                out[f.name] = _coerce(hints[f.name], values[name])
+        return cls(**out)
+
+
+def setting_name(field_name: str) -> str:
+    """`horizon_days` -> `YUANJIAO_HORIZON_DAYS`, as the environment and app.config say it."""
+    return f"YUANJIAO_{field_name.upper()}"
+
+
+def _coerce(kind: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    base = kind
+    if get_origin(kind) in (Union, UnionType):  # X | None
+        base = next(t for t in get_args(kind) if t is not type(None))
+    if get_origin(base) is tuple:
+        return tuple(value)
+    if base is bool:
+        return _bool(value) if isinstance(value, str) else bool(value)
+    if base in (int, float):
+        return base(value)
+    return value
+
+
+#: Our settings as app.config names them: name -> (default, how to read the environment's
+#: string); lists where `Settings` has tuples. Derived from `Settings`, the one list.
+SETTINGS: dict[str, tuple[Any, Callable[[str], Any]]] = {
+    setting_name(f.name): (list(f.default) if isinstance(f.default, tuple) else f.default,
+                           f.metadata["parse"])
+    for f in fields(Settings)
 }
+
+
+def settings(app: Flask | None = None) -> Settings:
+    """The app's settings (the current app's unless one is given)."""
+    return (app or current_app).extensions["settings"]
+
+
+def init_settings(app: Flask) -> Settings:
+    """Build the app's settings from its config, once its config is complete."""
+    app.extensions["settings"] = built = Settings.from_config(app.config)
+    return built
+
+
+def replace_settings(app: Flask, **changes: Any) -> Settings:
+    """A new frozen Settings with `changes` for a running app (tests), its config alike."""
+    built = replace(settings(app), **changes)
+    app.extensions["settings"] = built
+    for key, value in changes.items():
+        app.config[setting_name(key)] = list(value) if isinstance(value, tuple) else value
+    return built
 
 
 def default_config(instance_path: str) -> dict[str, Any]:

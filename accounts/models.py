@@ -10,13 +10,13 @@ from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
-from extensions import db
+from extensions import Model
 from org.models import Member, OrgUnit, Site
 
 ROLES = ("admin", "organizer", "trainer", "site_operator", "member")
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("session_token", name="uq_users_session_token"),)
 
@@ -64,7 +64,7 @@ def new_session_token() -> str:
     return secrets.token_hex(32)
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A bearer token. Only its SHA-256 is stored, so it survives restarts and leaks nothing."""
 
     __tablename__ = "api_tokens"
@@ -88,7 +88,7 @@ class ApiToken(db.Model):
     site: Mapped[Site | None] = relationship()
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """Who did what to accounts and reviews, for admins: logins (and failures), tokens,
     user changes, attendance locks. Appended, never changed."""
 

@@ -25,17 +25,18 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from accounts.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationError
 from accounts.models import ROLES, ApiToken, AuditEntry, User, new_session_token
 from accounts.passwords import MIN_LENGTH, check_new_password
+from config import Settings
 from core.principals import SiteScreen
 from core.types import utcnow
 from org.models import Member, OrgUnit, Site
 
 MIN_PASSWORD_LENGTH = MIN_LENGTH
 log = logging.getLogger(__name__)
-#: Days a user's API token stays valid (YUANJIAO_TOKEN_DAYS overrides it per app).
-TOKEN_DAYS = 90
-#: Days a meeting-room screen's token stays valid until renewed (YUANJIAO_SCREEN_TOKEN_DAYS):
-#: a year, a party-education year, renewed from the site's page without touching the screen.
-SCREEN_TOKEN_DAYS = 365
+#: Days a user's API token stays valid (the app's `settings().token_days` is passed).
+TOKEN_DAYS = Settings().token_days
+#: Days a meeting-room screen's token stays valid until renewed (`screen_token_days`): a
+#: year, a party-education year, renewed from the site's page without touching the screen.
+SCREEN_TOKEN_DAYS = Settings().screen_token_days
 
 
 def hash_token(token: str) -> str:
@@ -280,7 +281,9 @@ def principal_for_token(session: Session, token: str) -> User | SiteScreen | Non
     row = token_lookup(session, token)
     if row is None:
         return None
-    return row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+    if row.user_id is not None:
+        return row.user
+    return SiteScreen(site_id=row.site_id) if row.site_id is not None else None
 
 
 def record_token_use(connection: Connection, token_ids: Iterable[int], now: dt.datetime) -> int:

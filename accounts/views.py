@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -38,6 +37,7 @@ from accounts.schemas import (
     UserPatch,
 )
 from accounts.throttle import throttle, unlock_login
+from config import settings
 from core import ratelimit
 from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -94,7 +94,7 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         try:
-            user = _authenticate(form.username.data, form.password.data)
+            user = _authenticate(form.username.data or "", form.password.data or "")
         except TooManyRequests as exc:
             flash(exc.message, "error")
             return render_template("accounts/login.html", form=form), 429, {
@@ -167,7 +167,7 @@ def issue_token(data):
     YUANJIAO_TOKEN_DAYS, 90 by default; `expires_at` says when)."""
     user = _authenticate(data["username"], data["password"])
     now = utcnow()
-    days = int(current_app.config.get("YUANJIAO_TOKEN_DAYS") or service.TOKEN_DAYS)
+    days = settings().token_days
     token = service.issue_token(db.session, user, now, days)
     db.session.commit()
     return {"token": token, "expires_at": now + dt.timedelta(days=days)}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import segno
-from flask import Flask, current_app, g, request, url_for
+from flask import Flask, current_app, g, url_for
 from flask_socketio import ConnectionRefusedError, join_room
 
 from accounts.models import User
@@ -24,9 +24,10 @@ from attendance import live, presence, watching
 from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
+from config import settings
 from core.api import SiteScreen
 from core.principals import principal_for_token
-from core.sockets import object_payload, payload_id, socket_principal
+from core.sockets import object_payload, payload_id, socket_principal, socket_sid
 from core.types import utcnow
 from extensions import db, socketio
 
@@ -51,7 +52,7 @@ def _site_count() -> presence.LocalSiteCounts | presence.RedisSiteCounts:
 
 
 def _auth_ttl() -> float:
-    return float(current_app.config["YUANJIAO_ATTENDANCE_AUTH_TTL"])
+    return float(settings().attendance_auth_ttl)
 
 
 def _granted_value(key: tuple) -> tuple[bool, Any]:
@@ -167,13 +168,13 @@ _conns: dict[str, _Conn] = {}
 
 def _conn() -> _Conn:
     """This event's connection; an unknown one has no caller and keeps nothing."""
-    return _conns.get(request.sid) or _Conn("", 0)
+    return _conns.get(socket_sid()) or _Conn("", 0)
 
 
 def _in_turn(handler):
     @functools.wraps(handler)
     def run(*args: Any):
-        conn = _conns.get(request.sid)
+        conn = _conns.get(socket_sid())
         if conn is None:
             return handler(*args)
         turns = conn.turns
@@ -223,14 +224,14 @@ def connect(auth: Any = None):
         principal = socket_principal(auth)
     except DomainError as exc:
         raise ConnectionRefusedError(exc.to_dict()) from exc
-    _conns[request.sid] = (_Conn("screen", principal.site_id, token=str(auth["token"]))
+    _conns[socket_sid()] = (_Conn("screen", principal.site_id, token=str(auth["token"]))
                            if isinstance(principal, SiteScreen) else _Conn("user", principal.id))
     db.session.rollback()  # end the read transaction: connections are long, sessions not
 
 
 def disconnect(*_args: Any) -> None:
     """A screen leaving is logged as offline (the rules give it a grace period)."""
-    conn = _conns.pop(request.sid, None)
+    conn = _conns.pop(socket_sid(), None)
     if conn is None:
         return
     counts = _site_count()
@@ -288,7 +289,7 @@ def site_join(data: Any) -> dict[str, Any]:
     if online:
         live.publish_site_status(occurrence_id, site_id, True)
     occurrence = svc.get_occurrence(db.session, occurrence_id)
-    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow())
+    snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow())
     db.session.rollback()
     mine = next((s for s in snap["sites"] if s["site_id"] == site_id), None)
     return {"ok": True, "occurrence_id": occurrence_id, "site": mine,
@@ -369,7 +370,7 @@ def qr_token(data: Any) -> dict[str, Any]:
     """The room screen asks for the current rotating QR code (every rotation)."""
     occurrence, site = _occurrence_and_site(data)
     svc.require_operate_site(db.session, _caller(), occurrence, site)
-    rotate = int(current_app.config["YUANJIAO_QR_ROTATE_SECONDS"])
+    rotate = settings().qr_rotate_seconds
     token, expires = svc.make_qr_token(current_app.config["SECRET_KEY"], occurrence.id,
                                        site.id, utcnow(), rotate)
     url = url_for("attendance_pages.checkin", token=token, _external=True)
@@ -400,12 +401,12 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
         db.session.rollback()
         viewing.add(occurrence_id)
     seen = watching.watching()
-    if kind != "viewer_leave" and current_app.config["YUANJIAO_VIEWER_REQUIRES_MEDIA"] \
+    if kind != "viewer_leave" and settings().viewer_requires_media \
             and not seen.holds(occurrence_id, member_id):
         raise Conflict("未检测到您的直播画面连接：请先打开直播画面，画面播放后才计入学习时长",
                        code="no_media_session", details={"occurrence_id": occurrence_id})
     if kind == "viewer_heartbeat" and not seen.due(
-            occurrence_id, member_id, watching.coalesce_seconds(current_app.config)):
+            occurrence_id, member_id, watching.coalesce_seconds(settings())):
         return {"ok": True, "stored": False, "coalesced": True}
     [(event, created)] = _append(Request([Append(
         occurrence_id=occurrence_id, type=kind, source=f"viewer:member:{member_id}",
@@ -443,7 +444,7 @@ def dashboard_join(data: Any) -> dict[str, Any]:
     # the dashboard's room carries every member's name.
     join_room(live.occurrence_room(occurrence.id) if scope is None
               else live.counts_room(occurrence.id))
-    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
+    snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow(),
                         name_visible=scope)
     db.session.rollback()
     return {"ok": True, "snapshot": snap}
@@ -454,7 +455,7 @@ def broadcast_join(data: Any) -> dict[str, Any]:
     occurrence = svc.get_occurrence(db.session, _int(data, "occurrence_id"))
     svc.require_view_occurrence(db.session, _caller(), occurrence)
     join_room(live.counts_room(occurrence.id))  # not the dashboard's room: no names
-    snap = svc.snapshot(db.session, occurrence, config=current_app.config, now=utcnow(),
+    snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow(),
                         with_names=False)
     db.session.rollback()
     return {"ok": True, "snapshot": snap}

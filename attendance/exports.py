@@ -11,6 +11,7 @@ from typing import Any
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.worksheet import Worksheet
 
 from attendance.service import STATUS_LABELS, Row
 from core.spreadsheet import csv_row, strip_control, xlsx_append
@@ -92,11 +93,18 @@ def sheet_meta(occurrence, trainer_name: str | None, site_names: list[str]) -> d
             "sites": "、".join(site_names)}
 
 
+def _sheet(wb: Workbook) -> Worksheet:
+    """A new workbook's one sheet."""
+    ws = wb.active
+    assert isinstance(ws, Worksheet)
+    return ws
+
+
 def sheet_xlsx(meta: dict[str, Any], rows: list[Row], default_tz: str) -> bytes:
     """The attendance sheet: title rows, one row per expected member, and a summary per
     site with totals; printable (landscape, one page wide, headers on every page)."""
     wb = Workbook()
-    ws = wb.active
+    ws = _sheet(wb)
     ws.title = "考勤明细"
     info = (f"日期：{meta['date']}　时间：{meta['time']}　讲师：{meta['trainer'] or '—'}"
             f"　学习点：{meta['sites'] or '—'}")
@@ -164,7 +172,7 @@ def report_xlsx(data: dict[str, Any], *, scope: str, period: str) -> bytes:
     from attendance.service import rate
 
     wb = Workbook()
-    ws = wb.active
+    ws = _sheet(wb)
     ws.title = "按支部"
     lines = [f"{scope} 考勤统计", f"统计期间：{period}　学习活动 {len(data['occurrences'])} 次"
              "　出勤率 = 实到 ÷（应到 − 请假）"]
@@ -218,7 +226,7 @@ def report_xlsx(data: dict[str, Any], *, scope: str, period: str) -> bytes:
 def ledger_xlsx(ledger: dict[str, Any]) -> bytes:
     """学时台账: annual hours per member against the requirement."""
     wb = Workbook()
-    ws = wb.active
+    ws = _sheet(wb)
     ws.title = f"{ledger['year']}年学时台账"
     _header(ws, ["姓名", "党员编号", "所在支部", "现场/在线学时", "补学学时", "合计学时",
                  "年度要求", "差额", "是否达标"], [12, 14, 20, 14, 10, 10, 10, 8, 10])

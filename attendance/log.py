@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -28,6 +27,7 @@ from attendance.models import (
     OccurrenceReview,
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
+from config import Settings
 from core.converters import MAX_ID
 from org.models import Site
 from sessions.models import Occurrence
@@ -70,8 +70,8 @@ def clean_event_id(event_id: Any) -> str:
     return value
 
 
-def offline_max(config: Mapping[str, Any]) -> dt.timedelta:
-    return dt.timedelta(hours=float(config["YUANJIAO_OFFLINE_MAX_HOURS"]))
+def offline_max(config: Settings) -> dt.timedelta:
+    return dt.timedelta(hours=config.offline_max_hours)
 
 
 def bound_time(occurrence: Any, at: dt.datetime | None, now: dt.datetime, *,
@@ -218,8 +218,8 @@ def roll_call_appends(*, occurrence_id: int, site_id: int, member_ids: Any, stat
     return [Append(occurrence_id=occurrence_id, type=kind, source=source,
                    event_id=member_event_id, member_id=member_id, site_id=site_id,
                    actor_user_id=actor_user_id, client_time=client_time, queued=queued,
-                   payload=queued_payload(queued, {"walk_in": True} if walk_in else None,
-                                          clock_offset_ms))
+                   clock_offset_ms=clock_offset_ms,
+                   payload={"walk_in": True} if walk_in else None)
             for member_id, member_event_id in items]
 
 

@@ -7,7 +7,6 @@ Part of the attendance service (`attendance.service` re-exports every public nam
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from attendance.errors import (
     NotFound,
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
+from config import Settings
 from core.converters import MAX_ID
 from org import service as org_service
 from org.models import Member, Site
@@ -53,14 +53,14 @@ def _client_id(value: Any, what: str, field: str) -> int:
     return number
 
 
-def rules_for(occurrence: Occurrence, config: Mapping[str, Any]) -> R.Rules:
+def rules_for(occurrence: Occurrence, config: Settings) -> R.Rules:
     """The thresholds of an occurrence, from its session and the app settings."""
     study = occurrence.session
     return R.Rules(
         late_after_minutes=study.late_after_minutes,
         present_threshold_percent=study.present_threshold_percent,
-        left_early_minutes=int(config["YUANJIAO_LEFT_EARLY_MINUTES"]),
-        grace_seconds=int(config["YUANJIAO_ATTENDANCE_GRACE_SECONDS"]),
+        left_early_minutes=config.left_early_minutes,
+        grace_seconds=config.attendance_grace_seconds,
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +22,7 @@ from attendance.models import (
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from attendance.records import records, rows
+from config import Settings
 from org.models import Member
 from sessions.models import Occurrence
 
@@ -43,7 +43,7 @@ def recording_for(session: Session, occurrence_id: int):
 
 
 def ensure_makeup_tasks(session: Session, occurrence: Occurrence, *,
-                        config: Mapping[str, Any], now: dt.datetime) -> list[MakeupTask]:
+                        config: Settings, now: dt.datetime) -> list[MakeupTask]:
     """Make-up tasks for an ended occurrence's absentees (absent or on leave)."""
     if now < occurrence.ends_at:
         return []
@@ -63,7 +63,7 @@ def ensure_makeup_tasks(session: Session, occurrence: Occurrence, *,
     return list(existing.values())
 
 
-def makeup_tasks_of_member(session: Session, member: Member, *, config: Mapping[str, Any],
+def makeup_tasks_of_member(session: Session, member: Member, *, config: Settings,
                            now: dt.datetime, days: int = 366) -> list[MakeupTask]:
     """A member's make-up tasks, creating those due for recent occurrences he missed."""
     from video.models import Recording
@@ -152,7 +152,7 @@ def _minus(ranges: list[list[float]], holes: list[list[float]]) -> list[list[flo
     return out
 
 
-def absentees(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+def absentees(session: Session, occurrence: Occurrence, *, config: Settings,
               now: dt.datetime) -> list[dict[str, Any]]:
     """Absent and excused members, with their make-up status."""
     tasks = {t.member_id: t for t in ensure_makeup_tasks(session, occurrence, config=config,

@@ -13,7 +13,7 @@ from sqlalchemy import JSON, Float, ForeignKey, Index, String, Text, UniqueConst
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
-from extensions import db
+from extensions import Model
 
 #: Every event type the log accepts.
 EVENT_TYPES = (
@@ -35,7 +35,7 @@ LEAVE_STATUSES = ("requested", "approved", "rejected")
 STATUSES = ("present", "late", "left_early", "absent", "excused")
 
 
-class AttendanceEvent(db.Model):
+class AttendanceEvent(Model):
     """One fact, appended once: a retried event (same source and event id) is stored once."""
 
     __tablename__ = "attendance_events"
@@ -75,7 +75,7 @@ class AttendanceEvent(db.Model):
         return self.client_time or self.server_time
 
 
-class LeaveRequest(db.Model):
+class LeaveRequest(Model):
     """请假: filed by a member or an organizer; an approved request makes a member excused."""
 
     __tablename__ = "leave_requests"
@@ -95,7 +95,7 @@ class LeaveRequest(db.Model):
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
-class Correction(db.Model):
+class Correction(Model):
     """An organizer's override of a member's derived record, with the audit trail."""
 
     __tablename__ = "attendance_corrections"
@@ -118,7 +118,7 @@ class Correction(db.Model):
     corrected_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
 
 
-class OccurrenceReview(db.Model):
+class OccurrenceReview(Model):
     """A reviewed occurrence: while locked, no further events or corrections are accepted."""
 
     __tablename__ = "occurrence_reviews"
@@ -133,7 +133,7 @@ class OccurrenceReview(db.Model):
     unlocked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
-class MakeupTask(db.Model):
+class MakeupTask(Model):
     """补学: an absentee watches the recording; only seconds actually played count."""
 
     __tablename__ = "makeup_tasks"

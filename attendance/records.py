@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from attendance.models import (
     OccurrenceReview,
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
+from config import Settings
 from org.models import Member, Site
 from sessions.models import Occurrence
 from sessions.targets import occurrence_site_ids  # the targeting rule
@@ -65,7 +66,7 @@ def broadcast_end(session: Session, occurrence_id: int) -> dt.datetime | None:
     return ended
 
 
-def records(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+def records(session: Session, occurrence: Occurrence, *, config: Settings,
             now: dt.datetime, member_ids: Iterable[int] | None = None,
             events: list[AttendanceEvent] | None = None,
             expected: list[int] | None = None) -> dict[int, R.MemberRecord]:
@@ -118,7 +119,7 @@ CORRECTION_LABELS = {k: v for k, v in STATUS_LABELS.items() if k in STATUSES}
 
 
 def site_offline_periods(occurrence: Occurrence, events: Iterable[AttendanceEvent], *,
-                         config: Mapping[str, Any], now: dt.datetime
+                         config: Settings, now: dt.datetime
                          ) -> dict[int, list[tuple[dt.datetime, dt.datetime]]]:
     """Per site, when its screen/operator link was down beyond the grace period (站点离线),
     clipped to the occurrence. Reported beside the records; never a member's leave."""
@@ -160,7 +161,7 @@ def format_periods(periods: Iterable[tuple[dt.datetime, dt.datetime]], tz: str) 
     return "、".join(f"{a.astimezone(z):%H:%M}–{b.astimezone(z):%H:%M}" for a, b in periods)
 
 
-def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+def rows(session: Session, occurrence: Occurrence, *, config: Settings,
          now: dt.datetime) -> list[Row]:
     """One row per expected member (and per walk-in), ordered by site then member number."""
     events = events_of(session, occurrence.id)
@@ -207,7 +208,7 @@ def rows(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
     return out
 
 
-def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, Any],
+def snapshot(session: Session, occurrence: Occurrence, *, config: Settings,
              now: dt.datetime, with_names: bool = True,
              name_visible: Callable[[Member | None, int | None], bool] | None = None
              ) -> dict[str, Any]:
@@ -235,7 +236,8 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
             per_site[key] = {"site_id": key, "name": site.name if site else "个人在线/其他",
                              "online": key in online, "expected": [], "present": [],
                              "offline_periods": [[a.isoformat(), b.isoformat()]
-                                                 for a, b in offline.get(key, [])]}
+                                                 for a, b in (offline.get(key, [])
+                                                              if key is not None else [])]}
         return per_site[key]
 
     for sid in site_ids:
@@ -251,8 +253,8 @@ def snapshot(session: Session, occurrence: Occurrence, *, config: Mapping[str, A
     for mid in expected:
         m = members.get(mid)
         bucket(m.home_site_id if m else None)["expected"].append(person(mid))
-    for mid, sid in here.items():
-        bucket(sid)["present"].append(person(mid, sid))
+    for mid, at_site in here.items():
+        bucket(at_site)["present"].append(person(mid, at_site))
     sites_out = []
     for b in per_site.values():
         b["expected_count"] = len(b["expected"])

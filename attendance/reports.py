@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -20,6 +20,7 @@ from attendance.models import (
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from attendance.records import ATTENDED, N_, records
+from config import Settings
 from org.models import Member, OrgUnit, Site
 from sessions.models import Occurrence
 
@@ -48,7 +49,7 @@ def occurrences_for_units(session: Session, unit_ids: Iterable[int] | None,
 
 
 def member_totals(session: Session, occurrences: Iterable[Occurrence], *,
-                  config: Mapping[str, Any], now: dt.datetime,
+                  config: Settings, now: dt.datetime,
                   member_filter: set[int] | None = None) -> dict[int, dict[str, float]]:
     """Per member over occurrences: expected, attended, excused counts and minutes."""
     totals: dict[int, dict[str, float]] = defaultdict(
@@ -91,7 +92,7 @@ def period_presets(today: dt.date) -> dict[str, tuple[str, dt.date, dt.date]]:
 
 
 def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
-           start: dt.datetime, end: dt.datetime, config: Mapping[str, Any],
+           start: dt.datetime, end: dt.datetime, config: Settings,
            now: dt.datetime, home_site_id: int | None = None) -> dict[str, Any]:
     """Attendance per member and per branch, for the members of a unit's subtree (only
     those whose home site is `home_site_id`, when given: a site operator's report)."""
@@ -111,8 +112,9 @@ def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
     totals = member_totals(session, occs, config=config, now=now, member_filter=set(members))
     units = {u.id: u for u in session.scalars(select(OrgUnit).where(
         OrgUnit.id.in_({m.org_unit_id for m in members.values()})))}
-    per_member, per_unit = [], defaultdict(lambda: {"expected": 0, "attended": 0,
-                                                    "excused": 0, "members": 0})
+    per_member: list[dict[str, Any]] = []
+    per_unit: defaultdict[int, dict[str, float]] = defaultdict(
+        lambda: {"expected": 0, "attended": 0, "excused": 0, "members": 0})
     for mid, t in sorted(totals.items(), key=lambda kv: members[kv[0]].member_no):
         m = members[mid]
         per_member.append({"member": m, "unit": units.get(m.org_unit_id), **t,
@@ -128,14 +130,14 @@ def report(session: Session, *, unit_id: int | None, unit_ids: list[int] | None,
 
 
 def ledger(session: Session, *, year: int, unit_ids: list[int] | None,
-           config: Mapping[str, Any], now: dt.datetime, tz: str) -> dict[str, Any]:
+           config: Settings, now: dt.datetime, tz: str) -> dict[str, Any]:
     """学时台账: live study hours per member in a year, make-up hours beside them."""
     from core.timeutil import zone
 
     z = zone(tz)
     start = dt.datetime(year, 1, 1, tzinfo=z).astimezone(dt.UTC)
     end = dt.datetime(year + 1, 1, 1, tzinfo=z).astimezone(dt.UTC)
-    required = float(config["YUANJIAO_STUDY_HOURS_REQUIRED"])
+    required = config.study_hours_required
     occs = [o for o in occurrences_for_units(session, unit_ids, start, end)
             if o.starts_at <= now]
     q = select(Member).where(Member.status == "active")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -29,6 +28,7 @@ from attendance.models import (
 )
 from attendance.reactions import occurrences_with_attendance  # noqa: F401  (re-exported)
 from attendance.records import records
+from config import Settings
 from org.models import Member
 from sessions.models import Occurrence
 
@@ -72,7 +72,7 @@ def decide_leave(session: Session, *, leave: LeaveRequest, approve: bool, user_i
 
 def correct(session: Session, *, occurrence: Occurrence, member_id: int,
             status: str | None, minutes: float | None, reason: str, user_id: int,
-            config: Mapping[str, Any], now: dt.datetime) -> Correction:
+            config: Settings, now: dt.datetime) -> Correction:
     """Override a member's status and/or minutes; audited with before and after."""
     reason = (reason or "").strip()
     if not reason:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -145,7 +145,7 @@ def merge(intervals: Iterable[tuple[dt.datetime, dt.datetime]]
     return [(a, b) for a, b in out]
 
 
-def merge_ranges(ranges: Iterable[Iterable[float]]) -> list[list[float]]:
+def merge_ranges(ranges: Iterable[Sequence[float]]) -> list[list[float]]:
     """Union of numeric ranges [[a, b], ...] (played seconds of a recording)."""
     out: list[list[float]] = []
     for a, b in sorted((float(r[0]), float(r[1])) for r in ranges):

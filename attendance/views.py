@@ -43,6 +43,7 @@ from attendance.schemas import (
     ReviewOut,
 )
 from attendance.writer import Append, Request, Task, writer_for
+from config import Settings, settings
 from core import ratelimit
 from core.api import api, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -62,12 +63,12 @@ def init_app(app: Flask) -> None:
     csrf.exempt(blp)
 
 
-def _config() -> Any:
-    return current_app.config
+def _config() -> Settings:
+    return settings()
 
 
 def _default_tz() -> str:
-    return current_app.config["YUANJIAO_DEFAULT_TIMEZONE"]
+    return settings().default_timezone
 
 
 # --- API: records and exports -------------------------------------------------------------
@@ -143,8 +144,9 @@ def _meta(occurrence) -> dict[str, Any]:
 
     trainer = db.session.get(User, occurrence.session.trainer_id) \
         if occurrence.session.trainer_id else None
-    sites = [db.session.get(svc.Site, sid).name
-             for sid in svc.occurrence_site_ids(db.session, occurrence)]
+    sites = [site.name for site in (db.session.get(svc.Site, sid)
+                                    for sid in svc.occurrence_site_ids(db.session, occurrence))
+             if site is not None]
     return exports.sheet_meta(occurrence, trainer.display_name or trainer.username
                               if trainer else None, sites)
 
@@ -212,7 +214,7 @@ class AttendanceEvents(MethodView):
         try:
             data = AttendanceEventIn().load(body)
         except SchemaError as exc:
-            field, msgs = next(iter(exc.messages.items()))
+            field, msgs = next(iter(exc.normalized_messages().items()))
             raise ValidationError(f"{field}: {msgs[0] if isinstance(msgs, list) else msgs}",
                                   field=field, details={"fields": exc.messages}) from exc
         occurrence = svc.get_occurrence(db.session, occurrence_id)
@@ -228,7 +230,7 @@ class AttendanceEvents(MethodView):
             occurrence_id=occurrence_id, type=data["type"], source=source, event_id=event_id,
             member_id=data["member_id"], site_id=site_id, actor_user_id=actor,
             client_time=data["at"], queued=data["queued"],
-            payload=svc.queued_payload(data["queued"], None, data["clock_offset_ms"]))],
+            clock_offset_ms=data["clock_offset_ms"])],
             now=utcnow()))
         if created:
             live.publish_events([event])
@@ -413,7 +415,7 @@ def makeup_progress(data, task_id: int):
     duration = (recording.duration_seconds if recording and recording.duration_seconds
                 else data["duration"]) or 0.0
     svc.makeup_progress(db.session, task=task, ranges=data["ranges"], duration=duration,
-                        share=float(_config()["YUANJIAO_MAKEUP_SHARE"]),
+                        share=settings().makeup_share,
                         now=utcnow())
     db.session.commit()
     return task
@@ -453,8 +455,8 @@ def dashboard(occurrence_id: int):
         Correction.occurrence_id == occurrence.id).order_by(Correction.id.desc()))
         if c.member_id in names]
     member_names, user_names = svc.names_for(
-        db.session, member_ids={x.member_id for x in [*leaves, *corrections]},
-        user_ids={c.corrected_by_id for c in corrections}
+        db.session, member_ids={x.member_id for x in leaves} | {c.member_id for c in corrections},
+        user_ids={c.corrected_by_id for c in corrections if c.corrected_by_id}
         | {x.decided_by_id for x in leaves if x.decided_by_id})
     return render_template("attendance/dashboard.html", occurrence=occurrence, rows=rows,
                            leaves=leaves, corrections=corrections,
@@ -518,7 +520,7 @@ def roll_call_state(occurrence_id: int, site_id: int):
     occurrence, site = _roll_call_site(occurrence_id, site_id)
     now = utcnow()
     snap = svc.snapshot(db.session, occurrence, config=_config(), now=now)
-    mine = next((b for b in snap["sites"] if b["site_id"] == site.id),
+    mine: dict[str, Any] = next((b for b in snap["sites"] if b["site_id"] == site.id),
                 {"expected": [], "present": []})
     response = jsonify({"occurrence_id": occurrence.id, "site_id": site.id,
                         "server_time": iso(now), "locked": snap["locked"],
@@ -683,8 +685,8 @@ def checkin(token: str):
     """The member's phone, from the room screen's QR: confirm, then check in."""
     from flask_wtf.csrf import validate_csrf
 
-    config = _config()
-    rotate = int(config["YUANJIAO_QR_ROTATE_SECONDS"])
+    config = current_app.config
+    rotate = settings().qr_rotate_seconds
     code = None
     try:
         member = svc.member_of(current_user)
@@ -724,7 +726,7 @@ def makeup_list():
     member = svc.member_of(_page_user())
     tasks = svc.makeup_tasks_of_member(db.session, member, config=_config(), now=utcnow())
     db.session.commit()
-    share = float(_config()["YUANJIAO_MAKEUP_SHARE"])
+    share = settings().makeup_share
     items = []
     for task in tasks:
         occurrence = svc.get_occurrence(db.session, task.occurrence_id)
@@ -749,7 +751,7 @@ def makeup_play(task_id: int):
     occurrence = svc.get_occurrence(db.session, task.occurrence_id)
     return render_template("attendance/makeup_play.html", task=task, recording=recording,
                            occurrence=occurrence,
-                           share=float(_config()["YUANJIAO_MAKEUP_SHARE"]))
+                           share=settings().makeup_share)
 
 
 @pages.route("/attendance/<int:occurrence_id>/snapshot.json")

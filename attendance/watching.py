@@ -21,6 +21,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from config import Settings
+
 EXTENSION = "attendance_watching"
 
 
@@ -85,9 +87,9 @@ def watching(app: Flask | None = None) -> Watching:
     return state
 
 
-def coalesce_seconds(config: Any) -> float:
+def coalesce_seconds(config: Settings) -> float:
     """Store a heartbeat at most this often: a minute, or less with a short grace period."""
-    grace = float(config["YUANJIAO_ATTENDANCE_GRACE_SECONDS"])
+    grace = float(config.attendance_grace_seconds)
     return max(1.0, min(60.0, grace / 2))
 
 

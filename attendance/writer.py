@@ -35,10 +35,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, current_app
-from sqlalchemy import Connection, insert, select, text
+from flask import Flask
+from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,7 +52,10 @@ from attendance.errors import (
     QrRefused,
     ValidationError,
 )
+from attendance.log import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
 from attendance.models import EVENT_TYPES, AttendanceEvent, OccurrenceReview
+from config import settings
+from core.appctx import app_object
 from extensions import db
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,7 @@ ANALYZE_FROM = 1000
 IDLE_SECONDS = 30.0
 #: Namespace of the PostgreSQL advisory locks (first key of the two-key form): "YJAT".
 ADVISORY_CLASS = 0x594A4154 - (1 << 32) if 0x594A4154 >= (1 << 31) else 0x594A4154
-EVENTS = AttendanceEvent.__table__
+EVENTS = cast(Table, AttendanceEvent.__table__)
 OPENING_OR_CLOSING = tuple(R.OPENING | {"check_out"})
 
 
@@ -163,6 +166,8 @@ class Append:
     payload: dict | None = None
     #: Queued offline: `client_time` is the mark's own time (see service.bound_time).
     queued: bool = False
+    #: A queued mark's device clock offset (ms), kept in its payload (离线补传).
+    clock_offset_ms: Any = None
 
 
 @dataclass
@@ -216,7 +221,7 @@ class GroupWriter:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[Request | Task] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._last_time: dt.datetime | None = None
@@ -255,7 +260,7 @@ class GroupWriter:
 
     def run(self, task: Task, timeout: float = WAIT_SECONDS) -> Any:
         """Submit a task and wait until it is committed; raises its DomainError."""
-        self.queue.put(task)  # type: ignore[arg-type]
+        self.queue.put(task)
         self._ensure_thread()
         try:
             return task.future.result(timeout)
@@ -278,6 +283,7 @@ class GroupWriter:
         with self.app.app_context():
             engine = db.engine
         while True:
+            first: Request | Task
             if self._held is not None:
                 first, self._held = self._held, None
             else:
@@ -517,8 +523,6 @@ class GroupWriter:
     def _check(self, conn: Connection, a: Append, req: Request, now: dt.datetime, occurrences: dict,
                members: dict, facts: dict, staged_facts: list) -> dict[str, Any]:
         """The rules of `service.record_event`, on prefetched state; returns the new row."""
-        from attendance.service import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
-
         if a.type not in EVENT_TYPES:
             raise ValidationError(f"未知事件类型：{a.type}", field="type")
         occ = occurrences.get(a.occurrence_id)
@@ -530,8 +534,8 @@ class GroupWriter:
         if occ.status == "cancelled":
             raise Conflict("该学习活动已取消", code="occurrence_cancelled")
         at = bound_time(occ, a.client_time, now, queued=a.queued,
-                        max_delay=offline_max(self.app.config))
-        payload = queued_payload(a.queued, a.payload)
+                        max_delay=offline_max(settings(self.app)))
+        payload = queued_payload(a.queued, a.payload, a.clock_offset_ms)
         if a.type in MEMBER_EVENT_TYPES:
             if a.member_id is None:
                 raise ValidationError("member_id 必填", field="member_id")
@@ -641,7 +645,7 @@ def _open_facts(conn: Connection, pairs: set[tuple[int, int]]
 
 def writer_for(app: Flask | None = None) -> GroupWriter:
     """The app's writer, created on first use (never at import)."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app or app_object()
     writer = app.extensions.get("attendance_writer")
     if writer is None:
         with _create_lock:

@@ -75,7 +75,7 @@ class Api(SmorestApi):
     #: The documented error body (OpenAPI `Error`) is the one we answer.
     ERROR_SCHEMA = ErrorOut
 
-    def handle_http_exception(self, error: HTTPException):  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException):
         if not is_api_request():
             return error
         # Keep werkzeug's own headers (a 405's `Allow`), not its HTML content type.

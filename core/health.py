@@ -36,16 +36,16 @@ class RedisHealth:
             return self._ok
         with self._lock:
             if now - self._checked >= CHECK_EVERY_SECONDS:
-                self._ok = self._ping()
+                self._ok = self._ping(self.url)
                 self._checked = time.monotonic()
         return self._ok
 
-    def _ping(self) -> bool:
+    def _ping(self, url: str) -> bool:
         import redis
 
         try:
             if self._client is None:
-                self._client = redis.Redis.from_url(self.url, socket_timeout=1,
+                self._client = redis.Redis.from_url(url, socket_timeout=1,
                                                     socket_connect_timeout=1)
             return bool(self._client.ping())
         except (redis.RedisError, OSError):

@@ -33,4 +33,4 @@ class SelectPage(Page):
     def item_count(self) -> int:
         return db.session.scalar(
             select(func.count()).select_from(self.collection.order_by(None).subquery())
-        )
+        ) or 0

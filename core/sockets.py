@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
+from flask import request
 from flask_login import current_user
 
 from core.errors import DomainError, Unauthorized, ValidationError, socket_ack
@@ -82,3 +83,9 @@ def socket_principal(auth: Any, *, required: bool = True):
     if required:
         raise Unauthorized("需要登录或令牌", code="login_required")
     return None
+
+
+def socket_sid() -> str:
+    """The Socket.IO session id of the event being handled (flask-socketio sets it on
+    `request`, which Flask's types do not know)."""
+    return cast(Any, request).sid

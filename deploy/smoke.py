@@ -20,6 +20,7 @@ import re
 import sys
 import time
 import uuid
+from typing import NoReturn
 
 import requests
 import socketio
@@ -30,7 +31,7 @@ BASE = os.environ.get("YUANJIAO_STACK_URL", "http://127.0.0.1:8080").rstrip("/")
 NS = "/attendance"
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"smoke: FAIL {message}", flush=True)
     raise SystemExit(1)
 
@@ -152,7 +153,10 @@ async def hls(w: dict, admin: str) -> None:
         for _ in range(5):
             got = await loop.run_in_executor(None, lambda: requests.get(url, headers=member,
                                                                         timeout=10))
-            lags.append((dt.datetime.now(dt.UTC) - newest_date(got.text)).total_seconds())
+            newest = newest_date(got.text)
+            if newest is None:
+                fail("the playlist lost its segments' dates")
+            lags.append((dt.datetime.now(dt.UTC) - newest).total_seconds())
             await asyncio.sleep(1)
         print(f"smoke: newest segment's date behind the clock: "
               f"{', '.join(f'{x:.2f}' for x in lags)} s", flush=True)
@@ -245,4 +249,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.exit(0)

@@ -159,7 +159,7 @@ def _xlsx_rows(content: bytes) -> list[tuple[int, list[Any]]]:
 def _decode(content: bytes) -> str:
     """UTF-8 (BOM or not), UTF-16 with BOM, else GB18030 (a superset of GBK)."""
     if content.startswith(b"\xef\xbb\xbf"):
-        encodings = ("utf-8-sig",)
+        encodings: tuple[str, ...] = ("utf-8-sig",)
     elif content.startswith((b"\xff\xfe", b"\xfe\xff")):
         encodings = ("utf-16",)
     else:

@@ -7,14 +7,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.timeutil import DEFAULT_TZ
 from core.types import intpk, utc_datetime, utcnow
-from extensions import db
+from extensions import Model
 
 ORG_UNIT_KINDS = ("committee", "general_branch", "branch", "group")
 MEMBER_CATEGORIES = ("full", "probationary", "activist", "mobile")
 MEMBER_STATUSES = ("active", "transferred")
 
 
-class OrgUnit(db.Model):
+class OrgUnit(Model):
     __tablename__ = "org_units"
 
     id: Mapped[intpk]
@@ -37,7 +37,7 @@ class OrgUnit(db.Model):
         return f"<OrgUnit {self.id} {self.name}>"
 
 
-class Site(db.Model):
+class Site(Model):
     """A meeting room at a work site, where members gather to watch a lecture."""
 
     __tablename__ = "sites"
@@ -62,7 +62,7 @@ class Site(db.Model):
         return f"<Site {self.id} {self.name}>"
 
 
-class Member(db.Model):
+class Member(Model):
     """A person on the roster: full or probationary Party member, activist, mobile member."""
 
     __tablename__ = "members"

@@ -742,8 +742,8 @@ def import_members(session: Session, filename: str, content: bytes, *, dry_run: 
     existing: dict[str, Member] = {}
     for start in range(0, len(numbers), 500):
         chunk = numbers[start:start + 500]
-        for member in session.scalars(select(Member).where(Member.member_no.in_(chunk))):
-            existing[member.member_no] = member
+        for found in session.scalars(select(Member).where(Member.member_no.in_(chunk))):
+            existing[found.member_no] = found
 
     errors: list[dict[str, Any]] = []
     plans: list[dict[str, Any]] = []

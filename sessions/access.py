@@ -66,9 +66,9 @@ def can_view_session(session: Session, principal, study: StudySession) -> bool:
     clause = visible_sessions_filter(session, principal)
     if clause is None:
         return True
-    return session.scalar(
+    return (session.scalar(
         select(func.count()).select_from(StudySession).where(StudySession.id == study.id, clause)
-    ) > 0
+    ) or 0) > 0
 
 
 def require_view(session: Session, principal, study: StudySession) -> None:

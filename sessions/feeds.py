@@ -67,7 +67,7 @@ def _feed_owner(session: Session, kind: str, owner_id: int):
     if model is None:
         raise ValidationError(f"未知的订阅类型：{kind}", field="kind")
     owner = session.get(model, owner_id)
-    if owner is None or (kind == "trainer" and owner.role not in TRAINER_ROLES):
+    if owner is None or (isinstance(owner, User) and owner.role not in TRAINER_ROLES):
         raise NotFound(f"订阅对象不存在：{kind} {owner_id}")
     return owner
 
@@ -118,8 +118,8 @@ def _feed_row(session: Session, kind: str, owner_id: int) -> CalendarFeed:
             with session.begin_nested():
                 session.flush()
         except IntegrityError:  # created concurrently by another request
-            row = session.scalar(select(CalendarFeed).where(
-                CalendarFeed.owner_kind == kind, CalendarFeed.owner_id == owner_id))
+            row = session.scalars(select(CalendarFeed).where(
+                CalendarFeed.owner_kind == kind, CalendarFeed.owner_id == owner_id)).one()
     return row
 
 

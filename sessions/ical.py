@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from icalendar import (
@@ -122,12 +123,12 @@ def rule_vtimezone(tzid: str) -> Timezone | None:
     tz = Timezone()
     tz.add("tzid", tzid)
     if not match["dst"]:
-        part = TimezoneStandard()
-        part.add("dtstart", dt.datetime(1970, 1, 1))
-        part.add("tzoffsetfrom", dt.timedelta(seconds=std))
-        part.add("tzoffsetto", dt.timedelta(seconds=std))
-        part.add("tzname", std_name)
-        tz.add_component(part)
+        standard = TimezoneStandard()
+        standard.add("dtstart", dt.datetime(1970, 1, 1))
+        standard.add("tzoffsetfrom", dt.timedelta(seconds=std))
+        standard.add("tzoffsetto", dt.timedelta(seconds=std))
+        standard.add("tzname", std_name)
+        tz.add_component(standard)
         return tz
     dst = -_seconds(match["dstoff"]) if match["dstoff"] else std + 3600
     for cls, name, month, week, day, at, before, after in (
@@ -323,7 +324,7 @@ def _sample_days(year: int) -> list[dt.datetime]:
     return [first + dt.timedelta(days=n) for n in range(3 * 365 + 1)]
 
 
-def _same_offsets(zone, days: list[dt.datetime], theirs: list[dt.timedelta | None]) -> bool:
+def _same_offsets(zone, days: list[dt.datetime], theirs: list[dt.timedelta]) -> bool:
     return all(day.replace(tzinfo=zone).utcoffset() == offset
                for day, offset in zip(days, theirs, strict=True))
 
@@ -338,10 +339,11 @@ def match_vtimezone(component: Timezone, prefer: str, year: int) -> str | None:
     try:
         tzinfo = component.to_tz(lookup_tzid=False)
         days = _sample_days(year)
-        theirs = [day.replace(tzinfo=tzinfo).utcoffset() for day in days]
+        offsets = [day.replace(tzinfo=tzinfo).utcoffset() for day in days]
     except Exception:  # a VTIMEZONE dateutil cannot read
         return None
-    if any(x is None for x in theirs):
+    theirs = [x for x in offsets if x is not None]
+    if len(theirs) < len(offsets):
         return None
     seen = set()
     for name in [prefer, *sorted(set(WINDOWS_TO_OLSON.values())),
@@ -377,7 +379,7 @@ def file_zone_names(cal: Calendar, default_tz: str, year: int) -> dict[str, str]
             continue
         except CalendarFileError:
             pass
-        name = match_vtimezone(component, default_tz, year)
+        name = match_vtimezone(cast(Timezone, component), default_tz, year)
         if name is not None:  # else an event using it is refused (an unused one is fine)
             out[tzid] = name
     return out
@@ -398,6 +400,12 @@ def _when(prop, default_tz: str, zones: dict[str, str] | None = None
     if value.tzinfo is None:  # floating time: the calendar's zone
         return value.replace(tzinfo=ZoneInfo(default_tz)).astimezone(dt.UTC), default_tz
     return value.astimezone(dt.UTC), default_tz
+
+
+def _value(component: Any, name: str) -> Any:
+    """A property's Python value (`.dt`); icalendar types a property as any of its value
+    classes, most of which have none."""
+    return component[name].dt
 
 
 def _text(component, name: str) -> str:
@@ -456,11 +464,12 @@ def parse_calendar(content: bytes | str, *, default_tz: str = DEFAULT_TZ
     wr_tz = cal.get("X-WR-TIMEZONE")
     if wr_tz:
         default_tz = iana_name(str(wr_tz), default_tz)
-    first = next((e["DTSTART"].dt for e in cal.walk("VEVENT") if e.get("DTSTART") is not None
-                  and isinstance(e["DTSTART"].dt, dt.date)), None)
+    first = next((_value(e, "DTSTART") for e in cal.walk("VEVENT")
+                  if e.get("DTSTART") is not None
+                  and isinstance(_value(e, "DTSTART"), dt.date)), None)
     zones = file_zone_names(cal, default_tz, first.year if first else dt.date.today().year)
     masters: dict[str, EventIn] = {}
-    overrides: dict[str, list[tuple[OverrideIn, object]]] = {}
+    overrides: dict[str, list[tuple[OverrideIn, EventIn]]] = {}
     notes: list[str] = []
     events = cal.walk("VEVENT")
     if not events:
@@ -481,7 +490,7 @@ def parse_calendar(content: bytes | str, *, default_tz: str = DEFAULT_TZ
                 if not isinstance(end, dt.datetime):
                     raise CalendarFileError(f"{label}的 DTEND 不是时间")
             elif vevent.get("DURATION") is not None:
-                end = start + vevent["DURATION"].dt
+                end = start + _value(vevent, "DURATION")
             else:
                 end = start + dt.timedelta(hours=1)
             minutes = int((end - start).total_seconds() // 60)

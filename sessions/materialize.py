@@ -8,12 +8,12 @@ import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from flask import current_app, has_app_context
+from flask import has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from config import SETTINGS
+from config import Settings, settings
 from core.timeutil import zone
 from sessions import recurrence
 from sessions.errors import Conflict, ValidationError
@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 
 def horizon_days() -> int:
     """YUANJIAO_HORIZON_DAYS: how far ahead open-ended rules are materialized."""
-    if has_app_context():
-        return int(current_app.config["YUANJIAO_HORIZON_DAYS"])
-    return int(SETTINGS["YUANJIAO_HORIZON_DAYS"][0])
+    return (settings() if has_app_context() else Settings()).horizon_days
 
 
 # --- materialization ------------------------------------------------------------------------

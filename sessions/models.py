@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.timeutil import DEFAULT_TZ
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
-from extensions import db
+from extensions import Model, db
 
 SESSION_KINDS = (
     "party_history_lecture",
@@ -41,7 +41,7 @@ def _new_uid() -> str:
     return f"{uuid.uuid4()}@yuanjiao"
 
 
-class StudySession(db.Model):
+class StudySession(Model):
     """A party-history lecture, Party lesson or meeting; one-off or recurring."""
 
     __tablename__ = "study_sessions"
@@ -88,7 +88,7 @@ class StudySession(db.Model):
     )
 
 
-class Occurrence(db.Model):
+class Occurrence(Model):
     """One concrete meeting of a session, with its own id; can be moved or cancelled alone."""
 
     __tablename__ = "occurrences"
@@ -136,7 +136,7 @@ class Occurrence(db.Model):
         return self.session.timezone
 
 
-class CalendarFeed(db.Model):
+class CalendarFeed(Model):
     """A subscription feed for a site, member, trainer or org unit, behind a revocable token."""
 
     __tablename__ = "calendar_feeds"

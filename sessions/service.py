@@ -310,8 +310,8 @@ def import_ics(session: Session, actor: User | None, content: bytes | str, *,
 
     if actor is not None and actor.role not in CREATOR_ROLES:
         raise Forbidden("只有管理员和组织管理员可以导入日历", details={"role": actor.role})
-    marker = b"BEGIN:VEVENT" if isinstance(content, bytes) else "BEGIN:VEVENT"
-    count = content.upper().count(marker)
+    count = (content.upper().count(b"BEGIN:VEVENT") if isinstance(content, bytes)
+             else content.upper().count("BEGIN:VEVENT"))
     if count > max_events:
         raise ValidationError(f"日历文件中的日程过多：{count} 个（一次最多导入 {max_events} 个）",
                               field="file", code="too_many_events",

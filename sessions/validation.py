@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -51,24 +51,32 @@ def _int_in(data: dict, field: str, lo: int, hi: int) -> int:
     return value
 
 
+_Target = TypeVar("_Target", Site, OrgUnit)
+
+
 def _load_targets(session: Session, data: dict) -> tuple[list[Site], list[OrgUnit]]:
-    sites, units = [], []
-    for field, model, out, label in (("site_ids", Site, sites, "学习点"),
-                                     ("org_unit_ids", OrgUnit, units, "组织")):
-        ids = data.get(field) or []
-        if not isinstance(ids, list | tuple):
-            raise ValidationError(f"{field} 必须是列表", field=field)
-        for raw in dict.fromkeys(ids):
-            if isinstance(raw, bool) or not isinstance(raw, int):
-                raise ValidationError(f"{field} 中的 id 无效：{raw}", field=field)
-            row = session.get(model, raw)
-            if row is None:
-                raise ValidationError(f"{label}不存在：{raw}", field=field,
-                                      details={"id": raw})
-            out.append(row)
+    sites = _rows(session, data, "site_ids", Site, "学习点")
+    units = _rows(session, data, "org_unit_ids", OrgUnit, "组织")
     if not sites and not units:
         raise ValidationError("至少选择一个学习点或组织", field="site_ids")
     return sites, units
+
+
+def _rows(session: Session, data: dict, field: str, model: type[_Target],
+          label: str) -> list[_Target]:
+    """The rows `data[field]` names by id, in order, each once."""
+    out: list[_Target] = []
+    ids = data.get(field) or []
+    if not isinstance(ids, list | tuple):
+        raise ValidationError(f"{field} 必须是列表", field=field)
+    for raw in dict.fromkeys(ids):
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValidationError(f"{field} 中的 id 无效：{raw}", field=field)
+        row = session.get(model, raw)
+        if row is None:
+            raise ValidationError(f"{label}不存在：{raw}", field=field, details={"id": raw})
+        out.append(row)
+    return out
 
 
 def _validate(session: Session, data: dict) -> dict:

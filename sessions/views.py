@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 from werkzeug.http import http_date
 
+from config import settings
 from core import ratelimit
 from core.api import SiteScreen, api, current_api_user, current_principal
 from core.errors import DomainError
@@ -184,7 +185,7 @@ def import_sessions(files, form):
     studies, notes, changes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],
         trainer_id=form.get("trainer_id"), now=utcnow(),
-        max_events=current_app.config["YUANJIAO_ICS_MAX_EVENTS"])
+        max_events=settings().ics_max_events)
     if form.get("dry_run"):
         db.session.rollback()
         for change in changes:
@@ -394,8 +395,7 @@ def _viewer_tz() -> str:
     site = getattr(user, "site", None)
     if site is None and getattr(user, "member", None) is not None:
         site = user.member.home_site
-    return site.timezone if site is not None else current_app.config[
-        "YUANJIAO_DEFAULT_TIMEZONE"]
+    return site.timezone if site is not None else settings().default_timezone
 
 
 def _links(occ: Occurrence) -> list[dict]:
@@ -515,6 +515,7 @@ def _form_page(study: StudySession | None):
             study = db.session.get(StudySession, study.id) if study and study.id else None
             return render_template("sessions/form.html", values=values, errors=errors,
                                    study=study, choices=choices, kinds=SESSION_KINDS), status
+        assert study is not None  # saved above, or an error returned
         flash(_("已保存"), "ok")
         message = _changes_text(changes, study.timezone, future=False) if changes else ""
         if message:

@@ -146,3 +146,44 @@ def test_importing_a_package_does_not_load_the_forbidden_one(modules, absent):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=True).stdout.strip()
     assert out == "[]"
+
+
+#: Packages whose modules each have their tests in tests/<package>/test_<module>.py (the
+#: two services split along their seams), and the modules whose tests live elsewhere.
+MIRRORED = ("sessions", "attendance")
+NOT_MIRRORED = {
+    "sessions.errors": "error classes, raised and checked by every test",
+    "sessions.models": "tables, exercised by every test",
+    "sessions.schemas": "API shapes: test_api.py",
+    "sessions.views": "pages and the API: test_api.py, test_pages.py, test_browser.py",
+    "sessions.service": "the writes and re-exports: test_api.py, test_pages.py, test_import.py",
+    "sessions.ical": "feeds and imports: test_feeds.py, test_import.py, test_import_clients.py",
+    "attendance.errors": "error classes, raised and checked by every test",
+    "attendance.models": "tables, exercised by every test",
+    "attendance.schemas": "API shapes: test_api.py",
+    "attendance.views": "pages and the API: test_api.py, test_pages.py, test_roll_call_page.py",
+    "attendance.service": "re-exports the modules below",
+    "attendance.events": "Socket.IO handlers: test_socket.py",
+    "attendance.live": "pushes to the pages: test_socket.py",
+    "attendance.exports": "sheets and files: test_api.py, test_security_exports.py",
+    "attendance.presence": "who is online, across processes: tests/test_redis.py, test_socket.py",
+    "attendance.reactions": "the signal receiver: tests/sessions/test_signals.py",
+    "attendance.watching": "members watching alone: tests/video/test_watching.py",
+}
+
+
+def test_each_rule_module_has_its_mirrored_test_file():
+    missing, stale = [], []
+    for name, path in MODULES.items():
+        package, _, module = name.partition(".")
+        if package not in MIRRORED or not module or path.name == "__init__.py":
+            continue
+        mirrored = ROOT / "tests" / package / f"test_{module}.py"
+        if name in NOT_MIRRORED:
+            if mirrored.exists():
+                stale.append(name)
+        elif not mirrored.exists():
+            missing.append(f"{name}: tests/{package}/test_{module}.py")
+    assert not missing, f"modules without their test file: {missing}"
+    assert not stale, f"listed in NOT_MIRRORED but mirrored now: {stale}"
+    assert set(NOT_MIRRORED) <= set(MODULES), "NOT_MIRRORED names a module that is gone"

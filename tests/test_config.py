@@ -1,15 +1,18 @@
-"""Settings in one place: each default once (config.SETTINGS), each readable from the
-environment, the default zone written once."""
+"""Settings in one place: each default once (a field of config.Settings, listed in
+config.SETTINGS), each readable from the environment, typed and frozen on the app, the
+default zone written once."""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 import config
 from app import create_app
+from core.timeutil import DEFAULT_TZ
 
 ROOT = Path(__file__).resolve().parent.parent
 #: A value for every setting as the environment spells it, and what the app reads.
@@ -77,6 +80,61 @@ def test_every_setting_is_read_from_the_environment(name, monkeypatch, tmp_path)
     app = create_app(overrides)
     if name not in overrides:
         assert app.config[name] == expected
+        typed = getattr(config.settings(app), _field(name))
+        assert typed == (tuple(expected) if isinstance(expected, list) else expected)
+        assert type(typed) is (tuple if isinstance(expected, list) else type(expected))
+
+
+def _field(name: str) -> str:
+    return name.removeprefix("YUANJIAO_").lower()
+
+
+def test_settings_fields_are_the_settings():
+    assert [config.setting_name(f.name) for f in dataclasses.fields(config.Settings)] == \
+        list(config.SETTINGS)
+
+
+def test_settings_defaults_overrides_and_frozen(tmp_path, monkeypatch):
+    monkeypatch.setenv("YUANJIAO_HORIZON_DAYS", "100")
+    monkeypatch.setenv("YUANJIAO_TOKEN_DAYS", "30")
+    app = create_app({"TESTING": True, "SECRET_KEY": "x", "YUANJIAO_MEDIA": "off",
+                      "YUANJIAO_AUTO_MIGRATE": False, "YUANJIAO_TOKEN_DAYS": 7,
+                      "YUANJIAO_MEDIA_NODES": ["http://n:1"],
+                      "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'c.sqlite3'}"})
+    settings = config.settings(app)
+    assert app.extensions["settings"] is settings
+    # Defaults, then the environment, then the overrides.
+    assert settings.makeup_share == 0.9
+    assert settings.horizon_days == 100
+    assert settings.token_days == 7
+    assert settings.media_nodes == ("http://n:1",)
+    assert settings.recordings_dir == str(Path(app.instance_path) / "recordings")
+    assert settings.default_timezone == DEFAULT_TZ
+    with app.app_context():
+        assert config.settings() is settings
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.token_days = 8  # type: ignore[misc]
+    # Tests change a running app's settings by replacing them, config alike.
+    changed = config.replace_settings(app, token_days=3, cors_origins=("https://a.example",))
+    assert config.settings(app) is changed
+    assert changed.token_days == 3
+    assert settings.token_days == 7
+    assert app.config["YUANJIAO_TOKEN_DAYS"] == 3
+    assert app.config["YUANJIAO_CORS_ORIGINS"] == ["https://a.example"]
+
+
+def test_settings_coerce_config_values():
+    built = config.Settings.from_config({"YUANJIAO_PORT": "81", "YUANJIAO_DEMO": "off",
+                                         "YUANJIAO_MAKEUP_SHARE": 1,
+                                         "YUANJIAO_ADMIN_USERNAME": None,
+                                         "YUANJIAO_JANUS_EDGES": ["http://e"]})
+    assert built.port == 81
+    assert built.demo is False
+    assert built.makeup_share == 1.0
+    assert isinstance(built.makeup_share, float)
+    assert built.admin_username is None
+    assert built.janus_edges == ("http://e",)
+    assert config.Settings.from_config({}) == config.Settings()
 
 
 def test_every_default_is_in_the_app_config(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import config
 from accounts import service
 from accounts.models import ApiToken
 from core.types import utcnow
@@ -171,7 +172,7 @@ def test_tokens_expire(app, client, factory, db_session):
     assert expired.status_code == 401
     assert expired.json["error"] == "invalid_token"
     # The lifetime is configurable.
-    app.config["YUANJIAO_TOKEN_DAYS"] = 7
+    config.replace_settings(app, token_days=7)
     short = client.post("/api/v1/auth/token", json={"username": "t5", "password": PASSWORD})
     expires = dt.datetime.fromisoformat(short.json["expires_at"])
     assert expires - utcnow() <= dt.timedelta(days=7)

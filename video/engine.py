@@ -98,7 +98,7 @@ def parse_offer(sdp: str) -> SessionDescription:
     if not any(m.kind in ("audio", "video") for m in parsed.media):
         raise MediaError("bad_sdp", "SDP offer has no audio or video section")
     for media in parsed.media:
-        if media.kind in ("audio", "video") and not (media.ice.usernameFragment
+        if media.kind in ("audio", "video") and not (media.ice and media.ice.usernameFragment
                                                      and media.dtls):
             raise MediaError("bad_sdp", f"{media.kind} section lacks ICE or DTLS attributes")
     return parsed
@@ -139,7 +139,8 @@ def remote_ice_ufrag(pc: RTCPeerConnection) -> str | None:
     if description is None:
         return None
     parsed = SessionDescription.parse(description.sdp)
-    return next((m.ice.usernameFragment for m in parsed.media if m.ice.usernameFragment), None)
+    return next((m.ice.usernameFragment for m in parsed.media
+                 if m.ice and m.ice.usernameFragment), None)
 
 
 def local_ice_ufrag(pc: RTCPeerConnection) -> str | None:
@@ -147,7 +148,8 @@ def local_ice_ufrag(pc: RTCPeerConnection) -> str | None:
     if description is None:
         return None
     parsed = SessionDescription.parse(description.sdp)
-    return next((m.ice.usernameFragment for m in parsed.media if m.ice.usernameFragment), None)
+    return next((m.ice.usernameFragment for m in parsed.media
+                 if m.ice and m.ice.usernameFragment), None)
 
 
 class Subscriber:
@@ -854,7 +856,8 @@ class MediaEngine:
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):
-                transceiver.sender._send_keyframe = track.request_keyframe
+                transceiver.sender._send_keyframe = (  # type: ignore[method-assign]
+                    track.request_keyframe)  # patched: keyframes come from our source
                 if track.kind == "video":
                     subscriber.video_track = track
                 self._watch_rtcp(broadcast, subscriber, transceiver.sender, track.kind)
@@ -912,25 +915,31 @@ class MediaEngine:
                     except Exception:
                         log.exception("receiver report handling failed")
 
-        sender._handle_rtcp_packet = handle
+        sender._handle_rtcp_packet = handle  # type: ignore[method-assign]  # patched: see above
 
     def _video_track_for(self, broadcast: Broadcast, codec: str, layer: str = "high") -> Any:
         if broadcast.mode == "mediarelay":
             source = broadcast.relay_sources.get("video")
             if source is None:
                 raise MediaError("not_live", "the publisher sends no video yet")
-            return broadcast.media_relay.subscribe(source, buffered=False)
+            return self._relayed(broadcast, source)
         source = broadcast.ensure_video_source(codec, layer)
         track = SubscriberTrack("video", source, as_av_packet=(codec == "h264"))
         source.attach(track)
         return track
+
+    @staticmethod
+    def _relayed(broadcast: Broadcast, source: Any) -> Any:
+        if broadcast.media_relay is None:
+            raise MediaError("not_live", "the broadcast has no relay")
+        return broadcast.media_relay.subscribe(source, buffered=False)
 
     def _audio_track_for(self, broadcast: Broadcast) -> Any:
         if broadcast.mode == "mediarelay":
             source = broadcast.relay_sources.get("audio")
             if source is None:
                 raise MediaError("not_live", "the publisher sends no audio yet")
-            return broadcast.media_relay.subscribe(source, buffered=False)
+            return self._relayed(broadcast, source)
         track = SubscriberTrack("audio", broadcast.audio_source)
         broadcast.audio_source.attach(track)
         return track
@@ -954,10 +963,12 @@ class MediaEngine:
         """A live resource's kind, its broadcast and (for a subscriber) its subscriber;
         None when the resource or its broadcast is gone."""
         entry = self.resources.get(resource_id)
-        broadcast = self.broadcasts.get(entry[1]) if entry else None
+        if entry is None:
+            return None
+        kind, occurrence_id = entry
+        broadcast = self.broadcasts.get(occurrence_id)
         if broadcast is None:
             return None
-        kind = entry[0]
         if kind == "publisher":
             return kind, broadcast, None
         subscriber = broadcast.subscribers.get(resource_id)
@@ -998,6 +1009,7 @@ class MediaEngine:
         if held is None:
             return None
         _kind, broadcast, subscriber = held
+        pc: RTCPeerConnection | None
         if subscriber is not None:
             pc = subscriber.pc
         else:
@@ -1084,7 +1096,9 @@ class MediaEngine:
 
     async def _pin(self, resource_id: str, layer: str | None) -> bool:
         held = self._held(resource_id)
-        _kind, broadcast, subscriber = held or (None, None, None)
+        if held is None:
+            return False
+        _kind, broadcast, subscriber = held
         if subscriber is None or subscriber.monitor is None:
             return False
         if layer is not None and layer not in subscriber.monitor.layers:

@@ -268,8 +268,10 @@ class JanusEdge:
     def _wait_jsep(self, session: int, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            events = self._http.get(f"{self.url}/{session}", timeout=timeout, params={
-                "maxev": 5, "apisecret": self.secret, "rid": int(time.time() * 1000)}).json()
+            params: dict[str, str | int] = {
+                "maxev": 5, "apisecret": self.secret, "rid": int(time.time() * 1000)}
+            events = self._http.get(f"{self.url}/{session}", timeout=timeout,
+                                    params=params).json()
             for event in events if isinstance(events, list) else [events]:
                 data = event.get("plugindata", {}).get("data", {})
                 if "error_code" in data:

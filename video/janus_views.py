@@ -20,9 +20,10 @@ import uuid
 from typing import Any
 
 import requests
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 
 from core.api import SiteScreen, current_principal
+from core.appctx import app_object
 from extensions import csrf, db
 from sessions import service as sessions_service
 from video import janus, media, service
@@ -35,7 +36,7 @@ pages = Blueprint("video_janus", __name__)
 
 
 def edges(app: Flask | None = None) -> janus.Edges:
-    app = app or current_app._get_current_object()
+    app = app or app_object()
     state = app.extensions.get(EXTENSION)
     if state is None:
         state = app.extensions.setdefault(EXTENSION, janus.Edges(
@@ -160,7 +161,7 @@ def hang_up(occurrence_id: int, token: str):
 
 def served_sites(occurrence_id: int) -> list[dict[str, Any]]:
     """The sites watching from the edges, as the live API lists sites (`served_by`)."""
-    app = current_app._get_current_object()
+    app = app_object()
     if not app.config.get("YUANJIAO_JANUS_EDGES"):
         return []
     return [{"resource_id": f"edge:{e['edge']}:{e['session']}", "kind": "site",

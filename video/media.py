@@ -24,6 +24,7 @@ from typing import Any
 import requests
 from flask import Flask, current_app
 
+from core.appctx import app_object
 from core.types import utcnow
 from extensions import db, socketio
 from video import service
@@ -247,7 +248,7 @@ def media_enabled(app: Flask | None = None) -> bool:
 
 def runtime(app: Flask | None = None) -> MediaRuntime:
     """The app's media runtime, started on first use; MediaUnavailable when media is off."""
-    app = app or current_app._get_current_object()
+    app = app or app_object()
     if not media_enabled(app):
         raise MediaUnavailable("本服务未启用直播媒体服务（YUANJIAO_MEDIA=off）")
     existing = app.extensions.get(EXTENSION)
@@ -280,7 +281,7 @@ def shutdown(app: Flask) -> None:
 
 def media_stats(occurrence_id: int) -> dict[str, Any] | None:
     """Live stats from the engine, or None when it is off or not started."""
-    app = current_app._get_current_object()
+    app = app_object()
     rt = runtime(app) if app.config.get("YUANJIAO_MEDIA_NODES") else started_runtime(app)
     if rt is None:
         return None
@@ -305,9 +306,9 @@ def public_sites(stats: dict[str, Any] | None, *, with_resources: bool = False,
     `with_names`). Everyone else sees the sites by name and the others as entries
     without a name (a count).
     """
-    keys = ("kind", "label", "site_id", "site_name", "state", "joined_at",
-            "first_frame_ms", "codec", "layer", "loss", "jitter_ms", "rtt_ms",
-            "estimate_kbps", "pinned")
+    keys: tuple[str, ...] = (
+        "kind", "label", "site_id", "site_name", "state", "joined_at", "first_frame_ms",
+        "codec", "layer", "loss", "jitter_ms", "rtt_ms", "estimate_kbps", "pinned")
     if with_names:
         keys = (*keys, "member_id", "member_name", "user_name")
     if with_resources:

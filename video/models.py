@@ -8,10 +8,10 @@ from sqlalchemy import BigInteger, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.types import UTCDateTime, intpk, utc_datetime, utcnow
-from extensions import db
+from extensions import Model
 
 
-class Recording(db.Model):
+class Recording(Model):
     """A broadcast recorded on the server, played back for make-up study (补学)."""
 
     __tablename__ = "recordings"
@@ -29,7 +29,7 @@ class Recording(db.Model):
     status: Mapped[str] = mapped_column(String(20), default="recording")
 
 
-class StreamKey(db.Model):
+class StreamKey(Model):
     """A trainer's WHIP bearer key for one occurrence (OBS or the broadcast page).
 
     Only the SHA-256 is stored; regenerating revokes the previous key.

@@ -128,11 +128,11 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
             elif method == "DELETE" and (m := re.fullmatch(
                     r"/(?:resources|whip/\d+|whep/\d+)/(\w+)", path)):
                 expected = int(query["occurrence"][0]) if "occurrence" in query else None
-                result = engine.stop(m.group(1), expected)
-                if result is None:
+                stopped = engine.stop(m.group(1), expected)
+                if stopped is None:
                     self._send(404, {"error": "not_found", "message": "no such resource"})
                 else:
-                    self._send(200, result)
+                    self._send(200, stopped)
             elif method == "GET" and (m := re.fullmatch(r"/resources/(\w+)", path)):
                 described = engine.describe(m.group(1))
                 if described is None:
@@ -146,11 +146,11 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
             elif method == "PATCH" and (m := re.fullmatch(r"/resources/(\w+)", path)):
                 if_match = self.headers.get("If-Match")
                 tags = [t.strip() for t in if_match.split(",")] if if_match else None
-                result = engine.trickle(m.group(1), self._body().decode(), tags)
-                if result is None:
+                trickled = engine.trickle(m.group(1), self._body().decode(), tags)
+                if trickled is None:
                     self._send(404, {"error": "not_found", "message": "no such resource"})
                 else:
-                    self._send(200, result)
+                    self._send(200, trickled)
             elif method == "POST" and (m := re.fullmatch(r"/end/(\d+)", path)):
                 self._send(200, {"ended": engine.end_broadcast(int(m.group(1)))})
             elif method == "GET" and (m := re.fullmatch(r"/stats/(\d+)", path)):

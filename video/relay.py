@@ -17,7 +17,7 @@ import fractions
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -355,7 +355,8 @@ class SharedVideoEncoder:
         return max(2, width - width % 2), max(2, height - height % 2)
 
     def _open(self, width: int, height: int) -> av.VideoCodecContext:
-        ctx = av.CodecContext.create(VIDEO_CODECS[self.codec_name][0], "w")
+        ctx = cast(av.VideoCodecContext,
+                   av.CodecContext.create(VIDEO_CODECS[self.codec_name][0], "w"))
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = VIDEO_TIME_BASE

@@ -430,7 +430,11 @@ def _page_principal():
                     "video/screen_expired.html", site=expired.site,
                     expired_at=expired.expires_at), 403))
             raise Forbidden("屏幕令牌无效或已吊销", code="invalid_token")
-        return row.user if row.user_id is not None else SiteScreen(site_id=row.site_id)
+        if row.user_id is not None:
+            return row.user
+        if row.site_id is None:
+            raise Forbidden("屏幕令牌无效或已吊销", code="invalid_token")
+        return SiteScreen(site_id=row.site_id)
     if current_user.is_authenticated:
         return current_user._get_current_object()
     return None
@@ -511,8 +515,8 @@ def room_screen(site_id: int):
     site, _principal = _screen_site(site_id)
     occurrence, is_now = site_screen_occurrence(db.session, site.id, utcnow())
     token = request.args.get("token")
-    if is_now:
-        args = {"token": token} if token else {}
+    if is_now and occurrence is not None:
+        args: dict[str, Any] = {"token": token} if token else {}
         return redirect(url_for("video.site_page", occurrence_id=occurrence.id,
                                 site_id=site.id, **args))
     return render_template("video/screen_idle.html", site=site, occurrence=occurrence)

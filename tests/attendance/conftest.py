@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
+from attendance.models import AttendanceEvent
 from core.types import utcnow
 
 
@@ -125,3 +127,28 @@ def emit(sc, event: str, data: Any) -> dict:
 
 def received(sc, name: str) -> list[dict]:
     return [m["args"][0] for m in sc.get_received("/attendance") if m["name"] == name]
+
+
+# Shared by the attendance tests.
+#: The scene's occurrence is live: locking it needs the explicit early flag.
+EARLY = {"early": True, "reason": "测试：提前审核"}
+SECRET = "test-secret"
+
+
+def login(client, username: str) -> None:
+    r = client.post("/login", data={"username": username, "password": "password123"})
+    assert r.status_code == 302
+
+
+def events_url(scene) -> str:
+    return f"/api/v1/occurrences/{scene.occurrence.id}/attendance-events"
+
+
+def body(scene, member=0, site=None, event_id="e1", type_="check_in", **extra):
+    return {"event_id": event_id, "type": type_, "member_id": scene.members[member].id,
+            "site_id": (site or scene.site_a).id, **extra}
+
+
+def stored(db_session) -> int:
+    db_session.expire_all()
+    return db_session.scalar(select(func.count()).select_from(AttendanceEvent))

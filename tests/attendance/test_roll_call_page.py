@@ -7,8 +7,7 @@ import datetime as dt
 
 import pytest
 
-from tests.attendance.conftest import emit
-from tests.attendance.test_pages import login
+from tests.attendance.conftest import emit, login
 
 
 def _url(scene, site=None, tail: str = "") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from attendance.models import AttendanceEvent
+from config import settings
 from tests.attendance.conftest import emit, received
 
 
@@ -173,7 +174,7 @@ def test_watching_without_a_media_session_counts_nothing(att_socket, scene, db_s
     assert ack["error"] == "no_media_session"
     assert count_events(db_session, member_id=member) == 0
     occurrence = service.get_occurrence(db_session, occ)
-    rec = service.records(db_session, occurrence, config=app.config,
+    rec = service.records(db_session, occurrence, config=settings(app),
                           now=occurrence.ends_at + dt.timedelta(minutes=1))[member]
     assert (rec.status, rec.minutes) == ("absent", 0.0)
     # With his own connection: counted; after it closed: refused again.
@@ -182,7 +183,7 @@ def test_watching_without_a_media_session_counts_nothing(att_socket, scene, db_s
     _media(app, occ, member, "whep-own", joined=False)
     ack = emit(sc, "viewer:heartbeat", {"occurrence_id": occ, "event_id": "y2"})
     assert ack["error"] == "no_media_session"
-    snap = service.snapshot(db_session, occurrence, config=app.config,
+    snap = service.snapshot(db_session, occurrence, config=settings(app),
                             now=utcnow() + dt.timedelta(minutes=5))
     assert member not in [m for s in snap["sites"] for m in s["present_ids"]]
 
@@ -347,17 +348,17 @@ def test_a_rooms_link_dropping_is_not_its_members_leaving(att_socket, scene, db_
     occurrence = service.get_occurrence(db_session, occ_id)
     # Twenty minutes into the outage, well past the grace period: still counted.
     later = utcnow() + dt.timedelta(minutes=20)
-    snap = service.snapshot(db_session, occurrence, config=app.config, now=later)
+    snap = service.snapshot(db_session, occurrence, config=settings(app), now=later)
     site = next(s for s in snap["sites"] if s["site_id"] == site_id)
     assert site["online"] is False
     assert site["present_count"] == 2
     assert len(site["offline_periods"]) == 1
     # The occurrence ends with the site still offline and no check-out: present.
     after = occurrence.ends_at + dt.timedelta(minutes=1)
-    recs = service.records(db_session, occurrence, config=app.config, now=after)
+    recs = service.records(db_session, occurrence, config=settings(app), now=after)
     assert [(recs[m].status, recs[m].last_leave) for m in ids] == [
         ("present", occurrence.ends_at)] * 2
-    rows = {r.member.id: r for r in service.rows(db_session, occurrence, config=app.config,
+    rows = {r.member.id: r for r in service.rows(db_session, occurrence, config=settings(app),
                                                  now=after)}
     assert all("站点离线" in rows[m].notes for m in ids)
     # And through the API, now (live): present.

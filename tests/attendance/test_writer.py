@@ -12,6 +12,7 @@ from attendance import service as svc
 from attendance.errors import CheckedInElsewhere, Locked, NotFound, QrRefused, ValidationError
 from attendance.models import AttendanceEvent
 from attendance.writer import ADVISORY_CLASS, Append, GroupWriter, Request, writer_for
+from config import settings
 from core.types import utcnow
 from extensions import db
 
@@ -283,7 +284,7 @@ def test_a_refused_task_changes_nothing_and_answers_its_error(app, db_session, s
     def bad(session, now):
         svc.correct(session, occurrence=svc.get_occurrence(session, scene.occurrence.id),
                     member_id=scene.members[0].id, status="present", minutes=None,
-                    reason="", user_id=scene.users["organizer"].id, config=app.config,
+                    reason="", user_id=scene.users["organizer"].id, config=settings(app),
                     now=now)
 
     import pytest

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import func, select
 
+from attendance.models import AttendanceEvent
+from attendance.reactions import keep_attended_occurrences
+from core.types import utcnow
 from sessions import service
+from sessions.signals import occurrences_deleting
 
 UTC = dt.UTC
 #: A fixed "now" for service tests: Monday 2026-03-02 00:00 UTC.
@@ -76,3 +83,49 @@ def make_session(world, db_session):
         return study
 
     return make
+
+
+# Shared by the sessions tests: API bodies, and the attended-occurrence guard.
+OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:\d\d|Z)$")
+#: China Standard Time as a fixed offset.
+SH = dt.timezone(dt.timedelta(hours=8))
+
+
+@pytest.fixture
+def admin_h(world, factory):
+    return factory.headers(world.admin)
+
+
+def _future(days=7, hour=19, minute=30) -> str:
+    day = (utcnow() + dt.timedelta(days=days)).date()
+    return f"{day.isoformat()}T{hour:02d}:{minute:02d}:00+08:00"
+
+
+def _body(world, **kw) -> dict:
+    body = {"title": "党史讲座", "kind": "party_history_lecture", "trainer_id": world.trainer.id,
+            "starts_at": _future(), "duration_minutes": 90, "timezone": "Asia/Shanghai",
+            "site_ids": [world.site_a.id], "org_unit_ids": [world.branch_a.id]}
+    body.update(kw)
+    return body
+
+
+@contextmanager
+def guard_missing():
+    """The scheduling side's guard answering "nothing attended" (a receiver lost): only
+    the database stands between a delete and the event log."""
+    occurrences_deleting.disconnect(keep_attended_occurrences)
+    try:
+        yield
+    finally:
+        occurrences_deleting.connect(keep_attended_occurrences)
+
+
+def _attend(db_session, occurrence, member, event_id="e1"):
+    db_session.add(AttendanceEvent(occurrence_id=occurrence.id, member_id=member.id,
+                                   type="check_in", source="test", event_id=event_id))
+    db_session.commit()
+
+
+def _events(db_session, occurrence_id) -> int:
+    return db_session.scalar(select(func.count()).select_from(AttendanceEvent)
+                             .where(AttendanceEvent.occurrence_id == occurrence_id))

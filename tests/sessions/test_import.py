@@ -105,11 +105,6 @@ def _post(client, headers, world, content, **form):
                        content_type="multipart/form-data")
 
 
-@pytest.fixture
-def admin_h(world, factory):
-    return factory.headers(world.admin)
-
-
 def test_outlook_file_with_windows_zone(client, world, admin_h, db_session):
     r = _post(client, admin_h, world, OUTLOOK.replace("{y}", str(YEAR)),
               trainer_id=str(world.trainer.id))

@@ -105,11 +105,6 @@ END:VCALENDAR
 """
 
 
-@pytest.fixture
-def admin_h(world, factory):
-    return factory.headers(world.admin)
-
-
 def _rows(study):
     return sorted(study.occurrences, key=lambda o: o.original_start)
 
@@ -211,7 +206,6 @@ def test_importing_the_same_file_again_updates_by_uid(client, world, admin_h, db
     assert db_session.query(StudySession).count() == 1
     assert {(o.id, o.starts_at, o.status) for o in db_session.query(Occurrence)} == rows_before
     assert db_session.get(StudySession, study_id).trainer_id == world.trainer.id
-
 
 
 def test_an_edited_file_updates_its_sessions_and_a_dry_run_says_how(

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import config
 from sessions.models import StudySession
 
 
@@ -57,7 +58,7 @@ def test_ics_with_too_many_events_is_422(app, client, world, factory, db_session
     assert response.json["details"]["limit"] == 2000
     assert time.monotonic() - started < 2
     assert db_session.query(StudySession).count() == 0
-    app.config["YUANJIAO_ICS_MAX_EVENTS"] = 3
+    config.replace_settings(app, ics_max_events=3)
     assert _import(client, headers, world, _calendar(4)).status_code == 422
     assert _import(client, headers, world, _calendar(3)).status_code == 201
 
