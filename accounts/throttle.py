@@ -212,7 +212,9 @@ class LoginThrottle:
 
 def init_app(app: Flask) -> None:
     config = app.config
-    url = config.get("REDIS_URL")
+    # The rate limits' storage (core.ratelimit): Redis when REDIS_URL is set.
+    storage = config.get("RATELIMIT_STORAGE_URI") or config.get("REDIS_URL") or ""
+    url = storage if storage.startswith(("redis://", "rediss://")) else None
     prefix = config.get("RATELIMIT_KEY_PREFIX", "yuanjiao") + ":login:"
     store = FallbackFailures(RedisFailures(url, prefix)) if url else MemoryFailures()
     lock_seconds = float(config["YUANJIAO_LOGIN_LOCK_SECONDS"])

@@ -40,7 +40,8 @@ limiter = Limiter(
 
 
 def init_app(app: Flask) -> None:
-    app.config["RATELIMIT_STORAGE_URI"] = app.config.get("REDIS_URL") or "memory://"
+    # Redis when REDIS_URL is set (a test may name the limits' storage alone).
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     # Redis answers within this or counts go on in memory (a dead Redis must not stall
     # every login for a TCP timeout).
     app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1,

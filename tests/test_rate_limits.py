@@ -1,6 +1,10 @@
 """Rate limits (issue 10, limits): Flask-Limiter in Redis when REDIS_URL is set, in memory
 otherwise, still serving while Redis is down; keyed by who acts, so a meeting room's
-members behind one address are never refused for each other's requests."""
+members behind one address are never refused for each other's requests.
+
+The apps here name Redis as the limits' storage only (RATELIMIT_STORAGE_URI, which
+REDIS_URL sets): REDIS_URL would also put Socket.IO on the Redis queue, which the
+in-process socket test clients of later tests cannot use."""
 
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ def _token_request(client, username: str, password: str, addr: str = "10.1.1.1")
 def test_a_limit_answers_429_with_retry_after_per_user(app_config, backend, request):
     overrides = {"YUANJIAO_QR_CHECKINS_PER_MINUTE": 2}
     if backend == "redis":
-        overrides |= {"REDIS_URL": request.getfixturevalue("redis_url"),
+        overrides |= {"RATELIMIT_STORAGE_URI": request.getfixturevalue("redis_url"),
                       "RATELIMIT_KEY_PREFIX": request.getfixturevalue("prefix")}
     app = _probe_app(request, app_config, **overrides)
     factory = Factory(db.session)
@@ -102,7 +106,7 @@ def test_a_rooms_roll_call_of_1000_members_is_not_refused(app_config, request):
 
 def test_redis_counts_are_shared_by_every_worker(app_config, request, redis_url, prefix):
     """Two apps (two workers) on one Redis: the login failures count together."""
-    app_config.update({"REDIS_URL": redis_url, "RATELIMIT_KEY_PREFIX": prefix,
+    app_config.update({"RATELIMIT_STORAGE_URI": redis_url, "RATELIMIT_KEY_PREFIX": prefix,
                        "YUANJIAO_LOGINS_PER_MINUTE": 100})
     one = request.getfixturevalue("app")
     two = create_app(app_config)
@@ -123,7 +127,7 @@ def test_redis_counts_are_shared_by_every_worker(app_config, request, redis_url,
 def test_while_redis_is_down_requests_are_served_and_still_limited(app_config, request):
     """Redis unreachable: counts go on in this process (Flask-Limiter's in-memory
     fallback; the login throttle's own), nothing answers 500 or refuses for it."""
-    app = _probe_app(request, app_config, REDIS_URL=DEAD_REDIS_URL,
+    app = _probe_app(request, app_config, RATELIMIT_STORAGE_URI=DEAD_REDIS_URL,
                      YUANJIAO_QR_CHECKINS_PER_MINUTE=2)
     factory = Factory(db.session)
     headers = factory.headers(factory.user("trainer"))
