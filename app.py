@@ -175,7 +175,9 @@ def _init_extensions(app: Flask) -> None:
     login_manager.login_view = "accounts.login"
     login_manager.login_message = None
     from accounts import throttle
+    from core import ratelimit
 
+    ratelimit.init_app(app)
     throttle.init_app(app)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_select_locale)
@@ -303,6 +305,14 @@ def _register_error_handlers(app: Flask) -> None:
         if is_api_request() or request.accept_mimetypes.best == "application/json":
             return jsonify(error.to_dict()), error.status, headers
         return render_template("error.html", error=error), error.status, headers
+
+    from flask_limiter import RateLimitExceeded
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(error: RateLimitExceeded):
+        from core import ratelimit
+
+        return _domain_error(ratelimit.as_domain_error(error))
 
     from sqlalchemy.exc import DataError
 

@@ -110,19 +110,28 @@ class Settings:
     viewer_requires_media: bool = _setting(True, _bool)
     # Days a user's API token (POST /api/v1/auth/token) stays valid.
     token_days: int = _setting(90, int)
-    # Login throttling: this many failures for one username (or from one address: a
-    # meeting room's phones share one) within the window answer 429 until the oldest
-    # leaves it.
+    # Days a meeting-room screen's token stays valid until renewed on the site's page.
+    screen_token_days: int = _setting(365, int)
+    # Login throttling (accounts.throttle): after this many failures for one username
+    # each attempt waits twice as long as the last (1, 2, 4 … s, then 429); at the lock
+    # count the username is locked for the lock time. An address (a meeting room's
+    # phones share one) has its own, higher, counts. Failures are forgotten twice the
+    # lock time after the latest.
     login_max_failures: int = _setting(5, int)
+    login_lock_failures: int = _setting(20, int)
     login_max_failures_per_ip: int = _setting(20, int)
-    login_window_seconds: int = _setting(900, int)
+    login_lock_failures_per_ip: int = _setting(100, int)
+    login_lock_seconds: int = _setting(900, int)
+    # Login attempts (the form and POST /api/v1/auth/token) per username a minute.
+    logins_per_minute: int = _setting(20, int)
     # Events one .ics import may hold (more is refused with 422 before parsing).
     ics_max_events: int = _setting(2000, int)
     # Behind HTTPS: cookies only over HTTPS. Behind a reverse proxy: trust one hop of
     # X-Forwarded-For/-Proto/-Host (the login throttle counts per client address).
     secure_cookies: bool = _setting(False, _bool)
     proxy_fix: bool = _setting(False, _bool)
-    # Imports per user, and QR check-ins per member, within a minute (then 429).
+    # Imports per user, and QR check-ins per member, within a minute (then 429). Rate
+    # limits count in Redis when REDIS_URL is set (core.ratelimit, Flask-Limiter).
     imports_per_minute: int = _setting(10, int)
     qr_checkins_per_minute: int = _setting(10, int)
 

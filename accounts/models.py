@@ -79,8 +79,8 @@ class ApiToken(Model):
     purpose: Mapped[str] = mapped_column(String(20), default="api")
     created_at: Mapped[utc_datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    #: After this a user's token is refused (YUANJIAO_TOKEN_DAYS after issue); None for
-    #: a meeting-room screen's token, which lives until it is revoked.
+    #: After this the token is refused: a user's YUANJIAO_TOKEN_DAYS after issue, a
+    #: meeting-room screen's YUANJIAO_SCREEN_TOKEN_DAYS after issue or its last renewal.
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked: Mapped[bool] = mapped_column(default=False)
 
@@ -99,8 +99,9 @@ class AuditEntry(Model):
     #: The user who acted (None: an unknown username trying to log in).
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     #: login, login_failed, login_throttled, logout, token_issued, tokens_revoked,
-    #: user_created, user_deactivated, user_activated, password_reset, password_changed,
-    #: throttle_lifted, occurrence_locked, occurrence_unlocked
+    #: user_created, user_deactivated, user_activated, user_role_changed, password_reset,
+    #: password_changed,
+    #: login_locked, throttle_lifted (an unlock), occurrence_locked, occurrence_unlocked
     action: Mapped[str] = mapped_column(String(40))
     #: The username given at login, or the user acted upon.
     username: Mapped[str] = mapped_column(String(80), default="")

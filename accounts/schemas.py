@@ -45,6 +45,12 @@ class UserPatch(Schema):
     #: Required to change one's own password (a token alone does not suffice).
     current_password = fields.String(load_only=True)
     locale = fields.String(validate=validate.OneOf(["zh", "en", ""]))
+    #: A manager moves a user to another role or scope (never himself): every session,
+    #: remember cookie and API token of that user ends.
+    role = fields.String(validate=validate.OneOf(ROLES))
+    org_unit_id = fields.Integer(allow_none=True)
+    site_id = fields.Integer(allow_none=True)
+    member_id = fields.Integer(allow_none=True)
 
 
 class AuditEntryOut(Schema):

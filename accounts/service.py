@@ -46,6 +46,9 @@ MIN_PASSWORD_LENGTH = MIN_LENGTH
 log = logging.getLogger(__name__)
 #: Days a user's API token stays valid (the app's `settings().token_days` is passed).
 TOKEN_DAYS = Settings().token_days
+#: Days a meeting-room screen's token stays valid until renewed (`screen_token_days`): a
+#: year, a party-education year, renewed from the site's page without touching the screen.
+SCREEN_TOKEN_DAYS = Settings().screen_token_days
 
 
 def hash_token(token: str) -> str:
@@ -204,12 +207,47 @@ def issue_token(session: Session, user: User, now: dt.datetime | None = None,
     return token
 
 
-def issue_site_token(session: Session, site: Site) -> str:
-    """A bearer token for a meeting-room screen (a room may have several screens)."""
+def issue_site_token(session: Session, site: Site, now: dt.datetime | None = None,
+                     days: int = SCREEN_TOKEN_DAYS) -> str:
+    """A bearer token for a meeting-room screen (a room may have several screens), valid
+    `days` until renewed."""
+    now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    session.add(ApiToken(site_id=site.id, token_hash=hash_token(token), purpose="site"))
+    session.add(ApiToken(site_id=site.id, token_hash=hash_token(token), purpose="site",
+                         created_at=now, expires_at=now + dt.timedelta(days=days)))
     session.flush()
     return token
+
+
+def site_tokens(session: Session, site_id: int) -> list[ApiToken]:
+    """The screen tokens of a site that are not revoked (live or expired), oldest first."""
+    return list(session.scalars(
+        select(ApiToken).where(ApiToken.site_id == site_id, ApiToken.purpose == "site",
+                               ApiToken.revoked.is_(False)).order_by(ApiToken.id)))
+
+
+def renew_site_tokens(session: Session, site: Site, now: dt.datetime | None = None,
+                      days: int = SCREEN_TOKEN_DAYS) -> int:
+    """Give every unrevoked screen token of a site `days` from now (an expired one works
+    again: its screen needs no new address); returns the count."""
+    now = now or utcnow()
+    rows = site_tokens(session, site.id)
+    for row in rows:
+        row.expires_at = now + dt.timedelta(days=days)
+    session.flush()
+    return len(rows)
+
+
+def expired_token(session: Session, token: str, now: dt.datetime | None = None
+                  ) -> ApiToken | None:
+    """The token a bearer string names when it is only expired (not revoked): its holder
+    is told to renew it rather than that it is unknown."""
+    if not token:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked or row.expires_at is None:
+        return None
+    return row if row.expires_at <= (now or utcnow()) else None
 
 
 def revoke_site_tokens(session: Session, site: Site) -> int:
@@ -347,6 +385,49 @@ def set_user_active(session: Session, actor: User, user_id: int, active: bool) -
     update_user(user, active=active)
     audit(session, "user_activated" if active else "user_deactivated", actor=actor,
           username=user.username, target=f"user:{user.id}")
+    session.flush()
+    return user
+
+
+#: The field of a user that holds each role's scope.
+SCOPE_FIELDS = {"organizer": "org_unit_id", "site_operator": "site_id", "member": "member_id"}
+
+
+def change_role(session: Session, actor: User, user_id: int, *, role: str | None = None,
+                org_unit_id: int | None = None, site_id: int | None = None,
+                member_id: int | None = None) -> User:
+    """Move a user to another role or scope (an organizer to another unit, an operator
+    to another site). The actor must manage the user as he is and may hand out what he
+    becomes. A change ends every session, remember cookie and API token of the user:
+    what he may do changed, so must what he is logged in with."""
+    user = managed_user(session, actor, user_id)
+    new_role = role or user.role
+    if new_role not in ROLES:
+        raise ValidationError(f"未知角色：{new_role}", field="role",
+                              details={"allowed": list(ROLES)})
+    given = {"org_unit_id": org_unit_id, "site_id": site_id, "member_id": member_id}
+    field = SCOPE_FIELDS.get(new_role)
+    scope = dict.fromkeys(given)
+    if field is not None:
+        # The role's scope: the one given, else (same role) the one he has.
+        scope[field] = given[field] if given[field] is not None else (
+            getattr(user, field) if new_role == user.role else None)
+        model = {"org_unit_id": OrgUnit, "site_id": Site, "member_id": Member}[field]
+        if scope[field] is None or session.get(model, scope[field]) is None:
+            raise ValidationError(f"该角色需要有效的 {field}", field=field)
+    require_manage_user(session, actor, role=new_role, **scope)
+    before = {"role": user.role, "org_unit_id": user.org_unit_id, "site_id": user.site_id,
+              "member_id": user.member_id}
+    after = {"role": new_role, **scope}
+    if after == before:
+        return user
+    for name, value in after.items():
+        setattr(user, name, value)
+    end_sessions(user)
+    revoked = revoke_user_tokens(user)
+    audit(session, "user_role_changed", actor=actor, username=user.username,
+          target=f"user:{user.id}", details={"from": before, "to": after,
+                                             "tokens_revoked": revoked})
     session.flush()
     return user
 

@@ -36,9 +36,9 @@ from accounts.schemas import (
     UserOut,
     UserPatch,
 )
-from accounts.throttle import throttle
+from accounts.throttle import throttle, unlock_login
 from config import settings
-from core import policy
+from core import policy, ratelimit
 from core.api import api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
 from core.principals import register_token_loader
@@ -88,6 +88,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @pages.route("/login", methods=["GET", "POST"])
+@ratelimit.limit_logins
 def login():
     """The login form; after login the browser lands on the dashboard (or ?next=)."""
     form = LoginForm()
@@ -113,14 +114,21 @@ def _authenticate(username: str, password: str) -> User:
     address = request.remote_addr
     wait = limiter.retry_after(username, address)
     if wait is not None:
-        _audit_now("login_throttled", username=username, address=address)
-        raise TooManyRequests(f"登录失败次数过多，请 {(wait + 59) // 60} 分钟后再试",
+        _audit_now("login_throttled", username=username, address=address,
+                   details={"retry_after": wait})
+        when = f"{wait} 秒" if wait < 60 else f"{(wait + 59) // 60} 分钟"
+        raise TooManyRequests(f"登录失败次数过多，请 {when}后再试",
                               code="too_many_attempts", details={"retry_after": wait})
     try:
         user = service.authenticate(db.session, username, password)
     except Unauthorized:
-        limiter.failed(username, address)
+        outcome = limiter.failed(username, address)
         _audit_now("login_failed", username=username, address=address)
+        for kind in outcome.locked:  # this failure locked the username or the address
+            rule = limiter.rules[kind]
+            _audit_now("login_locked", username=username, address=address,
+                       target=f"address:{address}" if kind == "address" else "",
+                       details={"failures": rule.lock, "seconds": int(rule.lock_seconds)})
         raise
     limiter.succeeded(username)
     service.audit(db.session, "login", actor=user, username=user.username, address=address,
@@ -152,6 +160,8 @@ def logout():
 @blp.arguments(TokenRequest)
 @blp.response(200, TokenResponse)
 @blp.doc(security=[])
+@blp.alt_response(429, description="too many logins for this username, or a throttled one")
+@ratelimit.limit_logins
 def issue_token(data):
     """Exchange a username and password for an API bearer token (it expires after
     YUANJIAO_TOKEN_DAYS, 90 by default; `expires_at` says when)."""
@@ -178,12 +188,10 @@ def revoke_token():
 @blp.route("/users/<int:user_id>/login-failures", methods=["DELETE"])
 @blp.response(204)
 def clear_login_failures(user_id: int):
-    """Lift a user's login throttle (he called: it was him mistyping). Managers only."""
-    caller = current_api_user("user.manage")
-    user = service.managed_user(db.session, caller, user_id)
-    throttle().succeeded(user.username)
-    service.audit(db.session, "throttle_lifted", actor=caller, username=user.username,
-                  target=f"user:{user.id}", address=request.remote_addr)
+    """Unlock a user's login: his failed logins, their delay and lock, are forgotten (he
+    called: it was him mistyping). Admins, and organizers for their subtree's users."""
+    unlock_login(db.session, current_api_user("user.manage"), user_id,
+                 address=request.remote_addr)
     db.session.commit()
 
 
@@ -235,13 +243,22 @@ class UserById(MethodView):
     @blp.arguments(UserPatch)
     @blp.response(200, UserOut)
     def patch(self, data, user_id: int):
-        """Rename, (de)activate, reset the password of, or set the language of a user.
+        """Rename, (de)activate, reset the password of, set the language of, or move a
+        user to another role or scope.
 
         A user may change his own name, password and language; admins and organizers
-        (within their subtree, never admins or trainers) may change others."""
+        (within their subtree, never admins or trainers) may change others. A change of
+        role or scope, a password reset and a deactivation end every session, remember
+        cookie and API token of the user."""
         caller = current_api_user()
         user = service.get_user(db.session, user_id)
         current_password = data.pop("current_password", None)
+        scope = {key: data.pop(key) for key in ("role", "org_unit_id", "site_id", "member_id")
+                 if key in data}
+        if scope:
+            if caller.id == user.id:
+                raise Forbidden("不能修改自己的角色或范围")
+            service.change_role(db.session, caller, user.id, **scope)
         if caller.id == user.id:
             if "active" in data:
                 raise Forbidden("不能停用自己的账号")

@@ -27,6 +27,7 @@ from attendance.writer import Append, Request, writer_for
 from config import settings
 from core import policy
 from core.api import SiteScreen
+from core.principals import principal_for_token
 from core.sockets import object_payload, payload_id, socket_principal, socket_sid
 from core.types import utcnow
 from extensions import db, socketio
@@ -147,6 +148,9 @@ class _Conn:
 
     kind: str
     ident: int
+    #: A screen's bearer token, looked up again when it joins a site (one that expired or
+    #: was revoked since the connection opened is refused).
+    token: str | None = None
     turns: _Turns = field(default_factory=_Turns)
     check_lock: threading.Lock = field(default_factory=threading.Lock)
     #: {what: (expires, value)}: authorizations this connection passed, and the member it
@@ -197,6 +201,8 @@ def _caller():
     """The connection's principal, reloaded in this event's database session."""
     conn = _conn()
     if conn.kind == "screen":
+        if conn.token is None or principal_for_token(db.session, conn.token) is None:
+            raise Unauthorized("屏幕令牌已过期或已吊销", code="invalid_token")
         return SiteScreen(site_id=conn.ident)
     user = db.session.get(User, conn.ident) if conn.kind == "user" else None
     if user is None or not user.active:
@@ -219,7 +225,7 @@ def connect(auth: Any = None):
         principal = socket_principal(auth)
     except DomainError as exc:
         raise ConnectionRefusedError(exc.to_dict()) from exc
-    _conns[socket_sid()] = (_Conn("screen", principal.site_id)
+    _conns[socket_sid()] = (_Conn("screen", principal.site_id, token=str(auth["token"]))
                            if isinstance(principal, SiteScreen) else _Conn("user", principal.id))
     db.session.rollback()  # end the read transaction: connections are long, sessions not
 

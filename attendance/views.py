@@ -672,6 +672,7 @@ def _qr_check_in(ok: svc.QrCheckIn, now) -> AttendanceEvent:
 
 @pages.route("/checkin/<token>", methods=["GET", "POST"])
 @login_required
+@ratelimit.limit_qr_check_ins
 def checkin(token: str):
     """The member's phone, from the room screen's QR: confirm, then check in."""
     from flask_wtf.csrf import validate_csrf
@@ -690,7 +691,6 @@ def checkin(token: str):
                 validate_csrf(request.form.get("csrf_token"))
             code = request.form.get("code", "")[:10]
             now = utcnow()
-            ratelimit.limit_qr_check_ins(member.id)
             ok = svc.qr_check_in_rules(
                 db.session, token=token, member=member, secret=config["SECRET_KEY"], now=now,
                 rotate_seconds=rotate, code=code, remote_addr=request.remote_addr)

@@ -7,6 +7,7 @@ from typing import Any
 from flask import g, request
 from flask_login import current_user
 from flask_smorest import Api as SmorestApi
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 from core import policy
@@ -60,8 +61,20 @@ def http_error_payload(error: HTTPException) -> dict[str, Any]:
             "details": details}
 
 
+class ErrorOut(Schema):
+    """Every API error: a stable code, a sentence in the reader's language, details."""
+
+    error = fields.String(required=True, metadata={"description": "stable machine code"})
+    message = fields.String(required=True)
+    details = fields.Dict(metadata={"description": "structured extras: the field, rows, "
+                                                   "retry_after …"})
+
+
 class Api(SmorestApi):
     """flask-smorest's Api, answering API errors in our format and leaving pages alone."""
+
+    #: The documented error body (OpenAPI `Error`) is the one we answer.
+    ERROR_SCHEMA = ErrorOut
 
     def handle_http_exception(self, error: HTTPException):
         if not is_api_request():

@@ -1,144 +1,106 @@
-"""Rate limits: events counted per key in a sliding window, in this process or in Redis.
+"""Rate limits with Flask-Limiter: requests counted per key in a moving window, in Redis
+when REDIS_URL is set (every worker counts together), else in this process.
 
-One store per app (Redis when REDIS_URL is set, so every worker counts together). The
-login throttle (accounts.throttle) counts failures in it; `hit` limits an action, such
-as imports per user or QR check-ins per member, answering 429 with Retry-After.
+A limit is never a reason to refuse legitimate work: while Redis cannot be reached the
+counts go on in this process's memory (`in_memory_fallback_enabled`), and any other error
+of the limiter is logged and the request served (`swallow_errors`). Keys name who acts,
+never only an address: a meeting room's phones and its screen share one address, and a
+roll call of 1,000 members, or 1,000 check-ins a second from many rooms, must pass.
+
+- `limit_logins`: login attempts (the form and the token endpoint) per username;
+- `limit_imports`: member and .ics imports per user;
+- `limit_qr_check_ins`: QR check-ins per member (his user).
+
+A refused request answers 429 with Retry-After and the project's error body (JSON for
+the API, the error page for pages). Failed logins are counted apart, with a growing
+delay and a lock (accounts.throttle).
 """
 
 from __future__ import annotations
 
-import threading
+import hashlib
+import math
 import time
-from collections import defaultdict, deque
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
 
 from core.errors import TooManyRequests
 
-EXTENSION = "yuanjiao_rate_store"
-
-
-class MemoryStore:
-    """Event times per key, in this process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._events: dict[str, deque[float]] = defaultdict(deque)
-
-    def _trim(self, key: str, now: float, window: float) -> deque[float]:
-        times = self._events[key]
-        while times and times[0] <= now - window:
-            times.popleft()
-        if not times:
-            self._events.pop(key, None)
-        return times
-
-    def recent(self, key: str, now: float, window: float) -> list[float]:
-        with self._lock:
-            return list(self._trim(key, now, window))
-
-    def add(self, key: str, now: float, window: float) -> None:
-        with self._lock:
-            self._trim(key, now, window)
-            self._events[key].append(now)
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._events.pop(key, None)
-
-
-class RedisStore:
-    """Event times per key in a Redis sorted set that expires with the window."""
-
-    def __init__(self, url: str, prefix: str) -> None:
-        import redis
-
-        self.redis = redis.Redis.from_url(url)
-        self.prefix = prefix
-
-    def recent(self, key: str, now: float, window: float) -> list[float]:
-        name = self.prefix + key
-        self.redis.zremrangebyscore(name, 0, now - window)
-        rows = cast(list[tuple[bytes, float]], self.redis.zrange(name, 0, -1, withscores=True))
-        return [score for _member, score in rows]
-
-    def add(self, key: str, now: float, window: float) -> None:
-        name = self.prefix + key
-        with self.redis.pipeline() as pipe:
-            pipe.zadd(name, {f"{now:.6f}": now})
-            pipe.expire(name, int(window) + 1)
-            pipe.execute()
-
-    def clear(self, key: str) -> None:
-        self.redis.delete(self.prefix + key)
-
-
-class FallbackStore:
-    """Redis, or this process's memory while Redis cannot be reached: a limit is never a
-    reason to refuse a login or a check-in (the UI says degraded meanwhile)."""
-
-    def __init__(self, primary: RedisStore) -> None:
-        self.primary = primary
-        self.local = MemoryStore()
-
-    def _call(self, name: str, *args: Any) -> Any:
-        import redis
-
-        try:
-            return getattr(self.primary, name)(*args)
-        except redis.RedisError:
-            return getattr(self.local, name)(*args)
-
-    def recent(self, key: str, now: float, window: float) -> list[float]:
-        return self._call("recent", key, now, window)
-
-    def add(self, key: str, now: float, window: float) -> None:
-        self._call("add", key, now, window)
-
-    def clear(self, key: str) -> None:
-        self.local.clear(key)
-        self._call("clear", key)
+limiter = Limiter(
+    key_func=get_remote_address,
+    strategy="moving-window",
+    in_memory_fallback_enabled=True,
+    swallow_errors=True,
+    headers_enabled=False,
+)
 
 
 def init_app(app: Flask) -> None:
-    url = app.config.get("REDIS_URL")
-    app.extensions[EXTENSION] = (FallbackStore(RedisStore(url, "yuanjiao:rate:")) if url
-                                 else MemoryStore())
+    # Redis when REDIS_URL is set (a test may name the limits' storage alone).
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
+    # Redis answers within this or counts go on in memory (a dead Redis must not stall
+    # every login for a TCP timeout).
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1,
+                                                        "socket_timeout": 1})
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "yuanjiao")
+    # One Limiter serves the process; a new app (tests) brings its own storage and prefix.
+    limiter._storage_dead = False
+    limiter._key_prefix = ""
+    limiter.init_app(app)
 
 
-def store(app: Flask | None = None) -> Any:
-    return (app or current_app).extensions[EXTENSION]
+def as_domain_error(error: RateLimitExceeded) -> TooManyRequests:
+    """The refusal in the project's terms: the edge answers it as any domain error (429,
+    Retry-After, the JSON body or the error page)."""
+    wait = 1
+    current = limiter.current_limit
+    if current is not None:
+        wait = max(1, math.ceil(current.window[0] - time.time()))  # when one frees
+    return TooManyRequests(error.description or "请求过于频繁，请稍后再试",
+                           code="too_many_requests",
+                           details={"retry_after": wait, "limit": str(error.limit.limit)})
 
 
-def wait_for(times: list[float], limit: int, window: float, now: float) -> int | None:
-    """Seconds until fewer than `limit` of `times` lie in the window (None: not limited)."""
-    if len(times) < limit:
-        return None
-    return max(1, int(times[-limit] + window - now + 0.999))
+def _per_minute(setting: str) -> Callable[[], str]:
+    return lambda: f"{int(current_app.config[setting])}/minute"
 
 
-def hit(action: str, key: str, *, limit: int, window: float, message: str) -> None:
-    """Count one `action` for `key`; beyond `limit` within `window` seconds: 429."""
-    now = time.time()
-    name = f"{action}:{key}"
-    wait = wait_for(store().recent(name, now, window), limit, window, now)
-    if wait is not None:
-        raise TooManyRequests(message, code="too_many_requests",
-                              details={"retry_after": wait, "limit": limit,
-                                       "window_seconds": int(window)})
-    store().add(name, now, window)
+def caller_key() -> str:
+    """The calling user (session or bearer token); his address when there is none."""
+    from core.api import current_principal
+
+    try:
+        principal = current_principal()
+    except Exception:
+        return f"addr:{get_remote_address()}"
+    if principal.id is None:  # a site screen
+        return f"site:{principal.site_id}"
+    return f"user:{principal.id}"
 
 
-def limit_imports(user_id: int) -> None:
-    """Imports are expensive (a file parsed and checked row by row): a few a minute."""
-    hit("import", f"user:{user_id}",
-        limit=int(current_app.config["YUANJIAO_IMPORTS_PER_MINUTE"]), window=60,
-        message="导入过于频繁，请稍后再试")
+def login_key() -> str:
+    """The username a login names (the form's or the JSON body's), normalised."""
+    data: Any = request.form if request.form else (request.get_json(silent=True) or {})
+    username = data.get("username") if isinstance(data, dict) or hasattr(data, "get") else None
+    if not isinstance(username, str) or not username.strip():
+        return f"addr:{get_remote_address()}"
+    digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    return f"username:{digest}"
 
 
-def limit_qr_check_ins(member_id: int) -> None:
-    """A member checks in once; a phone retrying is a few: many more is a script."""
-    hit("qr", f"member:{member_id}",
-        limit=int(current_app.config["YUANJIAO_QR_CHECKINS_PER_MINUTE"]), window=60,
-        message="签到过于频繁，请稍后再试")
+#: Decorators of views (under the route and login decorators: the key names the caller).
+#: Each is one count across the routes it decorates (the login form and the token
+#: endpoint; the three imports).
+limit_logins = limiter.shared_limit(_per_minute("YUANJIAO_LOGINS_PER_MINUTE"), "login",
+                                    key_func=login_key, methods=["POST"],
+                                    error_message="登录过于频繁，请稍后再试")
+limit_imports = limiter.shared_limit(_per_minute("YUANJIAO_IMPORTS_PER_MINUTE"), "import",
+                                     key_func=caller_key, methods=["POST"],
+                                     error_message="导入过于频繁，请稍后再试")
+limit_qr_check_ins = limiter.shared_limit(_per_minute("YUANJIAO_QR_CHECKINS_PER_MINUTE"), "qr",
+                                          key_func=caller_key, methods=["POST"],
+                                          error_message="签到过于频繁，请稍后再试")

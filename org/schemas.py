@@ -94,10 +94,18 @@ class ScreenTokenOut(Schema):
     screen_url_hint = fields.String(
         metadata={"description": "The meeting-room screen's standing kiosk URL with the "
                                  "token: it shows the current or next lesson by itself."})
+    expires_at = fields.DateTime(
+        metadata={"description": "After this the screen is refused until the site's tokens "
+                                 "are renewed (YUANJIAO_SCREEN_TOKEN_DAYS after issue)."})
 
 
 class ScreenTokensRevoked(Schema):
     revoked = fields.Integer()
+
+
+class ScreenTokensRenewed(Schema):
+    renewed = fields.Integer(metadata={"description": "unrevoked tokens renewed"})
+    expires_at = fields.DateTime(metadata={"description": "their new expiry"})
 
 
 # --- members ---------------------------------------------------------------------------

@@ -459,16 +459,31 @@ def deactivate_site(session: Session, actor: Actor, site_id: int) -> Site:
     return site
 
 
-def issue_screen_token(session: Session, actor: Actor, site_id: int) -> tuple[Site, str]:
-    """A new bearer token for a meeting-room screen of the site."""
+def issue_screen_token(session: Session, actor: Actor, site_id: int,
+                       days: int = accounts.SCREEN_TOKEN_DAYS) -> tuple[Site, str]:
+    """A new bearer token for a meeting-room screen of the site, valid `days`."""
     site = get_site(session, actor, site_id)
     if not accounts.can_operate_site(session, actor, site):
         raise Forbidden("无权为该学习点签发屏幕令牌", details={"site_id": site_id})
     if not site.active:
         raise Conflict("学习点已停用，不能签发屏幕令牌", details={"site_id": site_id})
-    token = accounts.issue_site_token(session, site)
+    token = accounts.issue_site_token(session, site, days=days)
     log.info("screen token issued for site %s", site.id)
     return site, token
+
+
+def renew_screen_tokens(session: Session, actor: Actor, site_id: int,
+                        days: int = accounts.SCREEN_TOKEN_DAYS) -> int:
+    """Every unrevoked screen token of the site valid `days` from now (expired ones too:
+    the screens keep their address); returns the count."""
+    site = get_site(session, actor, site_id)
+    if not accounts.can_operate_site(session, actor, site):
+        raise Forbidden("无权为该学习点续期屏幕令牌", details={"site_id": site_id})
+    if not site.active:
+        raise Conflict("学习点已停用，不能续期屏幕令牌", details={"site_id": site_id})
+    count = accounts.renew_site_tokens(session, site, days=days)
+    log.info("%d screen tokens renewed for site %s", count, site.id)
+    return count
 
 
 def revoke_screen_tokens(session: Session, actor: Actor, site_id: int) -> int:

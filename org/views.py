@@ -6,6 +6,7 @@ role are checked by org.service (through accounts.service) on every call.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import secrets
@@ -32,12 +33,14 @@ from flask_smorest import Blueprint as ApiBlueprint
 from sqlalchemy import func, select
 
 from accounts import service as accounts_service
+from accounts import throttle as login_throttle
 from accounts.models import ROLES
 from core import policy, ratelimit
 from core.api import api, current_api_user, current_principal
 from core.errors import DomainError, Forbidden, ValidationError
 from core.pagination import SelectPage
 from core.timeutil import DEFAULT_TZ
+from core.types import utcnow
 from extensions import csrf, db
 from org import service
 from org.models import MEMBER_CATEGORIES, MEMBER_STATUSES, ORG_UNIT_KINDS, Member, OrgUnit, Site
@@ -54,6 +57,7 @@ from org.schemas import (
     OrgUnitPatch,
     OrgUnitQuery,
     ScreenTokenOut,
+    ScreenTokensRenewed,
     ScreenTokensRevoked,
     SiteIn,
     SiteOut,
@@ -178,10 +182,13 @@ class ScreenTokens(MethodView):
     @blp.response(201, ScreenTokenOut)
     def post(self, site_id: int):
         """A bearer token for a meeting-room screen of this site (shown once)."""
-        site, token = service.issue_screen_token(db.session, current_api_user(), site_id)
+        days = _screen_token_days()
+        site, token = service.issue_screen_token(db.session, current_api_user(), site_id,
+                                                 days=days)
         db.session.commit()
         return {"token": token, "site_id": site.id,
-                "screen_url_hint": screen_url_hint(site.id, token)}
+                "screen_url_hint": screen_url_hint(site.id, token),
+                "expires_at": utcnow() + dt.timedelta(days=days)}
 
     @blp.response(200, ScreenTokensRevoked)
     def delete(self, site_id: int):
@@ -189,6 +196,21 @@ class ScreenTokens(MethodView):
         count = service.revoke_screen_tokens(db.session, current_api_user(), site_id)
         db.session.commit()
         return {"revoked": count}
+
+
+@blp.route("/sites/<int:site_id>/screen-tokens/renew", methods=["POST"])
+@blp.response(200, ScreenTokensRenewed)
+def renew_screen_tokens(site_id: int):
+    """Renew every unrevoked screen token of this site for YUANJIAO_SCREEN_TOKEN_DAYS from
+    now; an expired screen works again at the same address."""
+    days = _screen_token_days()
+    count = service.renew_screen_tokens(db.session, current_api_user(), site_id, days=days)
+    db.session.commit()
+    return {"renewed": count, "expires_at": utcnow() + dt.timedelta(days=days)}
+
+
+def _screen_token_days() -> int:
+    return int(current_app.config["YUANJIAO_SCREEN_TOKEN_DAYS"])
 
 
 # === API: members ======================================================================
@@ -233,11 +255,12 @@ class MemberById(MethodView):
 @blp.response(201, MemberImportReport)
 @blp.alt_response(200, schema=MemberImportReport, description="the dry run's report")
 @blp.alt_response(422, description="refused file: details.rows names each bad row")
+@blp.alt_response(429, description="too many imports by this user within a minute")
+@ratelimit.limit_imports
 def import_members(form, files):
     """Import members from xlsx or csv; all rows or none. `dry_run` changes nothing."""
     upload = files["file"]
     actor = current_api_user()
-    ratelimit.limit_imports(actor.id)
     report = service.import_members(db.session, upload.filename or "", upload.read(),
                                     dry_run=form["dry_run"], actor=actor)
     if form["dry_run"]:
@@ -461,16 +484,19 @@ def site_edit(site_id: int):
         "org/site_edit.html", site=site, can_write=can_write,
         can_operate=service.accounts.can_operate_site(db.session, user, site),
         unit_choices=_unit_choices(user) if can_write else [],
-        live_tokens=_live_screen_tokens(site.id), token=None,
+        **_screen_tokens(site.id), token=None,
     )
 
 
-def _live_screen_tokens(site_id: int) -> int:
-    from accounts.models import ApiToken
-
-    return db.session.scalar(select(func.count()).select_from(ApiToken).where(
-        ApiToken.site_id == site_id, ApiToken.purpose == "site",
-        ApiToken.revoked.is_(False))) or 0
+def _screen_tokens(site_id: int) -> dict[str, Any]:
+    """The site's unrevoked screen tokens for its page: how many are live, which expired,
+    and when the first live one expires."""
+    now = utcnow()
+    rows = accounts_service.site_tokens(db.session, site_id)
+    live = [r for r in rows if r.expires_at is None or r.expires_at > now]
+    expiries = [r.expires_at for r in live if r.expires_at is not None]
+    return {"live_tokens": len(live), "expired_tokens": len(rows) - len(live),
+            "tokens_expire_at": min(expiries) if expiries else None}
 
 
 @pages.route("/org/sites/<int:site_id>/screen-token", methods=["POST"])
@@ -478,14 +504,15 @@ def _live_screen_tokens(site_id: int) -> int:
 def site_screen_token(site_id: int):
     """Issue a screen token and show it once, with the screen link to copy."""
     user = _page_user("site.operate")
-    site, token = service.issue_screen_token(db.session, user, site_id)
+    site, token = service.issue_screen_token(db.session, user, site_id,
+                                             days=_screen_token_days())
     db.session.commit()
     can_write = policy.can(user, "org.write") and \
         service.accounts.can_manage_org_unit(db.session, user, site.org_unit_id)
     return render_template(
         "org/site_edit.html", site=site, can_write=can_write, can_operate=True,
         unit_choices=_unit_choices(user) if can_write else [],
-        live_tokens=_live_screen_tokens(site.id), token=token,
+        **_screen_tokens(site.id), token=token,
         screen_url=screen_url_hint(site.id, token),
     )
 
@@ -497,6 +524,17 @@ def site_screen_revoke(site_id: int):
     count = service.revoke_screen_tokens(db.session, user, site_id)
     db.session.commit()
     flash(_("已吊销 %(n)s 个屏幕令牌", n=count), "ok")
+    return redirect(url_for("org.site_edit", site_id=site_id))
+
+
+@pages.route("/org/sites/<int:site_id>/screen-tokens/renew", methods=["POST"])
+@login_required
+def site_screen_renew(site_id: int):
+    """Renew the site's screen tokens: the screens keep their address another term."""
+    user = _page_user("site.operate")
+    count = service.renew_screen_tokens(db.session, user, site_id, days=_screen_token_days())
+    db.session.commit()
+    flash(_("已续期 %(n)s 个屏幕令牌", n=count), "ok")
     return redirect(url_for("org.site_edit", site_id=site_id))
 
 
@@ -631,6 +669,7 @@ def _import_dir() -> Path:
 
 @pages.route("/org/members/import", methods=["GET", "POST"])
 @login_required
+@ratelimit.limit_imports
 def member_import():
     """Upload a file and show the dry run; the file waits under instance/ for the confirm."""
     user = _page_user("org.write")
@@ -640,7 +679,6 @@ def member_import():
     if upload is None or not upload.filename:
         flash(_("请选择要导入的文件"), "error")
         return render_template("org/import.html", report=None, errors=None), 400
-    ratelimit.limit_imports(user.id)
     content = upload.read()
     try:
         report = service.import_members(db.session, upload.filename, content, dry_run=True,
@@ -731,6 +769,7 @@ def users():
         "users/list.html", users=rows, roles=accounts_service.creatable_roles(user),
         unit_choices=_unit_choices(user), site_choices=_site_choices(user),
         page=page, pages_count=pages_count, total=total,
+        held=login_throttle.held_logins(rows),
     )
 
 
@@ -783,6 +822,17 @@ def user_tokens_revoke(user_id: int):
     user = _page_user("user.manage")
     _attempt(lambda: accounts_service.revoke_tokens_of(db.session, user, user_id),
              _("该用户的全部 API 令牌已吊销"))
+    return redirect(url_for("org.users"))
+
+
+@pages.route("/users/<int:user_id>/login-failures", methods=["POST"])
+@login_required
+def user_unlock(user_id: int):
+    """Unlock a user's login (his failed logins forgotten): he called, it was him."""
+    user = _page_user("user.manage")
+    _attempt(lambda: login_throttle.unlock_login(db.session, user, user_id,
+                                                 address=request.remote_addr),
+             _("已解除该用户的登录锁定"))
     return redirect(url_for("org.users"))
 
 

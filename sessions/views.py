@@ -171,6 +171,8 @@ def _changes_text(changes: dict, tz_name: str, *, future: bool) -> str:
 @blp.arguments(ImportForm, location="form")
 @blp.response(201, ImportOut)
 @blp.alt_response(200, schema=ImportOut, description="dry_run: what an import would do")
+@blp.alt_response(429, description="too many imports by this user within a minute")
+@ratelimit.limit_imports
 def import_sessions(files, form):
     """Import an .ics file (Outlook, Google, ...): multipart `file`, `site_ids`,
     `org_unit_ids` (repeated or comma separated) and optional `trainer_id`.
@@ -179,7 +181,6 @@ def import_sessions(files, form):
     `dry_run=true` answers 200 with what would be created, updated or left unchanged,
     and saves nothing."""
     actor = current_api_user("session.import")
-    ratelimit.limit_imports(actor.id)
     content = files["file"].read()
     studies, notes, changes = service.import_ics(
         db.session, actor, content, site_ids=form["site_ids"], org_unit_ids=form["org_unit_ids"],

@@ -215,13 +215,45 @@ def test_token_revocation(app, client, factory, db_session):
     assert client.get("/api/v1/users/me", headers=second).status_code == 401
 
 
-def test_rate_limits_fall_back_to_memory_while_redis_is_unreachable(app):
-    """A limit is never a reason to refuse a login: with Redis down, counts stay local."""
-    from core import ratelimit
 
-    store = ratelimit.FallbackStore(ratelimit.RedisStore("redis://127.0.0.1:1/0", "t:"))
-    store.add("k", 100.0, 60)
-    store.add("k", 101.0, 60)
-    assert store.recent("k", 102.0, 60) == [100.0, 101.0]
-    store.clear("k")
-    assert store.recent("k", 102.0, 60) == []
+def test_a_role_or_scope_change_ends_sessions_and_tokens(app, client, factory, db_session):
+    """An operator moved to another site (or made a member): his cookies, remember cookie
+    and tokens end with the rights they were issued for; audited."""
+    unit = factory.org_unit()
+    site_a, site_b = factory.site(unit), factory.site(unit)
+    foreign = factory.site(factory.org_unit())
+    victim = factory.user("site_operator", username="op9", password=PASSWORD,
+                          site_id=site_a.id)
+    organizer = factory.user("organizer", org_unit_id=unit.id)
+    admin_headers = factory.headers(factory.user("admin"))
+    organizer_headers = factory.headers(organizer)
+    victim_headers = factory.headers(victim)
+    browser = _login(app, "op9")
+    remembered = _remember_only(app, browser)
+    url = f"/api/v1/users/{victim.id}"
+    # An organizer may not move him out of his subtree, nor make him an admin.
+    assert client.patch(url, headers=organizer_headers,
+                        json={"site_id": foreign.id}).status_code == 403
+    assert client.patch(url, headers=organizer_headers,
+                        json={"role": "admin"}).status_code == 403
+    assert client.patch(url, headers=victim_headers,
+                        json={"site_id": site_b.id}).status_code == 403  # not himself
+    assert _logged_in(browser)
+    moved = client.patch(url, headers=organizer_headers, json={"site_id": site_b.id})
+    assert moved.status_code == 200, moved.json
+    assert moved.json["site_id"] == site_b.id
+    assert not _logged_in(browser)
+    assert not _logged_in(remembered)
+    assert client.get("/api/v1/users/me", headers=victim_headers).status_code == 401
+    # A role change: the scope of the new role is required, and the old one dropped.
+    member = factory.member(unit, site_b)
+    db_session.commit()
+    assert client.patch(url, headers=admin_headers, json={"role": "member"}).status_code == 422
+    changed = client.patch(url, headers=admin_headers,
+                           json={"role": "member", "member_id": member.id})
+    assert changed.status_code == 200, changed.json
+    assert (changed.json["role"], changed.json["site_id"], changed.json["member_id"]) == (
+        "member", None, member.id)
+    log = client.get("/api/v1/audit-log", headers=admin_headers).json
+    assert [e["details"]["to"]["role"] for e in log if e["action"] == "user_role_changed"] == [
+        "member", "site_operator"]

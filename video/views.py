@@ -11,6 +11,7 @@ from flask import (
     abort,
     current_app,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -23,7 +24,7 @@ from flask_smorest import Blueprint as ApiBlueprint
 from marshmallow import Schema, fields, validate
 
 from accounts.models import User
-from accounts.service import token_lookup
+from accounts.service import expired_token, token_lookup
 from core import policy
 from core.api import SiteScreen, api, bearer_token, current_api_user, current_principal
 from core.pagination import SelectPage
@@ -423,6 +424,13 @@ def _page_principal():
     if token:
         row = token_lookup(db.session, token)
         if row is None:
+            expired = expired_token(db.session, token)
+            if expired is not None and expired.site is not None:
+                # A screen's token ran out: say so on the screen (it looks again every
+                # minute, so renewing the site's tokens brings it back by itself).
+                abort(make_response(render_template(
+                    "video/screen_expired.html", site=expired.site,
+                    expired_at=expired.expires_at), 403))
             raise Forbidden("屏幕令牌无效或已吊销", code="invalid_token")
         if row.user_id is not None:
             return row.user
