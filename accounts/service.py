@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from blinker import Namespace
 from sqlalchemy import Connection, Select, or_, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -44,6 +45,11 @@ from org.models import Member, OrgUnit, Site
 
 MIN_PASSWORD_LENGTH = MIN_LENGTH
 log = logging.getLogger(__name__)
+
+signals = Namespace()
+#: A user's credentials ended (logout, password, deactivation, role, a revoked token):
+#: sent with the user's id, so that what a process remembers of them goes too (HLS grants).
+credentials_ended = signals.signal("credentials-ended")
 #: Days a user's API token stays valid (the app's `settings().token_days` is passed).
 TOKEN_DAYS = Settings().token_days
 #: Days a meeting-room screen's token stays valid until renewed (`screen_token_days`): a
@@ -175,6 +181,7 @@ def audit(session: Session, action: str, *, actor: User | None = None, username:
 def end_sessions(user: User) -> None:
     """End every login session and remember cookie of `user` (a new session token)."""
     user.session_token = new_session_token()
+    credentials_ended.send(user.id)
 
 
 def revoke_user_tokens(user: User) -> int:
@@ -184,6 +191,7 @@ def revoke_user_tokens(user: User) -> int:
         if not token.revoked:
             token.revoked = True
             count += 1
+    credentials_ended.send(user.id)
     return count
 
 
@@ -318,6 +326,7 @@ def revoke_token(session: Session, token: str) -> bool:
     if row is None:
         return False
     row.revoked = True
+    credentials_ended.send(row.user_id)
     return True
 
 

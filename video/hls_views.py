@@ -32,6 +32,7 @@ from flask import (
     send_from_directory,
 )
 
+from accounts.service import credentials_ended
 from core import policy
 from core.api import SiteScreen, current_principal
 from extensions import db
@@ -67,28 +68,38 @@ class Grants:
     """Who may fetch an occurrence's HLS files, remembered per credential for
     YUANJIAO_ATTENDANCE_AUTH_TTL seconds (as the sockets re-check a site operator): a
     viewer asks twice a second, and checking his token and the roster each time cost about
-    eight queries per request. (credential digest, occurrence) -> (until, member id)."""
+    eight queries per request. (credential digest, occurrence) -> (until, member id, user
+    id). A user's logout, password change or revoked token forgets his grants at once
+    (`accounts.service.credentials_ended`; other processes within the TTL)."""
 
     LIMIT = 50_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._grants: dict[tuple[str, int], tuple[float, int | None]] = {}
+        self._grants: dict[tuple[str, int], tuple[float, int | None, int | None]] = {}
 
     def get(self, key: tuple[str, int]) -> tuple[bool, int | None]:
         with self._lock:
-            until, member_id = self._grants.get(key, (0.0, None))
+            until, member_id, _user = self._grants.get(key, (0.0, None, None))
         return until > time.monotonic(), member_id
 
-    def put(self, key: tuple[str, int], member_id: int | None, ttl: float) -> None:
+    def put(self, key: tuple[str, int], member_id: int | None, ttl: float,
+            user_id: int | None = None) -> None:
         now = time.monotonic()
         with self._lock:
             if len(self._grants) >= self.LIMIT:
                 self._grants = {k: v for k, v in self._grants.items() if v[0] > now}
-            self._grants[key] = (now + ttl, member_id)
+            self._grants[key] = (now + ttl, member_id, user_id)
+
+    def forget_user(self, user_id: int | None, **_: Any) -> None:
+        if user_id is None:
+            return
+        with self._lock:
+            self._grants = {k: v for k, v in self._grants.items() if v[2] != user_id}
 
 
 _grants = Grants()
+credentials_ended.connect(_grants.forget_user, weak=False)
 
 
 def _credential() -> str | None:
@@ -118,7 +129,8 @@ def _may_watch(occurrence_id: int) -> int | None:
     member_id = None if isinstance(principal, SiteScreen) else getattr(
         principal, "member_id", None)
     if credential is not None:
-        _grants.put(key, member_id, float(current_app.config["YUANJIAO_ATTENDANCE_AUTH_TTL"]))
+        _grants.put(key, member_id, float(current_app.config["YUANJIAO_ATTENDANCE_AUTH_TTL"]),
+                    None if isinstance(principal, SiteScreen) else getattr(principal, "id", None))
     return member_id
 
 

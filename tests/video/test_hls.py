@@ -127,3 +127,26 @@ def test_an_hls_session_lapses_without_segment_fetches():
     assert not registry.holds(3, 8)
     registry.fetched(3, 7, -1)  # as if the last fetch were longer ago than the session
     assert not registry.holds(3, 7)
+
+
+def test_a_revoked_token_or_an_ended_session_fetches_no_more_hls(client, factory, scene,
+                                                                 db_session):
+    """The grant remembered for a credential goes with it: the next request after
+    `DELETE /api/v1/auth/token`, or after a password change ends his sessions, is refused
+    (it was served from the grant for YUANJIAO_ATTENDANCE_AUTH_TTL seconds)."""
+    from accounts import service as accounts
+
+    member = factory.member(scene.unit, scene.site, name="王建国")
+    viewer = factory.user("member", member_id=member.id)
+    url = f"/live/{scene.occurrence.id}/hls/index.m3u8"
+
+    auth = factory.headers(viewer)
+    assert _get(client, url, auth)["status"] == 503  # may watch; nothing on air yet
+    assert client.delete("/api/v1/auth/token", headers=auth).status_code == 204
+    assert _get(client, url, auth)["status"] == 401
+
+    auth = factory.headers(viewer)
+    assert _get(client, url, auth)["status"] == 503
+    accounts.revoke_user_tokens(viewer)  # as a password change or deactivation does
+    db_session.commit()
+    assert _get(client, url, auth)["status"] == 401
