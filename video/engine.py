@@ -51,6 +51,7 @@ from video.relay import (
     BurstPacer,
     PacketSource,
     Recorder,
+    RetransmitHistory,
     SharedAudioEncoder,
     SharedVideoEncoder,
     SubscriberTrack,
@@ -176,6 +177,8 @@ class Subscriber:
         self._rtx_tries: dict[int, int] = {}
         self._rtx_backlog: dict[int, None] = {}
         self._rtx_task: asyncio.Task | None = None
+        #: A NACKed packet was given up (too old, or re-sent too often): ask for a keyframe.
+        self.gave_up = False
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
 
@@ -212,6 +215,7 @@ class Subscriber:
         if the copy was lost too, it goes again once the round trip has passed: an aiortc
         receiver asks again only when another packet goes missing)."""
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        timed = history if isinstance(history, RetransmitHistory) else None
         latest = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
         rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
         max_age = min(RETRANSMIT_MAX_AGE, rtt + RETRANSMIT_PLAYOUT_SECONDS)
@@ -223,7 +227,13 @@ class Subscriber:
         later: list[int] = []
         wake = 1.0
         for seq in lost:
-            if history is not None and latest is not None:
+            if timed is not None:
+                entry = timed.lookup(seq)
+                if entry is None or now - entry[0] > max_age:
+                    self.retransmits_skipped += 1  # too old: the receiver has moved on
+                    self.gave_up = True
+                    continue
+            elif history is not None and latest is not None:
                 packet = history.get(seq % RTP_HISTORY_SIZE)
                 if packet is None or packet.sequence_number != seq:
                     self.retransmits_skipped += 1  # no longer in aiortc's history
@@ -234,6 +244,7 @@ class Subscriber:
                     continue
             if self._rtx_tries.get(seq, 0) >= RETRANSMIT_TRIES:
                 self.retransmits_skipped += 1
+                self.gave_up = True
                 continue
             since = now - self._rtx_sent.get(seq, -1e9)
             if since < again_after:
@@ -283,8 +294,17 @@ class Subscriber:
                     first = False
                 self.retransmitted(send, now)
                 self.retransmits += len(send)
+                history = getattr(sender, "_RTCRtpSender__rtp_history", None)
                 for seq in send:
+                    if isinstance(history, RetransmitHistory):
+                        history.restore(seq, RTP_HISTORY_SIZE)
                     await sender._retransmit(seq)
+                if self.gave_up:
+                    # A hole that will not be repaired: the site's decoder needs a fresh
+                    # start, a keyframe of its layer (rate-limited by that layer's encoder).
+                    self.gave_up = False
+                    if self.video_track is not None:
+                        self.video_track.request_keyframe()
                 if rest:
                     await asyncio.sleep(max(0.005, 1 / rate))
                 elif later:
@@ -853,6 +873,8 @@ class MediaEngine:
                 {sender._ssrc for sender in video_senders})
             for transport in {id(s.transport): s.transport for s in video_senders}.values():
                 subscriber.pacer.install(transport)
+            for sender in video_senders:  # NACKs answered from packets kept by time
+                sender._RTCRtpSender__rtp_history = RetransmitHistory(RETRANSMIT_MAX_AGE + 0.5)
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):

@@ -320,6 +320,44 @@ class BurstPacer:
         transport._send_rtp = send
 
 
+class RetransmitHistory(dict):
+    """A video sender's packets of the last `seconds`, for retransmission.
+
+    aiortc keeps the last 128 packets of a sender (`seq % 128` → packet): under a second
+    of the top layer, so a congested site's hole was often gone before its NACK could be
+    answered twice, and an aiortc receiver then waits 512 packets on it. This replaces that
+    dict: aiortc still writes every packet into it, and it also keeps each packet by its
+    full sequence number for a time; `restore` puts one back where aiortc's `_retransmit`
+    reads it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.packets: collections.OrderedDict[int, tuple[float, Any]] = \
+            collections.OrderedDict()
+
+    def __setitem__(self, key: int, packet: Any) -> None:
+        super().__setitem__(key, packet)
+        now = time.monotonic()
+        self.packets.pop(packet.sequence_number, None)
+        self.packets[packet.sequence_number] = (now, packet)
+        while self.packets:
+            seq, (sent_at, _) = next(iter(self.packets.items()))
+            if now - sent_at <= self.seconds:
+                break
+            del self.packets[seq]
+
+    def lookup(self, seq: int) -> tuple[float, Any] | None:
+        """(when it was first sent, the packet), or None when it is too old."""
+        return self.packets.get(seq)
+
+    def restore(self, seq: int, size: int = 128) -> None:
+        entry = self.packets.get(seq)
+        if entry is not None:
+            dict.__setitem__(self, seq % size, entry[1])
+
+
 class SharedVideoEncoder:
     """One video encoder for every site: scales the trainer's frames and encodes them.
 
