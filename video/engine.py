@@ -72,6 +72,13 @@ RETRANSMIT_MAX_AGE = 4.0
 #: A packet is re-sent at most this many times (3 left holes after the move down on the
 #: 800 kb/s bench profile: the congested link drops copies too).
 RETRANSMIT_TRIES = 8
+#: A re-sent packet that no later NACK confirms (an aiortc receiver NACKs only when a new
+#: packet goes missing: once the loss stops, a lost copy would be a hole for good) goes
+#: again after twice the round trip (+0.1 s), at most this many times unasked.
+RETRANSMIT_UNASKED_TRIES = 3
+#: A later NACK confirms a copy's arrival (by not listing it) only for packets this close
+#: to the newest one sent: an aiortc receiver stops listing holes 128 packets back.
+RETRANSMIT_CONFIRM_WINDOW = 100
 #: A site that reconnects within this long starts on the layer it left.
 REMEMBER_LAYER_SECONDS = 120.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
@@ -179,6 +186,9 @@ class Subscriber:
         self._rtx_task: asyncio.Task | None = None
         #: A NACKed packet was given up (too old, or re-sent too often): ask for a keyframe.
         self.gave_up = False
+        #: Re-sent packets not yet confirmed by a later NACK: seq -> unasked re-sends.
+        self._rtx_unconfirmed: dict[int, int] = {}
+        self.retransmits_unasked = 0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
 
@@ -200,6 +210,7 @@ class Subscriber:
             "retransmits": self.retransmits, "retransmits_deferred": self.retransmits_deferred,
             "retransmits_skipped": self.retransmits_skipped,
             "retransmits_repeated": self.retransmits_repeated,
+            "retransmits_unasked": self.retransmits_unasked,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
             **self.info,
@@ -232,6 +243,7 @@ class Subscriber:
                 if entry is None or now - entry[0] > max_age:
                     self.retransmits_skipped += 1  # too old: the receiver has moved on
                     self.gave_up = True
+                    self._rtx_unconfirmed.pop(seq, None)
                     continue
             elif history is not None and latest is not None:
                 packet = history.get(seq % RTP_HISTORY_SIZE)
@@ -245,6 +257,7 @@ class Subscriber:
             if self._rtx_tries.get(seq, 0) >= RETRANSMIT_TRIES:
                 self.retransmits_skipped += 1
                 self.gave_up = True
+                self._rtx_unconfirmed.pop(seq, None)
                 continue
             since = now - self._rtx_sent.get(seq, -1e9)
             if since < again_after:
@@ -266,19 +279,60 @@ class Subscriber:
         (token bucket of one second). What the budget cannot send now waits for it, as
         long as it stays worth sending: an aiortc receiver NACKs a packet again only when
         a new one goes missing, so a packet refused once would leave a hole for good."""
+        self._confirm(sender, set(lost), time.monotonic())
         for seq in lost:
             if seq in self._rtx_sent:
                 self.retransmits_repeated += 1
+            self._rtx_unconfirmed.pop(seq, None)
             self._rtx_backlog.setdefault(seq, None)
         if self._rtx_task is None or self._rtx_task.done():
             self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
 
+    def _confirm(self, sender: RTCRtpSender, listed: set[int], now: float) -> None:
+        """A NACK lists every hole the receiver still has near its newest packet: re-sent
+        packets it does not list (sent more than a round trip before it) have arrived."""
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        if not isinstance(history, RetransmitHistory) or not history.packets:
+            return
+        newest = next(reversed(history.packets))
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
+        for seq in list(self._rtx_unconfirmed):
+            if seq not in listed and now - self._rtx_sent.get(seq, now) > rtt \
+                    and (newest - seq) % 65536 < RETRANSMIT_CONFIRM_WINDOW:
+                del self._rtx_unconfirmed[seq]
+
+    def _due_unasked(self, sender: RTCRtpSender, now: float) -> float | None:
+        """Re-sent packets no NACK confirmed within twice the round trip go again (into the
+        backlog); returns when the next one falls due, or None when none is waiting."""
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
+        after = 2 * rtt + 0.1
+        due_at = None
+        for seq, unasked in list(self._rtx_unconfirmed.items()):
+            sent = self._rtx_sent.get(seq)
+            if sent is None or unasked >= RETRANSMIT_UNASKED_TRIES:
+                del self._rtx_unconfirmed[seq]
+            elif now - sent >= after:
+                self._rtx_unconfirmed[seq] = unasked + 1
+                self.retransmits_unasked += 1
+                self._rtx_backlog.setdefault(seq, None)
+            else:
+                due_at = min(due_at or 1e18, sent + after)
+        return due_at
+
     async def _drain_retransmits(self, sender: RTCRtpSender,
                                  bitrate_kbps: Callable[[], float]) -> None:
         first = True
+        timed = isinstance(getattr(sender, "_RTCRtpSender__rtp_history", None),
+                           RetransmitHistory)
         try:
-            while self._rtx_backlog:
+            while self._rtx_backlog or self._rtx_unconfirmed:
                 now = time.monotonic()
+                due_at = self._due_unasked(sender, now)
+                if not self._rtx_backlog:
+                    if due_at is None:
+                        break
+                    await asyncio.sleep(max(0.005, due_at - now))
+                    continue
                 ready, later, wake = self.worth_retransmitting(
                     sender, list(self._rtx_backlog), now)
                 rate = max(25.0, RETRANSMIT_SHARE * bitrate_kbps() * 1000 / 8 / 1100)
@@ -298,6 +352,8 @@ class Subscriber:
                 for seq in send:
                     if isinstance(history, RetransmitHistory):
                         history.restore(seq, RTP_HISTORY_SIZE)
+                    if timed:
+                        self._rtx_unconfirmed.setdefault(seq, 0)
                     await sender._retransmit(seq)
                 if self.gave_up:
                     # A hole that will not be repaired: the site's decoder needs a fresh
@@ -311,6 +367,7 @@ class Subscriber:
                     await asyncio.sleep(max(0.005, wake))
         except (ConnectionError, asyncio.CancelledError):
             self._rtx_backlog.clear()
+            self._rtx_unconfirmed.clear()
 
     def close(self) -> None:
         if self._rtx_task is not None:

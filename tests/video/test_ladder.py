@@ -497,3 +497,55 @@ def test_an_organizer_pins_a_site_through_the_api(app, client, factory, scene, d
 
     run(scenario())
     media.runtime(app).drain()
+
+
+def test_a_resent_packet_no_nack_confirms_goes_again_unasked():
+    """An aiortc receiver NACKs only when a new packet goes missing: once the loss stops, a
+    lost copy would leave a hole for good (and it waits 512 packets on it). A re-sent
+    packet that no later NACK confirms goes again after twice the round trip, at most 3
+    times unasked; one that a later NACK leaves out (it arrived) does not."""
+    from aiortc.rtp import RtpPacket
+
+    from video.engine import RETRANSMIT_UNASKED_TRIES
+    from video.engine import Subscriber as Site
+    from video.relay import RetransmitHistory
+
+    async def scenario():
+        class Sender:
+            _RTCRtpSender__rtt = 0.05
+
+            def __init__(self):
+                self.sent: list[tuple[int, float]] = []
+                self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
+
+            async def _retransmit(self, seq: int) -> None:
+                assert self._RTCRtpSender__rtp_history[seq % 128].sequence_number == seq
+                self.sent.append((seq, time.monotonic()))
+
+        sender = Sender()
+        history = sender._RTCRtpSender__rtp_history
+        for seq in range(1000, 1200):  # more than aiortc's 128: kept by time instead
+            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
+        site = Site("r", None, {}, "vp8")
+        # lost once, re-sent, and never mentioned again: three more times, unasked
+        site.queue_retransmits(sender, [1010, 1011], lambda: 360)
+        await asyncio.sleep(0.1)
+        await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
+        lone = [seq for seq, _ in sender.sent]
+        assert lone.count(1010) == lone.count(1011) == 1 + RETRANSMIT_UNASKED_TRIES, lone
+        gaps = [b - a for (s1, a), (s2, b) in zip(sender.sent, sender.sent[2:], strict=False)
+                if s1 == s2 == 1010]
+        assert all(gap >= 0.19 for gap in gaps), gaps  # 2 x RTT + 0.1 s apart
+        assert site.retransmits_unasked == 2 * RETRANSMIT_UNASKED_TRIES
+        assert not site._rtx_unconfirmed
+        # a NACK after the copy's round trip that leaves 1190 out: 1190 arrived
+        sender.sent.clear()
+        site.queue_retransmits(sender, [1190], lambda: 360)
+        await asyncio.sleep(0.07)
+        site.queue_retransmits(sender, [1195], lambda: 360)
+        await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
+        again = [seq for seq, _ in sender.sent]
+        assert again.count(1190) == 1, again
+        assert again.count(1195) == 1 + RETRANSMIT_UNASKED_TRIES, again
+
+    run(scenario())
