@@ -25,7 +25,7 @@ keyframes of the top layer; and the server's CPU per profile, whose excess over 
 profile (only the top layer encoded) is the ladder's cost, with the per-layer encode time.
 `--tbf` (root): the rate limits by the kernel instead, the impaired subscriber in a
 network namespace behind `tbf` on a veth pair (private addresses; the node then listens
-on 0.0.0.0); loss and delay stay in its receive path (this kernel has no netem).
+on the host end of the pair); loss and delay stay in its receive path (no netem here).
 """
 
 from __future__ import annotations
@@ -219,11 +219,15 @@ class Netns:
     `tbf` (the rate limit of the impaired site's downlink). Needs root; private addresses;
     nothing leaves the machine; removed on close."""
 
-    def __init__(self, rate_kbps: float, queue_ms: float = 100.0) -> None:
-        tag = os.getpid() % 10000
+    def __init__(self, rate_kbps: float | None = None, queue_ms: float = 100.0) -> None:
+        self._clean_leftovers()
+        tag = os.getpid()
         self.name, self.host_if, self.peer_if = f"yjb{tag}", f"yjh{tag}", f"yjp{tag}"
-        self.host_ip, self.peer_ip = "10.231.77.1", "10.231.77.2"
-        burst = max(2000, int(rate_kbps * 1000 / 8 / 100))  # 10 ms at the rate
+        # A /30 of its own (two runs at once must not share an address).
+        net = 4 * (tag % 16384)
+        self.host_ip = f"10.231.{net // 256}.{net % 256 + 1}"
+        self.peer_ip = f"10.231.{net // 256}.{net % 256 + 2}"
+        self.rate_kbps: float | None = None
         commands = [
             ["ip", "netns", "add", self.name],
             ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if],
@@ -234,15 +238,36 @@ class Netns:
              "dev", self.peer_if],
             ["ip", "netns", "exec", self.name, "ip", "link", "set", self.peer_if, "up"],
             ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
-            ["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate",
-             f"{int(rate_kbps)}kbit", "burst", str(burst), "latency", f"{int(queue_ms)}ms"],
         ]
         try:
             for command in commands:
                 subprocess.run(command, check=True, capture_output=True)
+            self.set_rate(rate_kbps, queue_ms)
         except BaseException:
             self.close()
             raise
+
+    @staticmethod
+    def _clean_leftovers() -> None:
+        """Remove the namespaces of runs that were killed (named after their process)."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        for line in listed.stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith("yjb") and name[3:].isdigit() \
+                    and not Path(f"/proc/{name[3:]}").exists():
+                subprocess.run(["ip", "link", "del", f"yjh{name[3:]}"], capture_output=True)
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+    def set_rate(self, rate_kbps: float | None, queue_ms: float = 100.0) -> None:
+        """Shape the namespace's downlink with `tbf` (None: no limit); counters restart."""
+        subprocess.run(["tc", "qdisc", "del", "dev", self.host_if, "root"],
+                       capture_output=True)
+        self.rate_kbps = rate_kbps
+        if rate_kbps:
+            burst = max(2000, int(rate_kbps * 1000 / 8 / 100))  # 10 ms at the rate
+            subprocess.run(["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate",
+                            f"{int(rate_kbps)}kbit", "burst", str(burst), "latency",
+                            f"{int(queue_ms)}ms"], check=True, capture_output=True)
 
     def prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.name]
@@ -266,7 +291,8 @@ class Netns:
 class Node:
     def __init__(self, relay: str, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "video.node", "--host", host, "--port", str(self.port),
              "--secret", SECRET,
@@ -439,12 +465,13 @@ def summarize(name: str, results: list[dict]) -> dict:
 
 
 def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
-                     tbf: bool = False) -> dict:
-    netns = None
-    if tbf and profile.get("rate_kbps"):
+                     netns: Netns | None = None) -> dict:
+    """One profile: the impaired site (in `netns` when given: its rate limit by `tbf`, its
+    loss and delay in its receive path) and the control, in the same lecture."""
+    if netns is not None:
         # The rate limit by the kernel: the impaired site in a namespace behind `tbf`;
         # loss and delay stay in its receive path (this kernel has no netem).
-        netns = Netns(profile["rate_kbps"], profile.get("queue_ms", 100.0))
+        netns.set_rate(profile.get("rate_kbps"), profile.get("queue_ms", 100.0))
         own = {k: v for k, v in profile.items() if k not in ("rate_kbps", "queue_ms")}
         specs = [(netns.prefix(), f"http://{netns.host_ip}:{node.port}", own, "impaired"),
                  ([], node.url, {}, "control")]
@@ -478,7 +505,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
         result: dict = {}
         for worker in workers:
             result.update(json.loads(worker.stdout.readline()))
-        if netns is not None:
+        if netns is not None and netns.rate_kbps:
             result.setdefault("link", {})["tbf_drops"] = netns.drops()
     finally:
         for worker in workers:
@@ -486,8 +513,6 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        if netns is not None:
-            netns.close()
     sites = {s["resource_id"]: s for s in stats1.get("sites", [])}
     top0 = {entry["name"]: entry for entry in stats0.get("layers", [])}
     top1 = {entry["name"]: entry for entry in stats1.get("layers", [])}
@@ -509,6 +534,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                      "deferred": site.get("retransmits_deferred"),
                      "skipped": site.get("retransmits_skipped"),
                      "repeated": site.get("retransmits_repeated"),
+                     "unasked": site.get("retransmits_unasked"),
                      "paced_ms": site.get("paced_ms")}
     time.sleep(2)  # let the node drop the departed sites
     return out
@@ -542,14 +568,17 @@ def encode_cost(rounds: int = 3, frames: int = 90) -> dict:
 
 
 def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
-    node = Node("encoded", host="0.0.0.0" if tbf else "127.0.0.1")
+    # With --tbf the node listens on the host end of the veth pair only (the control
+    # reaches it there too), the impaired site behind it in the namespace.
+    netns = Netns() if tbf else None
+    node = Node("encoded", host=netns.host_ip if netns else "127.0.0.1")
     publisher = None
     rows = []
     try:
         publisher = PublisherThread(node.url, busy=True)
         time.sleep(2)
         for name in names:
-            row = impaired_profile(node, name, PROFILES[name], seconds, tbf)
+            row = impaired_profile(node, name, PROFILES[name], seconds, netns)
             rows.append(row)
             imp, ctl = row["impaired"], row["control"]
             left = f"{row['left_top']:.1f} s" if row["left_top"] is not None else "never"
@@ -558,8 +587,9 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
                   f"layer {imp['layer']} (left the top after {left}; "
                   f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
-                  f"{imp['repeated']} asked again, {imp['skipped']} given up: too old or "
-                  f"tried 8 times), paced {imp['paced_ms']} ms\n"
+                  f"{imp['repeated']} asked again, {imp['unasked']} again unasked, "
+                  f"{imp['skipped']} given up: too old or tried 8 times), "
+                  f"paced {imp['paced_ms']} ms\n"
                   f"  {'':16s} control:  {ctl['share']:5.1f} % of {ctl['sent']} frames, "
                   f"{ctl['freezes']} freezes > 0.5 s, layer {ctl['layer']}, "
                   f"loss {ctl['loss']} %   top-layer keyframes {row['keyframes_top']} in "
@@ -570,6 +600,8 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
         if publisher is not None:
             publisher.close()
         node.stop()
+        if netns is not None:
+            netns.close()
     clean = next((r for r in rows if r["name"] == "clean"), None)
     laddered = [r for r in rows if r["impaired"]["layer"] not in (None, "high")
                 or r["layers_seen"][1:]]
