@@ -530,6 +530,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
         out[role] = {**figures, "sent": sent, "share": figures["decoded"] / sent * 100,
                      "layer": site.get("layer"), "loss": site.get("loss"),
                      "rtt_ms": site.get("rtt_ms"),
+                     "estimate_kbps": site.get("estimate_kbps"),
                      "retransmits": site.get("retransmits"),
                      "deferred": site.get("retransmits_deferred"),
                      "skipped": site.get("retransmits_skipped"),
@@ -586,6 +587,7 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
                   f"{imp['freezes']} freezes > 0.5 s (longest {imp['longest']:.2f} s), "
                   f"layer {imp['layer']} (left the top after {left}; "
                   f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
+                  f"rtt {imp['rtt_ms']} ms, REMB {imp['estimate_kbps']} kb/s, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
                   f"{imp['repeated']} asked again, {imp['unasked']} again unasked, "
                   f"{imp['skipped']} given up: too old or tried 8 times), "

@@ -927,7 +927,8 @@ class MediaEngine:
         if video_senders:
             subscriber.pacer = BurstPacer(
                 lambda: broadcast.site_bitrate_kbps(subscriber),
-                {sender._ssrc for sender in video_senders})
+                {sender._ssrc for sender in video_senders},
+                lambda: subscriber.monitor.estimate_kbps if subscriber.monitor else None)
             for transport in {id(s.transport): s.transport for s in video_senders}.values():
                 subscriber.pacer.install(transport)
             for sender in video_senders:  # NACKs answered from packets kept by time

@@ -285,8 +285,9 @@ class PacketSource:
 
 class BurstPacer:
     """Spreads one site's bursts of video packets (a keyframe, frames released together
-    after a stall) at `PACING_FACTOR` x its layer's bitrate, so that a narrow link's queue
-    does not overflow; ordinary frames pass at once.
+    after a stall) at `PACING_FACTOR` x its layer's bitrate (or its receiver's estimate of
+    its link when lower, down to the layer's bitrate), so that a narrow link's queue does
+    not overflow; ordinary frames pass at once.
 
     It wraps the site's DTLS transport's `_send_rtp`: a media video packet that would leave
     more than `PACING_BURST_SECONDS` ahead of the paced schedule waits for its slot (the
@@ -294,9 +295,13 @@ class BurstPacer:
     retransmissions and RTCP never wait, but their bytes count.
     """
 
-    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: set[int]) -> None:
+    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: set[int],
+                 estimate_kbps: Callable[[], float | None] | None = None) -> None:
         self._rate_kbps = rate_kbps
         self._video_ssrcs = video_ssrcs
+        #: The receiver's estimate of its link (REMB): bursts leave no faster than it
+        #: (but never slower than the layer's own bitrate).
+        self._estimate_kbps = estimate_kbps
         self._next = 0.0
         self.waits = 0
         self.waited = 0.0
@@ -306,7 +311,12 @@ class BurstPacer:
 
         async def send(data: bytes) -> None:
             now = time.monotonic()
-            rate = max(64.0, self._rate_kbps()) * 1000 / 8 * PACING_FACTOR  # bytes/s
+            layer = max(64.0, self._rate_kbps())
+            kbps = layer * PACING_FACTOR
+            estimate = self._estimate_kbps() if self._estimate_kbps is not None else None
+            if estimate:
+                kbps = min(kbps, max(layer, estimate))
+            rate = kbps * 1000 / 8  # bytes/s
             start = max(self._next, now - PACING_BURST_SECONDS)
             self._next = start + len(data) / rate
             wait = self._next - now  # positive once the burst credit is spent

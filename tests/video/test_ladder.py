@@ -291,6 +291,19 @@ def test_burst_pacer_spreads_a_keyframe_but_not_ordinary_frames_or_audio():
         assert video[5] - video[0] < 0.005  # the first ~9 kB (with the audio) at once
         assert video[-1] - video[0] > 0.05
 
+        # The receiver estimates its link at 800 kb/s: the same burst leaves at 1.2 Mb/s
+        # (the layer's own bitrate: never slower), not 1.8 Mb/s.
+        estimate = {"kbps": 800.0}
+        slow = Transport()
+        BurstPacer(lambda: 1200, {1}, lambda: estimate["kbps"]).install(slow)
+        sent.clear()
+        for _ in range(20):
+            await slow._send_rtp(rtp(1))
+        capped = sent[-1][0] - sent[0][0]
+        # 24 kB less the 40 ms credit at 1.2 Mb/s (6 kB): 18 kB at 150 kB/s = 0.12 s
+        assert 0.1 <= capped <= 0.3, capped
+        assert capped > video[-1] - video[0]
+
     run(scenario())
 
 
