@@ -326,8 +326,9 @@ class Node:
 class PublisherThread:
     """The synthetic trainer, on its own asyncio loop in a thread of the driver."""
 
-    def __init__(self, url: str, busy: bool = False) -> None:
+    def __init__(self, url: str, busy: bool = False, meta: dict | None = None) -> None:
         self.busy = busy
+        self.meta = {"bitrate_kbps": 1200, "height": 480, **(meta or {})}
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -347,7 +348,7 @@ class PublisherThread:
             response = await asyncio.get_running_loop().run_in_executor(None, lambda: (
                 requests.post(f"{url}/whip/{OCCURRENCE}", data=sdp, timeout=60, headers={
                     "Content-Type": "application/sdp", "X-Yuanjiao-Node-Secret": SECRET,
-                    "X-Yuanjiao-Meta": json.dumps({"bitrate_kbps": 1200, "height": 480})})))
+                    "X-Yuanjiao-Meta": json.dumps(self.meta)})))
             response.raise_for_status()
             return response.text, response.headers["Location"]
 
@@ -384,11 +385,30 @@ def ask(workers: list[subprocess.Popen], command: str | None) -> list[dict]:
     return [json.loads(w.stdout.readline()) for w in workers]
 
 
-def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> dict:
+def pin_sites(node: Node, share: float, layer: str = "low") -> int:
+    """Pin every k-th connected site to `layer` (so that its encoder runs too)."""
+    import requests
+
+    sites = node.stats().get("sites", [])
+    step = max(1, round(1 / share)) if share else 0
+    pinned = 0
+    for i, site in enumerate(sites):
+        if step and i % step == 0:
+            requests.post(f"{node.url}/resources/{site['resource_id']}/layer", timeout=10,
+                          json={"layer": layer},
+                          headers={"X-Yuanjiao-Node-Secret": SECRET}).raise_for_status()
+            pinned += 1
+    return pinned
+
+
+def measure(node: Node, publisher: PublisherThread, n: int, seconds: float,
+            pin_low: float = 0.0) -> dict:
     workers = start_workers(node.url, n)
     try:
         ready = ask(workers, None)
         first = [ms for r in ready for ms in r["first_frame_ms"]]
+        if pin_low:
+            pin_sites(node, pin_low)
         time.sleep(2)  # settle
         before = ask(workers, "mark")
         sent0, cpu0, t0 = publisher.frames_sent, cpu_seconds(node.proc.pid), time.monotonic()
@@ -416,17 +436,21 @@ def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> d
     }
 
 
-def run_mode(relay: str, sites: list[int], seconds: float) -> list[dict]:
+def run_mode(relay: str, sites: list[int], seconds: float, *, ladder: bool = True,
+             pin_low: float = 0.0, label: str | None = None) -> list[dict]:
+    """`ladder=False`: the lecture has one layer (the single-layer baseline); `pin_low`:
+    that share of the sites is pinned to the low layer (its encoder runs too)."""
     node = Node(relay)
     publisher = None
     results = []
+    label = label or relay
     try:
-        publisher = PublisherThread(node.url)
+        publisher = PublisherThread(node.url, meta=None if ladder else {"ladder": False})
         time.sleep(2)
         for n in sites:
-            result = measure(node, publisher, n, seconds)
+            result = measure(node, publisher, n, seconds, pin_low)
             results.append(result)
-            print(f"  {relay:10s} N={n:4d}  server CPU {result['cpu']:6.1f} % of a core   "
+            print(f"  {label:10s} N={n:4d}  server CPU {result['cpu']:6.1f} % of a core   "
                   f"min frames {result['min_share']:5.1f} %   first frame p50 "
                   f"{result['first_p50']} ms, max {result['first_max']} ms   "
                   f"(server encodes {result['server_fps']} fps, dropped "
@@ -434,7 +458,7 @@ def run_mode(relay: str, sites: list[int], seconds: float) -> list[dict]:
                   + (f"   ({result['no_frame']} sites got no frame)" if result["no_frame"]
                      else ""), flush=True)
             if result["cpu"] > 190:
-                print(f"  {relay}: the server is saturated; stopping at N={n}", flush=True)
+                print(f"  {label}: the server is saturated; stopping at N={n}", flush=True)
                 break
     finally:
         if publisher is not None:
@@ -462,6 +486,26 @@ def summarize(name: str, results: list[dict]) -> dict:
     print(f"{name}: cost per added site {per_site:.2f} % of a core (N=1 → N={top['n']}), "
           f"fixed cost {fixed:.1f} %, projected 2-core capacity {capacity:.0f} sites{note}")
     return {"per_site": per_site, "fixed": fixed, "capacity": capacity}
+
+
+def ladder_cost(sites: list[int], seconds: float) -> None:
+    """The ladder against the single-layer relay in the same run: per-site cost with the
+    ladder (every site on the top layer), without it, and with half the sites pinned to the
+    low layer (its encoder runs): the ladder's extra CPU against the lecture's fixed cost."""
+    single = run_mode("encoded", sites, seconds, ladder=False, label="one layer")
+    laddered = run_mode("encoded", sites, seconds, label="ladder")
+    pinned = run_mode("encoded", sites, seconds, pin_low=0.5, label="half low")
+    one = summarize("single layer (ladder off)", single)
+    two = summarize("ladder, every site on the top layer", laddered)
+    summarize("ladder, half the sites on the low layer", pinned)
+    extra = [p["cpu"] - s["cpu"] for p, s in zip(pinned, single, strict=False)
+             if p["n"] == s["n"] and p["n"] > 1]
+    if one and two and extra:
+        median = statistics.median(extra)
+        print(f"per-site cost: {two['per_site']:.2f} % of a core with the ladder vs "
+              f"{one['per_site']:.2f} % without; the low layer's encode adds "
+              f"{median:+.1f} points (median over N>1) = {median / one['fixed'] * 100:+.0f} % "
+              f"of one lecture's single-layer fixed cost ({one['fixed']:.1f} %)")
 
 
 def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
@@ -633,6 +677,8 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--video-only", action="store_true",
                         help="subscribers ask for video only (cheaper subscriber processes)")
+    parser.add_argument("--ladder-cost", action="store_true",
+                        help="per-site cost with and without the ladder, and its extra CPU")
     parser.add_argument("--impair", action="store_true",
                         help="poor-link profiles: an impaired and a control decoding site")
     parser.add_argument("--impair-seconds", type=float, default=20.0)
@@ -673,6 +719,11 @@ def main() -> None:
     sites = [int(x) for x in args.sites.split(",")]
     print(f"relay benchmark: 640x480 30 fps VP8 + Opus, {args.seconds:.0f} s windows, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    if args.ladder_cost:
+        ladder_cost(sites, args.seconds)
+        print(f"total {time.monotonic() - started:.0f} s; load average at the end "
+              f"{os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+        return
     ours = summarize("encode once, fan out packets", run_mode("encoded", sites, args.seconds))
     if not args.no_baseline:
         base_sites = [int(x) for x in args.baseline_sites.split(",")]
