@@ -363,6 +363,8 @@ class PublisherThread:
         self.run(self.publisher.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def start_workers(url: str, n: int) -> list[subprocess.Popen]:
@@ -557,6 +559,9 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
+            worker.stdin.close()
+            worker.stdout.close()
     sites = {s["resource_id"]: s for s in stats1.get("sites", [])}
     top0 = {entry["name"]: entry for entry in stats0.get("layers", [])}
     top1 = {entry["name"]: entry for entry in stats1.get("layers", [])}
@@ -580,6 +585,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                      "skipped": site.get("retransmits_skipped"),
                      "repeated": site.get("retransmits_repeated"),
                      "unasked": site.get("retransmits_unasked"),
+                     "exhausted": site.get("retransmits_exhausted"),
                      "paced_ms": site.get("paced_ms")}
     time.sleep(2)  # let the node drop the departed sites
     return out
@@ -634,7 +640,8 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
                   f"rtt {imp['rtt_ms']} ms, REMB {imp['estimate_kbps']} kb/s, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
                   f"{imp['repeated']} asked again, {imp['unasked']} again unasked, "
-                  f"{imp['skipped']} given up: too old or tried 8 times), "
+                  f"{imp['skipped']} given up: too old or tried 8 times "
+                  f"({imp['exhausted']} the latter)), "
                   f"paced {imp['paced_ms']} ms\n"
                   f"  {'':16s} control:  {ctl['share']:5.1f} % of {ctl['sent']} frames, "
                   f"{ctl['freezes']} freezes > 0.5 s, layer {ctl['layer']}, "

@@ -179,6 +179,8 @@ class Subscriber:
         self.retransmits = 0
         self.retransmits_deferred = 0
         self.retransmits_skipped = 0
+        #: Of those skipped: re-sent `RETRANSMIT_TRIES` times already.
+        self.retransmits_exhausted = 0
         self.retransmits_repeated = 0
         self._rtx_sent: dict[int, float] = {}
         self._rtx_tries: dict[int, int] = {}
@@ -209,6 +211,7 @@ class Subscriber:
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
             "retransmits": self.retransmits, "retransmits_deferred": self.retransmits_deferred,
             "retransmits_skipped": self.retransmits_skipped,
+            "retransmits_exhausted": self.retransmits_exhausted,
             "retransmits_repeated": self.retransmits_repeated,
             "retransmits_unasked": self.retransmits_unasked,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
@@ -256,6 +259,7 @@ class Subscriber:
                     continue
             if self._rtx_tries.get(seq, 0) >= RETRANSMIT_TRIES:
                 self.retransmits_skipped += 1
+                self.retransmits_exhausted += 1
                 self.gave_up = True
                 self._rtx_unconfirmed.pop(seq, None)
                 continue
