@@ -74,8 +74,16 @@ RETRANSMIT_MAX_AGE = 4.0
 RETRANSMIT_TRIES = 8
 #: A re-sent packet that no later NACK confirms (an aiortc receiver NACKs only when a new
 #: packet goes missing: once the loss stops, a lost copy would be a hole for good) goes
-#: again after twice the round trip (+0.1 s), at most this many times unasked.
+#: again after 1.5 round trips (+50 ms), at most this many times unasked ...
 RETRANSMIT_UNASKED_TRIES = 3
+#: ... and only while it is this close to the newest packet sent: a copy that did arrive
+#: makes the next one a duplicate, and an aiortc receiver that gets a packet 100 or more
+#: behind the one it waits for throws away its whole jitter buffer and starts again from
+#: that old packet (then waits 512 packets: ~10 s of frozen picture).
+RETRANSMIT_UNASKED_WINDOW = 75
+#: Nor is any packet re-sent this far behind the newest: an aiortc receiver has given up
+#: on a hole 512 packets back, and the late copy would reset its jitter buffer.
+RETRANSMIT_MAX_BEHIND = 400
 #: A later NACK confirms a copy's arrival (by not listing it) only for packets this close
 #: to the newest one sent: an aiortc receiver stops listing holes 128 packets back.
 RETRANSMIT_CONFIRM_WINDOW = 100
@@ -240,10 +248,12 @@ class Subscriber:
         ready: list[int] = []
         later: list[int] = []
         wake = 1.0
+        newest = next(reversed(timed.packets)) if timed is not None and timed.packets else 0
         for seq in lost:
             if timed is not None:
                 entry = timed.lookup(seq)
-                if entry is None or now - entry[0] > max_age:
+                if entry is None or now - entry[0] > max_age \
+                        or (newest - seq) % 65536 >= RETRANSMIT_MAX_BEHIND:
                     self.retransmits_skipped += 1  # too old: the receiver has moved on
                     self.gave_up = True
                     self._rtx_unconfirmed.pop(seq, None)
@@ -306,14 +316,19 @@ class Subscriber:
                 del self._rtx_unconfirmed[seq]
 
     def _due_unasked(self, sender: RTCRtpSender, now: float) -> float | None:
-        """Re-sent packets no NACK confirmed within twice the round trip go again (into the
-        backlog); returns when the next one falls due, or None when none is waiting."""
+        """Re-sent packets no NACK confirmed within 1.5 round trips go again (into the
+        backlog) while near the newest packet; returns when the next one falls due, or None
+        when none is waiting."""
         rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
-        after = 2 * rtt + 0.1
+        after = 1.5 * rtt + 0.05
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        newest = next(reversed(history.packets)) \
+            if isinstance(history, RetransmitHistory) and history.packets else None
         due_at = None
         for seq, unasked in list(self._rtx_unconfirmed.items()):
             sent = self._rtx_sent.get(seq)
-            if sent is None or unasked >= RETRANSMIT_UNASKED_TRIES:
+            if sent is None or unasked >= RETRANSMIT_UNASKED_TRIES or newest is None \
+                    or (newest - seq) % 65536 >= RETRANSMIT_UNASKED_WINDOW:
                 del self._rtx_unconfirmed[seq]
             elif now - sent >= after:
                 self._rtx_unconfirmed[seq] = unasked + 1

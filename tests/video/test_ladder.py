@@ -515,8 +515,10 @@ def test_an_organizer_pins_a_site_through_the_api(app, client, factory, scene, d
 def test_a_resent_packet_no_nack_confirms_goes_again_unasked():
     """An aiortc receiver NACKs only when a new packet goes missing: once the loss stops, a
     lost copy would leave a hole for good (and it waits 512 packets on it). A re-sent
-    packet that no later NACK confirms goes again after twice the round trip, at most 3
-    times unasked; one that a later NACK leaves out (it arrived) does not."""
+    packet that no later NACK confirms goes again after 1.5 round trips, at most 3 times
+    unasked, and only while near the newest packet (a duplicate 100 packets behind resets
+    an aiortc receiver's jitter buffer); one that a later NACK leaves out (it arrived)
+    does not go again."""
     from aiortc.rtp import RtpPacket
 
     from video.engine import RETRANSMIT_UNASKED_TRIES
@@ -540,25 +542,35 @@ def test_a_resent_packet_no_nack_confirms_goes_again_unasked():
         for seq in range(1000, 1200):  # more than aiortc's 128: kept by time instead
             history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
         site = Site("r", None, {}, "vp8")
-        # lost once, re-sent, and never mentioned again: three more times, unasked
-        site.queue_retransmits(sender, [1010, 1011], lambda: 360)
+        # lost once, re-sent, and never mentioned again: three more times, unasked; but
+        # not 1100, 99 packets behind the newest (a duplicate there would cost seconds)
+        site.queue_retransmits(sender, [1100, 1150, 1151], lambda: 360)
         await asyncio.sleep(0.1)
         await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
         lone = [seq for seq, _ in sender.sent]
-        assert lone.count(1010) == lone.count(1011) == 1 + RETRANSMIT_UNASKED_TRIES, lone
+        assert lone.count(1150) == lone.count(1151) == 1 + RETRANSMIT_UNASKED_TRIES, lone
+        assert lone.count(1100) == 1, lone
         gaps = [b - a for (s1, a), (s2, b) in zip(sender.sent, sender.sent[2:], strict=False)
-                if s1 == s2 == 1010]
-        assert all(gap >= 0.19 for gap in gaps), gaps  # 2 x RTT + 0.1 s apart
+                if s1 == s2 == 1150]
+        assert all(gap >= 0.12 for gap in gaps), gaps  # 1.5 x RTT + 50 ms apart
         assert site.retransmits_unasked == 2 * RETRANSMIT_UNASKED_TRIES
-        assert not site._rtx_unconfirmed
-        # a NACK after the copy's round trip that leaves 1190 out: 1190 arrived
+        # asked for: 1400 (199 packets behind) goes; 1010 (589 behind: the receiver has
+        # given up on it, a late copy would reset its jitter buffer) does not
         sender.sent.clear()
-        site.queue_retransmits(sender, [1190], lambda: 360)
+        for seq in range(1200, 1600):
+            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
+        site.queue_retransmits(sender, [1010, 1400], lambda: 360)
+        await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
+        assert [seq for seq, _ in sender.sent] == [1400]
+        assert not site._rtx_unconfirmed
+        # a NACK after the copy's round trip that leaves 1590 out: 1590 arrived
+        sender.sent.clear()
+        site.queue_retransmits(sender, [1590], lambda: 360)
         await asyncio.sleep(0.07)
-        site.queue_retransmits(sender, [1195], lambda: 360)
+        site.queue_retransmits(sender, [1595], lambda: 360)
         await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
         again = [seq for seq, _ in sender.sent]
-        assert again.count(1190) == 1, again
-        assert again.count(1195) == 1 + RETRANSMIT_UNASKED_TRIES, again
+        assert again.count(1590) == 1, again
+        assert again.count(1595) == 1 + RETRANSMIT_UNASKED_TRIES, again
 
     run(scenario())
