@@ -173,10 +173,29 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
     """Decoding subscribers, by role: the impaired site and/or the control. Prints `ready`
     with their resource ids, then on `stop` their decoded frames and freezes."""
     import requests
+    from aiortc import jitterbuffer
 
     from tests.video.peers import Impairment, Subscriber
 
     loop = asyncio.get_running_loop()
+    # Watch (never change) the video jitter buffers: how often one was thrown away for a
+    # packet 100 or more behind, and how often one gave up on a hole after 512 packets.
+    watched = {"resets": 0, "skips": 0}
+    original_remove, original_smart = (jitterbuffer.JitterBuffer.remove,
+                                       jitterbuffer.JitterBuffer.smart_remove)
+
+    def remove(self, count):
+        if self._is_video and count == self.capacity:
+            watched["resets"] += 1
+        return original_remove(self, count)
+
+    def smart_remove(self, count):
+        if self._is_video:
+            watched["skips"] += 1
+        return original_smart(self, count)
+
+    jitterbuffer.JitterBuffer.remove = remove
+    jitterbuffer.JitterBuffer.smart_remove = smart_remove
 
     def signal_for(label: str):
         async def signal(sdp):
@@ -198,18 +217,24 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
     print(json.dumps({"ready": True, "ids": ids}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     stopped = time.monotonic()
-    await asyncio.sleep(0.1)  # frames sent before `stop` still decoding
+    # The server counted the frames it had sent before `stop`: those still on the way (the
+    # link's delay, a repair's round trip) get this long to arrive and decode.
+    late = 0.3 + 2 * profile.get("delay_ms", 0) / 1000
+    await asyncio.sleep(late)
 
     def figures(sub) -> dict:
         first = sub.first_frame_at or stopped
         freezes = sub.freezes(first + 5, stopped, 0.5)
-        return {"decoded": sub.frames_between(0, stopped + 0.1), "freezes": len(freezes),
+        return {"decoded": sub.frames_between(0, stopped + late), "freezes": len(freezes),
                 "longest": max(freezes, default=0.0), "sizes": sorted(sub.sizes)}
 
     result: dict = {role: figures(sub) for role, sub in subs.items()}
     if impairment is not None:
         result["link"] = {"rtp": impairment.rtp, "lost": impairment.dropped_loss,
                           "queue_drops": impairment.dropped_queue}
+    if "impaired" in roles:  # this process's jitter buffers (the control's too, if here)
+        result.setdefault("link", {}).update(jitter_resets=watched["resets"],
+                                             jitter_skips=watched["skips"])
     print(json.dumps(result), flush=True)
     await asyncio.gather(*(sub.close() for sub in subs.values()), return_exceptions=True)
 
