@@ -951,7 +951,9 @@ class MediaEngine:
             for transport in {id(s.transport): s.transport for s in video_senders}.values():
                 subscriber.pacer.install(transport)
             for sender in video_senders:  # NACKs answered from packets kept by time
-                sender._RTCRtpSender__rtp_history = RetransmitHistory(RETRANSMIT_MAX_AGE + 0.5)
+                # aiortc's history is by count (128 packets): replaced by one by time
+                sender._RTCRtpSender__rtp_history = (  # type: ignore[attr-defined]
+                    RetransmitHistory(RETRANSMIT_MAX_AGE + 0.5))
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):
