@@ -515,6 +515,63 @@ def summarize(name: str, results: list[dict]) -> dict:
     return {"per_site": per_site, "fixed": fixed, "capacity": capacity}
 
 
+def per_packet_cost(count: int = 50000) -> dict:
+    """Process CPU per video packet (µs) of what the ladder adds to every site's sender:
+    the history by time (vs aiortc's dict of 128) and the burst pacer's wrapper (vs sending
+    directly), on the same packets; and aiortc's own serialization of a packet, for scale."""
+    from aiortc.rtp import RtpPacket
+
+    from video.relay import BurstPacer, RetransmitHistory
+
+    packets = []
+    for seq in range(count):
+        packet = RtpPacket(payload_type=96, sequence_number=seq % 65536, timestamp=seq * 3000)
+        packet.ssrc, packet.payload = 1, bytes(1100)
+        packets.append(packet)
+    wires = [p.serialize() for p in packets[:1000]] * (count // 1000)
+
+    def timed(fn) -> float:
+        started = time.process_time()
+        fn()
+        return (time.process_time() - started) / count * 1e6
+
+    def plain_dict() -> None:
+        history: dict = {}
+        for p in packets:
+            history[p.sequence_number % 128] = p
+
+    def by_time() -> None:
+        history = RetransmitHistory(4.5)
+        for p in packets:
+            history[p.sequence_number % 128] = p
+
+    class Transport:
+        async def _send_rtp(self, data: bytes) -> None:
+            return None
+
+    async def send_all(transport) -> None:
+        for data in wires:
+            await transport._send_rtp(data)
+
+    def direct() -> None:
+        asyncio.run(send_all(Transport()))
+
+    def paced() -> None:
+        transport = Transport()
+        BurstPacer(lambda: 1e9, {1}, lambda: None).install(transport)  # never waits
+        asyncio.run(send_all(transport))
+
+    def serialize() -> None:
+        for p in packets:
+            p.serialize()
+
+    out = {}
+    for name, fn in (("dict", plain_dict), ("history", by_time), ("direct", direct),
+                     ("paced", paced), ("serialize", serialize)):
+        out[name] = statistics.median(timed(fn) for _ in range(3))
+    return out
+
+
 def ladder_cost(sites: list[int], seconds: float) -> None:
     """The ladder against the single-layer relay in the same run: per-site cost with the
     ladder (every site on the top layer), without it, and with half the sites pinned to the
@@ -752,6 +809,17 @@ def main() -> None:
     print(f"relay benchmark: 640x480 30 fps VP8 + Opus, {args.seconds:.0f} s windows, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     if args.ladder_cost:
+        cost = per_packet_cost()
+        print(f"per video packet, per site (process CPU, median of 3): history by time "
+              f"{cost['history']:.2f} µs vs aiortc's dict {cost['dict']:.2f} µs; pacer "
+              f"{cost['paced']:.2f} µs vs a direct send {cost['direct']:.2f} µs; added "
+              f"{cost['history'] - cost['dict'] + cost['paced'] - cost['direct']:.2f} µs "
+              f"(aiortc's own serialization of the packet: {cost['serialize']:.2f} µs)",
+              flush=True)
+        encode = encode_cost()
+        print(f"encode per frame (process CPU, median of 3): high {encode['high']:.2f} ms, "
+              f"low {encode['low']:.2f} ms = {encode['low'] * 3:.1f} % of a core at 30 fps",
+              flush=True)
         ladder_cost(sites, args.seconds)
         print(f"total {time.monotonic() - started:.0f} s; load average at the end "
               f"{os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")

@@ -248,7 +248,7 @@ class Subscriber:
         ready: list[int] = []
         later: list[int] = []
         wake = 1.0
-        newest = next(reversed(timed.packets)) if timed is not None and timed.packets else 0
+        newest = timed.newest if timed is not None and timed.newest is not None else 0
         for seq in lost:
             if timed is not None:
                 entry = timed.lookup(seq)
@@ -306,9 +306,9 @@ class Subscriber:
         """A NACK lists every hole the receiver still has near its newest packet: re-sent
         packets it does not list (sent more than a round trip before it) have arrived."""
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
-        if not isinstance(history, RetransmitHistory) or not history.packets:
+        if not isinstance(history, RetransmitHistory) or history.newest is None:
             return
-        newest = next(reversed(history.packets))
+        newest = history.newest
         rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
         for seq in list(self._rtx_unconfirmed):
             if seq not in listed and now - self._rtx_sent.get(seq, now) > rtt \
@@ -322,8 +322,7 @@ class Subscriber:
         rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
         after = 1.5 * rtt + 0.05
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
-        newest = next(reversed(history.packets)) \
-            if isinstance(history, RetransmitHistory) and history.packets else None
+        newest = history.newest if isinstance(history, RetransmitHistory) else None
         due_at = None
         for seq, unasked in list(self._rtx_unconfirmed.items()):
             sent = self._rtx_sent.get(seq)

@@ -344,19 +344,26 @@ class RetransmitHistory(dict):
     def __init__(self, seconds: float) -> None:
         super().__init__()
         self.seconds = seconds
-        self.packets: collections.OrderedDict[int, tuple[float, Any]] = \
-            collections.OrderedDict()
+        #: seq -> (when first sent, the packet), oldest first.
+        self.packets: dict[int, tuple[float, Any]] = {}
+        self._order: collections.deque[tuple[float, int]] = collections.deque()
+        #: The newest sequence number sent (None before the first packet).
+        self.newest: int | None = None
 
     def __setitem__(self, key: int, packet: Any) -> None:
         super().__setitem__(key, packet)
         now = time.monotonic()
-        self.packets.pop(packet.sequence_number, None)
-        self.packets[packet.sequence_number] = (now, packet)
-        while self.packets:
-            seq, (sent_at, _) = next(iter(self.packets.items()))
-            if now - sent_at <= self.seconds:
-                break
-            del self.packets[seq]
+        seq = packet.sequence_number
+        self.packets[seq] = (now, packet)
+        self.newest = seq
+        order = self._order
+        order.append((now, seq))
+        horizon = now - self.seconds
+        while order[0][0] < horizon:
+            _, old = order.popleft()
+            entry = self.packets.get(old)
+            if entry is not None and entry[0] < horizon:
+                del self.packets[old]
 
     def lookup(self, seq: int) -> tuple[float, Any] | None:
         """(when it was first sent, the packet), or None when it is too old."""
