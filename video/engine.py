@@ -293,6 +293,11 @@ class Subscriber:
         (token bucket of one second). What the budget cannot send now waits for it, as
         long as it stays worth sending: an aiortc receiver NACKs a packet again only when
         a new one goes missing, so a packet refused once would leave a hole for good."""
+        if self.video_track is not None and self.video_track.layer == AUDIO:
+            # The video is paused for this link: repairing it would only crowd the audio.
+            self._rtx_backlog.clear()
+            self._rtx_unconfirmed.clear()
+            return
         self._confirm(sender, set(lost), time.monotonic())
         for seq in lost:
             if seq in self._rtx_sent:
@@ -344,6 +349,10 @@ class Subscriber:
                            RetransmitHistory)
         try:
             while self._rtx_backlog or self._rtx_unconfirmed:
+                if self.video_track is not None and self.video_track.layer == AUDIO:
+                    self._rtx_backlog.clear()  # moved to audio only: no more video repairs
+                    self._rtx_unconfirmed.clear()
+                    break
                 now = time.monotonic()
                 due_at = self._due_unasked(sender, now)
                 if not self._rtx_backlog:
