@@ -217,9 +217,10 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
     print(json.dumps({"ready": True, "ids": ids}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     stopped = time.monotonic()
-    # The server counted the frames it had sent before `stop`: those still on the way (the
-    # link's delay, a repair's round trip) get this long to arrive and decode.
-    late = 0.3 + 2 * profile.get("delay_ms", 0) / 1000
+    # The server counted the frames it had sent before `stop`: those still crossing the
+    # link get its one-way delay (+0.1 s) to arrive and decode. (Not a repair's round trip
+    # too: frames sent after the count would then be counted as well.)
+    late = 0.1 + profile.get("delay_ms", 0) / 1000
     await asyncio.sleep(late)
 
     def figures(sub) -> dict:
