@@ -180,21 +180,24 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
     loop = asyncio.get_running_loop()
     # Watch (never change) the video jitter buffers: how often one was thrown away for a
     # packet 100 or more behind, and how often one gave up on a hole after 512 packets.
-    watched = {"resets": 0, "skips": 0}
-    original_remove, original_smart = (jitterbuffer.JitterBuffer.remove,
-                                       jitterbuffer.JitterBuffer.smart_remove)
+    watched: dict = {"resets": 0, "skips": 0, "reset_behind": []}
+    original_add, original_smart = (jitterbuffer.JitterBuffer.add,
+                                    jitterbuffer.JitterBuffer.smart_remove)
 
-    def remove(self, count):
-        if self._is_video and count == self.capacity:
-            watched["resets"] += 1
-        return original_remove(self, count)
+    def add(self, packet):
+        if self._is_video and self._origin is not None:
+            behind = (self._origin - packet.sequence_number) % 65536
+            if jitterbuffer.MAX_MISORDER <= behind < 32768:
+                watched["resets"] += 1
+                watched["reset_behind"].append(behind)
+        return original_add(self, packet)
 
     def smart_remove(self, count):
         if self._is_video:
             watched["skips"] += 1
         return original_smart(self, count)
 
-    jitterbuffer.JitterBuffer.remove = remove
+    jitterbuffer.JitterBuffer.add = add
     jitterbuffer.JitterBuffer.smart_remove = smart_remove
 
     def signal_for(label: str):
@@ -235,7 +238,8 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
                           "queue_drops": impairment.dropped_queue}
     if "impaired" in roles:  # this process's jitter buffers (the control's too, if here)
         result.setdefault("link", {}).update(jitter_resets=watched["resets"],
-                                             jitter_skips=watched["skips"])
+                                             jitter_skips=watched["skips"],
+                                             reset_behind=watched["reset_behind"][:5])
     print(json.dumps(result), flush=True)
     await asyncio.gather(*(sub.close() for sub in subs.values()), return_exceptions=True)
 
@@ -668,6 +672,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                      "skipped": site.get("retransmits_skipped"),
                      "repeated": site.get("retransmits_repeated"),
                      "unasked": site.get("retransmits_unasked"),
+                     "held": site.get("retransmits_held"),
                      "exhausted": site.get("retransmits_exhausted"),
                      "paced_ms": site.get("paced_ms")}
     time.sleep(2)  # let the node drop the departed sites
@@ -723,6 +728,7 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
                   f"rtt {imp['rtt_ms']} ms, REMB {imp['estimate_kbps']} kb/s, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
                   f"{imp['repeated']} asked again, {imp['unasked']} again unasked, "
+                  f"{imp['held']} held back, "
                   f"{imp['skipped']} given up: too old or tried 8 times "
                   f"({imp['exhausted']} the latter)), "
                   f"paced {imp['paced_ms']} ms\n"

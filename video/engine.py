@@ -199,6 +199,9 @@ class Subscriber:
         #: Re-sent packets not yet confirmed by a later NACK: seq -> unasked re-sends.
         self._rtx_unconfirmed: dict[int, int] = {}
         self.retransmits_unasked = 0
+        #: Asked again for a copy sent lately, far behind: not re-sent (a duplicate there
+        #: would reset an aiortc receiver's jitter buffer).
+        self.retransmits_held = 0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
 
@@ -222,6 +225,7 @@ class Subscriber:
             "retransmits_exhausted": self.retransmits_exhausted,
             "retransmits_repeated": self.retransmits_repeated,
             "retransmits_unasked": self.retransmits_unasked,
+            "retransmits_held": self.retransmits_held,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
             **self.info,
@@ -274,6 +278,14 @@ class Subscriber:
                 self._rtx_unconfirmed.pop(seq, None)
                 continue
             since = now - self._rtx_sent.get(seq, -1e9)
+            far = timed is not None and (newest - seq) % 65536 >= RETRANSMIT_UNASKED_WINDOW
+            if far and since < 2 * rtt + 0.1:
+                # Re-sent lately and far behind: the NACK may predate the copy's arrival,
+                # and a duplicate this far back resets an aiortc receiver's jitter buffer.
+                # Only a NACK well after the copy (it was lost too) sends it again.
+                self.retransmits_held += 1
+                self._rtx_unconfirmed.pop(seq, None)
+                continue
             if since < again_after:
                 later.append(seq)
                 wake = min(wake, again_after - since)
