@@ -84,6 +84,10 @@ RETRANSMIT_UNASKED_WINDOW = 75
 #: Nor is any packet re-sent this far behind the newest: an aiortc receiver has given up
 #: on a hole 512 packets back, and the late copy would reset its jitter buffer.
 RETRANSMIT_MAX_BEHIND = 400
+#: Unconfirmed re-sends further back than the unasked window are not re-sent but probed
+#: for: one video packet goes a position late, the receiver's NACK lists what is still
+#: missing (up to 128 packets back: aiortc's NACK horizon).
+RETRANSMIT_PROBE_WINDOW = 120
 #: A later NACK confirms a copy's arrival (by not listing it) only for packets this close
 #: to the newest one sent: an aiortc receiver stops listing holes 128 packets back.
 RETRANSMIT_CONFIRM_WINDOW = 100
@@ -202,6 +206,7 @@ class Subscriber:
         #: Asked again for a copy sent lately, far behind: not re-sent (a duplicate there
         #: would reset an aiortc receiver's jitter buffer).
         self.retransmits_held = 0
+        self._last_probe = 0.0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
 
@@ -226,6 +231,7 @@ class Subscriber:
             "retransmits_repeated": self.retransmits_repeated,
             "retransmits_unasked": self.retransmits_unasked,
             "retransmits_held": self.retransmits_held,
+            "nack_probes": self.pacer.probes if self.pacer else 0,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
             **self.info,
@@ -284,7 +290,6 @@ class Subscriber:
                 # and a duplicate this far back resets an aiortc receiver's jitter buffer.
                 # Only a NACK well after the copy (it was lost too) sends it again.
                 self.retransmits_held += 1
-                self._rtx_unconfirmed.pop(seq, None)
                 continue
             if since < again_after:
                 later.append(seq)
@@ -310,6 +315,8 @@ class Subscriber:
             self._rtx_backlog.clear()
             self._rtx_unconfirmed.clear()
             return
+        if self.pacer is not None and self.pacer.probe_seq is not None:
+            lost = [seq for seq in lost if seq != self.pacer.probe_seq]  # it came late
         self._confirm(sender, set(lost), time.monotonic())
         for seq in lost:
             if seq in self._rtx_sent:
@@ -341,11 +348,24 @@ class Subscriber:
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
         newest = history.newest if isinstance(history, RetransmitHistory) else None
         due_at = None
+        probe_after = 2 * rtt + 0.1
         for seq, unasked in list(self._rtx_unconfirmed.items()):
             sent = self._rtx_sent.get(seq)
-            if sent is None or unasked >= RETRANSMIT_UNASKED_TRIES or newest is None \
-                    or (newest - seq) % 65536 >= RETRANSMIT_UNASKED_WINDOW:
+            behind = (newest - seq) % 65536 if newest is not None else None
+            if sent is None or unasked >= RETRANSMIT_UNASKED_TRIES or behind is None \
+                    or behind >= RETRANSMIT_PROBE_WINDOW:
                 del self._rtx_unconfirmed[seq]
+            elif behind >= RETRANSMIT_UNASKED_WINDOW:
+                # Too far back to re-send unasked: ask the receiver what it still misses.
+                if self.pacer is None:
+                    del self._rtx_unconfirmed[seq]
+                    continue
+                ready_at = max(sent, self._last_probe) + probe_after
+                if now >= ready_at:
+                    self._last_probe = now
+                    self.pacer.probe_requested = True
+                    ready_at = now + probe_after
+                due_at = min(due_at or 1e18, ready_at)
             elif now - sent >= after:
                 self._rtx_unconfirmed[seq] = unasked + 1
                 self.retransmits_unasked += 1

@@ -305,9 +305,22 @@ class BurstPacer:
         self._next = 0.0
         self.waits = 0
         self.waited = 0.0
+        #: Set to send the next video packet one position late (after the one following
+        #: it): the receiver sees a gap and NACKs every hole it still has (`probe_seq` is
+        #: the late one's sequence number; it arrives right after).
+        self.probe_requested = False
+        self.probes = 0
+        self.probe_seq: int | None = None
+        self._held: bytes | None = None
+        self._flushing: asyncio.Future | None = None
 
     def install(self, transport: Any) -> None:
         original = transport._send_rtp
+
+        def flush(held: bytes) -> None:
+            if self._held is held:  # no video packet followed within 100 ms
+                self._held = None
+                self._flushing = asyncio.ensure_future(original(held))
 
         async def send(data: bytes) -> None:
             now = time.monotonic()
@@ -320,11 +333,24 @@ class BurstPacer:
             start = max(self._next, now - PACING_BURST_SECONDS)
             self._next = start + len(data) / rate
             wait = self._next - now  # positive once the burst credit is spent
-            if wait > 0.002 and len(data) >= 12 and not 192 <= data[1] <= 223 \
-                    and int.from_bytes(data[8:12], "big") in self._video_ssrcs:
+            video = len(data) >= 12 and not 192 <= data[1] <= 223 \
+                and int.from_bytes(data[8:12], "big") in self._video_ssrcs
+            if wait > 0.002 and video:
                 self.waits += 1
                 self.waited += wait
                 await asyncio.sleep(wait)
+            if video and self._held is not None:
+                held, self._held = self._held, None
+                await original(data)
+                await original(held)
+                return
+            if video and self.probe_requested:
+                self.probe_requested = False
+                self.probes += 1
+                self._held = data
+                self.probe_seq = int.from_bytes(data[2:4], "big")
+                asyncio.get_running_loop().call_later(0.1, flush, data)
+                return
             await original(data)
 
         transport._send_rtp = send

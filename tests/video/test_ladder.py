@@ -574,3 +574,40 @@ def test_a_resent_packet_no_nack_confirms_goes_again_unasked():
         assert again.count(1595) == 1 + RETRANSMIT_UNASKED_TRIES, again
 
     run(scenario())
+
+
+def test_a_nack_probe_sends_one_video_packet_a_position_late():
+    """To learn which far holes a receiver still has (it NACKs only on a new gap), the
+    pacer sends one video packet after the next one; alone, it goes after 100 ms."""
+    from video.relay import BurstPacer
+
+    def rtp(ssrc: int, seq: int) -> bytes:
+        return bytes([0x80, 96]) + seq.to_bytes(2, "big") + bytes(4) + ssrc.to_bytes(4, "big") \
+            + bytes(200)
+
+    async def scenario():
+        sent: list[tuple[int, int]] = []
+
+        class Transport:
+            async def _send_rtp(self, data: bytes) -> None:
+                sent.append((int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")))
+
+        transport = Transport()
+        pacer = BurstPacer(lambda: 1200, {1})
+        pacer.install(transport)
+        await transport._send_rtp(rtp(1, 10))
+        pacer.probe_requested = True
+        await transport._send_rtp(rtp(1, 11))
+        await transport._send_rtp(rtp(2, 500))  # audio: never held, never releases it
+        await transport._send_rtp(rtp(1, 12))
+        assert sent == [(1, 10), (2, 500), (1, 12), (1, 11)]
+        assert pacer.probes == 1
+        assert pacer.probe_seq == 11
+        sent.clear()
+        pacer.probe_requested = True
+        await transport._send_rtp(rtp(1, 13))
+        assert sent == []
+        await asyncio.sleep(0.15)  # no video after it: it goes by itself
+        assert sent == [(1, 13)]
+
+    run(scenario())

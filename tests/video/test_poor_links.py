@@ -79,7 +79,8 @@ def test_each_poor_link_profile_meets_its_goals_and_the_control_site_is_untouche
                       f"longest freeze {imp['longest']:.2f} s, layer {imp['layer']} "
                       f"(left the top after {row['left_top']}), link {row['link']}, "
                       f"re-sent {imp['retransmits']} ({imp['unasked']} unasked, "
-                      f"{imp['held']} held back, {imp['skipped']} given up); control "
+                      f"{imp['held']} held back, {imp['probes']} probes, "
+                      f"{imp['skipped']} given up); control "
                       f"{ctl['share']:.1f} % of {ctl['sent']}, longest freeze "
                       f"{ctl['longest']:.2f} s, layer {ctl['layer']}; top-layer keyframes "
                       f"{row['keyframes_top']} in {row['seconds']:.0f} s")
