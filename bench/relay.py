@@ -37,7 +37,7 @@ keyframes of the top layer; and the server's CPU per profile, whose excess over 
 profile (only the top layer encoded) is the ladder's cost, with the per-layer encode time.
 `--tbf` (root): the rate limits by the kernel instead, the impaired subscriber in a
 network namespace behind `tbf` on a veth pair (private addresses; the node then listens
-on 0.0.0.0); loss and delay stay in its receive path (this kernel has no netem).
+on the host end of the pair); loss and delay stay in its receive path (no netem here).
 """
 
 from __future__ import annotations
@@ -185,10 +185,32 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
     """Decoding subscribers, by role: the impaired site and/or the control. Prints `ready`
     with their resource ids, then on `stop` their decoded frames and freezes."""
     import requests
+    from aiortc import jitterbuffer
 
     from tests.video.peers import Impairment, Subscriber
 
     loop = asyncio.get_running_loop()
+    # Watch (never change) the video jitter buffers: how often one was thrown away for a
+    # packet 100 or more behind, and how often one gave up on a hole after 512 packets.
+    watched: dict = {"resets": 0, "skips": 0, "reset_behind": []}
+    original_add, original_smart = (jitterbuffer.JitterBuffer.add,
+                                    jitterbuffer.JitterBuffer.smart_remove)
+
+    def add(self, packet):
+        if self._is_video and self._origin is not None:
+            behind = (self._origin - packet.sequence_number) % 65536
+            if jitterbuffer.MAX_MISORDER <= behind < 32768:
+                watched["resets"] += 1
+                watched["reset_behind"].append(behind)
+        return original_add(self, packet)
+
+    def smart_remove(self, count):
+        if self._is_video:
+            watched["skips"] += 1
+        return original_smart(self, count)
+
+    jitterbuffer.JitterBuffer.add = add
+    jitterbuffer.JitterBuffer.smart_remove = smart_remove
 
     def signal_for(label: str):
         async def signal(sdp):
@@ -210,18 +232,26 @@ async def impair_worker_main(url: str, occurrence_id: int, profile: dict,
     print(json.dumps({"ready": True, "ids": ids}), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     stopped = time.monotonic()
-    await asyncio.sleep(0.1)  # frames sent before `stop` still decoding
+    # The server counted the frames it had sent before `stop`: those still crossing the
+    # link get its one-way delay (+0.1 s) to arrive and decode. (Not a repair's round trip
+    # too: frames sent after the count would then be counted as well.)
+    late = 0.1 + profile.get("delay_ms", 0) / 1000
+    await asyncio.sleep(late)
 
     def figures(sub) -> dict:
         first = sub.first_frame_at or stopped
         freezes = sub.freezes(first + 5, stopped, 0.5)
-        return {"decoded": sub.frames_between(0, stopped + 0.1), "freezes": len(freezes),
+        return {"decoded": sub.frames_between(0, stopped + late), "freezes": len(freezes),
                 "longest": max(freezes, default=0.0), "sizes": sorted(sub.sizes)}
 
     result: dict = {role: figures(sub) for role, sub in subs.items()}
     if impairment is not None:
         result["link"] = {"rtp": impairment.rtp, "lost": impairment.dropped_loss,
                           "queue_drops": impairment.dropped_queue}
+    if "impaired" in roles:  # this process's jitter buffers (the control's too, if here)
+        result.setdefault("link", {}).update(jitter_resets=watched["resets"],
+                                             jitter_skips=watched["skips"],
+                                             reset_behind=watched["reset_behind"][:5])
     print(json.dumps(result), flush=True)
     await asyncio.gather(*(sub.close() for sub in subs.values()), return_exceptions=True)
 
@@ -231,11 +261,15 @@ class Netns:
     `tbf` (the rate limit of the impaired site's downlink). Needs root; private addresses;
     nothing leaves the machine; removed on close."""
 
-    def __init__(self, rate_kbps: float, queue_ms: float = 100.0) -> None:
-        tag = os.getpid() % 10000
+    def __init__(self, rate_kbps: float | None = None, queue_ms: float = 100.0) -> None:
+        self._clean_leftovers()
+        tag = os.getpid()
         self.name, self.host_if, self.peer_if = f"yjb{tag}", f"yjh{tag}", f"yjp{tag}"
-        self.host_ip, self.peer_ip = "10.231.77.1", "10.231.77.2"
-        burst = max(2000, int(rate_kbps * 1000 / 8 / 100))  # 10 ms at the rate
+        # A /30 of its own (two runs at once must not share an address).
+        net = 4 * (tag % 16384)
+        self.host_ip = f"10.231.{net // 256}.{net % 256 + 1}"
+        self.peer_ip = f"10.231.{net // 256}.{net % 256 + 2}"
+        self.rate_kbps: float | None = None
         commands = [
             ["ip", "netns", "add", self.name],
             ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if],
@@ -246,15 +280,36 @@ class Netns:
              "dev", self.peer_if],
             ["ip", "netns", "exec", self.name, "ip", "link", "set", self.peer_if, "up"],
             ["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"],
-            ["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate",
-             f"{int(rate_kbps)}kbit", "burst", str(burst), "latency", f"{int(queue_ms)}ms"],
         ]
         try:
             for command in commands:
                 subprocess.run(command, check=True, capture_output=True)
+            self.set_rate(rate_kbps, queue_ms)
         except BaseException:
             self.close()
             raise
+
+    @staticmethod
+    def _clean_leftovers() -> None:
+        """Remove the namespaces of runs that were killed (named after their process)."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        for line in listed.stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith("yjb") and name[3:].isdigit() \
+                    and not Path(f"/proc/{name[3:]}").exists():
+                subprocess.run(["ip", "link", "del", f"yjh{name[3:]}"], capture_output=True)
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+    def set_rate(self, rate_kbps: float | None, queue_ms: float = 100.0) -> None:
+        """Shape the namespace's downlink with `tbf` (None: no limit); counters restart."""
+        subprocess.run(["tc", "qdisc", "del", "dev", self.host_if, "root"],
+                       capture_output=True)
+        self.rate_kbps = rate_kbps
+        if rate_kbps:
+            burst = max(2000, int(rate_kbps * 1000 / 8 / 100))  # 10 ms at the rate
+            subprocess.run(["tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate",
+                            f"{int(rate_kbps)}kbit", "burst", str(burst), "latency",
+                            f"{int(queue_ms)}ms"], check=True, capture_output=True)
 
     def prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.name]
@@ -278,7 +333,8 @@ class Netns:
 class Node:
     def __init__(self, relay: str, host: str = "127.0.0.1") -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "video.node", "--host", host, "--port", str(self.port),
              "--secret", SECRET,
@@ -378,10 +434,12 @@ class PublisherThread:
     """The synthetic trainer, on its own asyncio loop in a thread of the driver."""
 
     def __init__(self, url: str, busy: bool = False, forward: str = "off",
-                 kbps: int | None = None, frames: list | None = None) -> None:
+                 kbps: int | None = None, frames: list | None = None,
+                 meta: dict | None = None) -> None:
         self.busy = busy
         self.forward = forward
         self.frames = frames
+        self.meta = {"bitrate_kbps": 1200, "height": 480, "forward": forward, **(meta or {})}
         if kbps:
             # The publisher's VP8 at a fixed bitrate (aiortc's follows the REMB it gets,
             # 250 kb/s to 1.5 Mb/s): the forwarded stream then has the lecture's bitrate.
@@ -413,8 +471,7 @@ class PublisherThread:
             response = await asyncio.get_running_loop().run_in_executor(None, lambda: (
                 requests.post(f"{url}/whip/{OCCURRENCE}", data=sdp, timeout=60, headers={
                     "Content-Type": "application/sdp", "X-Yuanjiao-Node-Secret": SECRET,
-                    "X-Yuanjiao-Meta": json.dumps({"bitrate_kbps": 1200, "height": 480,
-                                                   "forward": self.forward})})))
+                    "X-Yuanjiao-Meta": json.dumps(self.meta)})))
             response.raise_for_status()
             return response.text, response.headers["Location"]
 
@@ -429,6 +486,8 @@ class PublisherThread:
         self.run(self.publisher.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 def start_workers(url: str, n: int) -> list[subprocess.Popen]:
@@ -451,11 +510,30 @@ def ask(workers: list[subprocess.Popen], command: str | None) -> list[dict]:
     return [json.loads(w.stdout.readline()) for w in workers]
 
 
-def measure(node: Node, publisher: PublisherThread, n: int, seconds: float) -> dict:
+def pin_sites(node: Node, share: float, layer: str = "low") -> int:
+    """Pin every k-th connected site to `layer` (so that its encoder runs too)."""
+    import requests
+
+    sites = node.stats().get("sites", [])
+    step = max(1, round(1 / share)) if share else 0
+    pinned = 0
+    for i, site in enumerate(sites):
+        if step and i % step == 0:
+            requests.post(f"{node.url}/resources/{site['resource_id']}/layer", timeout=10,
+                          json={"layer": layer},
+                          headers={"X-Yuanjiao-Node-Secret": SECRET}).raise_for_status()
+            pinned += 1
+    return pinned
+
+
+def measure(node: Node, publisher: PublisherThread, n: int, seconds: float,
+            pin_low: float = 0.0) -> dict:
     workers = start_workers(node.url, n)
     try:
         ready = ask(workers, None)
         first = [ms for r in ready for ms in r["first_frame_ms"]]
+        if pin_low:
+            pin_sites(node, pin_low)
         time.sleep(2)  # settle
         before = ask(workers, "mark")
         sent0, cpu0, t0 = publisher.frames_sent, cpu_seconds(node.proc.pid), time.monotonic()
@@ -498,17 +576,21 @@ def per_site_kbps(stats: dict, seconds: float) -> float | None:
 
 def run_mode(relay: str, sites: list[int], seconds: float, forward: str = "off",
              busy: bool = False, label: str | None = None,
-             publisher_kbps: int | None = None, frames: list | None = None) -> list[dict]:
-    label = label or relay
+             publisher_kbps: int | None = None, frames: list | None = None, *,
+             ladder: bool = True, pin_low: float = 0.0) -> list[dict]:
+    """`ladder=False`: the lecture has one layer (the single-layer baseline); `pin_low`:
+    that share of the sites is pinned to the low layer (its encoder runs too)."""
     node = Node(relay)
     publisher = None
     results = []
+    label = label or relay
     try:
         publisher = PublisherThread(node.url, busy=busy, forward=forward,
-                                    kbps=publisher_kbps, frames=frames)
+                                    kbps=publisher_kbps, frames=frames,
+                                    meta=None if ladder else {"ladder": False})
         time.sleep(2)
         for n in sites:
-            result = measure(node, publisher, n, seconds)
+            result = measure(node, publisher, n, seconds, pin_low)
             results.append(result)
             print(f"  {label:10s} N={n:4d}  server CPU {result['cpu']:6.1f} % of a core   "
                   f"min frames {result['min_share']:5.1f} %   first frame p50 "
@@ -520,7 +602,7 @@ def run_mode(relay: str, sites: list[int], seconds: float, forward: str = "off",
                   + (f"   ({result['no_frame']} sites got no frame)" if result["no_frame"]
                      else ""), flush=True)
             if result["cpu"] > 190:
-                print(f"  {relay}: the server is saturated; stopping at N={n}", flush=True)
+                print(f"  {label}: the server is saturated; stopping at N={n}", flush=True)
                 break
     finally:
         if publisher is not None:
@@ -550,13 +632,91 @@ def summarize(name: str, results: list[dict]) -> dict:
     return {"per_site": per_site, "fixed": fixed, "capacity": capacity}
 
 
+def per_packet_cost(count: int = 50000) -> dict:
+    """Process CPU per video packet (µs) of what the ladder adds to every site's sender:
+    the history by time (vs aiortc's dict of 128) and the burst pacer's wrapper (vs sending
+    directly), on the same packets; and aiortc's own serialization of a packet, for scale."""
+    from aiortc.rtp import RtpPacket
+
+    from video.relay import BurstPacer, RetransmitHistory
+
+    packets = []
+    for seq in range(count):
+        packet = RtpPacket(payload_type=96, sequence_number=seq % 65536, timestamp=seq * 3000)
+        packet.ssrc, packet.payload = 1, bytes(1100)
+        packets.append(packet)
+    wires = [p.serialize() for p in packets[:1000]] * (count // 1000)
+
+    def timed(fn) -> float:
+        started = time.process_time()
+        fn()
+        return (time.process_time() - started) / count * 1e6
+
+    def plain_dict() -> None:
+        history: dict = {}
+        for p in packets:
+            history[p.sequence_number % 128] = p
+
+    def by_time() -> None:
+        history = RetransmitHistory(4.5)
+        for p in packets:
+            history[p.sequence_number % 128] = p
+
+    class Transport:
+        async def _send_rtp(self, data: bytes) -> None:
+            return None
+
+    async def send_all(transport) -> None:
+        for data in wires:
+            await transport._send_rtp(data)
+
+    def direct() -> None:
+        asyncio.run(send_all(Transport()))
+
+    def paced() -> None:
+        transport = Transport()
+        BurstPacer(lambda: 1e9, {1}, lambda: None).install(transport)  # never waits
+        asyncio.run(send_all(transport))
+
+    def serialize() -> None:
+        for p in packets:
+            p.serialize()
+
+    out = {}
+    for name, fn in (("dict", plain_dict), ("history", by_time), ("direct", direct),
+                     ("paced", paced), ("serialize", serialize)):
+        out[name] = statistics.median(timed(fn) for _ in range(3))
+    return out
+
+
+def ladder_cost(sites: list[int], seconds: float) -> None:
+    """The ladder against the single-layer relay in the same run: per-site cost with the
+    ladder (every site on the top layer), without it, and with half the sites pinned to the
+    low layer (its encoder runs): the ladder's extra CPU against the lecture's fixed cost."""
+    single = run_mode("encoded", sites, seconds, ladder=False, label="one layer")
+    laddered = run_mode("encoded", sites, seconds, label="ladder")
+    pinned = run_mode("encoded", sites, seconds, pin_low=0.5, label="half low")
+    one = summarize("single layer (ladder off)", single)
+    two = summarize("ladder, every site on the top layer", laddered)
+    summarize("ladder, half the sites on the low layer", pinned)
+    extra = [p["cpu"] - s["cpu"] for p, s in zip(pinned, single, strict=False)
+             if p["n"] == s["n"] and p["n"] > 1]
+    if one and two and extra:
+        median = statistics.median(extra)
+        print(f"per-site cost: {two['per_site']:.2f} % of a core with the ladder vs "
+              f"{one['per_site']:.2f} % without; the low layer's encode adds "
+              f"{median:+.1f} points (median over N>1) = {median / one['fixed'] * 100:+.0f} % "
+              f"of one lecture's single-layer fixed cost ({one['fixed']:.1f} %)")
+
+
 def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
-                     tbf: bool = False) -> dict:
-    netns = None
-    if tbf and profile.get("rate_kbps"):
+                     netns: Netns | None = None) -> dict:
+    """One profile: the impaired site (in `netns` when given: its rate limit by `tbf`, its
+    loss and delay in its receive path) and the control, in the same lecture."""
+    if netns is not None:
         # The rate limit by the kernel: the impaired site in a namespace behind `tbf`;
         # loss and delay stay in its receive path (this kernel has no netem).
-        netns = Netns(profile["rate_kbps"], profile.get("queue_ms", 100.0))
+        netns.set_rate(profile.get("rate_kbps"), profile.get("queue_ms", 100.0))
         own = {k: v for k, v in profile.items() if k not in ("rate_kbps", "queue_ms")}
         specs = [(netns.prefix(), f"http://{netns.host_ip}:{node.port}", own, "impaired"),
                  ([], node.url, {}, "control")]
@@ -590,7 +750,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
         result: dict = {}
         for worker in workers:
             result.update(json.loads(worker.stdout.readline()))
-        if netns is not None:
+        if netns is not None and netns.rate_kbps:
             result.setdefault("link", {})["tbf_drops"] = netns.drops()
     finally:
         for worker in workers:
@@ -598,8 +758,9 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                 worker.wait(20)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        if netns is not None:
-            netns.close()
+                worker.wait()
+            worker.stdin.close()
+            worker.stdout.close()
     sites = {s["resource_id"]: s for s in stats1.get("sites", [])}
     top0 = {entry["name"]: entry for entry in stats0.get("layers", [])}
     top1 = {entry["name"]: entry for entry in stats1.get("layers", [])}
@@ -617,10 +778,15 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
         out[role] = {**figures, "sent": sent, "share": figures["decoded"] / sent * 100,
                      "layer": site.get("layer"), "loss": site.get("loss"),
                      "rtt_ms": site.get("rtt_ms"),
+                     "estimate_kbps": site.get("estimate_kbps"),
                      "retransmits": site.get("retransmits"),
                      "deferred": site.get("retransmits_deferred"),
                      "skipped": site.get("retransmits_skipped"),
                      "repeated": site.get("retransmits_repeated"),
+                     "unasked": site.get("retransmits_unasked"),
+                     "held": site.get("retransmits_held"),
+                     "probes": site.get("nack_probes"),
+                     "exhausted": site.get("retransmits_exhausted"),
                      "paced_ms": site.get("paced_ms")}
     time.sleep(2)  # let the node drop the departed sites
     return out
@@ -654,14 +820,17 @@ def encode_cost(rounds: int = 3, frames: int = 90) -> dict:
 
 
 def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
-    node = Node("encoded", host="0.0.0.0" if tbf else "127.0.0.1")
+    # With --tbf the node listens on the host end of the veth pair only (the control
+    # reaches it there too), the impaired site behind it in the namespace.
+    netns = Netns() if tbf else None
+    node = Node("encoded", host=netns.host_ip if netns else "127.0.0.1")
     publisher = None
     rows = []
     try:
         publisher = PublisherThread(node.url, busy=True)
         time.sleep(2)
         for name in names:
-            row = impaired_profile(node, name, PROFILES[name], seconds, tbf)
+            row = impaired_profile(node, name, PROFILES[name], seconds, netns)
             rows.append(row)
             imp, ctl = row["impaired"], row["control"]
             left = f"{row['left_top']:.1f} s" if row["left_top"] is not None else "never"
@@ -669,9 +838,13 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
                   f"{imp['freezes']} freezes > 0.5 s (longest {imp['longest']:.2f} s), "
                   f"layer {imp['layer']} (left the top after {left}; "
                   f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
+                  f"rtt {imp['rtt_ms']} ms, REMB {imp['estimate_kbps']} kb/s, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
-                  f"{imp['repeated']} asked again, {imp['skipped']} given up: too old or "
-                  f"tried 8 times), paced {imp['paced_ms']} ms\n"
+                  f"{imp['repeated']} asked again, {imp['unasked']} again unasked, "
+                  f"{imp['held']} held back, {imp['probes']} NACK probes, "
+                  f"{imp['skipped']} given up: too old or tried 8 times "
+                  f"({imp['exhausted']} the latter)), "
+                  f"paced {imp['paced_ms']} ms\n"
                   f"  {'':16s} control:  {ctl['share']:5.1f} % of {ctl['sent']} frames, "
                   f"{ctl['freezes']} freezes > 0.5 s, layer {ctl['layer']}, "
                   f"loss {ctl['loss']} %   top-layer keyframes {row['keyframes_top']} in "
@@ -682,6 +855,8 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
         if publisher is not None:
             publisher.close()
         node.stop()
+        if netns is not None:
+            netns.close()
     clean = next((r for r in rows if r["name"] == "clean"), None)
     laddered = [r for r in rows if r["impaired"]["layer"] not in (None, "high")
                 or r["layers_seen"][1:]]
@@ -740,6 +915,8 @@ def main() -> None:
                         help="forward: forward mode against encode-once, same run")
     parser.add_argument("--video-only", action="store_true",
                         help="subscribers ask for video only (cheaper subscriber processes)")
+    parser.add_argument("--ladder-cost", action="store_true",
+                        help="per-site cost with and without the ladder, and its extra CPU")
     parser.add_argument("--impair", action="store_true",
                         help="poor-link profiles: an impaired and a control decoding site")
     parser.add_argument("--impair-seconds", type=float, default=20.0)
@@ -785,6 +962,22 @@ def main() -> None:
         return
     print(f"relay benchmark: 640x480 30 fps VP8 + Opus, {args.seconds:.0f} s windows, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    if args.ladder_cost:
+        cost = per_packet_cost()
+        print(f"per video packet, per site (process CPU, median of 3): history by time "
+              f"{cost['history']:.2f} µs vs aiortc's dict {cost['dict']:.2f} µs; pacer "
+              f"{cost['paced']:.2f} µs vs a direct send {cost['direct']:.2f} µs; added "
+              f"{cost['history'] - cost['dict'] + cost['paced'] - cost['direct']:.2f} µs "
+              f"(aiortc's own serialization of the packet: {cost['serialize']:.2f} µs)",
+              flush=True)
+        encode = encode_cost()
+        print(f"encode per frame (process CPU, median of 3): high {encode['high']:.2f} ms, "
+              f"low {encode['low']:.2f} ms = {encode['low'] * 3:.1f} % of a core at 30 fps",
+              flush=True)
+        ladder_cost(sites, args.seconds)
+        print(f"total {time.monotonic() - started:.0f} s; load average at the end "
+              f"{os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
+        return
     ours = summarize("encode once, fan out packets", run_mode("encoded", sites, args.seconds))
     if not args.no_baseline:
         base_sites = [int(x) for x in args.baseline_sites.split(",")]

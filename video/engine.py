@@ -55,6 +55,7 @@ from video.relay import (
     EncodedPacket,
     PacketSource,
     Recorder,
+    RetransmitHistory,
     SharedAudioEncoder,
     SharedVideoEncoder,
     SubscriberTrack,
@@ -75,6 +76,25 @@ RETRANSMIT_MAX_AGE = 4.0
 #: A packet is re-sent at most this many times (3 left holes after the move down on the
 #: 800 kb/s bench profile: the congested link drops copies too).
 RETRANSMIT_TRIES = 8
+#: A re-sent packet that no later NACK confirms (an aiortc receiver NACKs only when a new
+#: packet goes missing: once the loss stops, a lost copy would be a hole for good) goes
+#: again after 1.5 round trips (+50 ms), at most this many times unasked ...
+RETRANSMIT_UNASKED_TRIES = 3
+#: ... and only while it is this close to the newest packet sent: a copy that did arrive
+#: makes the next one a duplicate, and an aiortc receiver that gets a packet 100 or more
+#: behind the one it waits for throws away its whole jitter buffer and starts again from
+#: that old packet (then waits 512 packets: ~10 s of frozen picture).
+RETRANSMIT_UNASKED_WINDOW = 75
+#: Nor is any packet re-sent this far behind the newest: an aiortc receiver has given up
+#: on a hole 512 packets back, and the late copy would reset its jitter buffer.
+RETRANSMIT_MAX_BEHIND = 400
+#: Unconfirmed re-sends further back than the unasked window are not re-sent but probed
+#: for: one video packet goes a position late, the receiver's NACK lists what is still
+#: missing (up to 128 packets back: aiortc's NACK horizon).
+RETRANSMIT_PROBE_WINDOW = 120
+#: A later NACK confirms a copy's arrival (by not listing it) only for packets this close
+#: to the newest one sent: an aiortc receiver stops listing holes 128 packets back.
+RETRANSMIT_CONFIRM_WINDOW = 100
 #: A site that reconnects within this long starts on the layer it left.
 REMEMBER_LAYER_SECONDS = 120.0
 #: A publisher whose connection drops gets this long to come back before the broadcast ends.
@@ -175,11 +195,22 @@ class Subscriber:
         self.retransmits = 0
         self.retransmits_deferred = 0
         self.retransmits_skipped = 0
+        #: Of those skipped: re-sent `RETRANSMIT_TRIES` times already.
+        self.retransmits_exhausted = 0
         self.retransmits_repeated = 0
         self._rtx_sent: dict[int, float] = {}
         self._rtx_tries: dict[int, int] = {}
         self._rtx_backlog: dict[int, None] = {}
         self._rtx_task: asyncio.Task | None = None
+        #: A NACKed packet was given up (too old, or re-sent too often): ask for a keyframe.
+        self.gave_up = False
+        #: Re-sent packets not yet confirmed by a later NACK: seq -> unasked re-sends.
+        self._rtx_unconfirmed: dict[int, int] = {}
+        self.retransmits_unasked = 0
+        #: Asked again for a copy sent lately, far behind: not re-sent (a duplicate there
+        #: would reset an aiortc receiver's jitter buffer).
+        self.retransmits_held = 0
+        self._last_probe = 0.0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
 
@@ -200,7 +231,11 @@ class Subscriber:
             "packets_dropped": sum(getattr(t, "packets_dropped", 0) for t in self.tracks),
             "retransmits": self.retransmits, "retransmits_deferred": self.retransmits_deferred,
             "retransmits_skipped": self.retransmits_skipped,
+            "retransmits_exhausted": self.retransmits_exhausted,
             "retransmits_repeated": self.retransmits_repeated,
+            "retransmits_unasked": self.retransmits_unasked,
+            "retransmits_held": self.retransmits_held,
+            "nack_probes": self.pacer.probes if self.pacer else 0,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
             **self.info,
@@ -216,6 +251,7 @@ class Subscriber:
         if the copy was lost too, it goes again once the round trip has passed: an aiortc
         receiver asks again only when another packet goes missing)."""
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        timed = history if isinstance(history, RetransmitHistory) else None
         latest = getattr(sender, "_RTCRtpSender__rtp_timestamp", None)
         rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
         max_age = min(RETRANSMIT_MAX_AGE, rtt + RETRANSMIT_PLAYOUT_SECONDS)
@@ -226,8 +262,17 @@ class Subscriber:
         ready: list[int] = []
         later: list[int] = []
         wake = 1.0
+        newest = timed.newest if timed is not None and timed.newest is not None else 0
         for seq in lost:
-            if history is not None and latest is not None:
+            if timed is not None:
+                entry = timed.lookup(seq)
+                if entry is None or now - entry[0] > max_age \
+                        or (newest - seq) % 65536 >= RETRANSMIT_MAX_BEHIND:
+                    self.retransmits_skipped += 1  # too old: the receiver has moved on
+                    self.gave_up = True
+                    self._rtx_unconfirmed.pop(seq, None)
+                    continue
+            elif history is not None and latest is not None:
                 packet = history.get(seq % RTP_HISTORY_SIZE)
                 if packet is None or packet.sequence_number != seq:
                     self.retransmits_skipped += 1  # no longer in aiortc's history
@@ -238,8 +283,18 @@ class Subscriber:
                     continue
             if self._rtx_tries.get(seq, 0) >= RETRANSMIT_TRIES:
                 self.retransmits_skipped += 1
+                self.retransmits_exhausted += 1
+                self.gave_up = True
+                self._rtx_unconfirmed.pop(seq, None)
                 continue
             since = now - self._rtx_sent.get(seq, -1e9)
+            far = timed is not None and (newest - seq) % 65536 >= RETRANSMIT_UNASKED_WINDOW
+            if far and since < 2 * rtt + 0.1:
+                # Re-sent lately and far behind: the NACK may predate the copy's arrival,
+                # and a duplicate this far back resets an aiortc receiver's jitter buffer.
+                # Only a NACK well after the copy (it was lost too) sends it again.
+                self.retransmits_held += 1
+                continue
             if since < again_after:
                 later.append(seq)
                 wake = min(wake, again_after - since)
@@ -259,19 +314,88 @@ class Subscriber:
         (token bucket of one second). What the budget cannot send now waits for it, as
         long as it stays worth sending: an aiortc receiver NACKs a packet again only when
         a new one goes missing, so a packet refused once would leave a hole for good."""
+        if self.video_track is not None and self.video_track.layer == AUDIO:
+            # The video is paused for this link: repairing it would only crowd the audio.
+            self._rtx_backlog.clear()
+            self._rtx_unconfirmed.clear()
+            return
+        if self.pacer is not None and self.pacer.probe_seq is not None:
+            lost = [seq for seq in lost if seq != self.pacer.probe_seq]  # it came late
+        self._confirm(sender, set(lost), time.monotonic())
         for seq in lost:
             if seq in self._rtx_sent:
                 self.retransmits_repeated += 1
+            self._rtx_unconfirmed.pop(seq, None)
             self._rtx_backlog.setdefault(seq, None)
         if self._rtx_task is None or self._rtx_task.done():
             self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
 
+    def _confirm(self, sender: RTCRtpSender, listed: set[int], now: float) -> None:
+        """A NACK lists every hole the receiver still has near its newest packet: re-sent
+        packets it does not list (sent more than a round trip before it) have arrived."""
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        if not isinstance(history, RetransmitHistory) or history.newest is None:
+            return
+        newest = history.newest
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
+        for seq in list(self._rtx_unconfirmed):
+            if seq not in listed and now - self._rtx_sent.get(seq, now) > rtt \
+                    and (newest - seq) % 65536 < RETRANSMIT_CONFIRM_WINDOW:
+                del self._rtx_unconfirmed[seq]
+
+    def _due_unasked(self, sender: RTCRtpSender, now: float) -> float | None:
+        """Re-sent packets no NACK confirmed within 1.5 round trips go again (into the
+        backlog) while near the newest packet; returns when the next one falls due, or None
+        when none is waiting."""
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
+        after = 1.5 * rtt + 0.05
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        newest = history.newest if isinstance(history, RetransmitHistory) else None
+        due_at = None
+        probe_after = 2 * rtt + 0.1
+        for seq, unasked in list(self._rtx_unconfirmed.items()):
+            sent = self._rtx_sent.get(seq)
+            behind = (newest - seq) % 65536 if newest is not None else None
+            if sent is None or unasked >= RETRANSMIT_UNASKED_TRIES or behind is None \
+                    or behind >= RETRANSMIT_PROBE_WINDOW:
+                del self._rtx_unconfirmed[seq]
+            elif behind >= RETRANSMIT_UNASKED_WINDOW:
+                # Too far back to re-send unasked: ask the receiver what it still misses.
+                if self.pacer is None:
+                    del self._rtx_unconfirmed[seq]
+                    continue
+                ready_at = max(sent, self._last_probe) + probe_after
+                if now >= ready_at:
+                    self._last_probe = now
+                    self.pacer.probe_requested = True
+                    ready_at = now + probe_after
+                due_at = min(due_at or 1e18, ready_at)
+            elif now - sent >= after:
+                self._rtx_unconfirmed[seq] = unasked + 1
+                self.retransmits_unasked += 1
+                self._rtx_backlog.setdefault(seq, None)
+            else:
+                due_at = min(due_at or 1e18, sent + after)
+        return due_at
+
     async def _drain_retransmits(self, sender: RTCRtpSender,
                                  bitrate_kbps: Callable[[], float]) -> None:
         first = True
+        timed = isinstance(getattr(sender, "_RTCRtpSender__rtp_history", None),
+                           RetransmitHistory)
         try:
-            while self._rtx_backlog:
+            while self._rtx_backlog or self._rtx_unconfirmed:
+                if self.video_track is not None and self.video_track.layer == AUDIO:
+                    self._rtx_backlog.clear()  # moved to audio only: no more video repairs
+                    self._rtx_unconfirmed.clear()
+                    break
                 now = time.monotonic()
+                due_at = self._due_unasked(sender, now)
+                if not self._rtx_backlog:
+                    if due_at is None:
+                        break
+                    await asyncio.sleep(max(0.005, due_at - now))
+                    continue
                 ready, later, wake = self.worth_retransmitting(
                     sender, list(self._rtx_backlog), now)
                 rate = max(25.0, RETRANSMIT_SHARE * bitrate_kbps() * 1000 / 8 / 1100)
@@ -287,14 +411,26 @@ class Subscriber:
                     first = False
                 self.retransmitted(send, now)
                 self.retransmits += len(send)
+                history = getattr(sender, "_RTCRtpSender__rtp_history", None)
                 for seq in send:
+                    if isinstance(history, RetransmitHistory):
+                        history.restore(seq, RTP_HISTORY_SIZE)
+                    if timed:
+                        self._rtx_unconfirmed.setdefault(seq, 0)
                     await sender._retransmit(seq)
+                if self.gave_up:
+                    # A hole that will not be repaired: the site's decoder needs a fresh
+                    # start, a keyframe of its layer (rate-limited by that layer's encoder).
+                    self.gave_up = False
+                    if self.video_track is not None:
+                        self.video_track.request_keyframe()
                 if rest:
                     await asyncio.sleep(max(0.005, 1 / rate))
                 elif later:
                     await asyncio.sleep(max(0.005, wake))
         except (ConnectionError, asyncio.CancelledError):
             self._rtx_backlog.clear()
+            self._rtx_unconfirmed.clear()
 
     def close(self) -> None:
         if self._rtx_task is not None:
@@ -966,9 +1102,14 @@ class MediaEngine:
         if video_senders:
             subscriber.pacer = BurstPacer(
                 lambda: broadcast.site_bitrate_kbps(subscriber),
-                {sender._ssrc for sender in video_senders})
+                {sender._ssrc for sender in video_senders},
+                lambda: subscriber.monitor.estimate_kbps if subscriber.monitor else None)
             for transport in {id(s.transport): s.transport for s in video_senders}.values():
                 subscriber.pacer.install(transport)
+            for sender in video_senders:  # NACKs answered from packets kept by time
+                # aiortc's history is by count (128 packets): replaced by one by time
+                sender._RTCRtpSender__rtp_history = (  # type: ignore[attr-defined]
+                    RetransmitHistory(RETRANSMIT_MAX_AGE + 0.5))
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):

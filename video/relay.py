@@ -292,8 +292,9 @@ class PacketSource:
 
 class BurstPacer:
     """Spreads one site's bursts of video packets (a keyframe, frames released together
-    after a stall) at `PACING_FACTOR` x its layer's bitrate, so that a narrow link's queue
-    does not overflow; ordinary frames pass at once.
+    after a stall) at `PACING_FACTOR` x its layer's bitrate (or its receiver's estimate of
+    its link when lower, down to the layer's bitrate), so that a narrow link's queue does
+    not overflow; ordinary frames pass at once.
 
     It wraps the site's DTLS transport's `_send_rtp`: a media video packet that would leave
     more than `PACING_BURST_SECONDS` ahead of the paced schedule waits for its slot (the
@@ -301,30 +302,110 @@ class BurstPacer:
     retransmissions and RTCP never wait, but their bytes count.
     """
 
-    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: set[int]) -> None:
+    def __init__(self, rate_kbps: Callable[[], float], video_ssrcs: set[int],
+                 estimate_kbps: Callable[[], float | None] | None = None) -> None:
         self._rate_kbps = rate_kbps
         self._video_ssrcs = video_ssrcs
+        #: The receiver's estimate of its link (REMB): bursts leave no faster than it
+        #: (but never slower than the layer's own bitrate).
+        self._estimate_kbps = estimate_kbps
         self._next = 0.0
         self.waits = 0
         self.waited = 0.0
+        #: Set to send the next video packet one position late (after the one following
+        #: it): the receiver sees a gap and NACKs every hole it still has (`probe_seq` is
+        #: the late one's sequence number; it arrives right after).
+        self.probe_requested = False
+        self.probes = 0
+        self.probe_seq: int | None = None
+        self._held: bytes | None = None
+        self._flushing: asyncio.Future | None = None
 
     def install(self, transport: Any) -> None:
         original = transport._send_rtp
 
+        def flush(held: bytes) -> None:
+            if self._held is held:  # no video packet followed within 100 ms
+                self._held = None
+                self._flushing = asyncio.ensure_future(original(held))
+
         async def send(data: bytes) -> None:
             now = time.monotonic()
-            rate = max(64.0, self._rate_kbps()) * 1000 / 8 * PACING_FACTOR  # bytes/s
+            layer = max(64.0, self._rate_kbps())
+            kbps = layer * PACING_FACTOR
+            estimate = self._estimate_kbps() if self._estimate_kbps is not None else None
+            if estimate:
+                kbps = min(kbps, max(layer, estimate))
+            rate = kbps * 1000 / 8  # bytes/s
             start = max(self._next, now - PACING_BURST_SECONDS)
             self._next = start + len(data) / rate
             wait = self._next - now  # positive once the burst credit is spent
-            if wait > 0.002 and len(data) >= 12 and not 192 <= data[1] <= 223 \
-                    and int.from_bytes(data[8:12], "big") in self._video_ssrcs:
+            video = len(data) >= 12 and not 192 <= data[1] <= 223 \
+                and int.from_bytes(data[8:12], "big") in self._video_ssrcs
+            if wait > 0.002 and video:
                 self.waits += 1
                 self.waited += wait
                 await asyncio.sleep(wait)
+            if video and self._held is not None:
+                held, self._held = self._held, None
+                await original(data)
+                await original(held)
+                return
+            if video and self.probe_requested:
+                self.probe_requested = False
+                self.probes += 1
+                self._held = data
+                self.probe_seq = int.from_bytes(data[2:4], "big")
+                asyncio.get_running_loop().call_later(0.1, flush, data)
+                return
             await original(data)
 
         transport._send_rtp = send
+
+
+class RetransmitHistory(dict):
+    """A video sender's packets of the last `seconds`, for retransmission.
+
+    aiortc keeps the last 128 packets of a sender (`seq % 128` → packet): under a second
+    of the top layer, so a congested site's hole was often gone before its NACK could be
+    answered twice, and an aiortc receiver then waits 512 packets on it. This replaces that
+    dict: aiortc still writes every packet into it, and it also keeps each packet by its
+    full sequence number for a time; `restore` puts one back where aiortc's `_retransmit`
+    reads it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        #: seq -> (when first sent, the packet), oldest first.
+        self.packets: dict[int, tuple[float, Any]] = {}
+        self._order: collections.deque[tuple[float, int]] = collections.deque()
+        #: The newest sequence number sent (None before the first packet).
+        self.newest: int | None = None
+
+    def __setitem__(self, key: int, packet: Any) -> None:
+        super().__setitem__(key, packet)
+        now = time.monotonic()
+        seq = packet.sequence_number
+        self.packets[seq] = (now, packet)
+        self.newest = seq
+        order = self._order
+        order.append((now, seq))
+        horizon = now - self.seconds
+        while order[0][0] < horizon:
+            _, old = order.popleft()
+            entry = self.packets.get(old)
+            if entry is not None and entry[0] < horizon:
+                del self.packets[old]
+
+    def lookup(self, seq: int) -> tuple[float, Any] | None:
+        """(when it was first sent, the packet), or None when it is too old."""
+        return self.packets.get(seq)
+
+    def restore(self, seq: int, size: int = 128) -> None:
+        entry = self.packets.get(seq)
+        if entry is not None:
+            dict.__setitem__(self, seq % size, entry[1])
 
 
 class SharedVideoEncoder:

@@ -291,6 +291,19 @@ def test_burst_pacer_spreads_a_keyframe_but_not_ordinary_frames_or_audio():
         assert video[5] - video[0] < 0.005  # the first ~9 kB (with the audio) at once
         assert video[-1] - video[0] > 0.05
 
+        # The receiver estimates its link at 800 kb/s: the same burst leaves at 1.2 Mb/s
+        # (the layer's own bitrate: never slower), not 1.8 Mb/s.
+        estimate = {"kbps": 800.0}
+        slow = Transport()
+        BurstPacer(lambda: 1200, {1}, lambda: estimate["kbps"]).install(slow)
+        sent.clear()
+        for _ in range(20):
+            await slow._send_rtp(rtp(1))
+        capped = sent[-1][0] - sent[0][0]
+        # 24 kB less the 40 ms credit at 1.2 Mb/s (6 kB): 18 kB at 150 kB/s = 0.12 s
+        assert 0.1 <= capped <= 0.3, capped
+        assert capped > video[-1] - video[0]
+
     run(scenario())
 
 
@@ -497,3 +510,104 @@ def test_an_organizer_pins_a_site_through_the_api(app, client, factory, scene, d
 
     run(scenario())
     media.runtime(app).drain()
+
+
+def test_a_resent_packet_no_nack_confirms_goes_again_unasked():
+    """An aiortc receiver NACKs only when a new packet goes missing: once the loss stops, a
+    lost copy would leave a hole for good (and it waits 512 packets on it). A re-sent
+    packet that no later NACK confirms goes again after 1.5 round trips, at most 3 times
+    unasked, and only while near the newest packet (a duplicate 100 packets behind resets
+    an aiortc receiver's jitter buffer); one that a later NACK leaves out (it arrived)
+    does not go again."""
+    from aiortc.rtp import RtpPacket
+
+    from video.engine import RETRANSMIT_UNASKED_TRIES
+    from video.engine import Subscriber as Site
+    from video.relay import RetransmitHistory
+
+    async def scenario():
+        class Sender:
+            _RTCRtpSender__rtt = 0.05
+
+            def __init__(self):
+                self.sent: list[tuple[int, float]] = []
+                self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
+
+            async def _retransmit(self, seq: int) -> None:
+                assert self._RTCRtpSender__rtp_history[seq % 128].sequence_number == seq
+                self.sent.append((seq, time.monotonic()))
+
+        sender = Sender()
+        history = sender._RTCRtpSender__rtp_history
+        for seq in range(1000, 1200):  # more than aiortc's 128: kept by time instead
+            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
+        site = Site("r", None, {}, "vp8")
+        # lost once, re-sent, and never mentioned again: three more times, unasked; but
+        # not 1100, 99 packets behind the newest (a duplicate there would cost seconds)
+        site.queue_retransmits(sender, [1100, 1150, 1151], lambda: 360)
+        await asyncio.sleep(0.1)
+        await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
+        lone = [seq for seq, _ in sender.sent]
+        assert lone.count(1150) == lone.count(1151) == 1 + RETRANSMIT_UNASKED_TRIES, lone
+        assert lone.count(1100) == 1, lone
+        gaps = [b - a for (s1, a), (s2, b) in zip(sender.sent, sender.sent[2:], strict=False)
+                if s1 == s2 == 1150]
+        assert all(gap >= 0.12 for gap in gaps), gaps  # 1.5 x RTT + 50 ms apart
+        assert site.retransmits_unasked == 2 * RETRANSMIT_UNASKED_TRIES
+        # asked for: 1400 (199 packets behind) goes; 1010 (589 behind: the receiver has
+        # given up on it, a late copy would reset its jitter buffer) does not
+        sender.sent.clear()
+        for seq in range(1200, 1600):
+            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
+        site.queue_retransmits(sender, [1010, 1400], lambda: 360)
+        await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
+        assert [seq for seq, _ in sender.sent] == [1400]
+        assert not site._rtx_unconfirmed
+        # a NACK after the copy's round trip that leaves 1590 out: 1590 arrived
+        sender.sent.clear()
+        site.queue_retransmits(sender, [1590], lambda: 360)
+        await asyncio.sleep(0.07)
+        site.queue_retransmits(sender, [1595], lambda: 360)
+        await wait_for(lambda: not site._rtx_unconfirmed and not site._rtx_backlog, 3)
+        again = [seq for seq, _ in sender.sent]
+        assert again.count(1590) == 1, again
+        assert again.count(1595) == 1 + RETRANSMIT_UNASKED_TRIES, again
+
+    run(scenario())
+
+
+def test_a_nack_probe_sends_one_video_packet_a_position_late():
+    """To learn which far holes a receiver still has (it NACKs only on a new gap), the
+    pacer sends one video packet after the next one; alone, it goes after 100 ms."""
+    from video.relay import BurstPacer
+
+    def rtp(ssrc: int, seq: int) -> bytes:
+        return bytes([0x80, 96]) + seq.to_bytes(2, "big") + bytes(4) + ssrc.to_bytes(4, "big") \
+            + bytes(200)
+
+    async def scenario():
+        sent: list[tuple[int, int]] = []
+
+        class Transport:
+            async def _send_rtp(self, data: bytes) -> None:
+                sent.append((int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")))
+
+        transport = Transport()
+        pacer = BurstPacer(lambda: 1200, {1})
+        pacer.install(transport)
+        await transport._send_rtp(rtp(1, 10))
+        pacer.probe_requested = True
+        await transport._send_rtp(rtp(1, 11))
+        await transport._send_rtp(rtp(2, 500))  # audio: never held, never releases it
+        await transport._send_rtp(rtp(1, 12))
+        assert sent == [(1, 10), (2, 500), (1, 12), (1, 11)]
+        assert pacer.probes == 1
+        assert pacer.probe_seq == 11
+        sent.clear()
+        pacer.probe_requested = True
+        await transport._send_rtp(rtp(1, 13))
+        assert sent == []
+        await asyncio.sleep(0.15)  # no video after it: it goes by itself
+        assert sent == [(1, 13)]
+
+    run(scenario())
