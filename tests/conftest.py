@@ -386,3 +386,31 @@ def login_page(page, base_url: str, username: str, password: str) -> None:
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
+
+
+def stop_client_loop(loop, thread) -> None:
+    """Stop a test's client asyncio loop (run forever in `thread`) and close it cleanly.
+
+    The aiortc peers a test drives leave tasks and UDP transports behind (ICE consent
+    checks, DTLS readers), even after `close()`; closed with the loop they were garbage
+    collected later, in whatever test ran then, as an unclosed-socket warning. Here their
+    tasks are cancelled and every transport of the loop is closed while it still runs.
+    """
+    import asyncio
+
+    async def close_all() -> None:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.sleep(0.05)
+        for transport in list(getattr(loop, "_transports", {}).values()):
+            transport.close()
+        await asyncio.sleep(0.05)  # connection_lost: the sockets close
+
+    try:
+        if loop.is_running():
+            asyncio.run_coroutine_threadsafe(close_all(), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

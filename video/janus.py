@@ -253,9 +253,9 @@ class JanusEdge:
             raise JanusError(err.get("code", 0), err.get("reason", ""))
         return reply
 
-    def healthy(self) -> bool:
+    def healthy(self, fresh: bool = False) -> bool:
         checked, ok = self._healthy
-        if time.monotonic() - checked < HEALTH_CACHE_SECONDS:
+        if not fresh and time.monotonic() - checked < HEALTH_CACHE_SECONDS:
             return ok
         try:
             ok = self._http.get(self.url + "/info", timeout=HEALTH_TIMEOUT).ok
@@ -392,6 +392,8 @@ class Edges:
         if not self.edges or origin_sites < self.origin_max_sites:
             return None
         healthy = [e for e in self.edges if e.healthy()]
+        if not healthy:  # the cached answers may be a moment old: ask again before the origin
+            healthy = [e for e in self.edges if e.healthy(fresh=True)]
         if not healthy:
             return None
         loads = {e.name: self.sessions.count(occurrence_id, e.name) for e in healthy}

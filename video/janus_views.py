@@ -94,10 +94,12 @@ def play(occurrence_id: int):
         return jsonify({"via": "origin"})
     stats = media.media_stats(occurrence_id)
     if (stats or {}).get("state") != "live":
-        return jsonify({"via": "origin"})  # WHEP says not live and when to retry
+        # Not "via origin": the page would open WHEP, and were the lecture live by then the
+        # origin would serve a site the edges should. The page retries /play.
+        raise NotLive("直播尚未开始，请稍候", details={"retry_after": 3})
     edge = all_edges.allocate(occurrence_id, _origin_sites(stats))
     if edge is None:
-        return jsonify({"via": "origin"})
+        return jsonify({"via": "origin"})  # the origin has room, or no edge answers at all
     try:
         mount = edge.mountpoint(occurrence_id)
         janus.origin_forward(media.backend(), occurrence_id, {

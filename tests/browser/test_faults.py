@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.browser.test_live import assert_playing, obs_publish, setup_lecture, wait_state
-from tests.conftest import login_page
+from tests.conftest import login_page, stop_client_loop
 from tests.video.test_faults import tiny_disk  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -68,9 +68,7 @@ def test_disk_full_the_trainer_is_told_and_the_sites_keep_playing(
     finally:
         trainer_ctx.close()
         site_ctx.close()
-        client_loop.call_soon_threadsafe(client_loop.stop)
-        thread.join(10)
-        client_loop.close()
+        stop_client_loop(client_loop, thread)
 
 
 NODE_SECRET = "fault-node-secret"

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.browser.test_live import assert_playing, obs_publish, setup_lecture, wait_state
-from tests.conftest import login_page, wait_for_js
+from tests.conftest import login_page, stop_client_loop, wait_for_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -60,9 +60,7 @@ def test_member_plays_the_lecture_with_hls_js(live_server, browser):
                         timeout=30).raise_for_status()
         on_client(publisher.close())
     finally:
-        client_loop.call_soon_threadsafe(client_loop.stop)
-        thread.join(10)
-        client_loop.close()
+        stop_client_loop(client_loop, thread)
         ctx.close()
 
 
@@ -150,8 +148,6 @@ def test_hls_playback_is_what_counts_a_members_minutes(live_server, browser):
     finally:
         if sock is not None:
             sock.close()
-        client_loop.call_soon_threadsafe(client_loop.stop)
-        thread.join(10)
-        client_loop.close()
+        stop_client_loop(client_loop, thread)
         for c in contexts:
             c.close()

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.browser.test_live import assert_playing, obs_publish, setup_lecture, wait_state
-from tests.conftest import ROOT, free_port, login_page
+from tests.conftest import ROOT, free_port, login_page, stop_client_loop
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -121,9 +121,7 @@ def test_sites_watch_from_edges_and_move_when_one_dies(live_server_factory, brow
     finally:
         for ctx in contexts:
             ctx.close()
-        client_loop.call_soon_threadsafe(client_loop.stop)
-        thread.join(10)
-        client_loop.close()
+        stop_client_loop(client_loop, thread)
 
 
 def test_a_member_watching_from_an_edge_holds_a_media_session(live_server_factory, browser,
@@ -189,6 +187,4 @@ def test_a_member_watching_from_an_edge_holds_a_media_session(live_server_factor
         if sock is not None:
             sock.close()
         ctx.close()
-        client_loop.call_soon_threadsafe(client_loop.stop)
-        thread.join(10)
-        client_loop.close()
+        stop_client_loop(client_loop, thread)

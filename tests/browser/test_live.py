@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import login_page, wait_for_js
+from tests.conftest import login_page, stop_client_loop, wait_for_js
 from tests.video.peers import Publisher
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -134,9 +134,7 @@ def test_trainer_broadcasts_to_two_sites_obs_publishes_and_recording_plays(
                         timeout=30).raise_for_status()
         on_client(publisher.close())
     finally:
-        client_loop.call_soon_threadsafe(client_loop.stop)
-        thread.join(10)
-        client_loop.close()
+        stop_client_loop(client_loop, thread)
     wait_state(screens[0][1], "ended", timeout=15_000)
 
     # Both broadcasts were recorded; the first plays back in the browser.

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.browser.test_live import assert_playing, obs_publish, setup_lecture, wait_state
-from tests.conftest import wait_for_js
+from tests.conftest import stop_client_loop, wait_for_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -56,9 +56,7 @@ def test_room_screen_says_when_its_link_carries_only_audio(live_server, browser,
         on_client(publisher.close())
     finally:
         ctx.close()
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join(10)
-        loop.close()
+        stop_client_loop(loop, runner)
 
 
 def test_organizer_dashboard_shows_each_sites_layer_and_link_and_pins_one(live_server, browser):
@@ -150,6 +148,4 @@ def test_organizer_dashboard_shows_each_sites_layer_and_link_and_pins_one(live_s
         for sub in subs:
             on_client(sub.close())
         ctx.close()
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join(10)
-        loop.close()
+        stop_client_loop(loop, runner)

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.browser.test_live import obs_publish, setup_lecture
-from tests.conftest import wait_for_js
+from tests.conftest import stop_client_loop, wait_for_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -84,6 +84,4 @@ def test_an_npm_whep_player_on_another_origin_plays_the_lecture(tmp_path,
         ctx.close()
         httpd.shutdown()
         httpd.server_close()
-        client_loop.call_soon_threadsafe(client_loop.stop)
-        runner.join(10)
-        client_loop.close()
+        stop_client_loop(client_loop, runner)
