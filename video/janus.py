@@ -41,7 +41,7 @@ AUDIO_PT = 111
 #: A sender report to the edge's RTCP port this often (keeps Janus's return path latched).
 SENDER_REPORT_SECONDS = 2.0
 #: An edge that did not answer /info within this long is skipped for this long.
-HEALTH_TIMEOUT = 1.0
+HEALTH_TIMEOUT = 2.5
 HEALTH_CACHE_SECONDS = 2.0
 
 

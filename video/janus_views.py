@@ -21,6 +21,7 @@ heartbeats count while he watches from an edge, exactly as from the origin.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -38,6 +39,8 @@ from video.errors import BadSdp, DomainError, MediaUnavailable, NotFound, NotLiv
 
 EXTENSION = "video_janus_edges"
 KEEPALIVE_SECONDS = 20
+
+log = logging.getLogger(__name__)
 
 pages = Blueprint("video_janus", __name__)
 
@@ -70,8 +73,8 @@ def _refused(error: DomainError):
     db.session.rollback()
     response = jsonify(error.to_dict())
     response.status_code = error.status
-    if isinstance(error, NotLive):
-        response.headers["Retry-After"] = "3"
+    if isinstance(error, NotLive | MediaUnavailable):
+        response.headers["Retry-After"] = str(error.details.get("retry_after", 3))
     return response
 
 
@@ -97,17 +100,26 @@ def play(occurrence_id: int):
         # Not "via origin": the page would open WHEP, and were the lecture live by then the
         # origin would serve a site the edges should. The page retries /play.
         raise NotLive("直播尚未开始，请稍候", details={"retry_after": 3})
-    edge = all_edges.allocate(occurrence_id, _origin_sites(stats))
+    origin_sites = _origin_sites(stats)
+    if origin_sites < all_edges.origin_max_sites:
+        return jsonify({"via": "origin"})  # the origin has room
+    edge = all_edges.allocate(occurrence_id, origin_sites)
     if edge is None:
-        return jsonify({"via": "origin"})  # the origin has room, or no edge answers at all
+        # The origin is at its cap and no edge answers now: the page asks again shortly
+        # (an edge restarting, or a slow answer), it never overloads the origin.
+        raise MediaUnavailable("转发节点暂不可用，正在重试", code="edges_unavailable",
+                               details={"retry_after": 2})
     try:
         mount = edge.mountpoint(occurrence_id)
         janus.origin_forward(media.backend(), occurrence_id, {
             "edge": edge.name, "host": mount["host"], "video_port": mount["video_port"],
             "audio_port": mount["audio_port"], "video_rtcp_port": mount["video_rtcp_port"]})
         watch = edge.watch(occurrence_id)
-    except (requests.RequestException, janus.JanusError, ValueError, KeyError) as exc:
-        raise MediaUnavailable(f"转发节点不可用：{exc}") from exc
+    except Exception as exc:  # any failure to set the edge up: the page asks again shortly
+        log.warning("edge %s could not take a viewer of occurrence %s: %r", edge.name,
+                    occurrence_id, exc)
+        raise MediaUnavailable(f"转发节点不可用：{exc}", code="edges_unavailable",
+                               details={"retry_after": 2}) from exc
     token = uuid.uuid4().hex
     all_edges.sessions.put(token, {
         "occurrence_id": occurrence_id, "site_id": info.get("site_id"),

@@ -238,8 +238,10 @@ class PacketSource:
         if self.kind != "video":
             return
         if self._gop and time.monotonic() - self._gop_started <= self.gop_seconds:
-            # The whole cached group reaches the site's queue (else it would wait again).
-            track._limit = max(track._limit, len(self._gop) + VIDEO_QUEUE_LIMIT // 2)
+            # The whole cached group reaches the site's queue (else it would wait again);
+            # an edge's RTP output has no queue (it sends at once).
+            if isinstance(track, SubscriberTrack):
+                track._limit = max(track._limit, len(self._gop) + VIDEO_QUEUE_LIMIT // 2)
             for packet in self._gop:
                 track.push(packet)
         else:

@@ -100,7 +100,7 @@
     try {
       const res = await fetch("/live/" + cfg.occurrenceId + "/play" + query, {
         method: "POST", headers: Live.authHeaders(), credentials: "same-origin" });
-      if (res.status === 503 || res.status === 429) {
+      if (res.status >= 500 || res.status === 429) {
         // Not live yet, or the edge could not take the page now: try /play again later
         // (not WHEP: the origin would serve a site that an edge should).
         const refused = await res.json().catch(function () { return {}; });
