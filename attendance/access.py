@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from accounts.access import has_role
 from attendance.errors import (
     Forbidden,
     NotFound,
@@ -205,23 +206,17 @@ def report_scope(session: Session, principal: Any) -> tuple[list[int] | None, in
     site's operator, his site (the report then names only its members)."""
     from accounts.service import managed_org_unit_ids
 
-    if _has_role(principal, "site_operator"):
+    if has_role(principal, "site_operator"):
         site = org_service.get_site(session, SYSTEM, principal.site_id)
         return [site.org_unit_id], site.id
-    if not _has_role(principal, "admin", "organizer"):
+    if not has_role(principal, "admin", "organizer"):
         raise Forbidden("当前角色无权查看考勤报表")
     return managed_org_unit_ids(session, principal), None
 
 
 def operated_site_id(principal: Any) -> int | None:
     """The site a site operator runs (None for every other principal)."""
-    return principal.site_id if _has_role(principal, "site_operator") else None
-
-
-def _has_role(principal: Any, *roles: str) -> bool:
-    from accounts.access import has_role
-
-    return has_role(principal, *roles)
+    return principal.site_id if has_role(principal, "site_operator") else None
 
 
 # --- the actions of attendance (docs/authorization.md) --------------------------------------
@@ -266,21 +261,21 @@ policy.register("attendance.correct", roles={"admin": "all",
 
 @policy.register("attendance.unlock", roles={"admin": "all"}, refuse="只有系统管理员可以解锁")
 def _unlock(_session: Session, principal: Any, _resource: Any) -> bool:
-    return _has_role(principal, "admin")
+    return has_role(principal, "admin")
 
 
 @policy.register("attendance.reports", roles={"admin": "all", "organizer": "his subtree",
                                               "site_operator": "his site's members"},
                  refuse="当前角色无权查看考勤报表")
 def _reports(_session: Session, principal: Any, _resource: Any) -> bool:
-    return _has_role(principal, "admin", "organizer", "site_operator")
+    return has_role(principal, "admin", "organizer", "site_operator")
 
 
 @policy.register("attendance.ledger", roles={"admin": "all", "organizer": "his subtree"},
                  refuse="当前角色无权查看学时台账")
 def _ledger(_session: Session, principal: Any, _resource: Any) -> bool:
     """The ledger of study hours, and an occurrence's attendance dashboard (links)."""
-    return _has_role(principal, "admin", "organizer")
+    return has_role(principal, "admin", "organizer")
 
 
 @policy.register("attendance.headcount", roles={
@@ -288,11 +283,11 @@ def _ledger(_session: Session, principal: Any, _resource: Any) -> bool:
     "site_operator": "his site"}, refuse="当前角色无权查看人数")
 def _headcount(_session: Session, principal: Any, _resource: Any) -> bool:
     """A lesson's live headcount on 工作台 (no names)."""
-    return _has_role(principal, "admin", "organizer", "site_operator", "trainer")
+    return has_role(principal, "admin", "organizer", "site_operator", "trainer")
 
 
 @policy.register("makeup.study", roles={"member": "himself"},
                  refuse="只有党员本人可以执行此操作")
 def _makeup(_session: Session, principal: Any, _resource: Any) -> bool:
     """Act as a member: make-up study, his own leave and QR check-in."""
-    return _has_role(principal, "member") and principal.member is not None
+    return has_role(principal, "member") and principal.member is not None

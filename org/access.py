@@ -120,6 +120,15 @@ def _org_top_level(_session: Session, principal: Any, _resource: Any) -> bool:
     return may_make_top_level(principal)
 
 
+def _has_scope(scope_filter: Any, session: Session, principal: Any) -> bool:
+    """The principal may read some of the list: its scope filter does not refuse him."""
+    try:
+        scope_filter(session, principal)
+    except Forbidden:
+        return False
+    return True
+
+
 @policy.register("site.read", roles={"admin": "all", "organizer": "his subtree",
                                      "trainer": "all", "site_operator": "his site",
                                      "member": "his home site"},
@@ -127,11 +136,7 @@ def _org_top_level(_session: Session, principal: Any, _resource: Any) -> bool:
 def _site_read(session: Session, principal: Any, site: Any) -> bool:
     """Read the list of sites (no resource) or one site."""
     if site is None:
-        try:
-            site_filter(session, principal)
-        except Forbidden:
-            return False
-        return True
+        return _has_scope(site_filter, session, principal)
     return can_view_site(session, principal, site)
 
 
@@ -151,11 +156,7 @@ def _site_operate(session: Session, principal: Any, site: Any) -> bool:
 def _member_read(session: Session, principal: Any, member: Any) -> bool:
     """Read the roster (no resource) or one member."""
     if member is None:
-        try:
-            member_filter(session, principal)
-        except Forbidden:
-            return False
-        return True
+        return _has_scope(member_filter, session, principal)
     return can_view_member(session, principal, member)
 
 
