@@ -785,6 +785,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                      "repeated": site.get("retransmits_repeated"),
                      "unasked": site.get("retransmits_unasked"),
                      "held": site.get("retransmits_held"),
+                     "doubled": site.get("retransmits_doubled"),
                      "probes": site.get("nack_probes"),
                      "exhausted": site.get("retransmits_exhausted"),
                      "paced_ms": site.get("paced_ms")}
@@ -841,7 +842,8 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
                   f"rtt {imp['rtt_ms']} ms, REMB {imp['estimate_kbps']} kb/s, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
                   f"{imp['repeated']} asked again, {imp['unasked']} again unasked, "
-                  f"{imp['held']} held back, {imp['probes']} NACK probes, "
+                  f"{imp['held']} held back, {imp['doubled']} sent twice, "
+                  f"{imp['probes']} NACK probes, "
                   f"{imp['skipped']} given up: too old or tried 8 times "
                   f"({imp['exhausted']} the latter)), "
                   f"paced {imp['paced_ms']} ms\n"

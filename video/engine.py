@@ -88,6 +88,13 @@ RETRANSMIT_UNASKED_WINDOW = 75
 #: Nor is any packet re-sent this far behind the newest: an aiortc receiver has given up
 #: on a hole 512 packets back, and the late copy would reset its jitter buffer.
 RETRANSMIT_MAX_BEHIND = 400
+#: A packet asked for again after its copy went (the copy was lost too) goes twice, a few
+#: milliseconds apart, while this close to the newest packet (a second copy of a packet
+#: that arrived is dropped by the receiver this near). At 5 % loss and 150 ms a third
+#: loss in a row otherwise reached the far zone, where a re-send waits two round trips,
+#: and the receiver stopped asking: its jitter buffer waited 512 packets (a 3-4 s freeze
+#: in 3 of 5 bench runs).
+RETRANSMIT_DOUBLE_WINDOW = 60
 #: Unconfirmed re-sends further back than the unasked window are not re-sent but probed
 #: for: one video packet goes a position late, the receiver's NACK lists what is still
 #: missing (up to 128 packets back: aiortc's NACK horizon).
@@ -202,6 +209,10 @@ class Subscriber:
         self._rtx_tries: dict[int, int] = {}
         self._rtx_backlog: dict[int, None] = {}
         self._rtx_task: asyncio.Task | None = None
+        #: Set by a NACK: the retransmission task, asleep until a copy falls due, wakes
+        #: for it (it once slept up to 0.3 s on a fresh NACK, whose packet was then far
+        #: behind when re-sent, and a lost copy could no longer be asked for again).
+        self._rtx_wake = asyncio.Event()
         #: A NACKed packet was given up (too old, or re-sent too often): ask for a keyframe.
         self.gave_up = False
         #: Re-sent packets not yet confirmed by a later NACK: seq -> unasked re-sends.
@@ -210,6 +221,9 @@ class Subscriber:
         #: Asked again for a copy sent lately, far behind: not re-sent (a duplicate there
         #: would reset an aiortc receiver's jitter buffer).
         self.retransmits_held = 0
+        #: Second copies of packets whose first copy was lost (`RETRANSMIT_DOUBLE_WINDOW`).
+        self.retransmits_doubled = 0
+        self._rtx_asked_again: set[int] = set()
         self._last_probe = 0.0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
@@ -235,6 +249,7 @@ class Subscriber:
             "retransmits_repeated": self.retransmits_repeated,
             "retransmits_unasked": self.retransmits_unasked,
             "retransmits_held": self.retransmits_held,
+            "retransmits_doubled": self.retransmits_doubled,
             "nack_probes": self.pacer.probes if self.pacer else 0,
             "paced_ms": round(self.pacer.waited * 1000) if self.pacer else 0,
             **link,
@@ -302,6 +317,22 @@ class Subscriber:
             ready.append(seq)
         return ready, later, wake
 
+    def _worth_doubling(self, sender: RTCRtpSender, send: list[int]) -> list[int]:
+        """Of the packets about to be re-sent: those a NACK asked for again after a copy
+        went (it was lost too) and near the newest packet, as far as the retransmission
+        budget allows a second copy each."""
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        asked, self._rtx_asked_again = self._rtx_asked_again, set()
+        if not isinstance(history, RetransmitHistory) or history.newest is None:
+            return []
+        newest = history.newest
+        self._rtx_asked_again = {seq for seq in asked if seq in self._rtx_backlog}
+        again = [seq for seq in send if seq in asked
+                 and (newest - seq) % 65536 < RETRANSMIT_DOUBLE_WINDOW]
+        again = again[:max(0, int(self._rtx_tokens))]
+        self._rtx_tokens -= len(again)
+        return again
+
     def retransmitted(self, lost: list[int], now: float) -> None:
         for seq in lost:
             self._rtx_sent[seq] = now
@@ -320,15 +351,27 @@ class Subscriber:
             self._rtx_unconfirmed.clear()
             return
         if self.pacer is not None and self.pacer.probe_seq is not None:
-            lost = [seq for seq in lost if seq != self.pacer.probe_seq]  # it came late
+            now, rtt = time.monotonic(), getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
+            pacer = self.pacer  # the late packet's own NACK: it came right after
+            lost = [seq for seq in lost if not pacer.probe_in_flight(seq, now, rtt)]
         self._confirm(sender, set(lost), time.monotonic())
         for seq in lost:
             if seq in self._rtx_sent:
                 self.retransmits_repeated += 1
+                self._rtx_asked_again.add(seq)
             self._rtx_unconfirmed.pop(seq, None)
             self._rtx_backlog.setdefault(seq, None)
+        self._rtx_wake.set()
         if self._rtx_task is None or self._rtx_task.done():
             self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep until a copy falls due, or until a NACK brings new packets."""
+        try:
+            await asyncio.wait_for(self._rtx_wake.wait(), max(0.005, seconds))
+        except asyncio.TimeoutError:
+            pass
+        self._rtx_wake.clear()
 
     def _confirm(self, sender: RTCRtpSender, listed: set[int], now: float) -> None:
         """A NACK lists every hole the receiver still has near its newest packet: re-sent
@@ -394,7 +437,7 @@ class Subscriber:
                 if not self._rtx_backlog:
                     if due_at is None:
                         break
-                    await asyncio.sleep(max(0.005, due_at - now))
+                    await self._nap(due_at - now)
                     continue
                 ready, later, wake = self.worth_retransmitting(
                     sender, list(self._rtx_backlog), now)
@@ -409,6 +452,7 @@ class Subscriber:
                 if first:
                     self.retransmits_deferred += len(rest)
                     first = False
+                again = self._worth_doubling(sender, send)
                 self.retransmitted(send, now)
                 self.retransmits += len(send)
                 history = getattr(sender, "_RTCRtpSender__rtp_history", None)
@@ -417,6 +461,9 @@ class Subscriber:
                         history.restore(seq, RTP_HISTORY_SIZE)
                     if timed:
                         self._rtx_unconfirmed.setdefault(seq, 0)
+                    await sender._retransmit(seq)
+                for seq in again:
+                    self.retransmits_doubled += 1
                     await sender._retransmit(seq)
                 if self.gave_up:
                     # A hole that will not be repaired: the site's decoder needs a fresh
@@ -427,7 +474,7 @@ class Subscriber:
                 if rest:
                     await asyncio.sleep(max(0.005, 1 / rate))
                 elif later:
-                    await asyncio.sleep(max(0.005, wake))
+                    await self._nap(wake)
         except (ConnectionError, asyncio.CancelledError):
             self._rtx_backlog.clear()
             self._rtx_unconfirmed.clear()

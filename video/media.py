@@ -260,7 +260,11 @@ class NodeClient:
         after, boot = None, None
         while not self._stop.is_set():
             try:
-                params = {"wait": 20} if after is None else {"after": after, "wait": 20}
+                params: dict[str, Any] = {"wait": 20}
+                if after is not None:
+                    params["after"] = after
+                if boot is not None:
+                    params["boot"] = boot  # a restarted node answers at once
                 response = requests.get(f"{url}/events", params=params,
                                         headers=self._headers(), timeout=30)
                 response.raise_for_status()

@@ -13,8 +13,9 @@ engine's synchronous interface:
   `If-Match` passed on): 200 and JSON {occurrence_id, etag}.
 - `DELETE /resources/<resource_id>`, `POST /end/<occurrence_id>`,
   `GET /stats/<occurrence_id>`, `POST /record/<occurrence_id>` ({"path": ...}).
-- `GET /events?after=<seq>&wait=<seconds>`: the event log, long-polled by the web app
-  ({events, last, boot}: `boot` names this process's log).
+- `GET /events?after=<seq>&wait=<seconds>&boot=<boot>`: the event log, long-polled by the
+  web app ({events, last, boot}: `boot` names this process's log; a caller that names
+  another is answered at once).
 - `POST /forward/<occurrence_id>` ({edge, host, video_port, audio_port, video_rtcp_port}):
   send the broadcast as RTP to a Janus edge's mountpoint, its keyframe requests back
   (video.janus).
@@ -66,9 +67,13 @@ class EventLog:
             self.events.append((self.seq, event))
             self.cond.notify_all()
 
-    def since(self, after: int | None, wait: float) -> tuple[list[dict[str, Any]], int]:
+    def since(self, after: int | None, wait: float,
+              boot: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Events after `after`, waiting up to `wait` s for one. A caller that followed
+        another process's log (its `boot`, or a number past this log's end) is answered at
+        once, so that it starts again from this log's first event instead of waiting."""
         with self.cond:
-            if after is None:
+            if after is None or (boot is not None and boot != self.boot) or after > self.seq:
                 return [], self.seq
             if self.seq <= after:
                 self.cond.wait(timeout=wait)
@@ -169,7 +174,8 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
             elif method == "GET" and path == "/events":
                 after = int(query["after"][0]) if "after" in query else None
                 wait = min(25.0, float(query.get("wait", ["20"])[0]))
-                batch, last = events.since(after, wait)
+                boot = query["boot"][0] if "boot" in query else None
+                batch, last = events.since(after, wait, boot)
                 self._send(200, {"events": batch, "last": last, "boot": events.boot})
             elif method == "GET" and path == "/health":
                 self._send(200, {"ok": True, "broadcasts": len(engine.broadcasts)})

@@ -320,8 +320,19 @@ class BurstPacer:
         self.probe_requested = False
         self.probes = 0
         self.probe_seq: int | None = None
+        #: When the late packet left (None while it waits): a NACK that lists it more
+        #: than a round trip later means it was lost on the link, not late.
+        self.probe_sent_at: float | None = None
         self._held: bytes | None = None
         self._flushing: asyncio.Future | None = None
+
+    def probe_in_flight(self, seq: int, now: float, rtt: float) -> bool:
+        """A NACK for `seq` is the one the late packet provoked (it was listed before it
+        arrived): the probe, still held or sent less than a round trip (+ margin) ago.
+        Later, a NACK that lists it means the link lost it, and it must be re-sent."""
+        if seq != self.probe_seq:
+            return False
+        return self.probe_sent_at is None or now - self.probe_sent_at <= 1.25 * rtt + 0.03
 
     def install(self, transport: Any) -> None:
         original = transport._send_rtp
@@ -329,6 +340,7 @@ class BurstPacer:
         def flush(held: bytes) -> None:
             if self._held is held:  # no video packet followed within 100 ms
                 self._held = None
+                self.probe_sent_at = time.monotonic()
                 self._flushing = asyncio.ensure_future(original(held))
 
         async def send(data: bytes) -> None:
@@ -351,6 +363,7 @@ class BurstPacer:
             if video and self._held is not None:
                 held, self._held = self._held, None
                 await original(data)
+                self.probe_sent_at = time.monotonic()
                 await original(held)
                 return
             if video and self.probe_requested:
@@ -358,6 +371,7 @@ class BurstPacer:
                 self.probes += 1
                 self._held = data
                 self.probe_seq = int.from_bytes(data[2:4], "big")
+                self.probe_sent_at = None
                 asyncio.get_running_loop().call_later(0.1, flush, data)
                 return
             await original(data)

@@ -611,3 +611,92 @@ def test_a_nack_probe_sends_one_video_packet_a_position_late():
         assert sent == [(1, 13)]
 
     run(scenario())
+
+
+def test_a_lost_probe_is_re_sent_once_its_round_trip_has_passed():
+    """The late packet's own NACK (listed before it arrived) is not answered; but the link
+    may lose it too: a NACK that lists it a round trip after it left is answered. (It was
+    ignored for good: the receiver waited 512 packets on it, a 3.7 s freeze at 5 % loss.)"""
+    from video.relay import BurstPacer
+
+    pacer = BurstPacer(lambda: 1200, {1})
+    pacer.probe_seq = 11
+    assert pacer.probe_in_flight(11, 100.0, 0.15)  # still held back
+    pacer.probe_sent_at = 100.0
+    assert pacer.probe_in_flight(11, 100.1, 0.15)  # its own NACK
+    assert not pacer.probe_in_flight(11, 100.3, 0.15)  # lost on the link
+    assert not pacer.probe_in_flight(12, 100.1, 0.15)  # another packet
+
+
+def _history_sender(first: int, last: int, rtt: float = 0.15):
+    from aiortc.rtp import RtpPacket
+
+    from video.relay import RetransmitHistory
+
+    class Sender:
+        _RTCRtpSender__rtt = rtt
+
+        def __init__(self):
+            self.sent: list[tuple[int, float]] = []
+            self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
+
+        async def _retransmit(self, seq: int) -> None:
+            self.sent.append((seq, time.monotonic()))
+
+    sender = Sender()
+    for seq in range(first, last):
+        sender._RTCRtpSender__rtp_history[seq % 128] = RtpPacket(sequence_number=seq,
+                                                                 timestamp=seq * 3000)
+    return sender
+
+
+def test_a_fresh_nack_wakes_the_retransmissions_at_once():
+    """The retransmission task sleeps until an unconfirmed copy falls due (1.5 round trips);
+    a NACK meanwhile is answered at once, not when it wakes (it once waited up to 0.3 s,
+    and the packet was then too far behind to be asked for again)."""
+    from video.engine import Subscriber as Site
+
+    async def scenario():
+        sender = _history_sender(1000, 1100, rtt=0.3)
+        site = Site("r", None, {}, "vp8")
+        site.queue_retransmits(sender, [1090], lambda: 1200)
+        await wait_for(lambda: sender.sent, 1)
+        await asyncio.sleep(0.05)  # the task now sleeps on 1090's copy (due in ~0.4 s)
+        asked = time.monotonic()
+        site.queue_retransmits(sender, [1095], lambda: 1200)
+        await wait_for(lambda: any(seq == 1095 for seq, _ in sender.sent), 1)
+        answered = next(t for seq, t in sender.sent if seq == 1095)
+        assert answered - asked < 0.05, answered - asked
+        site.close()
+
+    run(scenario())
+
+
+def test_a_packet_asked_for_again_after_its_copy_goes_twice_near_the_newest():
+    """A NACK that lists a packet again a round trip after its copy went: the copy was lost
+    too, and the packet goes twice (both lost: 0.25 % at 5 % loss). Far behind it goes
+    once (a duplicate there could reset an aiortc receiver's jitter buffer); a first
+    re-send goes once."""
+    from video.engine import RETRANSMIT_DOUBLE_WINDOW
+    from video.engine import Subscriber as Site
+
+    async def scenario():
+        sender = _history_sender(1000, 1200, rtt=0.15)
+        site = Site("r", None, {}, "vp8")
+        await asyncio.sleep(0.2)  # the retransmission budget fills
+        near, far = 1190, 1199 - RETRANSMIT_DOUBLE_WINDOW - 5
+        site.queue_retransmits(sender, [near, far], lambda: 1200)
+        await wait_for(lambda: len(sender.sent) == 2, 1)
+        # past the round trip (1.2 x 150 ms), before an unasked re-send (1.5 x + 50 ms):
+        # a NACK now means the copy was lost
+        await asyncio.sleep(0.2)
+        site.queue_retransmits(sender, [near, far], lambda: 1200)
+        await asyncio.sleep(0.03)
+        seqs = [seq for seq, _ in sender.sent]
+        assert seqs[:2] == [near, far]  # the first re-sends: once each
+        assert seqs[2:].count(near) == 2, seqs
+        assert seqs[2:].count(far) == 1, seqs
+        assert site.retransmits_doubled == 1
+        site.close()
+
+    run(scenario())

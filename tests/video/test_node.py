@@ -157,3 +157,22 @@ def test_pinning_a_layer_through_a_media_node(client, factory, scene, db_session
             await peer.close()
 
     run(scenario())
+
+
+def test_the_event_log_answers_a_caller_of_another_process_at_once():
+    """A web app that followed a node before its restart names the old log (its boot, its
+    last number): the new process answers at once instead of holding the long poll, so
+    the new broadcast_started reaches the app without a 20 s wait."""
+    from video.node import EventLog
+
+    log = EventLog()
+    log.append({"type": "broadcast_started", "occurrence_id": 1})
+    started = time.monotonic()
+    assert log.since(7, 5.0, "an-old-boot") == ([], 1)
+    assert log.since(7, 5.0) == ([], 1)  # past this log's end: another process's numbers
+    assert time.monotonic() - started < 1.0
+    assert log.since(0, 5.0, log.boot) == ([{"type": "broadcast_started",
+                                             "occurrence_id": 1}], 1)
+    started = time.monotonic()
+    assert log.since(1, 0.3, log.boot) == ([], 1)  # its own log: the long poll waits
+    assert time.monotonic() - started >= 0.25
