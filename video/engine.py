@@ -367,10 +367,8 @@ class Subscriber:
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until a copy falls due, or until a NACK brings new packets."""
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._rtx_wake.wait(), max(0.005, seconds))
-        except asyncio.TimeoutError:
-            pass
         self._rtx_wake.clear()
 
     def _confirm(self, sender: RTCRtpSender, listed: set[int], now: float) -> None:
