@@ -209,9 +209,12 @@ def start_workers(url: str, via: str, n: int) -> list[subprocess.Popen]:
 
 
 def origin_frames(node) -> int:
-    """The frames the origin's top layer has encoded (what it sends the edges and sites)."""
-    layers = node.stats().get("layers", [])
-    return sum(layer.get("frames", 0) for layer in layers if layer.get("name") == "high")
+    """The frames the origin's top layer has sent the edges and sites: encoded, or the
+    publisher's forwarded (forward mode)."""
+    stats = node.stats()
+    return stats.get("frames_forwarded", 0) + sum(
+        layer.get("frames", 0) for layer in stats.get("layers", [])
+        if layer.get("name") == "high")
 
 
 def measure(node, publisher, targets: list[tuple[str, str]], n: int, seconds: float,
@@ -258,6 +261,9 @@ def main() -> None:
     parser.add_argument("--live-publisher", action="store_true",
                         help="the publisher encodes its synthetic frames as it goes (by "
                              "default it loops frames encoded once before the run)")
+    parser.add_argument("--forward", action="store_true",
+                        help="the origin forwards the publisher's VP8 (forward mode) "
+                             "instead of decoding and encoding once")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--via", default="janus", help=argparse.SUPPRESS)
@@ -279,8 +285,9 @@ def main() -> None:
     frames = None if args.live_publisher else relay.preencoded_frames(1200)
     print(f"edge benchmark: 640x480 30 fps VP8 publisher "
           f"({'live' if frames is None else 'pre-encoded, looped'}) + Opus, the origin "
-          f"decodes and encodes once (480p, 1.2 Mb/s; forward mode off), "
-          f"{args.seconds:.0f} s windows, {os.cpu_count()} cores, "
+          + ("forwards the publisher's VP8 (forward mode), " if args.forward else
+             "decodes and encodes once (480p, 1.2 Mb/s; forward mode off), ")
+          + f"{args.seconds:.0f} s windows, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     print("subscribers count frames at the UDP level (RTP marker bit, no SRTP decryption, "
           f"no decode), up to {PER_WORKER} sites per worker process", flush=True)
@@ -300,7 +307,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            publisher = relay.PublisherThread(node.url, frames=frames, forward="off")
+            publisher = relay.PublisherThread(node.url, frames=frames,
+                                              forward="auto" if args.forward else "off")
             time.sleep(3)
             # Baseline, same run: our node serving the sites itself over WHEP.
             for n in base_sites:
@@ -325,6 +333,7 @@ def main() -> None:
                 row(f"2 edges, N={n:3d} sites each ", r,
                     f"edge CPU {', '.join(f'{c:4.1f}' for c in edge_cpu)} % of a core, "
                     f"origin CPU {r['cpu']['origin']:5.1f} %")
+            mode = node.stats().get("mode")
         finally:
             if publisher is not None:
                 publisher.close()
@@ -364,6 +373,7 @@ def main() -> None:
               f"per edge, {hi['cpu']['origin']:.1f} % at {hi['n']} per edge "
               f"({(hi['cpu']['origin'] - lo['cpu']['origin']) / span:+.3f} points per added "
               f"site per edge)")
+    print(f"origin's mode at the end: {mode}")
     print(f"total {time.monotonic() - started:.0f} s; load average at the end "
           f"{os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
 
