@@ -194,7 +194,7 @@ def _init_extensions(app: Flask) -> None:
         # attendance handlers keep their stored order (attendance/events.py, _Turns).
         async_handlers=app.config["YUANJIAO_ASYNC_MODE"] == "gevent",
         # Connections are many and idle; ping often enough to notice a dead screen.
-        ping_interval=20,
+        ping_interval=app.config["YUANJIAO_SOCKETIO_PING_INTERVAL"],
         ping_timeout=20,
     )
 

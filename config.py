@@ -79,6 +79,9 @@ class Settings:
     # The Redis pub/sub channel of Socket.IO's message queue: one per deployment sharing a
     # Redis (channels ignore Redis's database numbers), e.g. a benchmark beside a stack.
     socketio_channel: str = _setting("flask-socketio", str)
+    # Seconds between Engine.IO's pings of each socket (a dead screen is noticed within
+    # this plus as long again); thousands of idle phones cost a ping each per interval.
+    socketio_ping_interval: int = _setting(20, int)
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     cors_origins: tuple[str, ...] = _setting((), _origin_list)
     recordings_dir: str | None = _setting(None, str)  # instance/recordings
