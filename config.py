@@ -104,6 +104,11 @@ class Settings:
     attendance_grace_seconds: int = _setting(90, int)
     # A socket connection's right to operate a site is re-checked after this long.
     attendance_auth_ttl: int = _setting(30, int)
+    # The attendance writer waits this long (ms) after a batch's first event for more: a
+    # burst then shares one transaction. Every web process has its own writer, so with N
+    # processes a batch holds 1/N of the events and its fixed cost (lock, lookups,
+    # commit) weighs N times as much per check-in; a longer wait evens that out.
+    attendance_write_linger_ms: float = _setting(10.0, float)
     # Leaving more than this many minutes before the end counts as leaving early.
     left_early_minutes: int = _setting(10, int)
     qr_rotate_seconds: int = _setting(25, int)

@@ -2,7 +2,8 @@
 
 Handlers validate and authorize (cheaply, from caches), then hand an `Append` request to
 the app's `GroupWriter` and wait on its future. The writer thread takes whatever requests
-are queued (up to `MAX_BATCH` events, or what arrives within `LINGER` seconds of the first),
+are queued (up to `MAX_BATCH` events, or what arrives within the linger of the first:
+YUANJIAO_ATTENDANCE_WRITE_LINGER_MS),
 and in one transaction:
 
 1. takes the occurrence's write turn (SQLite: ``BEGIN IMMEDIATE`` under the process lock;
@@ -64,9 +65,6 @@ _write_lock = threading.Lock()
 
 #: At most this many events per transaction (keeps IN lists and the lock hold short).
 MAX_BATCH = 500
-#: After the first request of a batch, wait this long for more (seconds): a small price in
-#: latency that lets a burst share one commit.
-LINGER = 0.002
 #: A handler gives up waiting after this long (the event may still be stored; the client
 #: retries with the same event id and gets the stored event).
 WAIT_SECONDS = 30.0
@@ -235,6 +233,9 @@ class GroupWriter:
         self._analyzing = False
         #: Counters for the benchmark and the logs: batches, events, requests.
         self.stats = {"batches": 0, "requests": 0, "events": 0, "fallbacks": 0}
+        #: After the first request of a batch, wait this long for more (seconds): a small
+        #: price in latency that lets a burst share one commit.
+        self.linger = settings(app).attendance_write_linger_ms / 1000
 
     # --- the handler side ---------------------------------------------------------------
 
@@ -300,7 +301,7 @@ class GroupWriter:
                 continue
             batch = [first]
             size = first.size
-            deadline = time.monotonic() + LINGER
+            deadline = time.monotonic() + self.linger
             while size < MAX_BATCH:
                 wait = deadline - time.monotonic()
                 try:
