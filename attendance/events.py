@@ -28,7 +28,7 @@ from config import settings
 from core import policy
 from core.api import SiteScreen
 from core.principals import principal_for_token
-from core.sockets import object_payload, payload_id, socket_principal, socket_sid
+from core.sockets import object_payload, on_hot, payload_id, socket_principal, socket_sid
 from core.types import utcnow
 from extensions import db, socketio
 
@@ -98,7 +98,10 @@ def init_app(app: Flask) -> None:
             handler = object_payload(handler)  # no payload or not an object: refused
         if name not in ("connect", "disconnect"):
             handler = _in_turn(handler)
-        socketio.on_event(name, handler, namespace=NS)
+        if name in HOT:
+            on_hot(app, name, handler, NS)
+        else:
+            socketio.on_event(name, handler, namespace=NS)
 
 
 class _Turns:
@@ -461,6 +464,10 @@ def broadcast_join(data: Any) -> dict[str, Any]:
     db.session.rollback()
     return {"ok": True, "snapshot": snap}
 
+
+#: Events sent often by many connections, handled in an app context only (`on_hot`): they
+#: read their caller from the connection's `_Conn`, never from the request or session.
+HOT = frozenset({"ping", "roll_call:mark", "viewer:join", "viewer:heartbeat", "viewer:leave"})
 
 HANDLERS = {
     "connect": connect,
