@@ -14,17 +14,21 @@ check-in with two processes within 15 % of one process's. For each process count
   (YUANJIAO_SOCKETIO_CHANNEL), site presence and attendance rooms shared through Redis;
 - nginx (deploy/nginx.conf.in, two workers, `reuseport`) on 127.0.0.1:`--port` (8090; the
   stack's 8080 is left alone) with the websocket upgrade;
-- `--procs` asyncio client processes (bench/attendance.py's) that open `--clients`
-  websockets through nginx: `--sites` site screens that join their rooms, the rest members
-  watching alone who send a heartbeat every `--heartbeat` s (15, as the pages do); then a
-  baseline of no-op pings, then `--checkins` `roll_call:mark` check-ins at `--rate`/s
-  from the screens (distinct members per process count).
+- `--procs` asyncio client processes (bench/attendance.py's, speaking Socket.IO through
+  bench/leanio.py: python-socketio's client opened ~13 connections a second on this
+  machine; `--socketio-clients` for it) that open `--clients` websockets through nginx:
+  `--sites` site screens that join their rooms, the rest members watching alone who send a
+  heartbeat every `--heartbeat` s (15, as the pages do); then `--idle` seconds of idling
+  (heartbeats and Engine.IO pings alone), a baseline of no-op pings, then `--checkins`
+  `roll_call:mark` check-ins at `--rate`/s from the screens (distinct members per process
+  count). `--py-spy <binary>` records each web process through the burst.
 
-It prints, per process count: connections held (and per process), connect time, ping
-p50/p99, check-ins acknowledged against rows stored, achieved rate, ack p50/p99, and CPU
-during the burst of the web processes, nginx, Redis and PostgreSQL, with the web
-processes' CPU per acknowledged check-in (heartbeats included); then the ratio of two
-processes' CPU per check-in to one's. The clients share the two cores with the server:
+It prints, per process count: connections held (and per process), connect time, the idle
+CPU, ping p50/p99, check-ins acknowledged against rows stored, achieved rate, ack p50/p99,
+and CPU during the burst of the web processes, nginx, Redis and PostgreSQL, with the web
+processes' CPU per acknowledged check-in (heartbeats included, and less the idle cost);
+then a table of each process count's CPU per check-in against one process's (the goal:
+two within 1.15x). The clients share the two cores with the server:
 scaling shows as cost per check-in, not throughput. Raise nothing: the open-file limit
 (20,000 here) is per process, which is why nginx runs two workers.
 """
