@@ -79,6 +79,9 @@ class Settings:
     # The Redis pub/sub channel of Socket.IO's message queue: one per deployment sharing a
     # Redis (channels ignore Redis's database numbers), e.g. a benchmark beside a stack.
     socketio_channel: str = _setting("flask-socketio", str)
+    # Seconds between Engine.IO's pings of each socket (a dead screen is noticed within
+    # this plus as long again); thousands of idle phones cost a ping each per interval.
+    socketio_ping_interval: int = _setting(20, int)
     #: Other origins whose pages may call /whip and /whep (CORS); the app's own always may.
     cors_origins: tuple[str, ...] = _setting((), _origin_list)
     recordings_dir: str | None = _setting(None, str)  # instance/recordings
@@ -101,6 +104,11 @@ class Settings:
     attendance_grace_seconds: int = _setting(90, int)
     # A socket connection's right to operate a site is re-checked after this long.
     attendance_auth_ttl: int = _setting(30, int)
+    # The attendance writer waits this long (ms) after a batch's first event for more: a
+    # burst then shares one transaction. Every web process has its own writer, so with N
+    # processes a batch holds 1/N of the events and its fixed cost (lock, lookups,
+    # commit) weighs N times as much per check-in; a longer wait evens that out.
+    attendance_write_linger_ms: float = _setting(10.0, float)
     # Leaving more than this many minutes before the end counts as leaving early.
     left_early_minutes: int = _setting(10, int)
     qr_rotate_seconds: int = _setting(25, int)

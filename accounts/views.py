@@ -57,7 +57,9 @@ def init_app(app: Flask) -> None:
     csrf.exempt(blp)
     # core asks accounts who a bearer token is, without importing accounts.
     register_token_loader(service.principal_for_token)
-    app.teardown_request(_record_token_use)
+    # At the app context's end: after a request, a socket event, or a hot socket event
+    # (core.sockets.on_hot), which runs in an app context only.
+    app.teardown_appcontext(_record_token_use)
 
 
 def _record_token_use(_error: BaseException | None = None) -> None:

@@ -2,12 +2,16 @@
 
 Handlers validate and authorize (cheaply, from caches), then hand an `Append` request to
 the app's `GroupWriter` and wait on its future. The writer thread takes whatever requests
-are queued (up to `MAX_BATCH` events, or what arrives within `LINGER` seconds of the first),
+are queued (up to `MAX_BATCH` events, or what arrives within the linger of the first:
+YUANJIAO_ATTENDANCE_WRITE_LINGER_MS),
 and in one transaction:
 
-1. takes the occurrence's write turn (SQLite: ``BEGIN IMMEDIATE`` under the process lock;
-   PostgreSQL: ``pg_advisory_xact_lock`` per occurrence, so writers of several processes
-   serialize per occurrence and the two-site rule holds across processes);
+1. takes its write turn (SQLite: ``BEGIN IMMEDIATE`` under the process lock; PostgreSQL:
+   the occurrence's advisory lock *shared*, then an exclusive advisory lock per member of
+   the batch, in member order: writers of several processes serialize only on a member
+   they both touch, so the two-site rule holds across processes, while their batches of
+   different members commit side by side; an occurrence's lock or unlock takes the
+   occurrence's lock exclusively, and so falls between two batches);
 2. looks up, set-based, the stored events of every ``(occurrence, source, event_id)`` key
    (repeats), the occurrences with their lock, the members, and the open check-ins of the
    members being checked in;
@@ -64,9 +68,6 @@ _write_lock = threading.Lock()
 
 #: At most this many events per transaction (keeps IN lists and the lock hold short).
 MAX_BATCH = 500
-#: After the first request of a batch, wait this long for more (seconds): a small price in
-#: latency that lets a burst share one commit.
-LINGER = 0.002
 #: A handler gives up waiting after this long (the event may still be stored; the client
 #: retries with the same event id and gets the stored event).
 WAIT_SECONDS = 30.0
@@ -77,6 +78,8 @@ ANALYZE_FROM = 1000
 IDLE_SECONDS = 30.0
 #: Namespace of the PostgreSQL advisory locks (first key of the two-key form): "YJAT".
 ADVISORY_CLASS = 0x594A4154 - (1 << 32) if 0x594A4154 >= (1 << 31) else 0x594A4154
+#: Namespace of the per-member advisory locks of the writer's batches: "YJAM".
+MEMBER_CLASS = 0x594A414D
 EVENTS = cast(Table, AttendanceEvent.__table__)
 OPENING_OR_CLOSING = tuple(R.OPENING | {"check_out"})
 
@@ -235,6 +238,9 @@ class GroupWriter:
         self._analyzing = False
         #: Counters for the benchmark and the logs: batches, events, requests.
         self.stats = {"batches": 0, "requests": 0, "events": 0, "fallbacks": 0}
+        #: After the first request of a batch, wait this long for more (seconds): a small
+        #: price in latency that lets a burst share one commit.
+        self.linger = settings(app).attendance_write_linger_ms / 1000
 
     # --- the handler side ---------------------------------------------------------------
 
@@ -300,7 +306,7 @@ class GroupWriter:
                 continue
             batch = [first]
             size = first.size
-            deadline = time.monotonic() + LINGER
+            deadline = time.monotonic() + self.linger
             while size < MAX_BATCH:
                 wait = deadline - time.monotonic()
                 try:
@@ -474,9 +480,17 @@ class GroupWriter:
         appends = [a for req in batch for a in req.appends]
         occ_ids = sorted({a.occurrence_id for a in appends})
         if postgres:
+            # Shared: another process's batch proceeds beside this one; a lock or unlock
+            # of the occurrence (exclusive, lock_occurrence) waits for both, and they for it.
             for occ_id in occ_ids:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:c, :o)"),
+                conn.execute(text("SELECT pg_advisory_xact_lock_shared(:c, :o)"),
                              {"c": ADVISORY_CLASS, "o": occ_id})
+            locked = sorted({a.member_id for a in appends if a.member_id is not None})
+            if locked:  # in member order in every process: no deadlock between writers
+                conn.execute(text(
+                    "SELECT count(pg_advisory_xact_lock(:c, m)) FROM "
+                    "(SELECT m FROM unnest(CAST(:ids AS integer[])) AS m ORDER BY m) AS s"),
+                    {"c": MEMBER_CLASS, "ids": locked})
         stored = _stored(conn, [(a.occurrence_id, a.source, a.event_id) for a in appends])
         occurrences = _occurrences(conn, occ_ids)
         member_ids = {a.member_id for a in appends if a.member_id is not None}

@@ -222,16 +222,23 @@ def client_worker(idx: int, url: str, cfg: dict, ready, go, results) -> None:
 async def _client_main(idx: int, url: str, cfg: dict, ready, go, results) -> None:
     import asyncio
 
-    import socketio
-
     loop = asyncio.get_running_loop()
     occ = cfg["occurrence_id"]
     clients: list = []
     screens: list = []
     viewers: list = []
     failures = 0
+    http = None
+    if cfg.get("lean"):
+        from bench import leanio
+
+        http = leanio.session()
 
     async def connect(token: str):
+        if http is not None:  # bench/leanio.py: raw Engine.IO frames, a task per connection
+            return await leanio.connect(http, url, "/attendance", token)
+        import socketio
+
         sio = socketio.AsyncClient(reconnection=False)
         await sio.connect(url, namespaces=["/attendance"], transports=["websocket"],
                           auth={"token": token}, wait_timeout=60)
@@ -337,6 +344,8 @@ async def _client_main(idx: int, url: str, cfg: dict, ready, go, results) -> Non
     for sio in clients:
         with contextlib.suppress(Exception):
             await sio.disconnect()
+    if http is not None:
+        await http.close()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -359,6 +368,8 @@ def main() -> None:
     ap.add_argument("--pings", type=int, default=2000, help="baseline no-op round trips")
     ap.add_argument("--heartbeat", type=float, default=15.0)
     ap.add_argument("--timeline", action="store_true", help="ack latency second by second")
+    ap.add_argument("--lean", action="store_true",
+                    help="bench/leanio.py clients instead of python-socketio's")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -415,7 +426,7 @@ def main() -> None:
                     "viewers": cfg["viewer_tokens"][i::args.procs],
                     "members": checkin_members[i::args.procs], "rate": args.rate,
                     "procs": args.procs, "pings": args.pings // args.procs,
-                    "heartbeat": args.heartbeat, "go2": go2}
+                    "heartbeat": args.heartbeat, "go2": go2, "lean": args.lean}
             p = ctx.Process(target=client_worker, args=(i, base, part, ready, go, results))
             p.start()
             workers.append(p)

@@ -14,17 +14,21 @@ check-in with two processes within 15 % of one process's. For each process count
   (YUANJIAO_SOCKETIO_CHANNEL), site presence and attendance rooms shared through Redis;
 - nginx (deploy/nginx.conf.in, two workers, `reuseport`) on 127.0.0.1:`--port` (8090; the
   stack's 8080 is left alone) with the websocket upgrade;
-- `--procs` asyncio client processes (bench/attendance.py's) that open `--clients`
-  websockets through nginx: `--sites` site screens that join their rooms, the rest members
-  watching alone who send a heartbeat every `--heartbeat` s (15, as the pages do); then a
-  baseline of no-op pings, then `--checkins` `roll_call:mark` check-ins at `--rate`/s
-  from the screens (distinct members per process count).
+- `--procs` asyncio client processes (bench/attendance.py's, speaking Socket.IO through
+  bench/leanio.py: python-socketio's client opened ~13 connections a second on this
+  machine; `--socketio-clients` for it) that open `--clients` websockets through nginx:
+  `--sites` site screens that join their rooms, the rest members watching alone who send a
+  heartbeat every `--heartbeat` s (15, as the pages do); then `--idle` seconds of idling
+  (heartbeats and Engine.IO pings alone), a baseline of no-op pings, then `--checkins`
+  `roll_call:mark` check-ins at `--rate`/s from the screens (distinct members per process
+  count). `--py-spy <binary>` records each web process through the burst.
 
-It prints, per process count: connections held (and per process), connect time, ping
-p50/p99, check-ins acknowledged against rows stored, achieved rate, ack p50/p99, and CPU
-during the burst of the web processes, nginx, Redis and PostgreSQL, with the web
-processes' CPU per acknowledged check-in (heartbeats included); then the ratio of two
-processes' CPU per check-in to one's. The clients share the two cores with the server:
+It prints, per process count: connections held (and per process), connect time, the idle
+CPU, ping p50/p99, check-ins acknowledged against rows stored, achieved rate, ack p50/p99,
+and CPU during the burst of the web processes, nginx, Redis and PostgreSQL, with the web
+processes' CPU per acknowledged check-in (heartbeats included, and less the idle cost);
+then a table of each process count's CPU per check-in against one process's (the goal:
+two within 1.15x). The clients share the two cores with the server:
 scaling shows as cost per check-in, not throughput. Raise nothing: the open-file limit
 (20,000 here) is per process, which is why nginx runs two workers.
 """
@@ -125,13 +129,13 @@ class Tier:
     """N gunicorn gevent processes and nginx in front of them."""
 
     def __init__(self, folder: Path, n: int, url: str, port: int, clients: int,
-                 channel: str) -> None:
+                 channel: str, extra_env: dict[str, str]) -> None:
         self.folder = folder
         self.ports = [free_port() for _ in range(n)]
         env = dict(os.environ, DATABASE_URL=url, YUANJIAO_MEDIA="off",
                    YUANJIAO_AUTO_MIGRATE="0", YUANJIAO_DEMO="0", YUANJIAO_SECRET_KEY="bench",
                    YUANJIAO_LOG_LEVEL="WARNING", YUANJIAO_VIEWER_REQUIRES_MEDIA="0",
-                   REDIS_URL=REDIS_URL, YUANJIAO_SOCKETIO_CHANNEL=channel)
+                   REDIS_URL=REDIS_URL, YUANJIAO_SOCKETIO_CHANNEL=channel, **extra_env)
         self.masters = []
         for i, web_port in enumerate(self.ports):
             out = (folder / f"web{i}.log").open("ab")
@@ -183,9 +187,28 @@ class Tier:
             time.sleep(0.2)
 
 
+def profile(args, n: int, pids: list[int]) -> list[subprocess.Popen]:
+    """py-spy (`--py-spy`) records each web process through the burst: flame graphs
+    `<dir>/web<n>-<i>.svg` and collapsed stacks beside them."""
+    if not args.py_spy:
+        return []
+    out = Path(args.profile_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for i, pid in enumerate(pids):
+        for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
+            spies.append(subprocess.Popen(
+                [args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", fmt,
+                 "--output", str(out / f"web{n}-{i}.{ext}"), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1)
+    return spies
+
+
 def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"yj-stackbench-{n}-"))
-    tier = Tier(folder, n, url, args.port, args.clients, channel)
+    extra = {"YUANJIAO_SOCKETIO_PING_INTERVAL": str(args.ping_interval)}
+    tier = Tier(folder, n, url, args.port, args.clients, channel, extra)
     log.info("%d web process(es) %s behind nginx %s (workers %s)", n, tier.workers,
              tier.url, tier.nginx[1:])
     workers: list = []
@@ -199,7 +222,7 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                     "viewers": cfg["viewer_tokens"][i::args.procs],
                     "members": members[i::args.procs], "rate": args.rate,
                     "procs": args.procs, "pings": args.pings // args.procs,
-                    "heartbeat": args.heartbeat, "go2": go2}
+                    "heartbeat": args.heartbeat, "go2": go2, "lean": not args.socketio_clients}
             p = ctx.Process(target=client_worker, args=(i, tier.url, part, ready, go, results),
                             daemon=True)  # gone with this process, even interrupted
             p.start()
@@ -216,6 +239,13 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
         log.info("  connected %d clients (%d failed) in %.0f s; open descriptors per web "
                  "process %s; RSS per web process %s MB", connected, failed, conn_secs,
                  per_process, [round(r) for r in rss])
+        # Idle: the connections' heartbeats and Engine.IO pings alone, the cost the burst's
+        # figures carry beside the check-ins (subtracted for the marginal cost below).
+        web_i0, t_i0 = cpu_of(tier.workers), time.perf_counter()
+        time.sleep(args.idle)
+        idle_cpu = (cpu_of(tier.workers) - web_i0) / (time.perf_counter() - t_i0)
+        log.info("  idle for %.0f s: web processes %.0f %% of a core (heartbeats, pings)",
+                 args.idle, idle_cpu * 100)
         go.set()
         pings: list[float] = []
         for _ in workers:
@@ -225,6 +255,7 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
         redis = pids_named("redis-server")
         web0, nginx0, redis0 = cpu_of(tier.workers), cpu_of(tier.nginx), cpu_of(redis)
         busy0, db0, t0 = machine_busy(), db_cpu_seconds(), time.perf_counter()
+        spies = profile(args, n, tier.workers)
         go2.set()
         lat_all: list[float] = []
         acked, durations, client_cpu = 0, [], 0.0
@@ -236,6 +267,8 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
             client_cpu += cpu
         t1 = time.perf_counter()
         web1, nginx1, redis1 = cpu_of(tier.workers), cpu_of(tier.nginx), cpu_of(redis)
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
         busy1, db1 = machine_busy(), db_cpu_seconds()
         held = sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in tier.workers)
         for p in workers:
@@ -256,6 +289,10 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
             "client_cpu": client_cpu / max(elapsed, 1e-9) * 100,
             "machine": (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9) * 100,
             "web_ms_per_checkin": (web1 - web0) * 1000 / max(acked, 1),
+            "idle_cpu": idle_cpu * 100,
+            # The burst's web CPU less what the same span of idling costs (heartbeats).
+            "marginal_ms_per_checkin": max(0.0, web1 - web0 - idle_cpu * span) * 1000
+            / max(acked, 1),
             "front_ms_per_checkin": (web1 - web0 + nginx1 - nginx0 + redis1 - redis0)
             * 1000 / max(acked, 1),
         }
@@ -273,6 +310,11 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                  "%d heartbeats/s included)", out["web_ms_per_checkin"],
                  out["front_ms_per_checkin"],
                  (args.clients - len(screens)) / args.heartbeat)
+        log.info("  less the idle cost: %.2f ms of web CPU per check-in",
+                 out["marginal_ms_per_checkin"])
+        for spy in spies:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
         return out
     finally:
         for p in workers:
@@ -280,6 +322,10 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                 p.kill()
         tier.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
@@ -293,7 +339,19 @@ def main() -> None:
     ap.add_argument("--heartbeat", type=float, default=15.0)
     ap.add_argument("--web", default="1,2", help="process counts to measure, in order")
     ap.add_argument("--port", type=int, default=8090)
+    ap.add_argument("--idle", type=float, default=10.0,
+                    help="seconds of idling measured before the pings")
+    ap.add_argument("--ping-interval", type=int, default=20,
+                    help="YUANJIAO_SOCKETIO_PING_INTERVAL of the web processes")
+    ap.add_argument("--socketio-clients", action="store_true",
+                    help="python-socketio clients instead of bench/leanio.py's")
+    ap.add_argument("--py-spy", default="", help="py-spy binary: profile the web processes")
+    ap.add_argument("--profile-dir", default="/tmp/yj-stack-profile")
     args = ap.parse_args()
+    # Stopped (SIGTERM, SIGHUP) as when interrupted: the `finally`s stop nginx and the web
+    # processes and drop the database.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     counts = [int(x) for x in args.web.split(",")]
     import psycopg
@@ -326,12 +384,21 @@ def main() -> None:
                     f"check-ins/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, "
                     f"{row['acked']}/{row['stored']} acked/stored, web CPU "
                     f"{row['web_ms_per_checkin']:.2f} ms per check-in "
-                    f"(+ nginx + Redis: {row['front_ms_per_checkin']:.2f} ms)")
-            if one is not None and row is not one:
-                web = row["web_ms_per_checkin"] / one["web_ms_per_checkin"]
-                front = row["front_ms_per_checkin"] / one["front_ms_per_checkin"]
-                line += f"; vs one process: {web:.2f}x (with nginx + Redis {front:.2f}x)"
+                    f"(+ nginx + Redis: {row['front_ms_per_checkin']:.2f} ms), idle "
+                    f"{row['idle_cpu']:.0f} % of a core, less idle "
+                    f"{row['marginal_ms_per_checkin']:.2f} ms per check-in")
             log.info(line)
+        if one is not None:
+            log.info("server CPU per check-in against one process's (goal: two within 1.15x):")
+            log.info("  %-10s %10s %10s %14s %12s", "processes", "web ms", "ratio",
+                     "web+nginx+Redis", "less idle")
+            for row in rows:
+                log.info("  %-10d %10.2f %9.2fx %13.2fx %11.2fx", row["n"],
+                         row["web_ms_per_checkin"],
+                         row["web_ms_per_checkin"] / one["web_ms_per_checkin"],
+                         row["front_ms_per_checkin"] / one["front_ms_per_checkin"],
+                         row["marginal_ms_per_checkin"]
+                         / max(one["marginal_ms_per_checkin"], 1e-9))
     finally:
         with psycopg.connect(PG_BASE + "/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

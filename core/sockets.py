@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-from flask import request
+from flask import Flask, g, has_request_context, request
 from flask_login import current_user
 
 from core.errors import DomainError, Unauthorized, ValidationError, socket_ack
@@ -18,16 +18,44 @@ log = logging.getLogger(__name__)
 def init_app(app) -> None:
     """Register the one default error handler: a refused event is acked, never dropped."""
 
+    socketio.on_error_default(refusal)
+
+
+def refusal(error: Exception) -> dict[str, Any]:
+    """The ack of a handler that raised: a DomainError's code, else `internal_error`."""
     from sqlalchemy.exc import DataError
 
-    @socketio.on_error_default
-    def _refuse(error: Exception) -> dict[str, Any]:
-        db.session.rollback()
-        if isinstance(error, OverflowError | DataError):  # the caller's numbers: 422-like
-            error = ValidationError("数值或日期超出允许范围", code="out_of_range")
-        if not isinstance(error, DomainError):
-            log.exception("socket handler failed", exc_info=error)
-        return socket_ack(error)
+    db.session.rollback()
+    if isinstance(error, OverflowError | DataError):  # the caller's numbers: 422-like
+        error = ValidationError("数值或日期超出允许范围", code="out_of_range")
+    if not isinstance(error, DomainError):
+        log.exception("socket handler failed", exc_info=error)
+        if not has_request_context():  # no request: no locale to translate to
+            return {"ok": False, "error": "internal_error", "message": "服务器内部错误"}
+    return socket_ack(error)
+
+
+def on_hot(app: Flask, event: str, handler, namespace: str) -> None:
+    """Register a frequent event's handler (heartbeats, roll-call marks, pings) on the
+    app's Socket.IO server, run in an app context only.
+
+    Flask-SocketIO runs every event in a request context built from the connection's
+    environ (URL matching, the session cookie opened and saved): about a third of a
+    heartbeat's CPU. A hot handler reads no request, no session and no `current_user`:
+    its connection's caller is what `connect` kept. `socket_sid()` is the event's sid, a
+    raised error is acked as `on_error_default` would, and the app context's end removes
+    the database session and records the tokens used (accounts' teardown).
+    """
+
+    def run(sid: str, *args: Any):
+        with app.app_context():
+            g.socket_sid = sid
+            try:
+                return handler(*args)
+            except Exception as error:
+                return refusal(error)
+
+    socketio.server.on(event, run, namespace=namespace)
 
 
 #: The largest id a payload may name (PostgreSQL's INTEGER).
@@ -86,6 +114,7 @@ def socket_principal(auth: Any, *, required: bool = True):
 
 
 def socket_sid() -> str:
-    """The Socket.IO session id of the event being handled (flask-socketio sets it on
-    `request`, which Flask's types do not know)."""
-    return cast(Any, request).sid
+    """The Socket.IO session id of the event being handled: a hot handler's (`on_hot`),
+    else the one flask-socketio sets on `request` (which Flask's types do not know)."""
+    sid = g.get("socket_sid")
+    return sid if sid is not None else cast(Any, request).sid

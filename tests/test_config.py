@@ -27,6 +27,7 @@ SAMPLES = {
     "YUANJIAO_MEDIA": ("off", "off"),
     "YUANJIAO_FORWARD": ("off", "off"),
     "YUANJIAO_SOCKETIO_CHANNEL": ("yuanjiao-bench", "yuanjiao-bench"),
+    "YUANJIAO_SOCKETIO_PING_INTERVAL": ("40", 40),
     "YUANJIAO_MEDIA_NODES": ("http://a:1, http://b:2", ["http://a:1", "http://b:2"]),
     "YUANJIAO_MEDIA_NODE_SECRET": ("s3cret", "s3cret"),
     "YUANJIAO_ICE_SERVERS": ('[{"urls": "stun:stun.example:3478"}]',
@@ -48,6 +49,7 @@ SAMPLES = {
     "YUANJIAO_MAKEUP_SHARE": ("0.75", 0.75),
     "YUANJIAO_ATTENDANCE_GRACE_SECONDS": ("120", 120),
     "YUANJIAO_ATTENDANCE_AUTH_TTL": ("5", 5),
+    "YUANJIAO_ATTENDANCE_WRITE_LINGER_MS": ("4", 4.0),
     "YUANJIAO_LEFT_EARLY_MINUTES": ("15", 15),
     "YUANJIAO_QR_ROTATE_SECONDS": ("40", 40),
     "YUANJIAO_OFFLINE_MAX_HOURS": ("6", 6.0),
@@ -128,6 +130,16 @@ def test_settings_defaults_overrides_and_frozen(tmp_path, monkeypatch):
     assert settings.token_days == 7
     assert app.config["YUANJIAO_TOKEN_DAYS"] == 3
     assert app.config["YUANJIAO_CORS_ORIGINS"] == ["https://a.example"]
+
+
+def test_socketio_ping_interval_reaches_engineio(tmp_path):
+    """YUANJIAO_SOCKETIO_PING_INTERVAL is the interval the Engine.IO server pings at."""
+    from extensions import socketio
+
+    create_app({"TESTING": True, "SECRET_KEY": "x", "YUANJIAO_MEDIA": "off",
+                "YUANJIAO_AUTO_MIGRATE": False, "YUANJIAO_SOCKETIO_PING_INTERVAL": 45,
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'p.sqlite3'}"})
+    assert socketio.server.eio.ping_interval == 45
 
 
 def test_settings_coerce_config_values():

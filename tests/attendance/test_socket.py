@@ -418,3 +418,53 @@ def test_broadcast_join_gets_no_names(att_socket, scene, app):
     assert [u["member_id"] for u in to_trainer] == [scene.members[0].id]
     assert all("name" not in u for u in to_trainer)
     assert [u.get("name") for u in to_organizer] == ["张三"]
+
+
+def test_hot_events_run_in_an_app_context_only(app, att_socket, scene, db_session):
+    """`on_hot` handlers get no request context (no session cookie opened per event), know
+    their sid, have a refusal acked like any handler's, and record the tokens they used
+    when their app context ends."""
+    from flask import has_app_context, has_request_context
+
+    from accounts.models import ApiToken
+    from accounts.service import hash_token
+    from attendance.errors import Forbidden
+    from core.principals import principal_for_token
+    from core.sockets import on_hot, socket_sid
+    from extensions import db, socketio
+
+    def probe(data):
+        if data == "refuse":
+            raise Forbidden("不行")
+        if data == "crash":
+            raise RuntimeError("boom")
+        principal_for_token(db.session, scene.tokens["screen_a"])
+        return {"request": has_request_context(), "app": has_app_context(),
+                "sid": socket_sid()}
+
+    on_hot(app, "test:probe", probe, "/attendance")
+    sc = att_socket("screen_a")
+    row = db_session.scalar(select(ApiToken).where(
+        ApiToken.token_hash == hash_token(scene.tokens["screen_a"])))
+    row.last_used_at = None
+    db_session.commit()
+    ack = emit(sc, "test:probe", "look")
+    sid = socketio.server.manager.sid_from_eio_sid(sc.eio_sid, "/attendance")
+    assert ack == {"request": False, "app": True, "sid": sid}
+    db_session.expire_all()
+    assert row.last_used_at is not None  # recorded at the app context's end
+    assert emit(sc, "test:probe", "refuse")["error"] == "forbidden"
+    crash = emit(sc, "test:probe", "crash")
+    assert crash == {"ok": False, "error": "internal_error", "message": "服务器内部错误"}
+
+
+def test_the_frequent_events_are_hot(app):
+    """Heartbeats, roll-call marks and pings skip flask-socketio's request context."""
+    from attendance.events import HOT
+    from core.sockets import on_hot
+    from extensions import socketio
+
+    handlers = socketio.server.handlers["/attendance"]
+    for name in HOT:
+        assert handlers[name].__qualname__ == on_hot.__qualname__ + ".<locals>.run", name
+    assert handlers["site:join"].__qualname__ != on_hot.__qualname__ + ".<locals>.run"

@@ -293,3 +293,38 @@ def test_a_refused_task_changes_nothing_and_answers_its_error(app, db_session, s
         writer_for(app).run(Task(bad, utcnow()))
     assert err.value.details["field"] == "reason"
     assert _stored(scene, type="correction") == []
+
+
+def test_postgres_writers_of_two_processes_wait_only_on_a_member_they_share(app, scene):
+    """Another process's writer mid-batch (the occurrence's lock shared, member 0's lock
+    held): this writer's batch of member 2 commits beside it, its batch of member 0 waits
+    for that commit and then sees it (the two-site rule across processes)."""
+    import pytest
+
+    from attendance.writer import MEMBER_CLASS
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's")
+    occ, writer = scene.occurrence.id, writer_for(app)
+    m0, m2 = scene.members[0], scene.members[2]
+    other = Append(occurrence_id=occ, type="check_in", source=f"site:{scene.site_a.id}",
+                   event_id="elsewhere", member_id=m0.id, site_id=scene.site_a.id)
+    mine = _check_in(scene, m2, scene.site_b, "beside")
+    same = _check_in(scene, m0, scene.site_b, "second-site")
+    with db.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock_shared(:c, :o)"),
+                     {"c": ADVISORY_CLASS, "o": occ})
+        conn.execute(text("SELECT pg_advisory_xact_lock(:c, :m)"),
+                     {"c": MEMBER_CLASS, "m": m0.id})
+        beside = writer.submit(Request([mine], utcnow()))
+        [(event, created)] = beside.result(10)  # not held up by the other batch
+        assert created
+        assert event.member_id == m2.id
+        waiting = writer.submit(Request([same], utcnow()))
+        time.sleep(0.3)
+        assert not waiting.done()
+        conn.execute(AttendanceEvent.__table__.insert().values(
+            occurrence_id=occ, member_id=m0.id, site_id=scene.site_a.id, type="check_in",
+            source=other.source, event_id=other.event_id, server_time=utcnow(), payload={}))
+        conn.commit()  # the other process's batch commits, its locks go
+    assert isinstance(waiting.exception(10), CheckedInElsewhere)
