@@ -1,0 +1,495 @@
+"""The sites' RTP send path: packetize once per layer, one header and one SRTP call per
+packet and site, datagrams batched per loop turn (issue 13, forward mode's cost per site).
+
+aiortc's `RTCRtpSender` does all of a packet's work for each site: it packetizes the frame
+again, builds an `RtpPacket` object with its header extensions, serializes it, then awaits
+the DTLS transport (SRTP) and the ICE connection down to one `sendto` per packet. At 150
+packets a second per site that was most of a site's cost (53 µs per packet and site).
+
+Here the frames of a layer are packetized once (`PacketSource.packetize`: the payloads and
+the RTP timestamp are kept on the shared `EncodedPacket`). Each site's sender (`FastSender`,
+installed on an aiortc sender in place of its media loop) takes its frames from its
+`SubscriberTrack` as before (the track's queue limit, keyframe waits and layer switches are
+unchanged) and makes each packet by packing a 12-byte header (its own SSRC, sequence number
+and timestamp offset) and its header extensions (a per-site template, the send time once
+per batch) onto the shared payload, protects it with the site's own SRTP session, and
+queues it on its site's `SiteOutput`. Once per loop turn (`SendHub.flush`) every output
+sends its datagrams: equal-sized runs in one `sendmsg` with UDP GSO (`UDP_SEGMENT`), the
+rest one `sendmsg` each. What aiortc's sender keeps for RTCP (packet and octet counts, the
+last NTP and RTP timestamps, so sender reports and round-trip times stay right) is updated
+once per batch; its RTCP task, its RTCP handling and the engine's wrappers stay as they are.
+
+Loss recovery is the engine's, unchanged: the video history is a `RetransmitHistory` by
+time (`SentHistory` keeps each packet's payload, marker and timestamp, not a packet object),
+`_retransmit` re-sends from it (as RTX when negotiated), and the site's `BurstPacer` paces
+bursts, counts every byte and holds the NACK probe's packet (`BurstPacer.slot`, `hold`).
+
+A site whose selected ICE pair is not a plain UDP socket of ours (TURN, TCP) gets the same
+packets through aiortc's DTLS transport (`_send_rtp`, ordered, one task per batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import clock
+from aiortc.codecs import get_encoder
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from video.relay import BurstPacer, EncodedPacket, RetransmitHistory, SubscriberTrack
+
+log = logging.getLogger(__name__)
+
+#: Linux's UDP generic segmentation offload (`<linux/udp.h>`): one `sendmsg` carries
+#: several datagrams of one size (the last may be shorter); the kernel splits them.
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+#: Segments per GSO send (the kernel's limit is 64 on older kernels) and bytes per send.
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 60000
+#: A paced video packet waits only when its slot is further off than this.
+PACING_MIN_WAIT = 0.002
+#: The NACK probe's held packet goes anyway when no video packet follows within this.
+PROBE_HOLD_SECONDS = 0.1
+
+_HEADER = struct.Struct("!BBHLL")
+_U16 = struct.Struct("!H")
+#: `UDP_SEGMENT`'s value: the segment size as the kernel's `__u16`, in host byte order.
+_SEGMENT = struct.Struct("=H")
+
+_gso: bool | None = None
+
+
+def gso_available() -> bool:
+    """Whether this kernel takes UDP GSO on loopback (tried once, by sending two)."""
+    global _gso
+    if _gso is None:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                rx.bind(("127.0.0.1", 0))
+                tx.sendmsg([b"x" * 100, b"y" * 60], [(SOL_UDP, UDP_SEGMENT,
+                                                       _SEGMENT.pack(100))],
+                           0, rx.getsockname())
+                rx.settimeout(1)
+                _gso = len(rx.recv(2000)) == 100 and len(rx.recv(2000)) == 60
+        except OSError:
+            _gso = False
+    return _gso
+
+
+def packetizer(mime_type: str) -> Callable[[EncodedPacket], tuple[list[bytes], int]]:
+    """One layer's packetizer: the RTP payloads and timestamp of an encoded frame, made
+    once for every site (aiortc's own `pack`; VP8's picture ids run on per layer)."""
+    clock_rate = 48000 if mime_type.lower().startswith("audio/") else 90000
+    encoder = get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=clock_rate,
+                                                payloadType=96))
+    if mime_type.lower() == "video/h264":
+        return lambda packet: encoder.pack(packet.to_av())
+    return encoder.pack  # type: ignore[return-value]  # EncodedPacket quacks as av.Packet
+
+
+class SentHistory(RetransmitHistory):
+    """A site's sent video packets by time, for NACKs: seq -> (sent at, (payload, marker,
+    timestamp)); the engine's retransmission rules read it as any `RetransmitHistory`."""
+
+    def record(self, seq: int, now: float, entry: tuple[bytes, int, int]) -> None:
+        self.packets[seq] = (now, entry)
+        self.newest = seq
+        order = self._order
+        order.append((now, seq))
+        horizon = now - self.seconds
+        while order[0][0] < horizon:
+            _, old = order.popleft()
+            kept = self.packets.get(old)
+            if kept is not None and kept[0] < horizon:
+                del self.packets[old]
+
+    def restore(self, seq: int, size: int = 128) -> None:
+        """Nothing to put back: `FastSender._retransmit` reads `packets` itself."""
+
+
+class SendHub:
+    """The senders of one broadcast with packets to send, flushed once per loop turn."""
+
+    def __init__(self) -> None:
+        self._dirty: dict[FastSender, None] = {}
+        self._outputs: dict[SiteOutput, None] = {}
+        self._scheduled = False
+        #: Datagrams sent, those of them that went in GSO batches, and `sendmsg` calls.
+        self.datagrams = 0
+        self.datagrams_batched = 0
+        self.send_batches = 0
+        #: Datagrams that went through aiortc's transport (TURN, TCP, a full socket).
+        self.datagrams_fallback = 0
+        self.gso = gso_available()
+
+    def wake(self, sender: FastSender) -> None:
+        self._dirty[sender] = None
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def output_ready(self, output: SiteOutput) -> None:
+        self._outputs[output] = None
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        now = time.monotonic()
+        ntp = clock.current_ntp_time()
+        abs_send_time = ((ntp >> 14) & 0xFFFFFF).to_bytes(3, "big")
+        dirty, self._dirty = self._dirty, {}
+        for sender in dirty:
+            try:
+                sender.drain(now, ntp, abs_send_time)
+            except Exception:
+                log.exception("fast send failed for a site")
+        outputs, self._outputs = self._outputs, {}
+        for output in outputs:
+            try:
+                output.flush(self)
+            except Exception:
+                log.exception("fast send failed for a site's transport")
+
+    def describe(self) -> dict[str, Any]:
+        return {"gso": self.gso, "datagrams": self.datagrams,
+                "datagrams_batched": self.datagrams_batched,
+                "send_batches": self.send_batches,
+                "datagrams_fallback": self.datagrams_fallback}
+
+
+class SiteOutput:
+    """One site's DTLS transport: protects its packets and sends them, batched."""
+
+    def __init__(self, dtls: Any, hub: SendHub) -> None:
+        self.dtls = dtls
+        self.hub = hub
+        self._plain: list[bytes] = []
+        #: aiortc's own send (the class's, never the pacer's wrapper around it).
+        self._aiortc_send = type(dtls)._send_rtp.__get__(dtls)
+        self.gso = hub.gso
+        self._fallback_task: asyncio.Future | None = None
+
+    def queue(self, plain: bytes) -> None:
+        if not self._plain:
+            self.hub.output_ready(self)
+        self._plain.append(plain)
+
+    def _socket(self) -> tuple[Any, Any, Any] | None:
+        """(socket, remote address, asyncio transport) of the selected pair when it is a
+        plain UDP socket with nothing buffered; None for anything else."""
+        connection = getattr(self.dtls.transport, "_connection", None)
+        pair = connection._nominated.get(1) if connection is not None else None
+        if pair is None:
+            return None
+        protocol = pair.protocol
+        transport = getattr(protocol, "transport", None)
+        if type(protocol).__name__ != "StunProtocol" or transport is None \
+                or transport.get_write_buffer_size():
+            return None
+        sock = getattr(transport, "_sock", None)
+        if sock is None or sock.type != socket.SOCK_DGRAM:
+            return None
+        return sock, pair.remote_addr, transport
+
+    def flush(self, hub: SendHub) -> None:
+        plain, self._plain = self._plain, []
+        if not plain:
+            return
+        dtls = self.dtls
+        if dtls._state.name != "CONNECTED":
+            return
+        target = self._socket()
+        if target is None:
+            hub.datagrams_fallback += len(plain)
+            self._fallback_task = asyncio.ensure_future(self._send_slowly(
+                plain, self._fallback_task))
+            return
+        protect = dtls._tx_srtp.protect
+        out = [protect(p) for p in plain]
+        sock, addr, transport = target
+        hub.datagrams += len(out)
+        sent_bytes = 0
+        i, n = 0, len(out)
+        while i < n:
+            size = len(out[i])
+            j = i + 1
+            if self.gso:
+                limit = min(n, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // size)
+                while j < limit and len(out[j]) == size:
+                    j += 1
+                if j < limit and len(out[j]) < size:
+                    j += 1  # the last segment may be shorter
+            try:
+                if j - i > 1:
+                    sent_bytes += sock.sendmsg(out[i:j], [(SOL_UDP, UDP_SEGMENT,
+                                                           _SEGMENT.pack(size))], 0, addr)
+                    hub.datagrams_batched += j - i
+                else:
+                    sent_bytes += sock.sendto(out[i], addr)
+                hub.send_batches += 1
+            except BlockingIOError:
+                for data in out[i:j]:  # the socket is full: asyncio's transport buffers
+                    transport.sendto(data, addr)
+            except OSError as exc:
+                if j - i > 1 and self.gso:
+                    log.warning("UDP GSO refused (%s): one datagram per send", exc)
+                    self.gso = False
+                    continue  # the same run again, one by one
+                log.debug("send failed: %s", exc)
+            i = j
+        mangled = "_RTCDtlsTransport__tx"
+        setattr(dtls, mangled + "_bytes", getattr(dtls, mangled + "_bytes", 0) + sent_bytes)
+        setattr(dtls, mangled + "_packets", getattr(dtls, mangled + "_packets", 0) + n)
+
+    async def _send_slowly(self, plain: list[bytes], before: asyncio.Future | None) -> None:
+        if before is not None and not before.done():
+            await asyncio.wait([before])
+        for data in plain:
+            try:
+                await self._aiortc_send(data)
+            except ConnectionError:
+                return
+
+
+class FastSender:
+    """One site's media sender (audio or video), in place of aiortc's media loop."""
+
+    def __init__(self, sender: Any, track: SubscriberTrack, output: SiteOutput,
+                 hub: SendHub, pacer: BurstPacer | None,
+                 history: SentHistory | None) -> None:
+        self.sender = sender
+        self.track = track
+        self.output = output
+        self.hub = hub
+        self.pacer = pacer
+        self.history = history
+        self.video = track.kind == "video"
+        self.ssrc = sender._ssrc
+        self.rtx_ssrc = sender._rtx_ssrc
+        self._seq = random.randrange(32768)
+        self._rtx_seq = random.randrange(32768)
+        self._ts_offset = random.getrandbits(32)
+        self.pt = 0
+        self.rtx_pt: int | None = None
+        self._ext_template: tuple[bytes, bytes, bytes] | None = None
+        self._ext_cache: tuple[bytes, bytes] = (b"", b"")
+        #: Packets built and waiting for their paced slot: (seq, plain packet).
+        self._pending: deque[tuple[int, bytes]] = deque()
+        self._slot_taken = False
+        self._wake_timer: asyncio.TimerHandle | None = None
+        self.running = False
+
+    # --- start and stop ----------------------------------------------------------------
+
+    @classmethod
+    def install(cls, sender: Any, track: SubscriberTrack, hub: SendHub,
+                outputs: dict[int, SiteOutput], pacer: BurstPacer | None,
+                history: SentHistory | None) -> FastSender:
+        """Replace `sender`'s media loop (it starts at `sender.send`, after the answer) and
+        its retransmission by this one's."""
+        dtls = sender.transport
+        output = outputs.get(id(dtls))
+        if output is None:
+            output = outputs[id(dtls)] = SiteOutput(dtls, hub)
+        fast = cls(sender, track, output, hub, pacer, history)
+        track._as_av_packet = False  # packetized from the shared packet, never re-wrapped
+        if history is not None:
+            sender._RTCRtpSender__rtp_history = history
+        sender._run_rtp = fast._run_rtp
+        sender._retransmit = fast._retransmit
+        return fast
+
+    async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
+        """aiortc starts this at `send()`: note the negotiated parameters, then feed from
+        the track's pushes until the sender stops."""
+        sender = self.sender
+        sender._RTCRtpSender__rtp_started.set()
+        self.pt = int(codec.payloadType or 0)
+        self.rtx_pt = sender._RTCRtpSender__rtx_payload_type
+        self._ext_template = self._extension_template(
+            sender._RTCRtpSender__rtp_header_extensions_map, sender._RTCRtpSender__mid)
+        self.running = True
+        self.track.on_ready = self.wake
+        self.wake()
+        try:
+            await asyncio.Event().wait()  # until the sender stops (cancelled)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.running = False
+            self.track.on_ready = None
+            if self._wake_timer is not None:
+                self._wake_timer.cancel()
+            self.track.stop()
+            sender._RTCRtpSender__rtp_exited.set()
+
+    @staticmethod
+    def _extension_template(extensions_map: Any, mid: str | None) -> tuple[bytes, bytes,
+                                                                         bytes]:
+        """(the extension block up to the send time's value, after it) as aiortc writes
+        it (one-byte header: mid, then abs-send-time), or empty when none is negotiated."""
+        ids = extensions_map._HeaderExtensionsMap__ids
+        elements = b""
+        if mid and ids.mid and 0 < len(mid.encode()) <= 16 and ids.mid <= 14:
+            value = mid.encode()
+            elements += bytes([(ids.mid << 4) | (len(value) - 1)]) + value
+        abs_id = ids.abs_send_time if ids.abs_send_time and ids.abs_send_time <= 14 else 0
+        if abs_id:
+            elements += bytes([(abs_id << 4) | 2])
+        length = len(elements) + (3 if abs_id else 0)
+        if not length:
+            return b"", b"", b""
+        padding = b"\x00" * (-length % 4)
+        head = struct.pack("!HH", 0xBEDE, (length + len(padding)) // 4) + elements
+        return head, padding, b"\x10" if abs_id else b""
+
+    def _extensions(self, abs_send_time: bytes) -> bytes:
+        template = self._ext_template
+        if not template or not template[0]:
+            return b""
+        cached_time, block = self._ext_cache
+        if cached_time is not abs_send_time:
+            head, padding, has_time = template
+            block = head + (abs_send_time if has_time else b"") + padding
+            self._ext_cache = (abs_send_time, block)
+        return block
+
+    # --- sending -----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """The track has a packet (or a paced slot came): send at the end of this turn."""
+        if self.running:
+            self.hub.wake(self)
+
+    def _timer_wake(self) -> None:
+        self._wake_timer = None
+        self.wake()
+
+    def drain(self, now: float, ntp: int, abs_send_time: bytes) -> None:
+        """Packetize what the track has and send it, as far as pacing lets video go."""
+        track = self.track
+        ext = self._extensions(abs_send_time)
+        first_byte = 0x90 if ext else 0x80
+        pack = _HEADER.pack
+        ssrc, pt = self.ssrc, self.pt
+        pending = self._pending
+        history = self.history
+        queue_out = self.output.queue
+        pacer = self.pacer
+        sent = octets = 0
+        timestamp = None
+        while True:
+            if not pending:
+                packet = track.take()
+                if packet is None:
+                    break
+                rtp = packet.rtp
+                if rtp is None:  # published before a fast site came: packetize here
+                    rtp = packet.rtp = track.packetize(packet)
+                payloads, frame_ts = rtp
+                timestamp = (frame_ts + self._ts_offset) & 0xFFFFFFFF
+                last = len(payloads) - 1
+                seq = self._seq
+                for i, payload in enumerate(payloads):
+                    marker = 0x80 if i == last else 0
+                    pending.append((seq, pack(first_byte, marker | pt, seq, timestamp, ssrc)
+                                    + ext + payload))
+                    if history is not None:
+                        history.record(seq, now, (payload, marker, timestamp))
+                    octets += len(payload)
+                    seq = (seq + 1) & 0xFFFF
+                self._seq = seq
+                sent += len(payloads)
+            if pacer is None:
+                for _seq, plain in pending:
+                    queue_out(plain)
+                pending.clear()
+                continue
+            if not self.video:
+                for _seq, plain in pending:
+                    pacer.slot(len(plain), now)
+                    queue_out(plain)
+                pending.clear()
+                continue
+            while pending:
+                seq, plain = pending[0]
+                if not self._slot_taken:
+                    wait = pacer.slot(len(plain), now)
+                    if wait > PACING_MIN_WAIT:
+                        pacer.waits += 1
+                        pacer.waited += wait
+                        self._slot_taken = True
+                        self._wake_timer = asyncio.get_running_loop().call_later(
+                            wait, self._timer_wake)
+                        break
+                elif self._wake_timer is not None:
+                    break  # still waiting for the slot taken earlier
+                self._slot_taken = False
+                pending.popleft()
+                self._send_video(seq, plain, now)
+            if pending:
+                break
+        if sent:
+            sender = self.sender
+            sender._RTCRtpSender__ntp_timestamp = ntp
+            sender._RTCRtpSender__rtp_timestamp = timestamp
+            sender._RTCRtpSender__packet_count += sent
+            sender._RTCRtpSender__octet_count += octets
+
+    def _send_video(self, seq: int, plain: bytes, now: float) -> None:
+        """One media video packet, in its slot; the NACK probe's packet is held back and
+        goes after the next one (or after `PROBE_HOLD_SECONDS`)."""
+        pacer = self.pacer
+        assert pacer is not None
+        queue_out = self.output.queue
+        held = pacer._held
+        if held is not None:
+            pacer._held = None
+            queue_out(plain)
+            pacer.probe_sent_at = now
+            queue_out(held)
+        elif pacer.probe_requested:
+            pacer.hold(plain, seq)
+            asyncio.get_running_loop().call_later(PROBE_HOLD_SECONDS, self._release, plain)
+        else:
+            queue_out(plain)
+
+    def _release(self, held: bytes) -> None:
+        pacer = self.pacer
+        if pacer is not None and pacer._held is held and self.running:
+            pacer._held = None
+            pacer.probe_sent_at = time.monotonic()
+            self.output.queue(held)
+
+    async def _retransmit(self, seq: int) -> None:
+        """A NACKed packet again from the history (as RTX when negotiated); it leaves
+        with this turn's batch, its bytes counted by the pacer."""
+        history = self.history
+        entry = history.packets.get(seq) if history is not None else None
+        if entry is None or not self.running:
+            return
+        payload, marker, timestamp = entry[1]
+        ext = self._extensions(self._ext_cache[0] or b"\x00\x00\x00")
+        first_byte = 0x90 if ext else 0x80
+        if self.rtx_pt is not None:
+            plain = _HEADER.pack(first_byte, marker | self.rtx_pt, self._rtx_seq, timestamp,
+                                 self.rtx_ssrc) + ext + _U16.pack(seq) + payload
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        else:
+            plain = _HEADER.pack(first_byte, marker | self.pt, seq, timestamp,
+                                 self.ssrc) + ext + payload
+        if self.pacer is not None:
+            self.pacer.slot(len(plain), time.monotonic())
+        self.output.queue(plain)
