@@ -43,6 +43,13 @@ from typing import Any
 from aiortc import clock
 from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
 
 from video.relay import BurstPacer, EncodedPacket, RetransmitHistory, SubscriberTrack
 
@@ -59,6 +66,9 @@ GSO_MAX_BYTES = 60000
 PACING_MIN_WAIT = 0.002
 #: The NACK probe's held packet goes anyway when no video packet follows within this.
 PROBE_HOLD_SECONDS = 0.1
+#: Each site gets one compound RTCP packet this often: a sender report per stream and
+#: their SDES (aiortc sends one per stream, every 0.5-1.5 s, each from its own task).
+REPORT_SECONDS = 1.0
 
 _HEADER = struct.Struct("!BBHLL")
 _U16 = struct.Struct("!H")
@@ -130,7 +140,33 @@ class SendHub:
         self.send_batches = 0
         #: Datagrams that went through aiortc's transport (TURN, TCP, a full socket).
         self.datagrams_fallback = 0
+        #: Compound RTCP reports sent (one per site and `REPORT_SECONDS`).
+        self.reports = 0
         self.gso = gso_available()
+        self._reporting: dict[SiteOutput, None] = {}
+        self._report_timer: asyncio.TimerHandle | None = None
+
+    def report_for(self, output: SiteOutput) -> None:
+        """`output`'s streams get sender reports from now on (until it has none)."""
+        self._reporting[output] = None
+        if self._report_timer is None:
+            self._report_timer = asyncio.get_running_loop().call_later(
+                REPORT_SECONDS, self.send_reports)
+
+    def send_reports(self) -> None:
+        self._report_timer = None
+        for output in list(self._reporting):
+            if not output.reporters:
+                del self._reporting[output]
+                continue
+            try:
+                output.report()
+                self.reports += 1
+            except Exception:
+                log.exception("sender report failed for a site")
+        if self._reporting:
+            self._report_timer = asyncio.get_running_loop().call_later(
+                REPORT_SECONDS, self.send_reports)
 
     def wake(self, sender: FastSender) -> None:
         self._dirty[sender] = None
@@ -166,7 +202,7 @@ class SendHub:
         return {"gso": self.gso, "datagrams": self.datagrams,
                 "datagrams_batched": self.datagrams_batched,
                 "send_batches": self.send_batches,
-                "datagrams_fallback": self.datagrams_fallback}
+                "datagrams_fallback": self.datagrams_fallback, "reports": self.reports}
 
 
 class SiteOutput:
@@ -180,11 +216,45 @@ class SiteOutput:
         self._aiortc_send = type(dtls)._send_rtp.__get__(dtls)
         self.gso = hub.gso
         self._fallback_task: asyncio.Future | None = None
+        self._rtcp: list[bytes] = []
+        #: The site's fast senders whose streams get sender reports.
+        self.reporters: list[FastSender] = []
 
     def queue(self, plain: bytes) -> None:
         if not self._plain:
             self.hub.output_ready(self)
         self._plain.append(plain)
+
+    def report(self) -> None:
+        """One compound RTCP packet for the site: a sender report per stream (as
+        aiortc's, so that the receiver reports' round trips are measured the same), then
+        their SDES; it leaves with this turn's batch."""
+        packets: list[Any] = []
+        chunks = []
+        now = time.time()
+        for fast in self.reporters:
+            sender = fast.sender
+            ntp = sender._RTCRtpSender__ntp_timestamp
+            packets.append(RtcpSrPacket(ssrc=fast.ssrc, sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp, rtp_timestamp=sender._RTCRtpSender__rtp_timestamp,
+                packet_count=sender._RTCRtpSender__packet_count & 0xFFFFFFFF,
+                octet_count=sender._RTCRtpSender__octet_count & 0xFFFFFFFF)))
+            sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF
+            sender._RTCRtpSender__lsr_time = now
+            cname = sender._RTCRtpSender__cname
+            if cname is not None:
+                chunks.append(RtcpSourceInfo(ssrc=fast.ssrc, items=[(1, cname.encode())]))
+        if chunks:
+            packets.append(RtcpSdesPacket(chunks=chunks))
+        if not packets:
+            return
+        plain = b"".join(bytes(packet) for packet in packets)
+        pacer = self.reporters[0].pacer
+        if pacer is not None:
+            pacer.slot(len(plain), time.monotonic())
+        if not self._plain and not self._rtcp:
+            self.hub.output_ready(self)
+        self._rtcp.append(plain)
 
     def _socket(self) -> tuple[Any, Any, Any] | None:
         """(socket, remote address, asyncio transport) of the selected pair when it is a
@@ -205,19 +275,23 @@ class SiteOutput:
 
     def flush(self, hub: SendHub) -> None:
         plain, self._plain = self._plain, []
-        if not plain:
+        rtcp, self._rtcp = self._rtcp, []
+        if not plain and not rtcp:
             return
         dtls = self.dtls
         if dtls._state.name != "CONNECTED":
             return
         target = self._socket()
         if target is None:
-            hub.datagrams_fallback += len(plain)
+            hub.datagrams_fallback += len(plain) + len(rtcp)
             self._fallback_task = asyncio.ensure_future(self._send_slowly(
-                plain, self._fallback_task))
+                plain + rtcp, self._fallback_task))
             return
         protect = dtls._tx_srtp.protect
         out = [protect(p) for p in plain]
+        if rtcp:
+            protect_rtcp = dtls._tx_srtp.protect_rtcp
+            out += [protect_rtcp(p) for p in rtcp]
         sock, addr, transport = target
         hub.datagrams += len(out)
         sent_bytes = 0
@@ -308,8 +382,28 @@ class FastSender:
         if history is not None:
             sender._RTCRtpSender__rtp_history = history
         sender._run_rtp = fast._run_rtp
+        sender._run_rtcp = fast._run_rtcp
         sender._retransmit = fast._retransmit
         return fast
+
+    async def _run_rtcp(self) -> None:
+        """aiortc starts this at `send()` too: this stream's sender reports go in its
+        site's compound report (`SiteOutput.report`); a BYE when the sender stops."""
+        sender = self.sender
+        sender._RTCRtpSender__rtcp_started.set()
+        self.output.reporters.append(self)
+        self.hub.report_for(self.output)
+        try:
+            await asyncio.Event().wait()  # until the sender stops (cancelled)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if self in self.output.reporters:
+                self.output.reporters.remove(self)
+        try:
+            await sender._send_rtcp([RtcpByePacket(sources=[self.ssrc])])
+        finally:
+            sender._RTCRtpSender__rtcp_exited.set()
 
     async def _run_rtp(self, codec: RTCRtpCodecParameters) -> None:
         """aiortc starts this at `send()`: note the negotiated parameters, then feed from
@@ -390,6 +484,7 @@ class FastSender:
         pacer = self.pacer
         sent = octets = 0
         timestamp = None
+        rate: float | None = None
         while True:
             if not pending:
                 packet = track.take()
@@ -423,10 +518,12 @@ class FastSender:
                     queue_out(plain)
                 pending.clear()
                 continue
+            if rate is None:
+                rate = pacer.rate()
             while pending:
                 seq, plain = pending[0]
                 if not self._slot_taken:
-                    wait = pacer.slot(len(plain), now)
+                    wait = pacer.slot(len(plain), now, rate)
                     if wait > PACING_MIN_WAIT:
                         pacer.waits += 1
                         pacer.waited += wait

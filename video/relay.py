@@ -371,15 +371,21 @@ class BurstPacer:
             return False
         return self.probe_sent_at is None or now - self.probe_sent_at <= 1.25 * rtt + 0.03
 
-    def slot(self, size: int, now: float) -> float:
-        """Book `size` bytes on the paced schedule; returns how long a video packet of
-        that size waits for its slot (positive once the burst credit is spent)."""
+    def rate(self) -> float:
+        """The paced rate now, in bytes per second."""
         layer = max(64.0, self._rate_kbps())
         kbps = layer * PACING_FACTOR
         estimate = self._estimate_kbps() if self._estimate_kbps is not None else None
         if estimate:
             kbps = min(kbps, max(layer, estimate))
-        rate = kbps * 1000 / 8  # bytes/s
+        return kbps * 1000 / 8
+
+    def slot(self, size: int, now: float, rate: float | None = None) -> float:
+        """Book `size` bytes on the paced schedule (at `rate`, bytes/s, when the caller
+        already has it); returns how long a video packet of that size waits for its slot
+        (positive once the burst credit is spent)."""
+        if rate is None:
+            rate = self.rate()
         start = max(self._next, now - PACING_BURST_SECONDS)
         self._next = start + size / rate
         return self._next - now

@@ -93,6 +93,7 @@ def test_sites_decode_on_either_path(engine, fast_send):
         for site in sites:
             assert await site.wait_frames(45, timeout=12), site.frames
         assert sites[0].audio_frames > 10
+        await asyncio.sleep(2.5)  # sender and receiver reports have crossed
         stats = await in_thread(engine.stats, 41)
         for site in sites:
             await site.close()
@@ -105,9 +106,12 @@ def test_sites_decode_on_either_path(engine, fast_send):
     if fast_send:
         assert path["datagrams"] > 100
         assert path["datagrams_fallback"] == 0
+        assert path["reports"] > 0  # one compound sender report per site and second
         if path["gso"]:
             assert path["datagrams_batched"] > 0
             assert path["send_batches"] < path["datagrams"]
+    # Either way the receiver reports answer the sender reports: round trips are known.
+    assert all(site["rtt_ms"] is not None for site in stats["sites"]), stats["sites"]
 
 
 @pytest.mark.media
