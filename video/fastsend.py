@@ -42,6 +42,8 @@ from typing import Any
 
 from aiortc import clock
 from aiortc.codecs import get_encoder
+from aiortc.codecs.vpx import PACKET_MAX, VpxPayloadDescriptor
+from aiortc.mediastreams import convert_timebase
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
     RtcpByePacket,
@@ -51,7 +53,13 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 
-from video.relay import BurstPacer, EncodedPacket, RetransmitHistory, SubscriberTrack
+from video.relay import (
+    VIDEO_TIME_BASE,
+    BurstPacer,
+    EncodedPacket,
+    RetransmitHistory,
+    SubscriberTrack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,12 @@ GSO_MAX_BYTES = 60000
 PACING_MIN_WAIT = 0.002
 #: The NACK probe's held packet goes anyway when no video packet follows within this.
 PROBE_HOLD_SECONDS = 0.1
+#: A site's audio packet waits at most this long for its video's next frame, to leave
+#: with it as the short last segment of the frame's GSO send (one system call, not two).
+AUDIO_HOLD_SECONDS = 0.035
+#: Sent video packets kept per site for NACKs, by sequence number modulo this (a power
+#: of two above `RetransmitHistory.seconds` of the top layer's packets).
+HISTORY_SLOTS = 4096
 #: Each site gets one compound RTCP packet this often: a sender report per stream and
 #: their SDES (aiortc sends one per stream, every 0.5-1.5 s, each from its own task).
 REPORT_SECONDS = 1.0
@@ -96,35 +110,82 @@ def gso_available() -> bool:
     return _gso
 
 
-def packetizer(mime_type: str) -> Callable[[EncodedPacket], tuple[list[bytes], int]]:
-    """One layer's packetizer: the RTP payloads and timestamp of an encoded frame, made
-    once for every site (aiortc's own `pack`; VP8's picture ids run on per layer)."""
+#: A frame's RTP payloads, its RTP timestamp, and per payload the padding flag of its
+#: first header byte (0x20: the payload ends with one byte of RTP padding) or None.
+Packetized = tuple[list[bytes], int, list[int] | None]
+
+
+class EvenVp8Packetizer:
+    """VP8 frames in packets of one size: a frame of n packets is cut into n equal parts
+    (the shorter ones get a byte of RTP padding), so that a site's packets of a frame are
+    one GSO run whose short last segment can be its audio packet. The payload descriptor
+    is aiortc's (a 15-bit picture id, running on per layer)."""
+
+    def __init__(self) -> None:
+        self.picture_id = random.randrange(1 << 15)
+
+    def __call__(self, packet: EncodedPacket) -> Packetized:
+        data = packet.data
+        first = bytes(VpxPayloadDescriptor(partition_start=1, partition_id=0,
+                                           picture_id=self.picture_id))
+        rest = bytes(VpxPayloadDescriptor(partition_start=0, partition_id=0,
+                                          picture_id=self.picture_id))
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        room = PACKET_MAX - len(first)
+        count = max(1, -(-len(data) // room))
+        base, longer = divmod(len(data), count)
+        payloads: list[bytes] = []
+        pads: list[int] = []
+        pos = 0
+        for i in range(count):
+            size = base + 1 if i < longer else base
+            payload = (rest if i else first) + data[pos:pos + size]
+            pos += size
+            if longer and i >= longer:
+                payloads.append(payload + b"\x01")
+                pads.append(0x20)
+            else:
+                payloads.append(payload)
+                pads.append(0)
+        timestamp = convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
+        return payloads, timestamp, pads if longer else None
+
+
+def packetizer(mime_type: str) -> Callable[[EncodedPacket], Packetized]:
+    """One layer's packetizer, run once for every site: VP8 in even packets, the others
+    by aiortc's own `pack`."""
+    if mime_type.lower() == "video/vp8":
+        return EvenVp8Packetizer()
     clock_rate = 48000 if mime_type.lower().startswith("audio/") else 90000
     encoder = get_encoder(RTCRtpCodecParameters(mimeType=mime_type, clockRate=clock_rate,
                                                 payloadType=96))
     if mime_type.lower() == "video/h264":
-        return lambda packet: encoder.pack(packet.to_av())
-    return encoder.pack  # type: ignore[return-value]  # EncodedPacket quacks as av.Packet
+        return lambda packet: (*encoder.pack(packet.to_av()), None)
+
+    def pack(packet: EncodedPacket) -> Packetized:
+        payloads, timestamp = encoder.pack(packet)  # type: ignore[arg-type]
+        return payloads, timestamp, None
+
+    return pack
 
 
 class SentHistory(RetransmitHistory):
-    """A site's sent video packets by time, for NACKs: seq -> (sent at, (payload, marker,
-    timestamp)); the engine's retransmission rules read it as any `RetransmitHistory`."""
+    """A site's sent video packets for NACKs, in a ring by sequence number: seq ->
+    (sent at, (payload, marker, timestamp, padding flag)), as long as younger than
+    `seconds`; the engine's retransmission rules read it as any `RetransmitHistory`."""
 
-    def record(self, seq: int, now: float, entry: tuple[bytes, int, int]) -> None:
-        self.packets[seq] = (now, entry)
-        self.newest = seq
-        order = self._order
-        order.append((now, seq))
-        horizon = now - self.seconds
-        while order[0][0] < horizon:
-            _, old = order.popleft()
-            kept = self.packets.get(old)
-            if kept is not None and kept[0] < horizon:
-                del self.packets[old]
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self._ring: list[Any] = [None] * HISTORY_SLOTS
+
+    def lookup(self, seq: int) -> tuple[float, Any] | None:
+        entry = self._ring[seq & (HISTORY_SLOTS - 1)]
+        if entry is None or entry[0] != seq or time.monotonic() - entry[1] > self.seconds:
+            return None
+        return entry[1], entry[2]
 
     def restore(self, seq: int, size: int = 128) -> None:
-        """Nothing to put back: `FastSender._retransmit` reads `packets` itself."""
+        """Nothing to put back: `FastSender._retransmit` reads the ring itself."""
 
 
 class SendHub:
@@ -142,6 +203,8 @@ class SendHub:
         self.datagrams_fallback = 0
         #: Compound RTCP reports sent (one per site and `REPORT_SECONDS`).
         self.reports = 0
+        #: Audio packets that left with their site's video frame.
+        self.audio_with_video = 0
         self.gso = gso_available()
         self._reporting: dict[SiteOutput, None] = {}
         self._report_timer: asyncio.TimerHandle | None = None
@@ -202,7 +265,47 @@ class SendHub:
         return {"gso": self.gso, "datagrams": self.datagrams,
                 "datagrams_batched": self.datagrams_batched,
                 "send_batches": self.send_batches,
-                "datagrams_fallback": self.datagrams_fallback, "reports": self.reports}
+                "datagrams_fallback": self.datagrams_fallback, "reports": self.reports,
+                "audio_with_video": self.audio_with_video}
+
+
+class SrtpProtect:
+    """SRTP protection straight through libsrtp's binding (pylibsrtp's own `protect`
+    allocates and checks per call); pylibsrtp's `protect` when its internals differ."""
+
+    def __init__(self, dtls: Any) -> None:
+        self._session: Any = None
+        self._protect: Callable[[bytes], bytes] = lambda data: data
+
+    def __call__(self, session: Any) -> Callable[[bytes], bytes]:
+        if session is not self._session:
+            self._session = session
+            self._protect = self._direct(session) or session.protect
+        return self._protect
+
+    @staticmethod
+    def _direct(session: Any) -> Callable[[bytes], bytes] | None:
+        try:
+            from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
+
+            srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
+        except (ImportError, AttributeError):
+            return None
+        length = ffi.new("int *")
+        room = len(cdata) - 144  # SRTP_MAX_TRAILER_LEN
+        srtp_protect = lib.srtp_protect
+
+        def protect(data: bytes) -> bytes:
+            size = len(data)
+            if size > room:
+                return session.protect(data)  # raises as pylibsrtp does
+            buffer[0:size] = data
+            length[0] = size
+            if srtp_protect(srtp, cdata, length):
+                return session.protect(data)  # the same call again, to raise its error
+            return buffer[0:length[0]]
+
+        return protect
 
 
 class SiteOutput:
@@ -219,6 +322,31 @@ class SiteOutput:
         self._rtcp: list[bytes] = []
         #: The site's fast senders whose streams get sender reports.
         self.reporters: list[FastSender] = []
+        #: The site's video sender (its audio rides with its frames while it has video).
+        self.video: FastSender | None = None
+        self._audio: list[bytes] = []
+        self._audio_timer: asyncio.TimerHandle | None = None
+        self._protect = SrtpProtect(dtls)
+
+    def queue_audio(self, plain: bytes) -> None:
+        """An audio packet: it leaves with the site's next video frame (at most
+        `AUDIO_HOLD_SECONDS` later) while the site gets video, else now."""
+        video = self.video
+        if video is None or not video.running or video.track.layer == "audio" \
+                or video.track.readyState != "live":
+            self.queue(plain)
+            return
+        self._audio.append(plain)
+        if self._audio_timer is None:
+            self._audio_timer = asyncio.get_running_loop().call_later(
+                AUDIO_HOLD_SECONDS, self._release_audio)
+
+    def _release_audio(self) -> None:
+        self._audio_timer = None
+        if self._audio:
+            audio, self._audio = self._audio, []
+            for plain in audio:
+                self.queue(plain)
 
     def queue(self, plain: bytes) -> None:
         if not self._plain:
@@ -276,6 +404,13 @@ class SiteOutput:
     def flush(self, hub: SendHub) -> None:
         plain, self._plain = self._plain, []
         rtcp, self._rtcp = self._rtcp, []
+        if self._audio and plain:  # held audio: the short last segment of this run
+            hub.audio_with_video += len(self._audio)
+            plain += self._audio
+            self._audio = []
+            if self._audio_timer is not None:
+                self._audio_timer.cancel()
+                self._audio_timer = None
         if not plain and not rtcp:
             return
         dtls = self.dtls
@@ -287,7 +422,7 @@ class SiteOutput:
             self._fallback_task = asyncio.ensure_future(self._send_slowly(
                 plain + rtcp, self._fallback_task))
             return
-        protect = dtls._tx_srtp.protect
+        protect = self._protect(dtls._tx_srtp)
         out = [protect(p) for p in plain]
         if rtcp:
             protect_rtcp = dtls._tx_srtp.protect_rtcp
@@ -378,6 +513,8 @@ class FastSender:
         if output is None:
             output = outputs[id(dtls)] = SiteOutput(dtls, hub)
         fast = cls(sender, track, output, hub, pacer, history)
+        if track.kind == "video":
+            output.video = fast
         track._as_av_packet = False  # packetized from the shared packet, never re-wrapped
         if history is not None:
             sender._RTCRtpSender__rtp_history = history
@@ -480,7 +617,9 @@ class FastSender:
         ssrc, pt = self.ssrc, self.pt
         pending = self._pending
         history = self.history
-        queue_out = self.output.queue
+        ring = history._ring if history is not None else None
+        slots = HISTORY_SLOTS - 1
+        queue_out = self.output.queue if self.video else self.output.queue_audio
         pacer = self.pacer
         sent = octets = 0
         timestamp = None
@@ -493,16 +632,17 @@ class FastSender:
                 rtp = packet.rtp
                 if rtp is None:  # published before a fast site came: packetize here
                     rtp = packet.rtp = track.packetize(packet)
-                payloads, frame_ts = rtp
+                payloads, frame_ts, pads = rtp
                 timestamp = (frame_ts + self._ts_offset) & 0xFFFFFFFF
                 last = len(payloads) - 1
                 seq = self._seq
                 for i, payload in enumerate(payloads):
                     marker = 0x80 if i == last else 0
-                    pending.append((seq, pack(first_byte, marker | pt, seq, timestamp, ssrc)
-                                    + ext + payload))
-                    if history is not None:
-                        history.record(seq, now, (payload, marker, timestamp))
+                    pad = pads[i] if pads is not None else 0
+                    pending.append((seq, pack(first_byte | pad, marker | pt, seq, timestamp,
+                                              ssrc) + ext + payload))
+                    if ring is not None:
+                        ring[seq & slots] = (seq, now, (payload, marker, timestamp, pad))
                     octets += len(payload)
                     seq = (seq + 1) & 0xFFFF
                 self._seq = seq
@@ -539,6 +679,8 @@ class FastSender:
             if pending:
                 break
         if sent:
+            if history is not None:
+                history.newest = (self._seq - 1) & 0xFFFF
             sender = self.sender
             sender._RTCRtpSender__ntp_timestamp = ntp
             sender._RTCRtpSender__rtp_timestamp = timestamp
@@ -574,12 +716,12 @@ class FastSender:
         """A NACKed packet again from the history (as RTX when negotiated); it leaves
         with this turn's batch, its bytes counted by the pacer."""
         history = self.history
-        entry = history.packets.get(seq) if history is not None else None
+        entry = history.lookup(seq) if history is not None else None
         if entry is None or not self.running:
             return
-        payload, marker, timestamp = entry[1]
+        payload, marker, timestamp, pad = entry[1]
         ext = self._extensions(self._ext_cache[0] or b"\x00\x00\x00")
-        first_byte = 0x90 if ext else 0x80
+        first_byte = (0x90 if ext else 0x80) | pad
         if self.rtx_pt is not None:
             plain = _HEADER.pack(first_byte, marker | self.rtx_pt, self._rtx_seq, timestamp,
                                  self.rtx_ssrc) + ext + _U16.pack(seq) + payload

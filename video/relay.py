@@ -65,9 +65,9 @@ class EncodedPacket:
         self.pts = pts
         self.time_base = time_base
         self.is_keyframe = is_keyframe
-        #: (RTP payloads, RTP timestamp) when its source packetizes once for every site
-        #: (`video.fastsend`); None otherwise.
-        self.rtp: tuple[list[bytes], int] | None = None
+        #: (RTP payloads, RTP timestamp, padding flags or None) when its source packetizes
+        #: once for every site (`video.fastsend`); None otherwise.
+        self.rtp: tuple[list[bytes], int, list[int] | None] | None = None
 
     def __bytes__(self) -> bytes:
         return self.data
@@ -167,7 +167,7 @@ class SubscriberTrack(MediaStreamTrack):
                                    bool(packet.is_keyframe))
         return packet
 
-    def packetize(self, packet: EncodedPacket) -> tuple[list[bytes], int]:
+    def packetize(self, packet: EncodedPacket) -> tuple[list[bytes], int, list[int] | None]:
         """A packet its source did not packetize: by the source this track is on."""
         source = self._source or self._pending
         if source is None or source.packetize is None:
@@ -260,7 +260,8 @@ class PacketSource:
         self.gop_frames = 60
         #: Set when the sites' fast send path is on (`video.fastsend.packetizer`): each
         #: packet is packetized once here, for every site.
-        self.packetize: Callable[[EncodedPacket], tuple[list[bytes], int]] | None = None
+        self.packetize: Callable[[EncodedPacket],
+                                 tuple[list[bytes], int, list[int] | None]] | None = None
 
     @property
     def watched(self) -> bool:

@@ -6,13 +6,23 @@ import asyncio
 import socket
 
 import pytest
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from tests.video.conftest import in_thread
 from tests.video.peers import Impairment, Publisher, Subscriber
 from video.engine import MediaEngine
-from video.fastsend import _HEADER, _SEGMENT, SOL_UDP, UDP_SEGMENT, FastSender, gso_available
+from video.fastsend import (
+    _HEADER,
+    _SEGMENT,
+    SOL_UDP,
+    UDP_SEGMENT,
+    EvenVp8Packetizer,
+    FastSender,
+    gso_available,
+)
+from video.relay import VIDEO_TIME_BASE, EncodedPacket
 
 
 @pytest.fixture
@@ -61,6 +71,29 @@ def test_header_is_aiortcs(mid, ids):
     assert ours == packet.serialize(extensions_map)
 
 
+@pytest.mark.parametrize("size", [1, 700, 1296, 1297, 5000, 5183, 40000])
+def test_vp8_packets_of_one_size(size):
+    """A frame's VP8 packets all have one size (the shorter parts carry a byte of RTP
+    padding), and aiortc's depacketizer gives the frame back; picture ids run on."""
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    packetize = EvenVp8Packetizer()
+    first_id = packetize.picture_id
+    payloads, timestamp, pads = packetize(EncodedPacket(data, 3000, VIDEO_TIME_BASE, True))
+    assert timestamp == 3000
+    assert len({len(p) for p in payloads}) == 1
+    assert max(len(p) for p in payloads) <= 1300
+    pads = pads or [0] * len(payloads)
+    frame = b""
+    for i, (payload, pad) in enumerate(zip(payloads, pads, strict=True)):
+        body = payload[:-1] if pad else payload
+        descriptor, part = VpxPayloadDescriptor.parse(body)
+        assert descriptor.partition_start == (i == 0)
+        assert descriptor.picture_id == first_id
+        frame += part
+    assert frame == data
+    assert packetize.picture_id == (first_id + 1) % 32768
+
+
 def test_gso_splits_into_datagrams():
     """One sendmsg with UDP_SEGMENT arrives as datagrams of the segment size (the last
     shorter); this machine's kernel takes it (else the path sends one by one)."""
@@ -107,6 +140,7 @@ def test_sites_decode_on_either_path(engine, fast_send):
         assert path["datagrams"] > 100
         assert path["datagrams_fallback"] == 0
         assert path["reports"] > 0  # one compound sender report per site and second
+        assert path["audio_with_video"] > 10  # audio rode with the first site's frames
         if path["gso"]:
             assert path["datagrams_batched"] > 0
             assert path["send_batches"] < path["datagrams"]
