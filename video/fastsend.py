@@ -182,7 +182,7 @@ class SentHistory(RetransmitHistory):
         entry = self._ring[seq & (HISTORY_SLOTS - 1)]
         if entry is None or entry[0] != seq or time.monotonic() - entry[1] > self.seconds:
             return None
-        return entry[1], entry[2]
+        return entry[1], entry[2:]
 
     def restore(self, seq: int, size: int = 128) -> None:
         """Nothing to put back: `FastSender._retransmit` reads the ring itself."""
@@ -353,6 +353,11 @@ class SiteOutput:
             self.hub.output_ready(self)
         self._plain.append(plain)
 
+    def queue_many(self, plains: list[bytes]) -> None:
+        if not self._plain:
+            self.hub.output_ready(self)
+        self._plain += plains
+
     def report(self) -> None:
         """One compound RTCP packet for the site: a sender report per stream (as
         aiortc's, so that the receiver reports' round trips are measured the same), then
@@ -494,8 +499,10 @@ class FastSender:
         self.rtx_pt: int | None = None
         self._ext_template: tuple[bytes, bytes, bytes] | None = None
         self._ext_cache: tuple[bytes, bytes] = (b"", b"")
-        #: Packets built and waiting for their paced slot: (seq, plain packet).
-        self._pending: deque[tuple[int, bytes]] = deque()
+        #: Packets built and waiting for their paced slot: their sequence numbers, and
+        #: the packets.
+        self._pending: deque[int] = deque()
+        self._pending_plain: deque[bytes] = deque()
         self._slot_taken = False
         self._wake_timer: asyncio.TimerHandle | None = None
         self.running = False
@@ -619,65 +626,57 @@ class FastSender:
         history = self.history
         ring = history._ring if history is not None else None
         slots = HISTORY_SLOTS - 1
-        queue_out = self.output.queue if self.video else self.output.queue_audio
+        output = self.output
         pacer = self.pacer
+        video = self.video
         sent = octets = 0
         timestamp = None
         rate: float | None = None
         while True:
-            if not pending:
-                packet = track.take()
-                if packet is None:
+            if pending:
+                if not self._send_paced(now, rate):
                     break
-                rtp = packet.rtp
-                if rtp is None:  # published before a fast site came: packetize here
-                    rtp = packet.rtp = track.packetize(packet)
-                payloads, frame_ts, pads = rtp
-                timestamp = (frame_ts + self._ts_offset) & 0xFFFFFFFF
-                last = len(payloads) - 1
-                seq = self._seq
-                for i, payload in enumerate(payloads):
-                    marker = 0x80 if i == last else 0
-                    pad = pads[i] if pads is not None else 0
-                    pending.append((seq, pack(first_byte | pad, marker | pt, seq, timestamp,
-                                              ssrc) + ext + payload))
-                    if ring is not None:
-                        ring[seq & slots] = (seq, now, (payload, marker, timestamp, pad))
-                    octets += len(payload)
-                    seq = (seq + 1) & 0xFFFF
-                self._seq = seq
-                sent += len(payloads)
-            if pacer is None:
-                for _seq, plain in pending:
-                    queue_out(plain)
-                pending.clear()
                 continue
-            if not self.video:
-                for _seq, plain in pending:
-                    pacer.slot(len(plain), now)
-                    queue_out(plain)
-                pending.clear()
+            packet = track.take()
+            if packet is None:
+                break
+            rtp = packet.rtp
+            if rtp is None:  # published before a fast site came: packetize here
+                rtp = packet.rtp = track.packetize(packet)
+            payloads, frame_ts, pads = rtp
+            timestamp = (frame_ts + self._ts_offset) & 0xFFFFFFFF
+            last = len(payloads) - 1
+            first_seq = seq = self._seq
+            built = []
+            size = 0
+            for i, payload in enumerate(payloads):
+                marker = 0x80 if i == last else 0
+                pad = pads[i] if pads is not None else 0
+                plain = pack(first_byte | pad, marker | pt, seq, timestamp, ssrc) + ext + payload
+                built.append(plain)
+                size += len(plain)
+                if ring is not None:
+                    ring[seq & slots] = (seq, now, payload, marker, timestamp, pad)
+                octets += len(payload)
+                seq = (seq + 1) & 0xFFFF
+            self._seq = seq
+            sent += len(payloads)
+            if pacer is None:
+                output.queue_many(built)
+                continue
+            if not video:
+                pacer.slot(size, now)  # audio is not paced, but its bytes count
+                for plain in built:
+                    output.queue_audio(plain)
                 continue
             if rate is None:
                 rate = pacer.rate()
-            while pending:
-                seq, plain = pending[0]
-                if not self._slot_taken:
-                    wait = pacer.slot(len(plain), now, rate)
-                    if wait > PACING_MIN_WAIT:
-                        pacer.waits += 1
-                        pacer.waited += wait
-                        self._slot_taken = True
-                        self._wake_timer = asyncio.get_running_loop().call_later(
-                            wait, self._timer_wake)
-                        break
-                elif self._wake_timer is not None:
-                    break  # still waiting for the slot taken earlier
-                self._slot_taken = False
-                pending.popleft()
-                self._send_video(seq, plain, now)
-            if pending:
-                break
+            if pacer._held is None and not pacer.probe_requested \
+                    and pacer.admit(size, now, rate, PACING_MIN_WAIT):
+                output.queue_many(built)  # the whole frame within the burst credit
+                continue
+            pending.extend((first_seq + i) & 0xFFFF for i in range(len(built)))
+            self._pending_plain.extend(built)
         if sent:
             if history is not None:
                 history.newest = (self._seq - 1) & 0xFFFF
@@ -686,6 +685,28 @@ class FastSender:
             sender._RTCRtpSender__rtp_timestamp = timestamp
             sender._RTCRtpSender__packet_count += sent
             sender._RTCRtpSender__octet_count += octets
+
+    def _send_paced(self, now: float, rate: float | None) -> bool:
+        """Send the waiting video packets one by one in their slots; False when one has
+        to wait (a timer wakes this sender when its slot comes)."""
+        pacer = self.pacer
+        assert pacer is not None
+        pending, plains = self._pending, self._pending_plain
+        while pending:
+            if not self._slot_taken:
+                wait = pacer.slot(len(plains[0]), now, rate)
+                if wait > PACING_MIN_WAIT:
+                    pacer.waits += 1
+                    pacer.waited += wait
+                    self._slot_taken = True
+                    self._wake_timer = asyncio.get_running_loop().call_later(
+                        wait, self._timer_wake)
+                    return False
+            elif self._wake_timer is not None:
+                return False  # still waiting for the slot taken earlier
+            self._slot_taken = False
+            self._send_video(pending.popleft(), plains.popleft(), now)
+        return True
 
     def _send_video(self, seq: int, plain: bytes, now: float) -> None:
         """One media video packet, in its slot; the NACK probe's packet is held back and

@@ -391,6 +391,15 @@ class BurstPacer:
         self._next = start + size / rate
         return self._next - now
 
+    def admit(self, size: int, now: float, rate: float, max_wait: float) -> bool:
+        """Book `size` bytes (a frame's packets, one after the other) if the last of them
+        would wait at most `max_wait`: the same schedule as booking each (`slot`)."""
+        end = max(self._next, now - PACING_BURST_SECONDS) + size / rate
+        if end - now > max_wait:
+            return False
+        self._next = end
+        return True
+
     def hold(self, data: bytes, seq: int) -> None:
         """Keep back the video packet `seq` as the NACK probe (`probe_requested`)."""
         self.probe_requested = False
