@@ -169,3 +169,32 @@ def test_lost_packets_are_resent_on_the_fast_path(engine):
     assert stats["send_path"]["fast"] is True
     (site,) = stats["sites"]
     assert site["retransmits"] > 0, site
+
+
+@pytest.mark.media
+def test_a_site_off_the_plain_udp_path_gets_its_packets_through_aiortc(engine):
+    """A site whose selected pair is not a plain UDP socket of ours (TURN, TCP: here the
+    site's output is told so) gets the same packets through aiortc's DTLS transport."""
+    publish, subscribe = signals(engine, 43, {"bitrate_kbps": 600, "height": 240})
+
+    async def scenario():
+        publisher = Publisher()
+        await publisher.start(publish)
+        site = Subscriber()
+        resource = await site.start(subscribe)
+        subscriber = engine.broadcasts[43].subscribers[resource]
+        for fast in subscriber.fast_senders:
+            fast.output._socket = lambda: None  # as for a TURN or TCP pair
+        before = site.frames
+        assert await site.wait_frames(before + 60, timeout=12), site.frames
+        audio = site.audio_frames
+        await asyncio.sleep(1)
+        assert site.audio_frames > audio
+        stats = await in_thread(engine.stats, 43)
+        await site.close()
+        await publisher.close()
+        return stats
+
+    stats = asyncio.run(scenario())
+    assert stats["send_path"]["datagrams_fallback"] > 100
+
