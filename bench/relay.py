@@ -24,6 +24,13 @@ and then, on a second node, decodes and encodes once (`forward: off`). Prints bo
 series, the cost per added site and the fixed cost of each, and the video bitrate each
 sent (the per-site cost follows the packets per second).
 
+    .venv/bin/python bench/relay.py --mode forward --send-path --sites 1,8,32,64
+
+The same forward mode, on the sites' fast send path (`video.fastsend`: packetized once
+per layer, per-site headers and SRTP, batched GSO sends) and then on aiortc's own sender
+loop (`fast_send: false`), in one run: both series, the cost per added site of each and
+their ratio, and the fast path's datagrams, GSO batches and sendmsg calls.
+
     .venv/bin/python bench/relay.py --impair [--impair-seconds 20] [--profiles ...]
 
 Poor links: per profile (clean; 2 % loss 80 ms; 5 % loss 150 ms; 800 kb/s 100 ms;
@@ -560,6 +567,7 @@ def measure(node: Node, publisher: PublisherThread, n: int, seconds: float,
                               "decoded")},
         "video_kbps": per_site_kbps(stats, seconds),
         "server_fps": stats.get("fps"),
+        "send_path": stats.get("send_path"),
         # Packets the server itself dropped for lagging sites (its loop fell behind); the
         # rest of any shortfall was lost on the way to, or inside, the subscriber processes.
         "server_dropped": sum(s.get("packets_dropped", 0) for s in stats.get("sites", [])),
@@ -577,7 +585,8 @@ def per_site_kbps(stats: dict, seconds: float) -> float | None:
 def run_mode(relay: str, sites: list[int], seconds: float, forward: str = "off",
              busy: bool = False, label: str | None = None,
              publisher_kbps: int | None = None, frames: list | None = None, *,
-             ladder: bool = True, pin_low: float = 0.0) -> list[dict]:
+             ladder: bool = True, pin_low: float = 0.0,
+             fast_send: bool = True) -> list[dict]:
     """`ladder=False`: the lecture has one layer (the single-layer baseline); `pin_low`:
     that share of the sites is pinned to the low layer (its encoder runs too)."""
     node = Node(relay)
@@ -585,9 +594,9 @@ def run_mode(relay: str, sites: list[int], seconds: float, forward: str = "off",
     results = []
     label = label or relay
     try:
+        meta = {"fast_send": fast_send, **({} if ladder else {"ladder": False})}
         publisher = PublisherThread(node.url, busy=busy, forward=forward,
-                                    kbps=publisher_kbps, frames=frames,
-                                    meta=None if ladder else {"ladder": False})
+                                    kbps=publisher_kbps, frames=frames, meta=meta)
         time.sleep(2)
         for n in sites:
             result = measure(node, publisher, n, seconds, pin_low)
@@ -879,25 +888,45 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
     print(line)
 
 
-def run_forward(sites: list[int], seconds: float) -> None:
-    """Forward mode and encode-once, one after the other, the same busy publisher."""
+def run_forward(sites: list[int], seconds: float, send_path: bool = False) -> None:
+    """Forward mode and encode-once, one after the other, the same busy publisher; with
+    `send_path`, forward mode on the fast send path and on aiortc's sender loop instead."""
     frames = preencoded_frames(1200)
     kbps = sum(len(d) for d, _ in frames) * 8 / (len(frames) / 30) / 1000
-    print(f"forward mode vs encode once: busy 640x480 30 fps VP8 publisher, pre-encoded "
+    print(f"forward mode vs {'aiortc send path' if send_path else 'encode once'}: busy "
+          f"640x480 30 fps VP8 publisher, pre-encoded "
           f"({len(frames)} frames looped, {kbps:.0f} kb/s, a keyframe every 2 s), "
           f"lecture 480p 1.2 Mb/s, "
           f"{seconds:.0f} s windows, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     forwarded = run_mode("encoded", sites, seconds, forward="auto", label="forward",
                          frames=frames)
-    encoded = run_mode("encoded", sites, seconds, forward="off", label="encode",
-                       frames=frames)
-    modes = {r["server_mode"] for r in forwarded}
+    if send_path:
+        encoded = run_mode("encoded", sites, seconds, forward="auto", label="aiortc-send",
+                           frames=frames, fast_send=False)
+    else:
+        encoded = run_mode("encoded", sites, seconds, forward="off", label="encode",
+                           frames=frames)
+    modes = {r["server_mode"] for r in forwarded + (encoded if send_path else [])}
     if modes != {"forward"}:
         print(f"  (the node was not forwarding throughout: modes seen {sorted(modes)})")
-    ours = summarize("forward mode", forwarded)
-    base = summarize("encode once (same run)", encoded)
-    if ours and base:
+    ours = summarize("forward mode, fast send path", forwarded)
+    base = summarize("forward mode, aiortc's sender (same run)" if send_path
+                     else "encode once (same run)", encoded)
+    if ours and base and send_path:
+        print(f"fast vs aiortc send path: per added site {ours['per_site']:.2f} % vs "
+              f"{base['per_site']:.2f} % of a core (ratio "
+              f"{base['per_site'] / ours['per_site']:.2f}x), fixed cost {ours['fixed']:.1f} %"
+              f" vs {base['fixed']:.1f} %, projected 2-core capacity "
+              f"{ours['capacity']:.0f} vs {base['capacity']:.0f} sites; goal: per site "
+              f"<= 0.20 %, fixed < 10 %")
+        for fast, slow in zip(forwarded, encoded, strict=False):
+            path = fast.get("send_path") or {}
+            print(f"  N={fast['n']:3d}: CPU {fast['cpu']:.1f} % vs {slow['cpu']:.1f} % "
+                  f"(ratio {slow['cpu'] / max(0.1, fast['cpu']):.2f}x); fast path "
+                  f"{path.get('datagrams', 0)} datagrams, {path.get('datagrams_batched', 0)} "
+                  f"of them in GSO batches, {path.get('send_batches', 0)} sendmsg calls")
+    elif ours and base:
         print(f"forward vs encode once: fixed cost {ours['fixed']:.1f} % vs "
               f"{base['fixed']:.1f} % of a core, per added site {ours['per_site']:.2f} % vs "
               f"{base['per_site']:.2f} %, projected 2-core capacity {ours['capacity']:.0f} vs "
@@ -915,6 +944,9 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--mode", choices=("encoded", "forward"), default="encoded",
                         help="forward: forward mode against encode-once, same run")
+    parser.add_argument("--send-path", action="store_true",
+                        help="with --mode forward: the fast send path against aiortc's "
+                             "sender loop (fast_send: false), same run")
     parser.add_argument("--video-only", action="store_true",
                         help="subscribers ask for video only (cheaper subscriber processes)")
     parser.add_argument("--ladder-cost", action="store_true",
@@ -958,7 +990,7 @@ def main() -> None:
         return
     sites = [int(x) for x in args.sites.split(",")]
     if args.mode == "forward":
-        run_forward(sites, args.seconds)
+        run_forward(sites, args.seconds, args.send_path)
         print(f"total {time.monotonic() - started:.0f} s; load average at the end "
               f"{os.getloadavg()[0]:.2f} (other work on the machine inflates every figure)")
         return

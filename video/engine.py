@@ -44,6 +44,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from video import forward as forward_rules
 from video import hls
+from video.fastsend import FastSender, SendHub, SentHistory, SiteOutput, packetizer
 from video.forward import HANDBACK, Forwarder
 from video.ice import etag_for, parse_sdpfrag
 from video.ladder import AUDIO, LinkMonitor, ladder_for
@@ -227,6 +228,8 @@ class Subscriber:
         self._last_probe = 0.0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
+        #: The site's senders on the fast send path (`video.fastsend`), if it is on.
+        self.fast_senders: list[FastSender] = []
 
     def describe(self) -> dict[str, Any]:
         video = next((t for t in self.tracks if t.kind == "video"), None)
@@ -539,6 +542,12 @@ class Broadcast:
                 options.get("forward") or engine.forward_setting, self.height,
                 self.bitrate_kbps, on_frame=self.on_forwarded, needs_decode=self.needs_decode)
         self.frames_forwarded = 0
+        #: The sites' send path (`video.fastsend`): packetized once per layer, batched
+        #: datagrams; `fast_send: false` keeps aiortc's own sender loop for every site.
+        self.send_hub: SendHub | None = None
+        if self.mode == "encoded" and options.get("fast_send", True) is not False:
+            self.send_hub = SendHub()
+            self.audio_source.packetize = packetizer("audio/opus")
         self.ensure_video_source("vp8")
 
     # --- sources -----------------------------------------------------------------------
@@ -550,8 +559,10 @@ class Broadcast:
             encoder = SharedVideoEncoder(codec, bitrate_kbps=spec.bitrate_kbps,
                                          height=spec.height or self.height, layer=layer)
             self.video_encoders[key] = encoder
-            self.video_sources[key] = PacketSource(
+            source = self.video_sources[key] = PacketSource(
                 "video", lambda: self.request_keyframe(key), layer=layer)
+            if self.send_hub is not None:
+                source.packetize = packetizer(VIDEO_CODECS[codec][1])
         return self.video_sources[key]
 
     def request_keyframe(self, key: tuple[str, str]) -> None:
@@ -839,6 +850,8 @@ class Broadcast:
             "target_bitrate_kbps": self.bitrate_kbps,
             "bitrate_kbps": round(video_bytes * 8 / elapsed / 1000 / max(1, len(top)), 1),
             "keyframes": sum(s.keyframes for s in self.video_sources.values()),
+            "send_path": {"fast": True, **self.send_hub.describe()}
+            if self.send_hub is not None else {"fast": False},
             "codecs": sorted({c for (c, _), s in self.video_sources.items()
                               if s.watched or c == "vp8"}),
             "layers": self.layer_stats(),
@@ -1155,6 +1168,18 @@ class MediaEngine:
                 # aiortc's history is by count (128 packets): replaced by one by time
                 sender._RTCRtpSender__rtp_history = (  # type: ignore[attr-defined]
                     RetransmitHistory(RETRANSMIT_MAX_AGE + 0.5))
+        if broadcast.send_hub is not None:
+            # Every site's media goes by the fast path (its own headers and SRTP on the
+            # layer's shared payloads, batched sends); RTCP and NACK handling stay.
+            outputs: dict[int, SiteOutput] = {}
+            for transceiver in pc.getTransceivers():
+                track = transceiver.sender.track
+                if isinstance(track, SubscriberTrack):
+                    video = track.kind == "video"
+                    subscriber.fast_senders.append(FastSender.install(
+                        transceiver.sender, track, broadcast.send_hub, outputs,
+                        subscriber.pacer,
+                        SentHistory(RETRANSMIT_MAX_AGE + 0.5) if video else None))
         for transceiver in pc.getTransceivers():
             track = transceiver.sender.track
             if isinstance(track, SubscriberTrack):

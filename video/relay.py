@@ -57,7 +57,7 @@ class EncodedPacket:
     so sharing it between senders and the recorder is safe.
     """
 
-    __slots__ = ("data", "is_keyframe", "pts", "time_base")
+    __slots__ = ("data", "is_keyframe", "pts", "rtp", "time_base")
 
     def __init__(self, data: bytes, pts: int, time_base: fractions.Fraction,
                  is_keyframe: bool) -> None:
@@ -65,6 +65,9 @@ class EncodedPacket:
         self.pts = pts
         self.time_base = time_base
         self.is_keyframe = is_keyframe
+        #: (RTP payloads, RTP timestamp, padding flags or None) when its source packetizes
+        #: once for every site (`video.fastsend`); None otherwise.
+        self.rtp: tuple[list[bytes], int, list[int] | None] | None = None
 
     def __bytes__(self) -> bytes:
         return self.data
@@ -107,6 +110,9 @@ class SubscriberTrack(MediaStreamTrack):
         self.first_packet_at: float | None = None
         #: Called with the layer name once a switch is done (at the new layer's keyframe).
         self.on_switched: Callable[[str], None] | None = None
+        #: Set by a `video.fastsend.FastSender`: called on each push instead of waking
+        #: `recv` (the packets are taken with `take`).
+        self.on_ready: Callable[[], None] | None = None
 
     @property
     def source(self) -> PacketSource | None:
@@ -139,8 +145,34 @@ class SubscriberTrack(MediaStreamTrack):
                 self.request_keyframe()
                 return
         self._last_pts = packet.pts
+        on_ready = self.on_ready
+        if on_ready is not None:
+            self._queue.append(packet)  # the fast sender packs the shared packet itself
+            on_ready()
+            return
         self._queue.append(packet.to_av() if self._as_av_packet else packet)
         self._wakeup.set()
+
+    def take(self) -> Any:
+        """The next packet or None, without waiting (`video.fastsend`'s side of `recv`)."""
+        if not self._queue:
+            return None
+        if self.first_packet_at is None:
+            self.first_packet_at = time.monotonic()
+        self.packets_sent += 1
+        packet = self._queue.popleft()
+        if isinstance(packet, av.Packet):  # queued before the fast sender started
+            packet = EncodedPacket(bytes(packet), int(packet.pts or 0),
+                                   packet.time_base or VIDEO_TIME_BASE,
+                                   bool(packet.is_keyframe))
+        return packet
+
+    def packetize(self, packet: EncodedPacket) -> tuple[list[bytes], int, list[int] | None]:
+        """A packet its source did not packetize: by the source this track is on."""
+        source = self._source or self._pending
+        if source is None or source.packetize is None:
+            raise MediaStreamError
+        return source.packetize(packet)
 
     async def recv(self) -> Any:
         """The next packet; aiortc's sender packetizes it without encoding."""
@@ -226,6 +258,10 @@ class PacketSource:
         #: mode caches the publisher's longer groups of pictures).
         self.gop_seconds = GOP_CACHE_SECONDS
         self.gop_frames = 60
+        #: Set when the sites' fast send path is on (`video.fastsend.packetizer`): each
+        #: packet is packetized once here, for every site.
+        self.packetize: Callable[[EncodedPacket],
+                                 tuple[list[bytes], int, list[int] | None]] | None = None
 
     @property
     def watched(self) -> bool:
@@ -275,6 +311,8 @@ class PacketSource:
         self.bytes += len(packet.data)
         if packet.is_keyframe:
             self.keyframes += 1
+        if self.packetize is not None and packet.rtp is None:
+            packet.rtp = self.packetize(packet)
         if self.kind == "video":
             if packet.is_keyframe:
                 self._gop = [packet]
@@ -334,7 +372,45 @@ class BurstPacer:
             return False
         return self.probe_sent_at is None or now - self.probe_sent_at <= 1.25 * rtt + 0.03
 
+    def rate(self) -> float:
+        """The paced rate now, in bytes per second."""
+        layer = max(64.0, self._rate_kbps())
+        kbps = layer * PACING_FACTOR
+        estimate = self._estimate_kbps() if self._estimate_kbps is not None else None
+        if estimate:
+            kbps = min(kbps, max(layer, estimate))
+        return kbps * 1000 / 8
+
+    def slot(self, size: int, now: float, rate: float | None = None) -> float:
+        """Book `size` bytes on the paced schedule (at `rate`, bytes/s, when the caller
+        already has it); returns how long a video packet of that size waits for its slot
+        (positive once the burst credit is spent)."""
+        if rate is None:
+            rate = self.rate()
+        start = max(self._next, now - PACING_BURST_SECONDS)
+        self._next = start + size / rate
+        return self._next - now
+
+    def admit(self, size: int, now: float, rate: float, max_wait: float) -> bool:
+        """Book `size` bytes (a frame's packets, one after the other) if the last of them
+        would wait at most `max_wait`: the same schedule as booking each (`slot`)."""
+        end = max(self._next, now - PACING_BURST_SECONDS) + size / rate
+        if end - now > max_wait:
+            return False
+        self._next = end
+        return True
+
+    def hold(self, data: bytes, seq: int) -> None:
+        """Keep back the video packet `seq` as the NACK probe (`probe_requested`)."""
+        self.probe_requested = False
+        self.probes += 1
+        self._held = data
+        self.probe_seq = seq
+        self.probe_sent_at = None
+
     def install(self, transport: Any) -> None:
+        """Wrap `transport._send_rtp` (aiortc's senders; `video.fastsend` calls `slot`
+        and `hold` itself and wraps only so that RTCP's bytes count)."""
         original = transport._send_rtp
 
         def flush(held: bytes) -> None:
@@ -344,16 +420,7 @@ class BurstPacer:
                 self._flushing = asyncio.ensure_future(original(held))
 
         async def send(data: bytes) -> None:
-            now = time.monotonic()
-            layer = max(64.0, self._rate_kbps())
-            kbps = layer * PACING_FACTOR
-            estimate = self._estimate_kbps() if self._estimate_kbps is not None else None
-            if estimate:
-                kbps = min(kbps, max(layer, estimate))
-            rate = kbps * 1000 / 8  # bytes/s
-            start = max(self._next, now - PACING_BURST_SECONDS)
-            self._next = start + len(data) / rate
-            wait = self._next - now  # positive once the burst credit is spent
+            wait = self.slot(len(data), time.monotonic())
             video = len(data) >= 12 and not 192 <= data[1] <= 223 \
                 and int.from_bytes(data[8:12], "big") in self._video_ssrcs
             if wait > 0.002 and video:
@@ -367,11 +434,7 @@ class BurstPacer:
                 await original(held)
                 return
             if video and self.probe_requested:
-                self.probe_requested = False
-                self.probes += 1
-                self._held = data
-                self.probe_seq = int.from_bytes(data[2:4], "big")
-                self.probe_sent_at = None
+                self.hold(data, int.from_bytes(data[2:4], "big"))
                 asyncio.get_running_loop().call_later(0.1, flush, data)
                 return
             await original(data)
