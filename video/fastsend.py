@@ -663,23 +663,24 @@ class FastSender:
             sent += len(payloads)
             if pacer is None:
                 output.queue_many(built)
+                self._went((seq - 1) & 0xFFFF)
                 continue
             if not video:
                 pacer.slot(size, now)  # audio is not paced, but its bytes count
                 for plain in built:
                     output.queue_audio(plain)
+                self._went((seq - 1) & 0xFFFF)
                 continue
             if rate is None:
                 rate = pacer.rate()
             if pacer._held is None and not pacer.probe_requested \
                     and pacer.admit(size, now, rate, PACING_MIN_WAIT):
                 output.queue_many(built)  # the whole frame within the burst credit
+                self._went((seq - 1) & 0xFFFF)
                 continue
             pending.extend((first_seq + i) & 0xFFFF for i in range(len(built)))
             self._pending_plain.extend(built)
         if sent:
-            if history is not None:
-                history.newest = (self._seq - 1) & 0xFFFF
             sender = self.sender
             sender._RTCRtpSender__ntp_timestamp = ntp
             sender._RTCRtpSender__rtp_timestamp = timestamp
@@ -708,11 +709,20 @@ class FastSender:
             self._send_video(pending.popleft(), plains.popleft(), now)
         return True
 
+    def _went(self, seq: int) -> None:
+        """The newest packet that has left (not merely been packetized): how far behind a
+        NACKed packet lies is counted from it, as the receiver sees the stream. Counted from
+        the packets still waiting for their pacing slots (seconds of them behind a narrow
+        link), every hole looked far behind and its repairs were held back."""
+        if self.history is not None:
+            self.history.newest = seq
+
     def _send_video(self, seq: int, plain: bytes, now: float) -> None:
         """One media video packet, in its slot; the NACK probe's packet is held back and
         goes after the next one (or after `PROBE_HOLD_SECONDS`)."""
         pacer = self.pacer
         assert pacer is not None
+        self._went(seq)
         queue_out = self.output.queue
         held = pacer._held
         if held is not None:

@@ -198,3 +198,48 @@ def test_a_site_off_the_plain_udp_path_gets_its_packets_through_aiortc(engine):
     stats = asyncio.run(scenario())
     assert stats["send_path"]["datagrams_fallback"] > 100
 
+
+
+@pytest.mark.media
+def test_a_nacked_packet_is_counted_behind_what_has_left_not_what_waits_for_pacing(engine):
+    """How far behind a NACKed packet lies (which decides whether its repair is held back)
+    is counted from the newest packet that has left. With a site's packets waiting for
+    their pacing slots (a narrow link), the history's newest was the newest packetized,
+    seconds ahead: every hole looked far behind and its repairs were held back (the
+    800 kb/s profile froze 3.7-4.5 s)."""
+    publish, subscribe = signals(engine, 44, {"bitrate_kbps": 600, "height": 240})
+
+    async def scenario():
+        publisher = Publisher()
+        await publisher.start(publish)
+        site = Subscriber()
+        resource = await site.start(subscribe)
+        assert await site.wait_frames(30, timeout=12), site.frames
+        subscriber = engine.broadcasts[44].subscribers[resource]
+        (video,) = [f for f in subscriber.fast_senders if f.video]
+        video.pacer._rate_kbps = lambda: 64.0  # a narrow link: frames wait for their slots
+        video.pacer._estimate_kbps = None
+
+        def sample():
+            if video._pending:
+                return video.history.newest, (video._pending[0] - 1) & 0xFFFF
+            return None
+
+        samples = []
+        for _ in range(60):
+            await asyncio.sleep(0.05)
+            got = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                _call(sample), engine._loop))
+            if got is not None:
+                samples.append(got)
+        await site.close()
+        await publisher.close()
+        return samples
+
+    samples = asyncio.run(scenario())
+    assert len(samples) >= 10, samples  # packets did wait for pacing
+    assert all(newest == last_sent for newest, last_sent in samples), samples
+
+
+async def _call(fn):
+    return fn()
