@@ -89,6 +89,19 @@ async def in_thread(fn, *args, **kwargs) -> Any:
     return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
+def engine_signals(engine, occurrence_id, options=None):
+    """A peer's publish and subscribe calls straight to an in-process engine (site 1)."""
+    async def publish(sdp):
+        result = await in_thread(engine.publish, occurrence_id, sdp, options or {})
+        return result["answer"], result["resource_id"]
+
+    async def subscribe(sdp):
+        result = await in_thread(engine.subscribe, occurrence_id, sdp, {"site_id": 1})
+        return result["answer"], result["resource_id"]
+
+    return publish, subscribe
+
+
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

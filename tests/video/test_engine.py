@@ -8,6 +8,7 @@ import time
 import av
 import pytest
 
+from tests.video.conftest import engine_signals as signals
 from tests.video.conftest import in_thread, run, wait_for
 from tests.video.peers import Publisher, Subscriber
 from video.engine import MediaEngine, MediaError, parse_offer
@@ -23,18 +24,6 @@ def engine():
     eng.events = events
     yield eng
     eng.shutdown()
-
-
-def signals(engine, occurrence_id, options=None):
-    async def publish(sdp):
-        result = await in_thread(engine.publish, occurrence_id, sdp, options or {})
-        return result["answer"], result["resource_id"]
-
-    async def subscribe(sdp):
-        result = await in_thread(engine.subscribe, occurrence_id, sdp, {"site_id": 1})
-        return result["answer"], result["resource_id"]
-
-    return publish, subscribe
 
 
 def test_frames_late_keyframe_stop_and_recording(engine, tmp_path):

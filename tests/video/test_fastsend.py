@@ -10,6 +10,7 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from tests.video.conftest import engine_signals as signals
 from tests.video.conftest import in_thread
 from tests.video.peers import Impairment, Publisher, Subscriber
 from video.engine import MediaEngine
@@ -30,18 +31,6 @@ def engine():
     eng = MediaEngine().start()
     yield eng
     eng.shutdown()
-
-
-def signals(engine, occurrence_id, options=None):
-    async def publish(sdp):
-        result = await in_thread(engine.publish, occurrence_id, sdp, options or {})
-        return result["answer"], result["resource_id"]
-
-    async def subscribe(sdp):
-        result = await in_thread(engine.subscribe, occurrence_id, sdp, {"site_id": 1})
-        return result["answer"], result["resource_id"]
-
-    return publish, subscribe
 
 
 @pytest.mark.parametrize(("mid", "ids"), [("0", {"mid": 1, "abs": 2}), ("1", {"mid": 9}),
