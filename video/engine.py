@@ -543,9 +543,10 @@ class Broadcast:
                 self.bitrate_kbps, on_frame=self.on_forwarded, needs_decode=self.needs_decode)
         self.frames_forwarded = 0
         #: The sites' send path (`video.fastsend`): packetized once per layer, batched
-        #: datagrams; `fast_send: false` keeps aiortc's own sender loop for every site.
+        #: datagrams; on with `YUANJIAO_FAST_SEND` or a broadcast's `fast_send: true`
+        #: (`false` keeps aiortc's own sender loop for every site).
         self.send_hub: SendHub | None = None
-        if self.mode == "encoded" and options.get("fast_send", True) is not False:
+        if self.mode == "encoded" and options.get("fast_send", engine.fast_send_setting) is True:
             self.send_hub = SendHub()
             self.audio_source.packetize = packetizer("audio/opus")
         self.ensure_video_source("vp8")
@@ -897,12 +898,15 @@ class MediaEngine:
 
     def __init__(self, *, ice_servers: list[dict[str, Any]] | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
-                 relay_mode: str = "encoded", forward: str = "auto") -> None:
+                 relay_mode: str = "encoded", forward: str = "auto",
+                 fast_send: bool = False) -> None:
         self.ice_servers = list(ice_servers or [])
         self.on_event = on_event
         self.relay_mode = relay_mode
         #: `YUANJIAO_FORWARD`: "auto" forwards the publisher's frames when they suit.
         self.forward_setting = forward
+        #: `YUANJIAO_FAST_SEND`: the sites' fast send path unless a broadcast says otherwise.
+        self.fast_send_setting = fast_send
         self.broadcasts: dict[int, Broadcast] = {}
         self.resources: dict[str, tuple[str, int]] = {}  # resource id -> (kind, occurrence)
         self.ended: dict[int, float] = {}

@@ -319,7 +319,8 @@ class MediaRuntime:
         else:
             self.backend = MediaEngine(ice_servers=app.config.get("YUANJIAO_ICE_SERVERS") or [],
                                        on_event=self.events.put,
-                                       forward=app.config.get("YUANJIAO_FORWARD", "auto")
+                                       forward=app.config.get("YUANJIAO_FORWARD", "auto"),
+                                       fast_send=bool(app.config.get("YUANJIAO_FAST_SEND"))
                                        ).start()
         self.worker = threading.Thread(target=self._work, name="media-events", daemon=True)
         self.worker.start()

@@ -198,11 +198,11 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
 
 
 def serve(host: str, port: int, secret: str, *, ice_servers: list[dict[str, Any]],
-          relay_mode: str = "encoded", forward: str = "auto") -> None:
+          relay_mode: str = "encoded", forward: str = "auto", fast_send: bool = False) -> None:
     """Run a node until SIGTERM/SIGINT; ends every broadcast (closing recordings) on exit."""
     events = EventLog()
     engine = MediaEngine(ice_servers=ice_servers, on_event=events.append,
-                         relay_mode=relay_mode, forward=forward).start()
+                         relay_mode=relay_mode, forward=forward, fast_send=fast_send).start()
     server = ThreadingHTTPServer((host, port), make_handler(engine, events, secret))
     server.daemon_threads = True
 
@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> None:
                         default=os.environ.get("YUANJIAO_FORWARD", "auto"),
                         help="auto: forward the publisher's own frames when they suit the "
                              "sites (forward mode); off: always decode and encode once")
+    parser.add_argument("--fast-send", action=argparse.BooleanOptionalAction,
+                        default=os.environ.get("YUANJIAO_FAST_SEND", "0").lower()
+                        in ("1", "true", "yes", "on"),
+                        help="the sites' fast send path (video/fastsend.py)")
     parser.add_argument("--log-level", default=os.environ.get("YUANJIAO_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level,
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("a shared secret is required (--secret or YUANJIAO_MEDIA_NODE_SECRET)")
     ice = json.loads(os.environ.get("YUANJIAO_ICE_SERVERS") or "[]")
     serve(args.host, args.port, args.secret, ice_servers=ice, relay_mode=args.relay,
-          forward=args.forward)
+          forward=args.forward, fast_send=args.fast_send)
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ def test_sites_decode_on_either_path(engine, fast_send):
 def test_lost_packets_are_resent_on_the_fast_path(engine):
     """NACKed packets go again from the fast path's history (RTX: aiortc negotiates it),
     and the site keeps decoding through 5 % loss."""
-    publish, subscribe = signals(engine, 42, {"bitrate_kbps": 600, "height": 240})
+    publish, subscribe = signals(engine, 42, {"bitrate_kbps": 600, "height": 240,
+                                              "fast_send": True})
 
     async def scenario():
         publisher = Publisher()
@@ -164,7 +165,8 @@ def test_lost_packets_are_resent_on_the_fast_path(engine):
 def test_a_site_off_the_plain_udp_path_gets_its_packets_through_aiortc(engine):
     """A site whose selected pair is not a plain UDP socket of ours (TURN, TCP: here the
     site's output is told so) gets the same packets through aiortc's DTLS transport."""
-    publish, subscribe = signals(engine, 43, {"bitrate_kbps": 600, "height": 240})
+    publish, subscribe = signals(engine, 43, {"bitrate_kbps": 600, "height": 240,
+                                              "fast_send": True})
 
     async def scenario():
         publisher = Publisher()
@@ -196,7 +198,8 @@ def test_a_nacked_packet_is_counted_behind_what_has_left_not_what_waits_for_paci
     their pacing slots (a narrow link), the history's newest was the newest packetized,
     seconds ahead: every hole looked far behind and its repairs were held back (the
     800 kb/s profile froze 3.7-4.5 s)."""
-    publish, subscribe = signals(engine, 44, {"bitrate_kbps": 600, "height": 240})
+    publish, subscribe = signals(engine, 44, {"bitrate_kbps": 600, "height": 240,
+                                              "fast_send": True})
 
     async def scenario():
         publisher = Publisher()
@@ -232,3 +235,25 @@ def test_a_nacked_packet_is_counted_behind_what_has_left_not_what_waits_for_paci
 
 async def _call(fn):
     return fn()
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("setting", [False, True])
+def test_the_fast_path_follows_the_setting_unless_the_broadcast_says(setting):
+    """`YUANJIAO_FAST_SEND` (the engine's `fast_send`) decides for a broadcast that names
+    no `fast_send` of its own; one that does wins."""
+    eng = MediaEngine(fast_send=setting).start()
+    try:
+        async def scenario():
+            paths = []
+            for occurrence, options in ((45, {}), (46, {"fast_send": not setting})):
+                publish, _subscribe = signals(eng, occurrence, options)
+                publisher = Publisher()
+                await publisher.start(publish)
+                paths.append((await in_thread(eng.stats, occurrence))["send_path"]["fast"])
+                await publisher.close()
+            return paths
+
+        assert asyncio.run(scenario()) == [setting, not setting]
+    finally:
+        eng.shutdown()
