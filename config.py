@@ -106,7 +106,10 @@ class Settings:
     study_hours_required: float = _setting(32.0, float)
     makeup_share: float = _setting(0.9, float)
     attendance_grace_seconds: int = _setting(90, int)
-    # A socket connection's right to operate a site is re-checked after this long.
+    # A socket connection's cached right (to operate a site, to act as its member) holds
+    # while nothing it rests on changed (core/authepoch.py), for at most this many seconds;
+    attendance_grant_max_age: int = _setting(600, int)
+    # and for this long only while that cannot be known (Redis away).
     attendance_auth_ttl: int = _setting(30, int)
     # The attendance writer waits this long (ms) after a batch's first event for more: a
     # burst then shares one transaction. Every web process has its own writer, so with N

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from accounts.errors import Forbidden
-from accounts.models import ROLES, User
-from core import policy
+from accounts.models import ROLES, ApiToken, User
+from core import authepoch, policy
 from core.principals import SiteScreen, SystemPrincipal, is_system
 from org.models import Member, OrgUnit, Site
 
@@ -191,3 +191,9 @@ def _audit_read(_session: Session, principal: Any, _resource: Any) -> bool:
 def _user_grant_role(_session: Session, principal: Any, role: Any) -> bool:
     """Hand out `role` (a role name) to a user one creates or changes."""
     return role in creatable_roles(principal)
+
+
+#: Rights cached on long connections rest on users and tokens (core/authepoch.py); a
+#: token's last use and a user's language decide nothing.
+authepoch.watch(User, ignore={"locale"})
+authepoch.watch(ApiToken, ignore={"last_used_at"})

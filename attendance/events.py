@@ -25,7 +25,7 @@ from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
 from attendance.writer import Append, Request, writer_for
 from config import settings
-from core import policy
+from core import authepoch, policy
 from core.api import SiteScreen
 from core.principals import principal_for_token
 from core.sockets import object_payload, on_hot, payload_id, socket_principal, socket_sid
@@ -57,14 +57,27 @@ def _auth_ttl() -> float:
 
 
 def _granted_value(key: tuple) -> tuple[bool, Any]:
+    """A right this connection passed, while it holds: until what it rests on changes
+    (core/authepoch.py) or YUANJIAO_ATTENDANCE_GRANT_MAX_AGE passes; only for
+    YUANJIAO_ATTENDANCE_AUTH_TTL while the epoch cannot be known (Redis away)."""
     hit = _conn().granted.get(key)
-    if hit is None or hit[0] < time.monotonic():
+    if hit is None:
         return False, None
-    return True, hit[1]
+    checked, at_epoch, value = hit
+    return _holds(checked, at_epoch), value
 
 
-def _grant(key: tuple, value: Any = True) -> None:
-    _conn().granted[key] = (time.monotonic() + _auth_ttl(), value)
+def _holds(checked: float, at_epoch: Any) -> bool:
+    """Whether what was checked at `checked` (monotonic) and `at_epoch` still holds."""
+    age = time.monotonic() - checked
+    now_epoch = authepoch.epoch().current()
+    if at_epoch is None or now_epoch is None:
+        return age < _auth_ttl()
+    return at_epoch == now_epoch and age < settings().attendance_grant_max_age
+
+
+def _grant(key: tuple, value: Any = True, at_epoch: Any = None) -> None:
+    _conn().granted[key] = (time.monotonic(), at_epoch, value)
 
 
 def _granted_or_check(key: tuple, check: Callable[[], Any]) -> Any:
@@ -79,9 +92,10 @@ def _granted_or_check(key: tuple, check: Callable[[], Any]) -> Any:
     with _conn().check_lock:
         fresh, value = _granted_value(key)
         if not fresh:
-            value = check()
+            at_epoch = authepoch.epoch().current()  # before the check: a move during it
+            value = check()                         # makes the next event check again
             db.session.rollback()
-            _grant(key, value)
+            _grant(key, value, at_epoch)
     return value
 
 
@@ -166,13 +180,14 @@ class _Conn:
     token: str | None = None
     turns: _Turns = field(default_factory=_Turns)
     check_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: {what: (expires, value)}: authorizations this connection passed, and the member it
-    #: acts as. Hot events (roll call, heartbeats) then need no database read at all; a
-    #: revoked right or a deactivated user is noticed within the TTL (the rules that must
-    #: hold at once, the lock and the two-site rule, are checked by the writer).
-    granted: dict[tuple, tuple[float, Any]] = field(default_factory=dict)
-    #: Occurrence ids a member was allowed to watch (checked once per connection).
-    viewing: set[int] = field(default_factory=set)
+    #: {what: (checked at, epoch, value)}: authorizations this connection passed, the
+    #: member it acts as and the occurrences he may watch. Hot events (roll call,
+    #: heartbeats) then need no database read at all; a revoked right or a deactivated
+    #: user is noticed once the epoch moves (core/authepoch.py: within half a second
+    #: across processes), or within YUANJIAO_ATTENDANCE_AUTH_TTL while Redis is away (the
+    #: rules that must hold at once, the lock and the two-site rule, are checked by the
+    #: writer).
+    granted: dict[tuple, tuple[float, Any, Any]] = field(default_factory=dict)
     #: (occurrence_id, site_id) rooms a screen or operator joined (counted in _site_count()).
     sites: set[tuple[int, int]] = field(default_factory=set)
 
@@ -284,10 +299,11 @@ def ping(data: Any = None) -> dict[str, Any]:
 
 def site_join(data: Any) -> dict[str, Any]:
     """A site screen or operator opens the room page: the site is online; join its rooms."""
+    at_epoch = authepoch.epoch().current()
     occurrence, site = _occurrence_and_site(data)
     policy.require(_caller(), "roll_call.mark", (occurrence, site))
     key = occurrence_id, site_id = occurrence.id, site.id
-    _grant(("operate", *key))
+    _grant(("operate", *key), True, at_epoch)
     # End the read transaction before waiting on the writer: after this, touching an ORM
     # row would reload it and hold a pooled connection for the whole wait (with many
     # screens joining at once, the writer then found no connection left).
@@ -332,16 +348,17 @@ def _expected_ids(occurrence_id: int) -> frozenset[int]:
     whole roster, and the readers stall the event loop for everyone)."""
     cache = current_app.extensions.setdefault("attendance_expected", {})
     hit = cache.get(occurrence_id)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
+    if hit is not None and _holds(hit[0], hit[1]):
+        return hit[2]
     with _expected_lock:  # one reader at a time; the others take its answer
         hit = cache.get(occurrence_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        if hit is not None and _holds(hit[0], hit[1]):
+            return hit[2]
+        at_epoch = authepoch.epoch().current()
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         ids = frozenset(svc.expected_member_ids(db.session, occurrence))
         db.session.rollback()
-        cache[occurrence_id] = (time.monotonic() + _auth_ttl(), ids)
+        cache[occurrence_id] = (time.monotonic(), at_epoch, ids)
         return ids
 
 
@@ -406,14 +423,15 @@ def _viewer_event(data: Any, kind: str) -> dict[str, Any]:
         return member.id, member.name
 
     member_id, name = _granted_or_check(("member",), who)
-    viewing = _conn().viewing
-    if occurrence_id not in viewing:
+
+    def expected() -> bool:
         occurrence = svc.get_occurrence(db.session, occurrence_id)
         if not svc.is_expected(db.session, occurrence, member_id):
             raise Forbidden("您不在本次学习活动的应到名单中",
                             details={"occurrence_id": occurrence.id})
-        db.session.rollback()
-        viewing.add(occurrence_id)
+        return True
+
+    _granted_or_check(("viewing", occurrence_id), expected)
     seen = watching.watching()
     if kind != "viewer_leave" and settings().viewer_requires_media \
             and not seen.holds(occurrence_id, member_id):

@@ -15,13 +15,14 @@ ever. Both steps are Lua scripts: atomic, one round trip.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import time
 import uuid
 from collections import defaultdict
 from typing import Any
+
+from core.rediskeys import redis_prefix
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +164,6 @@ class RedisSiteCounts:
         self._alive.set()
         with contextlib.suppress(Exception):
             self.redis.delete(f"{self.prefix}:proc:{self.token}")
-
-
-def redis_prefix(config: Any) -> str:
-    """Keys of one deployment: processes sharing a database share the prefix (tests,
-    which share one Redis with a database each, do not)."""
-    given = config.get("YUANJIAO_REDIS_PREFIX")
-    if given:
-        return given
-    digest = hashlib.sha1(str(config["SQLALCHEMY_DATABASE_URI"]).encode()).hexdigest()[:12]
-    return f"yuanjiao:{digest}"
 
 
 def site_counts_for(config: Any) -> LocalSiteCounts | RedisSiteCounts:

@@ -187,9 +187,9 @@ class Tier:
             time.sleep(0.2)
 
 
-def profile(args, n: int, pids: list[int]) -> list[subprocess.Popen]:
-    """py-spy (`--py-spy`) records each web process through the burst: flame graphs
-    `<dir>/web<n>-<i>.svg` and collapsed stacks beside them."""
+def profile(args, n: int, pids: list[int], phase: str = "") -> list[subprocess.Popen]:
+    """py-spy (`--py-spy`) records each web process through the idle phase and the burst:
+    flame graphs `<dir>/web<n>-<i>[-idle].svg` and collapsed stacks beside them."""
     if not args.py_spy:
         return []
     out = Path(args.profile_dir)
@@ -199,7 +199,7 @@ def profile(args, n: int, pids: list[int]) -> list[subprocess.Popen]:
         for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
             spies.append(subprocess.Popen(
                 [args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", fmt,
-                 "--output", str(out / f"web{n}-{i}.{ext}"), "--nonblocking"],
+                 "--output", str(out / f"web{n}-{i}{phase}.{ext}"), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1)
     return spies
@@ -241,9 +241,14 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                  per_process, [round(r) for r in rss])
         # Idle: the connections' heartbeats and Engine.IO pings alone, the cost the burst's
         # figures carry beside the check-ins (subtracted for the marginal cost below).
+        idle_spies = profile(args, n, tier.workers, "-idle")
         web_i0, t_i0 = cpu_of(tier.workers), time.perf_counter()
         time.sleep(args.idle)
         idle_cpu = (cpu_of(tier.workers) - web_i0) / (time.perf_counter() - t_i0)
+        for spy in idle_spies:
+            spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
         log.info("  idle for %.0f s: web processes %.0f %% of a core (heartbeats, pings)",
                  args.idle, idle_cpu * 100)
         go.set()

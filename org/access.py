@@ -23,10 +23,10 @@ from accounts.access import (
     is_admin,
     managed_org_unit_ids,
 )
-from core import policy
+from core import authepoch, policy
 from core.principals import is_system
 from org.errors import Forbidden
-from org.models import Member, Site
+from org.models import Member, OrgUnit, Site
 
 #: Roles that may change org units, sites and members (each inside his scope).
 WRITER_ROLES = ("admin", "organizer")
@@ -182,3 +182,10 @@ def _site_pages(_session: Session, principal: Any, _resource: Any) -> bool:
 def _member_pages(_session: Session, principal: Any, _resource: Any) -> bool:
     """The roster pages (list, one member)."""
     return has_role(principal, "admin", "organizer", "site_operator")
+
+
+#: Who operates a site, which members are expected where: the org tree, sites and the
+#: roster (core/authepoch.py).
+authepoch.watch(OrgUnit)
+authepoch.watch(Site)
+authepoch.watch(Member)

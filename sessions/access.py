@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from accounts.access import can_manage_org_unit, can_operate_site, has_role
 from accounts.models import User
 from accounts.service import managed_org_unit_ids
-from core import policy
+from core import authepoch, policy
 from core.principals import SiteScreen, is_system
 from org.models import Member, OrgUnit, Site
 from sessions.errors import Forbidden, NotFound, ValidationError
@@ -296,3 +296,9 @@ def _feed_read(session: Session, principal: Any, resource: Any) -> bool:
 def _feed_reset(session: Session, principal: Any, resource: Any) -> bool:
     """Reset a calendar feed's URL (the old one stops working)."""
     return _require_feed(session, principal, resource, True)
+
+
+#: A session's targets and its occurrences decide who operates and who is expected
+#: (core/authepoch.py).
+authepoch.watch(StudySession, ignore={"materialized_until"})
+authepoch.watch(Occurrence)

@@ -26,6 +26,7 @@ import requests
 from flask import Flask, current_app
 
 from core.appctx import app_object
+from core.rediskeys import redis_prefix
 from core.types import utcnow
 from extensions import db, socketio
 from video import service
@@ -315,7 +316,7 @@ class MediaRuntime:
             secret = app.config["YUANJIAO_MEDIA_NODE_SECRET"]
             self.backend: Any = NodeClient(
                 list(nodes), secret, self.events.put, app.config.get("REDIS_URL"),
-                _redis_prefix(app.config)).start()
+                redis_prefix(app.config)).start()
         else:
             self.backend = MediaEngine(ice_servers=app.config.get("YUANJIAO_ICE_SERVERS") or [],
                                        on_event=self.events.put,
@@ -390,17 +391,6 @@ def shutdown(app: Flask) -> None:
     existing = app.extensions.pop(EXTENSION, None)
     if existing is not None:
         existing.shutdown()
-
-
-def _redis_prefix(config: Any) -> str:
-    """The keys of one deployment (as attendance.presence.redis_prefix spells them)."""
-    import hashlib
-
-    given = config.get("YUANJIAO_REDIS_PREFIX")
-    if given:
-        return given
-    digest = hashlib.sha1(str(config["SQLALCHEMY_DATABASE_URI"]).encode()).hexdigest()[:12]
-    return f"yuanjiao:{digest}"
 
 
 def media_stats(occurrence_id: int) -> dict[str, Any] | None:
