@@ -123,6 +123,35 @@ def tune_gc() -> None:
     # check-ins a second (bench/attendance.py, SQLite): ack p99 179 ms with the defaults,
     # 32 ms with (700, 10, 100), 27 ms with (20000, 10, 100), at the same memory.
     gc.set_threshold(20_000, 10, 100)
+    watch_gc()
+
+
+#: A full collection that stalls the process this long is logged (milliseconds).
+GC_STALL_WARN_MS = 100
+
+
+def watch_gc() -> None:
+    """Log each full garbage collection that stalled the process (every connection waits
+    for it): the first thing to look at when acks have a long tail (bench/stack.py prints
+    these lines)."""
+    import gc
+    import time
+
+    started = [0.0]
+
+    def timed(phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - started[0]) * 1000
+        if ms >= GC_STALL_WARN_MS:
+            log.warning("full garbage collection stalled the process for %.0f ms (%d "
+                        "collected)", ms, info.get("collected", 0))
+
+    if not any(getattr(cb, "__name__", "") == "timed" for cb in gc.callbacks):
+        gc.callbacks.append(timed)
 
 
 def start_jobs(app: Flask) -> None:

@@ -182,6 +182,10 @@ class Request:
     check_lock: bool = True
     #: Raise this instead of answering with the stored event when a key repeats (QR reuse).
     repeat_error: DomainError | None = None
+    #: How long this request may wait for others to share its commit (seconds); None:
+    #: the writer's YUANJIAO_ATTENDANCE_WRITE_LINGER_MS. A batch is written once its most
+    #: hurried request's wait is up, so a patient request never delays a hurried one.
+    linger: float | None = None
     future: Answer = field(default_factory=lambda: Answer())
 
     @property
@@ -306,7 +310,7 @@ class GroupWriter:
                 continue
             batch = [first]
             size = first.size
-            deadline = time.monotonic() + self.linger
+            deadline = time.monotonic() + self._linger(first)
             while size < MAX_BATCH:
                 wait = deadline - time.monotonic()
                 try:
@@ -318,6 +322,7 @@ class GroupWriter:
                     break
                 batch.append(nxt)
                 size += nxt.size
+                deadline = min(deadline, time.monotonic() + self._linger(nxt))
             try:
                 self._process(engine, batch)
             except Exception:  # never let the thread die with futures unanswered
@@ -328,6 +333,9 @@ class GroupWriter:
             finally:
                 if self.queue.empty():
                     self.release_connection()
+
+    def _linger(self, request: Request) -> float:
+        return self.linger if request.linger is None else request.linger
 
     def _run_task(self, task: Task) -> None:
         """One task in its own transaction, in queue order (see `Task`)."""

@@ -205,6 +205,30 @@ def profile(args, n: int, pids: list[int], phase: str = "") -> list[subprocess.P
     return spies
 
 
+def gc_stalls(folder: Path) -> list[float]:
+    """The full garbage collections the web processes logged (app.watch_gc), in ms."""
+    import re
+
+    found: list[float] = []
+    for path in folder.glob("web*.log"):
+        for m in re.finditer(r"full garbage collection stalled the process for (\d+) ms",
+                             path.read_text(errors="replace")):
+            found.append(float(m.group(1)))
+    return found
+
+
+def stalls(sent_at: list[tuple[float, float]], window: float = 0.5, worst: int = 4
+           ) -> list[tuple[float, int, float]]:
+    """The burst's `worst` half-seconds by ack p99 (when sent, how many, p99 in ms), when
+    their p99 is over 200 ms: a stall (a full garbage collection, a slow commit) shows as
+    one window, a backlog as a run of them."""
+    by: dict[int, list[float]] = {}
+    for t, x in sent_at:
+        by.setdefault(int(t / window), []).append(x)
+    rows = [(k * window, len(v), pct(v, 99)) for k, v in by.items()]
+    return sorted((r for r in rows if r[2] > 200), key=lambda r: -r[2])[:worst]
+
+
 def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"yj-stackbench-{n}-"))
     extra = {"YUANJIAO_SOCKETIO_PING_INTERVAL": str(args.ping_interval)}
@@ -263,10 +287,12 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
         spies = profile(args, n, tier.workers)
         go2.set()
         lat_all: list[float] = []
+        sent_at: list[tuple[float, float]] = []  # (sent, s after the burst began; latency)
         acked, durations, client_cpu = 0, [], 0.0
         for _ in workers:
             _, _, lat, ok, duration, cpu = results.get(timeout=1800)
             lat_all += [x for _, x in lat]
+            sent_at += lat
             acked += ok
             durations.append(duration)
             client_cpu += cpu
@@ -307,6 +333,14 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                  "(target %.0f/s); ack p50 %.1f ms, p99 %.1f ms", out["sent"], acked, stored,
                  "EQUAL" if acked == stored else "MISMATCH", out["rate"], args.rate,
                  out["p50"], out["p99"])
+        collections = gc_stalls(folder)
+        if collections:
+            log.info("  full garbage collections logged by the web processes: %d, longest "
+                     "%.0f ms", len(collections), max(collections))
+        slow = stalls(sent_at)
+        if slow:
+            log.info("  slowest half-seconds of the burst (sent at: check-ins, ack p99): %s",
+                     ", ".join(f"{t:.1f} s: {n}, {p:.0f} ms" for t, n, p in slow))
         log.info("  CPU during the burst (%% of a core): web processes %.0f, nginx %.0f, "
                  "Redis %.0f, PostgreSQL %.0f, load generator %.0f; machine %.0f %% busy",
                  out["web_cpu"], out["nginx_cpu"], out["redis_cpu"], out["db_cpu"],

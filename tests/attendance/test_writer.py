@@ -328,3 +328,23 @@ def test_postgres_writers_of_two_processes_wait_only_on_a_member_they_share(app,
             source=other.source, event_id=other.event_id, server_time=utcnow(), payload={}))
         conn.commit()  # the other process's batch commits, its locks go
     assert isinstance(waiting.exception(10), CheckedInElsewhere)
+
+
+def test_a_patient_request_shares_its_commit_without_holding_up_a_hurried_one(app, scene):
+    """A heartbeat may wait a quarter second for company (events.HEARTBEAT_LINGER); a
+    check-in queued behind it is written after its own linger, and both in one batch."""
+    writer = GroupWriter(app)
+    patient = Request([_check_in(scene, scene.members[0], scene.site_a, "slow")], utcnow(),
+                      linger=5.0)
+    hurried = Request([_check_in(scene, scene.members[2], scene.site_b, "fast")], utcnow(),
+                      linger=0.05)
+    started = time.monotonic()
+    writer.submit(patient)
+    time.sleep(0.2)
+    writer.submit(hurried)
+    patient.future.result(10)
+    hurried.future.result(10)
+    waited = time.monotonic() - started
+    assert waited < 2.0, f"the batch waited {waited:.2f} s, the patient request's 5 s"
+    assert writer.stats["batches"] == 1
+    assert len(_stored(scene)) == 2
