@@ -107,6 +107,7 @@ def init_app(app: Flask) -> None:
     builds one) would have none.
     """
     watching.init_app(app)
+    live.init_app(app)
     for name, handler in HANDLERS.items():
         if name not in ("connect", "disconnect", "ping"):
             handler = object_payload(handler)  # no payload or not an object: refused

@@ -217,6 +217,20 @@ def gc_stalls(folder: Path) -> list[float]:
     return found
 
 
+def logged(folder: Path, worst: int = 5) -> list[tuple[str, int]]:
+    """The web processes' most frequent log lines (warnings and errors: the bench runs
+    them at WARNING), numbers left out so that repeats count as one."""
+    import re
+    from collections import Counter
+
+    lines: Counter[str] = Counter()
+    for path in folder.glob("web*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.strip() and not line.startswith((" ", "\t")):
+                lines[re.sub(r"\d+", "N", line)[:160]] += 1
+    return lines.most_common(worst)
+
+
 def stalls(sent_at: list[tuple[float, float]], window: float = 0.5, worst: int = 4
            ) -> list[tuple[float, int, float]]:
     """The burst's `worst` half-seconds by ack p99 (when sent, how many, p99 in ms), when
@@ -333,6 +347,8 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                  "(target %.0f/s); ack p50 %.1f ms, p99 %.1f ms", out["sent"], acked, stored,
                  "EQUAL" if acked == stored else "MISMATCH", out["rate"], args.rate,
                  out["p50"], out["p99"])
+        for line, count in logged(folder):
+            log.info("  web processes logged %d× %s", count, line)
         collections = gc_stalls(folder)
         if collections:
             log.info("  full garbage collections logged by the web processes: %d, longest "

@@ -71,7 +71,9 @@ class Epoch:
                                                socket_connect_timeout=1)
         self._shared: bytes | None = None
         self._read_at = float("-inf")
-        self._ok = True
+        #: Whether `_shared` is a value read from Redis (not before the first read ends:
+        #: events handled meanwhile see an unknown epoch, never an empty one).
+        self._ok = False
         self._owed = False
 
     @property
@@ -185,8 +187,9 @@ def init_app(app: Flask) -> None:
     commits (once per process: the listeners are on SQLAlchemy's Session class)."""
     global _listening
     url = app.config.get("REDIS_URL")
-    app.extensions["auth_epoch"] = Epoch(
+    app.extensions["auth_epoch"] = made = Epoch(
         url, key=f"{redis_prefix(app.config)}:auth-epoch") if url else Epoch()
+    made.current()  # read now, before the first connections are checked
     if not _listening:
         event.listen(Session, "before_flush", _before_flush)
         event.listen(Session, "do_orm_execute", _on_execute)

@@ -65,8 +65,10 @@ class Sock:
     def __init__(self, url: str, token: str) -> None:
         self.events: queue.Queue = queue.Queue()
         self.client = socketio_client.Client(reconnection=False)
-        for name in ("attendance:update", "site:status"):
-            self.client.on(name, self._on(name), namespace=NS)
+        self.client.on("site:status", self._on("site:status"), namespace=NS)
+        # A room's updates come as lists (attendance:updates): queued one by one.
+        self.client.on("attendance:updates", lambda data: [
+            self.events.put(("attendance:update", u)) for u in data["updates"]], namespace=NS)
         self.client.connect(url, namespaces=[NS], transports=["websocket"],
                             auth={"token": token}, wait_timeout=10)
 

@@ -125,22 +125,27 @@
     socket.on("disconnect", function () { offline(true); clearTimeout(qrTimer); });
     window.addEventListener("offline", function () { offline(true); });
     window.addEventListener("online", function () { if (socket.connected) offline(false); });
-    socket.on("attendance:update", function (u) {
-      if (u.name) names[u.member_id] = u.name;
-      const here = u.present && u.site_id === site;
-      if (here && !present.has(u.member_id)) {
-        recent.unshift({ id: u.member_id, time: clock(u.at) });
-        recent.splice(20);
-      }
-      if (here) present.add(u.member_id);
-      else {
-        present.delete(u.member_id);
-        // Gone again (checked out, or checked in elsewhere): not among the names just in.
-        for (let i = recent.length - 1; i >= 0; i--) if (recent[i].id === u.member_id) recent.splice(i, 1);
-      }
+    // A room's updates come as a list, up to four times a second: drawn once per list.
+    socket.on("attendance:updates", function (batch) {
+      let unknown = false;
+      batch.updates.forEach(function (u) {
+        if (u.name) names[u.member_id] = u.name;
+        const here = u.present && u.site_id === site;
+        if (here && !present.has(u.member_id)) {
+          recent.unshift({ id: u.member_id, time: clock(u.at) });
+          recent.splice(20);
+        }
+        if (here) present.add(u.member_id);
+        else {
+          present.delete(u.member_id);
+          // Gone again (checked out, or checked in elsewhere): not among the names just in.
+          for (let i = recent.length - 1; i >= 0; i--) if (recent[i].id === u.member_id) recent.splice(i, 1);
+        }
+        // A walk-in's name is not in the roster we hold: a fresh snapshot brings it.
+        if (here && !names[u.member_id]) unknown = true;
+      });
       counts(); renderRecent();
-      // A walk-in's name is not in the roster we hold: a fresh snapshot brings it.
-      if (here && !names[u.member_id]) join();
+      if (unknown) join();
     });
     renderRecent();
   }
@@ -200,20 +205,27 @@
     }
     socket.on("connect", function () { setConn(panel, true); load(); });
     socket.on("disconnect", function () { setConn(panel, false); });
-    socket.on("attendance:update", function (u) {
+    // Updates come as a list per room, up to four times a second: one drawing per list
+    // (a roll call of the whole field is a thousand a second).
+    socket.on("attendance:updates", function (batch) {
       if (!snap) return;
+      const moved = {};
+      batch.updates.forEach(function (u) { moved[u.member_id] = u; });  // the last counts
       snap.sites.forEach(function (s) {
-        s.present_ids = s.present_ids.filter(function (id) { return id !== u.member_id; });
+        s.present_ids = s.present_ids.filter(function (id) { return !(id in moved); });
       });
-      if (u.present) {
+      let unknownSite = false;
+      Object.keys(moved).forEach(function (id) {
+        const u = moved[id];
+        if (!u.present) return;
         const key = u.site_id === null || u.site_id === undefined ? null : u.site_id;
         const target = snap.sites.find(function (s) { return s.site_id === key; }) ||
           snap.sites.find(function (s) { return s.site_id === null; });
-        if (!target) { load(); return; }
+        if (!target) { unknownSite = true; return; }
         target.present_ids.push(u.member_id);
         if (u.name) snap.names[u.member_id] = u.name;
-      }
-      render(snap);
+      });
+      if (unknownSite) load(); else render(snap);
     });
     socket.on("site:status", function (st) {
       if (!snap) return;

@@ -324,11 +324,16 @@
     socket.on("disconnect", function () { setConn(false); });
     socket.on("connect_error", function () { setConn(false); });
     if (!navigator.onLine) setConn(false);
-    socket.on("attendance:update", function (u) {
-      if (u.occurrence_id !== occ) return;
-      if (u.present && u.site_id === site) present.add(u.member_id); else present.delete(u.member_id);
-      if (u.name) names[u.member_id] = names[u.member_id] || { name: u.name, member_no: "" };
-      if (!names[u.member_id]) reload().catch(function () {});
+    // The room's updates come as a list, up to four times a second: drawn once per list.
+    socket.on("attendance:updates", function (batch) {
+      if (batch.occurrence_id !== occ) return;
+      let unknown = false;
+      batch.updates.forEach(function (u) {
+        if (u.present && u.site_id === site) present.add(u.member_id); else present.delete(u.member_id);
+        if (u.name) names[u.member_id] = names[u.member_id] || { name: u.name, member_no: "" };
+        if (!names[u.member_id]) unknown = true;
+      });
+      if (unknown) reload().catch(function () {});
       render();
     });
   }

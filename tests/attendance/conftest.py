@@ -126,7 +126,15 @@ def emit(sc, event: str, data: Any) -> dict:
 
 
 def received(sc, name: str) -> list[dict]:
-    return [m["args"][0] for m in sc.get_received("/attendance") if m["name"] == name]
+    """What `sc` received of event `name`; "attendance:update" gives the single updates
+    of the `attendance:updates` lists, once what waits in the outbox has been sent."""
+    if name != "attendance:update":
+        return [m["args"][0] for m in sc.get_received("/attendance") if m["name"] == name]
+    from attendance import live
+
+    live.outbox(sc._app).flush()
+    return [u for m in sc.get_received("/attendance") if m["name"] == "attendance:updates"
+            for u in m["args"][0]["updates"]]
 
 
 # Shared by the attendance tests.
