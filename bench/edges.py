@@ -31,7 +31,6 @@ sys.path[:] = [p for p in sys.path
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -48,15 +47,7 @@ PER_WORKER = 64
 CONNECT_AT_ONCE = 8
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-relay = _load("bench_relay", ROOT / "bench" / "relay.py")
-
+from bench import relay  # noqa: E402
 
 # --- worker: sites watching from one edge, or from our node over WHEP ---------------------
 
@@ -176,7 +167,7 @@ async def worker_main(url: str, via: str, occurrence_id: int, count: int) -> Non
 
 class Edge:
     def __init__(self, index: int, folder: Path) -> None:
-        stack = _load("deploy_stack", ROOT / "deploy" / "stack.py")
+        from deploy import stack
         self.port = relay.free_port()
         self.url = f"http://127.0.0.1:{self.port}/janus"
         command = stack.render_janus(folder / f"edge{index}", index, f"edge{index}", SECRET,

@@ -46,7 +46,6 @@ import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import functools  # noqa: E402
 import http.server  # noqa: E402
-import importlib.util  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -72,15 +71,7 @@ POLL_SECONDS = 0.25
 CHROMIUM = os.environ.get("YUANJIAO_CHROMIUM", "/usr/bin/chromium")
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-relay = _load("bench_relay", ROOT / "bench" / "relay.py")
-
+from bench import relay  # noqa: E402
 
 # --- the barcode ----------------------------------------------------------------------------
 
