@@ -26,7 +26,7 @@ SAMPLES = {
     "YUANJIAO_DEFAULT_TIMEZONE": ("Asia/Urumqi", "Asia/Urumqi"),
     "YUANJIAO_MEDIA": ("off", "off"),
     "YUANJIAO_FORWARD": ("off", "off"),
-    "YUANJIAO_FAST_SEND": ("1", True),
+    "YUANJIAO_FAST_SEND": ("0", False),
     "YUANJIAO_SOCKETIO_CHANNEL": ("yuanjiao-bench", "yuanjiao-bench"),
     "YUANJIAO_SOCKETIO_PING_INTERVAL": ("40", 40),
     "YUANJIAO_MEDIA_NODES": ("http://a:1, http://b:2", ["http://a:1", "http://b:2"]),

@@ -85,6 +85,9 @@ HISTORY_SLOTS = 4096
 REPORT_SECONDS = 1.0
 
 _HEADER = struct.Struct("!BBHLL")
+#: aiortc's DTLS transport's own counters of what it sent (its stats read them).
+_TX_BYTES = "_RTCDtlsTransport__tx_bytes"
+_TX_PACKETS = "_RTCDtlsTransport__tx_packets"
 _U16 = struct.Struct("!H")
 #: `UDP_SEGMENT`'s value: the segment size as the kernel's `__u16`, in host byte order.
 _SEGMENT = struct.Struct("=H")
@@ -170,9 +173,11 @@ def packetizer(mime_type: str) -> Callable[[EncodedPacket], Packetized]:
 
 
 class SentHistory(RetransmitHistory):
-    """A site's sent video packets for NACKs, in a ring by sequence number: seq ->
-    (sent at, (payload, marker, timestamp, padding flag)), as long as younger than
-    `seconds`; the engine's retransmission rules read it as any `RetransmitHistory`."""
+    """A site's sent video packets for NACKs, in a ring by sequence number: each slot
+    holds its frame's entry (first sequence number, sent at, payloads, timestamp, padding
+    flags), shared by the frame's packets (one tuple per frame, not per packet), as long
+    as younger than `seconds`; the engine's retransmission rules read it as any
+    `RetransmitHistory`: seq -> (sent at, (payload, marker, timestamp, padding flag))."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__(seconds)
@@ -180,9 +185,14 @@ class SentHistory(RetransmitHistory):
 
     def lookup(self, seq: int) -> tuple[float, Any] | None:
         entry = self._ring[seq & (HISTORY_SLOTS - 1)]
-        if entry is None or entry[0] != seq or time.monotonic() - entry[1] > self.seconds:
+        if entry is None:
             return None
-        return entry[1], entry[2:]
+        first, sent_at, payloads, timestamp, pads = entry
+        i = (seq - first) & 0xFFFF
+        if i >= len(payloads) or time.monotonic() - sent_at > self.seconds:
+            return None
+        marker = 0x80 if i == len(payloads) - 1 else 0
+        return sent_at, (payloads[i], marker, timestamp, pads[i] if pads else 0)
 
     def restore(self, seq: int, size: int = 128) -> None:
         """Nothing to put back: `FastSender._retransmit` reads the ring itself."""
@@ -208,6 +218,33 @@ class SendHub:
         self.gso = gso_available()
         self._reporting: dict[SiteOutput, None] = {}
         self._report_timer: asyncio.TimerHandle | None = None
+        #: Outputs holding audio for their next video frame, and until when (in the order
+        #: they began to hold): one timer for them all, not one per site and packet.
+        self.audio_held: dict[SiteOutput, float] = {}
+        self._audio_timer: asyncio.TimerHandle | None = None
+
+    def hold_audio(self, output: SiteOutput) -> None:
+        """`output` holds audio from now: it goes at the latest `AUDIO_HOLD_SECONDS` on."""
+        loop = asyncio.get_running_loop()
+        self.audio_held[output] = loop.time() + AUDIO_HOLD_SECONDS
+        if self._audio_timer is None:
+            self._audio_timer = loop.call_later(AUDIO_HOLD_SECONDS, self._release_audio)
+
+    def _release_audio(self) -> None:
+        self._audio_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001
+        held = self.audio_held
+        while held:
+            output, until = next(iter(held.items()))
+            if until > now:
+                self._audio_timer = loop.call_at(until, self._release_audio)
+                return
+            del held[output]
+            try:
+                output.release_audio()
+            except Exception:
+                log.exception("fast send failed for a site's audio")
 
     def report_for(self, output: SiteOutput) -> None:
         """`output`'s streams get sender reports from now on (until it has none)."""
@@ -269,54 +306,76 @@ class SendHub:
                 "audio_with_video": self.audio_with_video}
 
 
+#: Makes a protected RTP packet: (first header byte, marker and payload type, sequence
+#: number, timestamp, SSRC, what follows the 12-byte header) -> the SRTP datagram.
+MakePacket = Callable[[int, int, int, int, int, bytes], bytes]
+
+
 class SrtpProtect:
-    """SRTP protection straight through libsrtp's binding (pylibsrtp's own `protect`
-    allocates and checks per call); pylibsrtp's `protect` when its internals differ."""
+    """One site's SRTP protection straight through libsrtp's binding, into a buffer of its
+    own: a packet's 12-byte header is packed in place and its shared tail (extensions and
+    payload, the same bytes for every site of the layer) copied after it, so no plain
+    packet is ever made; pylibsrtp's own `protect` (which allocates and checks per call)
+    when its internals differ."""
 
-    def __init__(self, dtls: Any) -> None:
-        self._session: Any = None
-        self._protect: Callable[[bytes], bytes] = lambda data: data
-
-    def __call__(self, session: Any) -> Callable[[bytes], bytes]:
-        if session is not self._session:
-            self._session = session
-            self._protect = self._direct(session) or session.protect
-        return self._protect
-
-    @staticmethod
-    def _direct(session: Any) -> Callable[[bytes], bytes] | None:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        #: Protects a whole plain RTP packet (retransmissions).
+        self.protect: Callable[[bytes], bytes] = session.protect
+        #: Makes a protected packet from its header's fields and its tail.
+        self.packet: MakePacket = self._slow_packet
         try:
             from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
 
-            srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
+            srtp = session._srtp[0]
         except (ImportError, AttributeError):
-            return None
+            return
+        buffer = bytearray(1500)
+        pointer = ffi.from_buffer("char[]", buffer)
+        room = len(buffer) - 144  # SRTP_MAX_TRAILER_LEN
         length = ffi.new("int *")
-        room = len(cdata) - 144  # SRTP_MAX_TRAILER_LEN
         srtp_protect = lib.srtp_protect
+        pack_into = _HEADER.pack_into
+        slow = self._slow_packet
+
+        def packet(first: int, second: int, seq: int, timestamp: int, ssrc: int,
+                   tail: bytes) -> bytes:
+            end = 12 + len(tail)
+            if end > room:
+                return slow(first, second, seq, timestamp, ssrc, tail)
+            pack_into(buffer, 0, first, second, seq, timestamp, ssrc)
+            buffer[12:end] = tail
+            length[0] = end
+            if srtp_protect(srtp, pointer, length):
+                return slow(first, second, seq, timestamp, ssrc, tail)  # raises its error
+            return buffer[:length[0]]  # type: ignore[return-value]  # sendmsg takes it
 
         def protect(data: bytes) -> bytes:
-            size = len(data)
-            if size > room:
-                return session.protect(data)  # raises as pylibsrtp does
-            buffer[0:size] = data
-            length[0] = size
-            if srtp_protect(srtp, cdata, length):
-                return session.protect(data)  # the same call again, to raise its error
-            return buffer[0:length[0]]
+            end = len(data)
+            if end > room:
+                return session.protect(data)
+            buffer[0:end] = data
+            length[0] = end
+            if srtp_protect(srtp, pointer, length):
+                return session.protect(data)
+            return buffer[:length[0]]  # type: ignore[return-value]
 
-        return protect
+        self._buffer, self._pointer = buffer, pointer  # the pointer lives as long as these
+        self.packet, self.protect = packet, protect
+
+    def _slow_packet(self, first: int, second: int, seq: int, timestamp: int, ssrc: int,
+                     tail: bytes) -> bytes:
+        return self.session.protect(_HEADER.pack(first, second, seq, timestamp, ssrc) + tail)
 
 
 class SiteOutput:
-    """One site's DTLS transport: protects its packets and sends them, batched."""
+    """One site's DTLS transport: its SRTP protection, and its protected packets sent
+    batched once per loop turn."""
 
     def __init__(self, dtls: Any, hub: SendHub) -> None:
         self.dtls = dtls
         self.hub = hub
-        self._plain: list[bytes] = []
-        #: aiortc's own send (the class's, never the pacer's wrapper around it).
-        self._aiortc_send = type(dtls)._send_rtp.__get__(dtls)
+        self._out: list[bytes] = []
         self.gso = hub.gso
         self._fallback_task: asyncio.Future | None = None
         self._rtcp: list[bytes] = []
@@ -325,38 +384,51 @@ class SiteOutput:
         #: The site's video sender (its audio rides with its frames while it has video).
         self.video: FastSender | None = None
         self._audio: list[bytes] = []
-        self._audio_timer: asyncio.TimerHandle | None = None
-        self._protect = SrtpProtect(dtls)
+        #: The selected pair last seen, and its (socket, address, transport) or None.
+        self._target: tuple[Any, tuple[Any, Any, Any] | None] | None = None
+        self._srtp: SrtpProtect | None = None
 
-    def queue_audio(self, plain: bytes) -> None:
+    def srtp(self) -> SrtpProtect | None:
+        """The site's SRTP protection while its DTLS transport is connected, else None
+        (packets made then are dropped, as aiortc's sender drops them)."""
+        dtls = self.dtls
+        session = dtls._tx_srtp
+        if session is None or dtls._state.name != "CONNECTED":
+            return None
+        srtp = self._srtp
+        if srtp is None or srtp.session is not session:
+            srtp = self._srtp = SrtpProtect(session)
+        return srtp
+
+    def queue_audio(self, data: bytes) -> None:
         """An audio packet: it leaves with the site's next video frame (at most
         `AUDIO_HOLD_SECONDS` later) while the site gets video, else now."""
         video = self.video
         if video is None or not video.running or video.track.layer == "audio" \
                 or video.track.readyState != "live":
-            self.queue(plain)
+            self.queue(data)
             return
-        self._audio.append(plain)
-        if self._audio_timer is None:
-            self._audio_timer = asyncio.get_running_loop().call_later(
-                AUDIO_HOLD_SECONDS, self._release_audio)
+        if not self._audio:
+            self.hub.hold_audio(self)
+        self._audio.append(data)
 
-    def _release_audio(self) -> None:
-        self._audio_timer = None
+    def release_audio(self) -> None:
+        """The held audio goes now (no video frame came for it in time)."""
         if self._audio:
             audio, self._audio = self._audio, []
-            for plain in audio:
-                self.queue(plain)
+            for data in audio:
+                self.queue(data)
 
-    def queue(self, plain: bytes) -> None:
-        if not self._plain:
+    def queue(self, data: bytes) -> None:
+        """A protected packet, to leave with this turn's batch."""
+        if not self._out:
             self.hub.output_ready(self)
-        self._plain.append(plain)
+        self._out.append(data)
 
-    def queue_many(self, plains: list[bytes]) -> None:
-        if not self._plain:
+    def queue_many(self, datagrams: list[bytes]) -> None:
+        if not self._out:
             self.hub.output_ready(self)
-        self._plain += plains
+        self._out += datagrams
 
     def report(self) -> None:
         """One compound RTCP packet for the site: a sender report per stream (as
@@ -381,13 +453,16 @@ class SiteOutput:
             packets.append(RtcpSdesPacket(chunks=chunks))
         if not packets:
             return
-        plain = b"".join(bytes(packet) for packet in packets)
+        dtls = self.dtls
+        if dtls._tx_srtp is None or dtls._state.name != "CONNECTED":
+            return
+        data = dtls._tx_srtp.protect_rtcp(b"".join(bytes(packet) for packet in packets))
         pacer = self.reporters[0].pacer
         if pacer is not None:
-            pacer.slot(len(plain), time.monotonic())
-        if not self._plain and not self._rtcp:
+            pacer.slot(len(data), time.monotonic())
+        if not self._out and not self._rtcp:
             self.hub.output_ready(self)
-        self._rtcp.append(plain)
+        self._rtcp.append(data)
 
     def _socket(self) -> tuple[Any, Any, Any] | None:
         """(socket, remote address, asyncio transport) of the selected pair when it is a
@@ -396,10 +471,19 @@ class SiteOutput:
         pair = connection._nominated.get(1) if connection is not None else None
         if pair is None:
             return None
+        target = self._target
+        if target is None or target[0] is not pair:  # looked at once per selected pair
+            target = self._target = (pair, self._plain_udp(pair))
+        found = target[1]
+        if found is None or found[2].get_write_buffer_size():
+            return None
+        return found
+
+    @staticmethod
+    def _plain_udp(pair: Any) -> tuple[Any, Any, Any] | None:
         protocol = pair.protocol
         transport = getattr(protocol, "transport", None)
-        if type(protocol).__name__ != "StunProtocol" or transport is None \
-                or transport.get_write_buffer_size():
+        if type(protocol).__name__ != "StunProtocol" or transport is None:
             return None
         sock = getattr(transport, "_sock", None)
         if sock is None or sock.type != socket.SOCK_DGRAM:
@@ -407,31 +491,26 @@ class SiteOutput:
         return sock, pair.remote_addr, transport
 
     def flush(self, hub: SendHub) -> None:
-        plain, self._plain = self._plain, []
-        rtcp, self._rtcp = self._rtcp, []
-        if self._audio and plain:  # held audio: the short last segment of this run
+        out, self._out = self._out, []
+        if self._audio and out:  # held audio: the short last segment of this run
             hub.audio_with_video += len(self._audio)
-            plain += self._audio
+            out += self._audio
             self._audio = []
-            if self._audio_timer is not None:
-                self._audio_timer.cancel()
-                self._audio_timer = None
-        if not plain and not rtcp:
+            hub.audio_held.pop(self, None)
+        if self._rtcp:
+            out += self._rtcp
+            self._rtcp = []
+        if not out:
             return
         dtls = self.dtls
         if dtls._state.name != "CONNECTED":
             return
         target = self._socket()
         if target is None:
-            hub.datagrams_fallback += len(plain) + len(rtcp)
+            hub.datagrams_fallback += len(out)
             self._fallback_task = asyncio.ensure_future(self._send_slowly(
-                plain + rtcp, self._fallback_task))
+                out, self._fallback_task))
             return
-        protect = self._protect(dtls._tx_srtp)
-        out = [protect(p) for p in plain]
-        if rtcp:
-            protect_rtcp = dtls._tx_srtp.protect_rtcp
-            out += [protect_rtcp(p) for p in rtcp]
         sock, addr, transport = target
         hub.datagrams += len(out)
         sent_bytes = 0
@@ -463,18 +542,22 @@ class SiteOutput:
                     continue  # the same run again, one by one
                 log.debug("send failed: %s", exc)
             i = j
-        mangled = "_RTCDtlsTransport__tx"
-        setattr(dtls, mangled + "_bytes", getattr(dtls, mangled + "_bytes", 0) + sent_bytes)
-        setattr(dtls, mangled + "_packets", getattr(dtls, mangled + "_packets", 0) + n)
+        setattr(dtls, _TX_BYTES, getattr(dtls, _TX_BYTES, 0) + sent_bytes)
+        setattr(dtls, _TX_PACKETS, getattr(dtls, _TX_PACKETS, 0) + n)
 
-    async def _send_slowly(self, plain: list[bytes], before: asyncio.Future | None) -> None:
+    async def _send_slowly(self, out: list[bytes], before: asyncio.Future | None) -> None:
+        """Protected packets through the ICE transport (what aiortc's `_send_rtp` does
+        after protecting), in order after the previous batch."""
         if before is not None and not before.done():
             await asyncio.wait([before])
-        for data in plain:
+        dtls = self.dtls
+        for data in out:
             try:
-                await self._aiortc_send(data)
+                await dtls.transport._send(bytes(data))
             except ConnectionError:
                 return
+            setattr(dtls, _TX_BYTES, getattr(dtls, _TX_BYTES, 0) + len(data))
+            setattr(dtls, _TX_PACKETS, getattr(dtls, _TX_PACKETS, 0) + 1)
 
 
 class FastSender:
@@ -499,10 +582,10 @@ class FastSender:
         self.rtx_pt: int | None = None
         self._ext_template: tuple[bytes, bytes, bytes] | None = None
         self._ext_cache: tuple[bytes, bytes] = (b"", b"")
-        #: Packets built and waiting for their paced slot: their sequence numbers, and
-        #: the packets.
+        #: Packets made (protected) and waiting for their paced slot: their sequence
+        #: numbers, and the datagrams.
         self._pending: deque[int] = deque()
-        self._pending_plain: deque[bytes] = deque()
+        self._pending_data: deque[bytes] = deque()
         self._slot_taken = False
         self._wake_timer: asyncio.TimerHandle | None = None
         self.running = False
@@ -616,11 +699,12 @@ class FastSender:
         self.wake()
 
     def drain(self, now: float, ntp: int, abs_send_time: bytes) -> None:
-        """Packetize what the track has and send it, as far as pacing lets video go."""
+        """Make this site's packets of what the track has (its header on the layer's
+        shared tails, SRTP) and send them, as far as pacing lets video go."""
         track = self.track
+        srtp = self.output.srtp()
         ext = self._extensions(abs_send_time)
         first_byte = 0x90 if ext else 0x80
-        pack = _HEADER.pack
         ssrc, pt = self.ssrc, self.pt
         pending = self._pending
         history = self.history
@@ -644,42 +728,61 @@ class FastSender:
             if rtp is None:  # published before a fast site came: packetize here
                 rtp = packet.rtp = track.packetize(packet)
             payloads, frame_ts, pads = rtp
+            # What follows the header is the same for every site with these extensions
+            # (in this turn, all of them): made once per layer, not per site.
+            tails = packet.tails
+            if tails is None or len(tails) > 4:
+                tails = packet.tails = {}
+            shared = tails.get(ext)
+            if shared is None:
+                shared = tails[ext] = ([ext + p for p in payloads] if ext else payloads,
+                                       sum(map(len, payloads)))
             timestamp = (frame_ts + self._ts_offset) & 0xFFFFFFFF
-            last = len(payloads) - 1
-            first_seq = seq = self._seq
-            built = []
-            size = 0
-            for i, payload in enumerate(payloads):
-                marker = 0x80 if i == last else 0
-                pad = pads[i] if pads is not None else 0
-                plain = pack(first_byte | pad, marker | pt, seq, timestamp, ssrc) + ext + payload
-                built.append(plain)
-                size += len(plain)
-                if ring is not None:
-                    ring[seq & slots] = (seq, now, payload, marker, timestamp, pad)
-                octets += len(payload)
-                seq = (seq + 1) & 0xFFFF
-            self._seq = seq
-            sent += len(payloads)
+            count = len(payloads)
+            if not count:
+                continue
+            first_seq = self._seq
+            self._seq = (first_seq + count) & 0xFFFF
+            sent += count
+            octets += shared[1]
+            if srtp is None:
+                continue  # DTLS is not up (or no longer): dropped, as aiortc's are
+            make = srtp.packet
+            last = count - 1
+            tails_list = shared[0]
+            if pads is None:
+                built = [make(first_byte, pt, (first_seq + i) & 0xFFFF, timestamp, ssrc,
+                              tails_list[i]) for i in range(last)]
+            else:
+                built = [make(first_byte | pads[i], pt, (first_seq + i) & 0xFFFF, timestamp,
+                              ssrc, tails_list[i]) for i in range(last)]
+            last_seq = (first_seq + last) & 0xFFFF
+            built.append(make(first_byte | (pads[last] if pads else 0), 0x80 | pt, last_seq,
+                              timestamp, ssrc, tails_list[last]))
+            if ring is not None:
+                entry = (first_seq, now, payloads, timestamp, pads)
+                for i in range(count):
+                    ring[(first_seq + i) & slots] = entry
             if pacer is None:
                 output.queue_many(built)
-                self._went((seq - 1) & 0xFFFF)
+                self._went(last_seq)
                 continue
+            size = sum(map(len, built))
             if not video:
                 pacer.slot(size, now)  # audio is not paced, but its bytes count
-                for plain in built:
-                    output.queue_audio(plain)
-                self._went((seq - 1) & 0xFFFF)
+                for data in built:
+                    output.queue_audio(data)
+                self._went(last_seq)
                 continue
             if rate is None:
                 rate = pacer.rate()
             if pacer._held is None and not pacer.probe_requested \
                     and pacer.admit(size, now, rate, PACING_MIN_WAIT):
                 output.queue_many(built)  # the whole frame within the burst credit
-                self._went((seq - 1) & 0xFFFF)
+                self._went(last_seq)
                 continue
-            pending.extend((first_seq + i) & 0xFFFF for i in range(len(built)))
-            self._pending_plain.extend(built)
+            pending.extend((first_seq + i) & 0xFFFF for i in range(count))
+            self._pending_data.extend(built)
         if sent:
             sender = self.sender
             sender._RTCRtpSender__ntp_timestamp = ntp
@@ -692,10 +795,10 @@ class FastSender:
         to wait (a timer wakes this sender when its slot comes)."""
         pacer = self.pacer
         assert pacer is not None
-        pending, plains = self._pending, self._pending_plain
+        pending, datagrams = self._pending, self._pending_data
         while pending:
             if not self._slot_taken:
-                wait = pacer.slot(len(plains[0]), now, rate)
+                wait = pacer.slot(len(datagrams[0]), now, rate)
                 if wait > PACING_MIN_WAIT:
                     pacer.waits += 1
                     pacer.waited += wait
@@ -706,7 +809,7 @@ class FastSender:
             elif self._wake_timer is not None:
                 return False  # still waiting for the slot taken earlier
             self._slot_taken = False
-            self._send_video(pending.popleft(), plains.popleft(), now)
+            self._send_video(pending.popleft(), datagrams.popleft(), now)
         return True
 
     def _went(self, seq: int) -> None:
@@ -717,7 +820,7 @@ class FastSender:
         if self.history is not None:
             self.history.newest = seq
 
-    def _send_video(self, seq: int, plain: bytes, now: float) -> None:
+    def _send_video(self, seq: int, data: bytes, now: float) -> None:
         """One media video packet, in its slot; the NACK probe's packet is held back and
         goes after the next one (or after `PROBE_HOLD_SECONDS`)."""
         pacer = self.pacer
@@ -727,14 +830,14 @@ class FastSender:
         held = pacer._held
         if held is not None:
             pacer._held = None
-            queue_out(plain)
+            queue_out(data)
             pacer.probe_sent_at = now
             queue_out(held)
         elif pacer.probe_requested:
-            pacer.hold(plain, seq)
-            asyncio.get_running_loop().call_later(PROBE_HOLD_SECONDS, self._release, plain)
+            pacer.hold(data, seq)
+            asyncio.get_running_loop().call_later(PROBE_HOLD_SECONDS, self._release, data)
         else:
-            queue_out(plain)
+            queue_out(data)
 
     def _release(self, held: bytes) -> None:
         pacer = self.pacer
@@ -748,7 +851,8 @@ class FastSender:
         with this turn's batch, its bytes counted by the pacer."""
         history = self.history
         entry = history.lookup(seq) if history is not None else None
-        if entry is None or not self.running:
+        srtp = self.output.srtp()
+        if entry is None or not self.running or srtp is None:
             return
         payload, marker, timestamp, pad = entry[1]
         ext = self._extensions(self._ext_cache[0] or b"\x00\x00\x00")
@@ -760,6 +864,7 @@ class FastSender:
         else:
             plain = _HEADER.pack(first_byte, marker | self.pt, seq, timestamp,
                                  self.ssrc) + ext + payload
+        data = srtp.protect(plain)
         if self.pacer is not None:
-            self.pacer.slot(len(plain), time.monotonic())
-        self.output.queue(plain)
+            self.pacer.slot(len(data), time.monotonic())
+        self.output.queue(data)

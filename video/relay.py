@@ -57,7 +57,7 @@ class EncodedPacket:
     so sharing it between senders and the recorder is safe.
     """
 
-    __slots__ = ("data", "is_keyframe", "pts", "rtp", "time_base")
+    __slots__ = ("data", "is_keyframe", "pts", "rtp", "tails", "time_base")
 
     def __init__(self, data: bytes, pts: int, time_base: fractions.Fraction,
                  is_keyframe: bool) -> None:
@@ -68,6 +68,9 @@ class EncodedPacket:
         #: (RTP payloads, RTP timestamp, padding flags or None) when its source packetizes
         #: once for every site (`video.fastsend`); None otherwise.
         self.rtp: tuple[list[bytes], int, list[int] | None] | None = None
+        #: `video.fastsend`'s packets after their 12-byte headers, by header extensions
+        #: (the same for every site with those): (tails, payload bytes).
+        self.tails: dict[bytes, tuple[list[bytes], int]] | None = None
 
     def __bytes__(self) -> bytes:
         return self.data

@@ -238,15 +238,16 @@ async def _call(fn):
 
 
 @pytest.mark.media
-@pytest.mark.parametrize("setting", [False, True])
+@pytest.mark.parametrize("setting", [None, False, True])
 def test_the_fast_path_follows_the_setting_unless_the_broadcast_says(setting):
-    """`YUANJIAO_FAST_SEND` (the engine's `fast_send`) decides for a broadcast that names
-    no `fast_send` of its own; one that does wins."""
-    eng = MediaEngine(fast_send=setting).start()
+    """The fast path is on by default; `YUANJIAO_FAST_SEND` (the engine's `fast_send`)
+    decides for a broadcast that names no `fast_send` of its own; one that does wins."""
+    eng = (MediaEngine() if setting is None else MediaEngine(fast_send=setting)).start()
+    on = setting is not False
     try:
         async def scenario():
             paths = []
-            for occurrence, options in ((45, {}), (46, {"fast_send": not setting})):
+            for occurrence, options in ((45, {}), (46, {"fast_send": not on})):
                 publish, _subscribe = signals(eng, occurrence, options)
                 publisher = Publisher()
                 await publisher.start(publish)
@@ -254,6 +255,6 @@ def test_the_fast_path_follows_the_setting_unless_the_broadcast_says(setting):
                 await publisher.close()
             return paths
 
-        assert asyncio.run(scenario()) == [setting, not setting]
+        assert asyncio.run(scenario()) == [on, not on]
     finally:
         eng.shutdown()
