@@ -77,9 +77,10 @@ class Settings:
     # site on the top layer (codec, size, bitrate), "off" always decodes and encodes once.
     forward: str = _setting("auto", str)
     # The sites' fast send path (video/fastsend.py: packetized once per layer, batched
-    # sends): 4-5x cheaper per site than aiortc's sender loop, on by default ("0" keeps
-    # aiortc's loop for every site); a broadcast's `fast_send` option overrides.
-    fast_send: bool = _setting(True, _bool)
+    # sends): 3-4x cheaper per site than aiortc's sender loop; off by default until the
+    # 800 kb/s poor-link profile is shown to pass on it under load (docs/media.md); a
+    # broadcast's `fast_send` option overrides.
+    fast_send: bool = _setting(False, _bool)
     # The Redis pub/sub channel of Socket.IO's message queue: one per deployment sharing a
     # Redis (channels ignore Redis's database numbers), e.g. a benchmark beside a stack.
     socketio_channel: str = _setting("flask-socketio", str)
