@@ -76,10 +76,6 @@ class Epoch:
         self._ok = False
         self._owed = False
 
-    @property
-    def shared(self) -> bool:
-        return self._redis is not None
-
     def move(self) -> None:
         """Something rights rest on changed: cached rights are checked again."""
         with self._lock:
