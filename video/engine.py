@@ -310,8 +310,12 @@ class Subscriber:
             if far and since < 2 * rtt + 0.1:
                 # Re-sent lately and far behind: the NACK may predate the copy's arrival,
                 # and a duplicate this far back resets an aiortc receiver's jitter buffer.
-                # Only a NACK well after the copy (it was lost too) sends it again.
+                # Only a NACK well after the copy (it was lost too) sends it again; until
+                # one comes it stays unconfirmed, so that a probe asks the receiver about
+                # it (an aiortc receiver NACKs again only when a new packet goes missing:
+                # a packet dropped from every list here was a hole for good).
                 self.retransmits_held += 1
+                self._rtx_unconfirmed.setdefault(seq, 0)
                 continue
             if since < again_after:
                 later.append(seq)

@@ -576,6 +576,52 @@ def test_a_resent_packet_no_nack_confirms_goes_again_unasked():
     run(scenario())
 
 
+def test_a_held_back_repair_is_followed_by_a_probe_and_goes_once_asked_again():
+    """A NACK that lists a packet far behind whose copy went lately may predate the copy's
+    arrival: the repair is held back (a duplicate there would reset an aiortc receiver's
+    jitter buffer). It must not be forgotten: such a receiver NACKs again only on a new
+    gap, so a lost copy would leave a hole for good (a 4.6 s freeze at 800 kb/s once).
+    The packet stays unconfirmed, a NACK probe asks about it, and the probe's NACK, well
+    after the copy, re-sends it."""
+    from aiortc.rtp import RtpPacket
+
+    from video.engine import Subscriber as Site
+    from video.relay import BurstPacer, RetransmitHistory
+
+    async def scenario():
+        class Sender:
+            _RTCRtpSender__rtt = 0.05
+
+            def __init__(self):
+                self.sent: list[int] = []
+                self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
+
+            async def _retransmit(self, seq: int) -> None:
+                self.sent.append(seq)
+
+        sender = Sender()
+        history = sender._RTCRtpSender__rtp_history
+        for seq in range(1000, 1200):
+            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
+        site = Site("r", None, {}, "vp8")
+        site.pacer = BurstPacer(lambda: 360, {1})
+        site.queue_retransmits(sender, [1110], lambda: 360)  # 89 behind: far
+        await wait_for(lambda: sender.sent == [1110], 1)
+        site.queue_retransmits(sender, [1110], lambda: 360)  # again, at once: held back
+        await asyncio.sleep(0.02)
+        assert site.retransmits_held == 1
+        assert sender.sent == [1110]
+        assert 1110 in site._rtx_unconfirmed
+        assert await wait_for(lambda: site.pacer.probe_requested, 1)
+        site.pacer.probe_requested = False
+        await asyncio.sleep(0.25)  # the probe's NACK, 2 round trips + 100 ms after the copy
+        site.queue_retransmits(sender, [1110], lambda: 360)
+        assert await wait_for(lambda: sender.sent == [1110, 1110], 1), sender.sent
+        site._rtx_task.cancel()
+
+    run(scenario())
+
+
 def test_a_nack_probe_sends_one_video_packet_a_position_late():
     """To learn which far holes a receiver still has (it NACKs only on a new gap), the
     pacer sends one video packet after the next one; alone, it goes after 100 ms."""
