@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from flask import Flask
+from flask import Flask, has_app_context
 from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -82,6 +82,22 @@ ADVISORY_CLASS = 0x594A4154 - (1 << 32) if 0x594A4154 >= (1 << 31) else 0x594A41
 MEMBER_CLASS = 0x594A414D
 EVENTS = cast(Table, AttendanceEvent.__table__)
 OPENING_OR_CLOSING = tuple(R.OPENING | {"check_out"})
+
+
+def _idle_callers_session() -> None:
+    """Before a caller waits for the writer, its database session gives its pooled
+    connection back (the read transaction ends; rows it loaded reload when next read).
+
+    Under gevent hundreds of handlers wait for commits at once: holding their connections
+    while they waited, they emptied the pool, and the writer, which takes its connection
+    from the same pool once its queue has run dry, waited for one of theirs until the
+    pool's timeout (30 s: `QueuePool limit ... reached` in bench/stack.py at 5,000
+    connections a process). A session with changes of its own is left alone."""
+    if not has_app_context() or not db.session.registry.has():
+        return
+    session = db.session()
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.rollback()
 
 
 class Busy(DomainError):
@@ -260,6 +276,7 @@ class GroupWriter:
         """Submit and wait until committed; raises the request's DomainError if refused.
 
         `on_queued` runs once the request is in the queue, before the wait."""
+        _idle_callers_session()
         future = self.submit(request)
         if on_queued is not None:
             on_queued()
@@ -270,6 +287,7 @@ class GroupWriter:
 
     def run(self, task: Task, timeout: float = WAIT_SECONDS) -> Any:
         """Submit a task and wait until it is committed; raises its DomainError."""
+        _idle_callers_session()
         self.queue.put(task)
         self._ensure_thread()
         try:
