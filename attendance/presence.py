@@ -37,6 +37,8 @@ class LocalSiteCounts:
     """(occurrence_id, site_id) -> open connections, in this process."""
 
     shared = False
+    #: Web processes sharing the load (this one alone).
+    processes = 1
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -100,6 +102,9 @@ class RedisSiteCounts:
         self.token = uuid.uuid4().hex
         self.local = LocalSiteCounts()
         self.degraded = False
+        #: Web processes alive (their keys), counted at each renewal: the writer spreads
+        #: its batches by it (attendance/writer.py). 1 until Redis answers.
+        self.processes = 1
         self._change = self.redis.register_script(_CHANGE)
         self._alive = threading.Event()
         with contextlib.suppress(Exception):
@@ -113,6 +118,8 @@ class RedisSiteCounts:
 
     def _renew(self) -> None:
         self.redis.set(f"{self.prefix}:proc:{self.token}", "1", ex=PROCESS_TTL_SECONDS)
+        alive = sum(1 for _ in self.redis.scan_iter(f"{self.prefix}:proc:*", count=1000))
+        self.processes = max(1, alive)
 
     def _keep_alive(self) -> None:
         while not self._alive.wait(RENEW_SECONDS):

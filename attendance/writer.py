@@ -100,6 +100,19 @@ def _idle_callers_session() -> None:
         session.rollback()
 
 
+#: A batch's advisory locks (PostgreSQL): its occurrences' shared, then its members'.
+_LOCKS = text(
+    "SELECT count(*) FROM ("
+    "SELECT pg_advisory_xact_lock_shared(:oc, o) FROM "
+    "(SELECT o FROM unnest(CAST(:occs AS integer[])) AS o ORDER BY o) AS so "
+    "UNION ALL "
+    "SELECT pg_advisory_xact_lock(:mc, m) FROM "
+    "(SELECT m FROM unnest(CAST(:ids AS integer[])) AS m ORDER BY m) AS sm) AS locks")
+
+#: The most the default linger is multiplied by for the number of web processes.
+MAX_SPREAD = 4
+
+
 class Busy(DomainError):
     """The writer did not answer in time: retry with the same event id."""
 
@@ -199,7 +212,8 @@ class Request:
     #: Raise this instead of answering with the stored event when a key repeats (QR reuse).
     repeat_error: DomainError | None = None
     #: How long this request may wait for others to share its commit (seconds); None:
-    #: the writer's YUANJIAO_ATTENDANCE_WRITE_LINGER_MS. A batch is written once its most
+    #: the writer's YUANJIAO_ATTENDANCE_WRITE_LINGER_MS times the web processes sharing the
+    #: load (`GroupWriter.spread`). A batch is written once its most
     #: hurried request's wait is up, so a patient request never delays a hurried one.
     linger: float | None = None
     future: Answer = field(default_factory=lambda: Answer())
@@ -353,7 +367,19 @@ class GroupWriter:
                     self.release_connection()
 
     def _linger(self, request: Request) -> float:
-        return self.linger if request.linger is None else request.linger
+        if request.linger is not None:
+            return request.linger
+        return self.linger * self.spread()
+
+    def spread(self) -> int:
+        """How many writers share the load: the web processes alive (Redis's registry,
+        attendance/presence.py), at most `MAX_SPREAD`. Each process then gets 1/n of the
+        check-ins, and its batches would shrink to 1/n: n times the commits and round
+        trips for the same load (two processes cost 1.23x the CPU per check-in of one,
+        bench/stack.py). Lingering n times longer keeps the batches the database sees,
+        and their number, as with one process, for n x the default 10 ms of latency."""
+        counts = self.app.extensions.get("attendance_site_count")
+        return max(1, min(MAX_SPREAD, getattr(counts, "processes", 1)))
 
     def _run_task(self, task: Task) -> None:
         """One task in its own transaction, in queue order (see `Task`)."""
@@ -506,17 +532,14 @@ class GroupWriter:
         appends = [a for req in batch for a in req.appends]
         occ_ids = sorted({a.occurrence_id for a in appends})
         if postgres:
-            # Shared: another process's batch proceeds beside this one; a lock or unlock
-            # of the occurrence (exclusive, lock_occurrence) waits for both, and they for it.
-            for occ_id in occ_ids:
-                conn.execute(text("SELECT pg_advisory_xact_lock_shared(:c, :o)"),
-                             {"c": ADVISORY_CLASS, "o": occ_id})
-            locked = sorted({a.member_id for a in appends if a.member_id is not None})
-            if locked:  # in member order in every process: no deadlock between writers
-                conn.execute(text(
-                    "SELECT count(pg_advisory_xact_lock(:c, m)) FROM "
-                    "(SELECT m FROM unnest(CAST(:ids AS integer[])) AS m ORDER BY m) AS s"),
-                    {"c": MEMBER_CLASS, "ids": locked})
+            # The occurrences' locks, shared: another process's batch proceeds beside this
+            # one; a lock or unlock of the occurrence (exclusive, lock_occurrence) waits for
+            # both, and they for it. Then the members', in member order in every process:
+            # no deadlock between writers. One statement, one round trip: UNION ALL runs
+            # its branches one after the other, each over its sorted ids.
+            conn.execute(_LOCKS, {"oc": ADVISORY_CLASS, "occs": occ_ids, "mc": MEMBER_CLASS,
+                                  "ids": sorted({a.member_id for a in appends
+                                                 if a.member_id is not None})})
         stored = _stored(conn, [(a.occurrence_id, a.source, a.event_id) for a in appends])
         occurrences = _occurrences(conn, occ_ids)
         member_ids = {a.member_id for a in appends if a.member_id is not None}

@@ -225,12 +225,49 @@ def test_redis_counts_span_processes_and_forget_a_dead_one(redis_url):
         assert b.add((7, 3)) == 2  # a screen on one process, an operator on the other
         assert a.remove((7, 3)) == 1  # the other's connection keeps the site online
         assert a.count((7, 3)) == 1
+        a._renew()  # (every 10 s) the processes alive are counted
+        assert a.processes == 2
         b.close()  # B was killed: its liveness key is gone, its count no longer counts
         assert a.count((7, 3)) == 0
+        a._renew()
+        assert a.processes == 1
         assert a.add((7, 3)) == 1
     finally:
         a.close()
         b.close()
+        r = redis.Redis.from_url(redis_url)
+        for key in r.scan_iter(f"{prefix}:*"):
+            r.delete(key)
+
+
+def test_the_writer_lingers_longer_the_more_processes_share_the_load(app, redis_url):
+    """n processes each get 1/n of the check-ins: each writer waits n x its linger for a
+    batch (at most 4 x), so that the database sees batches of one process's size."""
+    from attendance.writer import MAX_SPREAD, GroupWriter, Request
+    from core.types import utcnow
+
+    prefix = f"yuanjiao-test:{uuid.uuid4().hex}"
+    counts = [RedisSiteCounts(redis_url, prefix) for _ in range(MAX_SPREAD + 2)]
+    try:
+        writer = GroupWriter(app)
+        check_in, heartbeat = Request([], utcnow()), Request([], utcnow(), linger=0.25)
+        assert writer._linger(check_in) == writer.linger  # no shared counts: alone
+        app.extensions["attendance_site_count"] = counts[0]
+        counts[0]._renew()
+        assert writer._linger(check_in) == pytest.approx(MAX_SPREAD * writer.linger)
+        assert writer._linger(heartbeat) == 0.25  # a request's own linger is its own
+        for other in counts[3:]:
+            other.close()
+        counts[0]._renew()
+        assert writer._linger(check_in) == pytest.approx(3 * writer.linger)
+        for other in counts[1:3]:
+            other.close()
+        counts[0]._renew()
+        assert writer._linger(check_in) == writer.linger
+    finally:
+        app.extensions.pop("attendance_site_count", None)
+        for c in counts:
+            c.close()
         r = redis.Redis.from_url(redis_url)
         for key in r.scan_iter(f"{prefix}:*"):
             r.delete(key)

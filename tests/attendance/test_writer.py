@@ -348,3 +348,33 @@ def test_a_patient_request_shares_its_commit_without_holding_up_a_hurried_one(ap
     assert waited < 2.0, f"the batch waited {waited:.2f} s, the patient request's 5 s"
     assert writer.stats["batches"] == 1
     assert len(_stored(scene)) == 2
+
+
+def test_a_batch_takes_no_member_lock_while_it_waits_for_its_occurrence(app, scene):
+    """PostgreSQL: a batch's locks are taken in one statement, the occurrence's (shared)
+    before the members': while an occurrence is being locked (exclusive), a waiting batch
+    holds no member lock that another process's batch could wait on (which would close a
+    cycle: that batch holds the occurrence shared, the lock waits for it)."""
+    import pytest
+
+    from attendance.writer import MEMBER_CLASS
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's")
+    occ, writer = scene.occurrence.id, writer_for(app)
+    m0 = scene.members[0]
+    with db.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:c, :o)"),
+                     {"c": ADVISORY_CLASS, "o": occ})
+        waiting = writer.submit(Request([_check_in(scene, m0, scene.site_a, "ordered")],
+                                        utcnow()))
+        time.sleep(0.3)
+        assert not waiting.done()
+        member_locks = conn.scalar(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid::bigint = :c AND pid <> pg_backend_pid()"), {"c": MEMBER_CLASS})
+        assert member_locks == 0
+        conn.commit()
+    [(event, created)] = waiting.result(10)
+    assert created
+    assert event.member_id == m0.id
