@@ -19,13 +19,13 @@ process; now a room gets four messages a second however many check-ins there are
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask, current_app
 
 from attendance.models import AttendanceEvent
+from core.coalesce import Coalescer
 from extensions import socketio
 
 log = logging.getLogger(__name__)
@@ -66,50 +66,31 @@ class Outbox:
     """A process's updates waiting for their room's next message (see the module).
 
     Each room's list keeps the order the facts were published in; one background task
-    (started with the first update, ending when nothing is left) sends every room's list
-    each WINDOW."""
+    (`core.coalesce`) sends every room's list each WINDOW."""
 
     def __init__(self, server: Any, window: float = WINDOW) -> None:
         #: The app's own Socket.IO server (not the extension's latest: every test builds
         #: an app, and a late flush of an earlier one must not reach the next one's rooms).
         self.server = server
-        self.window = window
-        self._lock = threading.Lock()
-        #: Held while a flush sends: a flush waits for one in progress (tests read after).
-        self._sending = threading.Lock()
-        self._rooms: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-        self._running = False
+        self._rooms: Coalescer[dict[str, tuple[int, list[dict[str, Any]]]]] = Coalescer(
+            server, window, dict, self._send)
 
     def put(self, room: str, occurrence_id: int, update: dict[str, Any]) -> None:
-        with self._lock:
-            self._rooms.setdefault(room, (occurrence_id, []))[1].append(update)
-            if self._running:
-                return
-            self._running = True
-        self.server.start_background_task(self._run)
-
-    def _run(self) -> None:
-        while True:
-            self.server.sleep(self.window)
-            if not self.flush():
-                with self._lock:
-                    if not self._rooms:
-                        self._running = False
-                        return
+        self._rooms.add(lambda rooms: rooms.setdefault(room, (occurrence_id, []))[1]
+                        .append(update))
 
     def flush(self) -> int:
         """Send every room's waiting updates now; how many rooms got a message."""
-        with self._sending:
-            with self._lock:
-                rooms, self._rooms = self._rooms, {}
-            for room, (occurrence_id, updates) in rooms.items():
-                try:
-                    self.server.emit("attendance:updates", {"occurrence_id": occurrence_id,
-                                                            "updates": updates},
-                                     namespace=NAMESPACE, to=room)
-                except Exception:  # a page asks for a snapshot on its next re-join
-                    log.exception("could not send %d live updates to %s", len(updates), room)
-            return len(rooms)
+        return len(self._rooms.flush())
+
+    def _send(self, rooms: dict[str, tuple[int, list[dict[str, Any]]]]) -> None:
+        for room, (occurrence_id, updates) in rooms.items():
+            try:
+                self.server.emit("attendance:updates", {"occurrence_id": occurrence_id,
+                                                        "updates": updates},
+                                 namespace=NAMESPACE, to=room)
+            except Exception:  # a page asks for a snapshot on its next re-join
+                log.exception("could not send %d live updates to %s", len(updates), room)
 
 
 def init_app(app: Flask) -> None:

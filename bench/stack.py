@@ -106,6 +106,18 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
+def db_commits(url: str) -> int:
+    """Transactions committed in the bench's database so far (PostgreSQL's statistics)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = conn.scalar(text("SELECT xact_commit FROM pg_stat_database "
+                             "WHERE datname = current_database()"))
+    engine.dispose()
+    return int(n)
+
+
 def nginx_conf(folder: Path, listen: str, ports: list[int]) -> Path:
     """deploy/nginx.conf.in for this run: two workers with `reuseport` (each worker may
     hold 20,000 descriptors here, and a proxied websocket takes two)."""
@@ -295,6 +307,7 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
             _, _, lat, _ok, _, _ = results.get(timeout=900)
             pings += [x for _, x in lat]
         stored0 = count_check_ins(url, cfg["occurrence_id"])
+        commits0 = db_commits(url)
         redis = pids_named("redis-server")
         web0, nginx0, redis0 = cpu_of(tier.workers), cpu_of(tier.nginx), cpu_of(redis)
         busy0, db0, t0 = machine_busy(), db_cpu_seconds(), time.perf_counter()
@@ -319,6 +332,8 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
         for p in workers:
             p.join(120)
         stored = count_check_ins(url, cfg["occurrence_id"]) - stored0
+        time.sleep(1.5)  # each backend reports its transactions within a second
+        commits = db_commits(url) - commits0
         elapsed = max(durations) if durations else 0.0
         span = t1 - t0
         out = {
@@ -340,6 +355,7 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
             / max(acked, 1),
             "front_ms_per_checkin": (web1 - web0 + nginx1 - nginx0 + redis1 - redis0)
             * 1000 / max(acked, 1),
+            "commits": commits,
         }
         log.info("  ping p50 %.1f ms, p99 %.1f ms (no-op baseline, this tier)",
                  out["ping_p50"], out["ping_p99"])
@@ -367,6 +383,10 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                  (args.clients - len(screens)) / args.heartbeat)
         log.info("  less the idle cost: %.2f ms of web CPU per check-in",
                  out["marginal_ms_per_checkin"])
+        log.info("  database commits from the burst's start to 1.5 s after its last ack: %d "
+                 "(%.0f per "
+                 "second, %.1f check-ins each; heartbeats' and the writers' own included)",
+                 commits, commits / max(span, 1e-9), acked / max(commits, 1))
         for spy in spies:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spy.wait(30)

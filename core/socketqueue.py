@@ -26,6 +26,8 @@ from typing import Any
 
 import socketio
 
+from core.coalesce import Coalescer
+
 log = logging.getLogger(__name__)
 
 #: The flusher waits this long after the first queued message (seconds): the messages of a
@@ -34,6 +36,12 @@ LINGER = 0.005
 #: At most this many messages wait for the flusher (Redis away): older ones are dropped.
 MAX_PENDING = 20000
 BATCH = b"B"
+
+
+def _queue(pending: list[dict[str, Any]], data: dict[str, Any]) -> None:
+    pending.append(data)
+    if len(pending) > MAX_PENDING:
+        del pending[:len(pending) - MAX_PENDING]
 
 
 class BatchedRedisManager(socketio.RedisManager):
@@ -46,36 +54,20 @@ class BatchedRedisManager(socketio.RedisManager):
                  **kwargs: Any) -> None:
         super().__init__(url, channel=channel, **kwargs)
         self.linger = linger
-        self._pending: list[dict[str, Any]] = []
-        self._pending_lock = threading.Lock()
-        self._flushing = False
+        self._outgoing: Coalescer[list[dict[str, Any]]] | None = None
+        self._outgoing_lock = threading.Lock()
 
     def _publish(self, data: dict[str, Any]) -> None:
         if self.server is None:  # a write-only emitter of another process: as before
             super()._publish(data)
             return
-        with self._pending_lock:
-            self._pending.append(data)
-            if len(self._pending) > MAX_PENDING:
-                del self._pending[:len(self._pending) - MAX_PENDING]
-            if self._flushing:
-                return
-            self._flushing = True
-        self.server.start_background_task(self._flush)
-
-    def _flush(self) -> None:
-        """Publish what has queued, until nothing has; one task at a time."""
-        while True:
-            self.server.sleep(self.linger)
-            with self._pending_lock:
-                batch, self._pending = self._pending, []
-                if not batch:
-                    self._flushing = False
-                    return
-            try:
-                self._send(batch)
-            except Exception:
-                log.exception("could not publish %d Socket.IO messages", len(batch))
+        outgoing = self._outgoing
+        if outgoing is None:  # made once the server is known (it runs the flusher)
+            with self._outgoing_lock:
+                if self._outgoing is None:
+                    self._outgoing = Coalescer(self.server, self.linger, list, self._send)
+                outgoing = self._outgoing
+        outgoing.add(lambda pending: _queue(pending, data))
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
         if len(batch) == 1:

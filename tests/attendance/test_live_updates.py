@@ -66,7 +66,7 @@ def test_the_outbox_sends_each_rooms_list_once_and_then_rests(app):
             box.put(live.occurrence_room(7), 7, {"member_id": i})
         box.put(live.site_room(7, 3), 7, {"member_id": 9})
         deadline = time.monotonic() + 5
-        while box._running and time.monotonic() < deadline:
+        while box._rooms._running and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not box._running  # nothing left: the task ended
+        assert not box._rooms._running  # nothing left: the task ended
         assert box.flush() == 0  # everything went
