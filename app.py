@@ -24,6 +24,7 @@ from flask_login import current_user
 import config
 from core.api import api, http_error_payload, is_api_request
 from core.errors import DomainError
+from core.gctune import start_gc_upkeep, tune_gc
 from core.socketqueue import BatchedRedisManager
 from extensions import babel, csrf, db, login_manager, migrate, socketio
 
@@ -105,61 +106,16 @@ def async_mode() -> str:
     return "gevent" if monkey.is_module_patched("socket") else "threading"
 
 
-def tune_gc() -> None:
-    """Set the garbage collector up for a long-lived server with many connections.
-
-    The objects made while starting (modules, the app, the mappers) live as long as the
-    process; `gc.freeze` moves them out of the collector's generations, so a full
-    collection no longer walks them. With 2,000 connections, full collections over every
-    object stalled all connections for 100-250 ms each (bench/attendance.py).
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    # Young collections every 20,000 allocations instead of 700: an event's objects live
-    # for its commit (~10 ms) and die young instead of being promoted; a full collection
-    # after 100 middle ones instead of 10. Measured at 2,000 connections and 1,000
-    # check-ins a second (bench/attendance.py, SQLite): ack p99 179 ms with the defaults,
-    # 32 ms with (700, 10, 100), 27 ms with (20000, 10, 100), at the same memory.
-    gc.set_threshold(20_000, 10, 100)
-    watch_gc()
-
-
-#: A full collection that stalls the process this long is logged (milliseconds).
-GC_STALL_WARN_MS = 100
-
-
-def watch_gc() -> None:
-    """Log each full garbage collection that stalled the process (every connection waits
-    for it): the first thing to look at when acks have a long tail (bench/stack.py prints
-    these lines)."""
-    import gc
-    import time
-
-    started = [0.0]
-
-    def timed(phase: str, info: dict) -> None:
-        if info.get("generation") != 2:
-            return
-        if phase == "start":
-            started[0] = time.perf_counter()
-            return
-        ms = (time.perf_counter() - started[0]) * 1000
-        if ms >= GC_STALL_WARN_MS:
-            log.warning("full garbage collection stalled the process for %.0f ms (%d "
-                        "collected)", ms, info.get("collected", 0))
-
-    if not any(getattr(cb, "__name__", "") == "timed" for cb in gc.callbacks):
-        gc.callbacks.append(timed)
-
-
 def start_jobs(app: Flask) -> None:
     """The scheduled work of a serving process (`python app.py`, each gunicorn worker):
-    open-ended recurrences materialized ahead once a day (sessions/jobs.py)."""
+    open-ended recurrences materialized ahead once a day (sessions/jobs.py), and the
+    collector's upkeep, its full collections at moments without a roll call
+    (core/gctune.py)."""
+    from attendance.writer import writer_quiet
     from sessions.jobs import start_horizon_job
 
     start_horizon_job(app)
+    start_gc_upkeep(lambda: writer_quiet(app))
 
 
 def _check_media_placement(app: Flask) -> None:

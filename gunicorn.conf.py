@@ -21,7 +21,8 @@ graceful_timeout = 20
 def post_worker_init(worker) -> None:
     """The app is loaded: keep its startup objects out of the collector's way, and start
     its daily jobs."""
-    from app import start_jobs, tune_gc
+    from app import start_jobs
+    from core.gctune import tune_gc
 
     tune_gc()
     start_jobs(worker.wsgi)

@@ -272,6 +272,9 @@ class GroupWriter:
         self._analyzing = False
         #: Counters for the benchmark and the logs: batches, events, requests.
         self.stats = {"batches": 0, "requests": 0, "events": 0, "fallbacks": 0}
+        #: When the last request someone waits for came (a check-in, a mark; not a
+        #: heartbeat): `writer_quiet`.
+        self.last_hurried = float("-inf")
         #: After the first request of a batch, wait this long for more (seconds): a small
         #: price in latency that lets a burst share one commit.
         self.linger = settings(app).attendance_write_linger_ms / 1000
@@ -280,6 +283,8 @@ class GroupWriter:
 
     def submit(self, request: Request) -> Answer:
         """Queue a request (starting the thread if needed); returns its future."""
+        if request.linger is None:
+            self.last_hurried = time.monotonic()
         self.queue.put(request)
         self._ensure_thread()
         return request.future
@@ -706,6 +711,17 @@ def _open_facts(conn: Connection, pairs: set[tuple[int, int]]
     return out
 
 
+#: No check-in for this long (seconds): a quiet moment (for the collector's full walk).
+QUIET_SECONDS = 30.0
+
+
+def writer_quiet(app: Flask) -> bool:
+    """No check-in or mark reached this process's writer for `QUIET_SECONDS` (heartbeats
+    do not count: nobody waits on them): a stall now would hold up no roll call."""
+    writer = app.extensions.get("attendance_writer")
+    return writer is None or time.monotonic() - writer.last_hurried >= QUIET_SECONDS
+
+
 def writer_for(app: Flask | None = None) -> GroupWriter:
     """The app's writer, created on first use (never at import)."""
     app = app or app_object()
@@ -721,4 +737,4 @@ def writer_for(app: Flask | None = None) -> GroupWriter:
 _create_lock = threading.Lock()
 
 __all__ = ["Append", "Busy", "GroupWriter", "QrRefused", "Request", "Task",
-           "lock_occurrence", "serialized_write", "writer_for"]
+           "lock_occurrence", "serialized_write", "writer_for", "writer_quiet"]

@@ -218,7 +218,7 @@ def profile(args, n: int, pids: list[int], phase: str = "") -> list[subprocess.P
 
 
 def gc_stalls(folder: Path) -> list[float]:
-    """The full garbage collections the web processes logged (app.watch_gc), in ms."""
+    """The full garbage collections the web processes logged (core.gctune.watch_gc), in ms."""
     import re
 
     found: list[float] = []
