@@ -25,6 +25,7 @@ import config
 from core.api import api, http_error_payload, is_api_request
 from core.errors import DomainError
 from core.gctune import start_gc_upkeep, tune_gc
+from core.rediskeys import redis_prefix
 from core.socketqueue import BatchedRedisManager
 from extensions import babel, csrf, db, login_manager, migrate, socketio
 
@@ -106,6 +107,11 @@ def async_mode() -> str:
     return "gevent" if monkey.is_module_patched("socket") else "threading"
 
 
+def socketio_channel(config: Any) -> str:
+    """Socket.IO's Redis channel: YUANJIAO_SOCKETIO_CHANNEL, else the deployment's own."""
+    return config.get("YUANJIAO_SOCKETIO_CHANNEL") or f"{redis_prefix(config)}:socketio"
+
+
 def start_jobs(app: Flask) -> None:
     """The scheduled work of a serving process (`python app.py`, each gunicorn worker):
     open-ended recurrences materialized ahead once a day (sessions/jobs.py), and the
@@ -178,8 +184,7 @@ def _init_extensions(app: Flask) -> None:
         message_queue=redis_url,
         # Redis as Socket.IO's message queue, a PUBLISH per batch of emits (not per emit);
         # always given, so that an app without Redis never inherits an earlier app's.
-        client_manager=BatchedRedisManager(redis_url,
-                                           channel=app.config["YUANJIAO_SOCKETIO_CHANNEL"])
+        client_manager=BatchedRedisManager(redis_url, channel=socketio_channel(app.config))
         if redis_url else None,
         cors_allowed_origins=None,
         # Threads: run each event on its connection's reader thread (no thread start per

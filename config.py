@@ -83,7 +83,9 @@ class Settings:
     fast_send: bool = _setting(False, _bool)
     # The Redis pub/sub channel of Socket.IO's message queue: one per deployment sharing a
     # Redis (channels ignore Redis's database numbers), e.g. a benchmark beside a stack.
-    socketio_channel: str = _setting("flask-socketio", str)
+    # Empty: the deployment's key prefix's (YUANJIAO_REDIS_PREFIX, else one per database),
+    # so that two deployments on one Redis never hear each other's rooms.
+    socketio_channel: str = _setting("", str)
     # Seconds between Engine.IO's pings of each socket (a dead screen is noticed within
     # this plus as long again); thousands of idle phones cost a ping each per interval.
     socketio_ping_interval: int = _setting(20, int)

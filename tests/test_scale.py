@@ -208,6 +208,19 @@ def test_batched_queue_delivers_every_emit_in_order_in_fewer_publishes(redis_url
         listener.close()  # the managers' listeners are daemon threads on a channel of their own
 
 
+def test_each_deployment_has_a_socketio_channel_of_its_own():
+    """Two deployments on one Redis (or two tests at once) never hear each other's rooms,
+    where ids repeat: the channel follows the key prefix unless one is given."""
+    from app import socketio_channel
+
+    a = {"SQLALCHEMY_DATABASE_URI": "postgresql://db/a", "YUANJIAO_SOCKETIO_CHANNEL": ""}
+    b = {**a, "SQLALCHEMY_DATABASE_URI": "postgresql://db/b"}
+    assert socketio_channel(a) != socketio_channel(b)
+    assert socketio_channel(a) == socketio_channel(dict(a))  # its processes share it
+    assert socketio_channel({**a, "YUANJIAO_REDIS_PREFIX": "oilfield"}) == "oilfield:socketio"
+    assert socketio_channel({**a, "YUANJIAO_SOCKETIO_CHANNEL": "bench"}) == "bench"
+
+
 def test_local_counts_without_redis():
     counts = LocalSiteCounts()
     assert counts.add((1, 2)) == 1
