@@ -319,9 +319,15 @@ def site_join(data: Any) -> dict[str, Any]:
         _site_count().add(key)
     if online:
         live.publish_site_status(occurrence_id, site_id, True)
-    occurrence = svc.get_occurrence(db.session, occurrence_id)
-    snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow())
-    db.session.rollback()
+
+    def snapshot() -> dict[str, Any]:
+        occurrence = svc.get_occurrence(db.session, occurrence_id)
+        snap = svc.snapshot(db.session, occurrence, config=settings(), now=utcnow())
+        db.session.rollback()
+        return snap
+
+    # Shared with the screens joining at the same moment (a lecture's start).
+    snap = live.shared_snapshots().get(occurrence_id, snapshot)
     # The roll call's scope check reads the whole expected list once per process: now,
     # while the rooms open, not in the first marks' way (with 10,000 members that read
     # held up the first second of a burst of check-ins).

@@ -19,7 +19,9 @@ process; now a room gets four messages a second however many check-ins there are
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, current_app
@@ -96,6 +98,7 @@ class Outbox:
 def init_app(app: Flask) -> None:
     """The app's outbox, on the app's Socket.IO server (made by `socketio.init_app`)."""
     app.extensions["attendance_outbox"] = Outbox(socketio.server)
+    app.extensions["attendance_snapshots"] = SharedSnapshots()
 
 
 def outbox(app: Flask | None = None) -> Outbox:
@@ -135,3 +138,67 @@ def publish_changed(occurrence_id: int, what: str) -> None:
     socketio.emit("attendance:changed", {"occurrence_id": occurrence_id, "what": what},
                   namespace=NAMESPACE,
                   to=[occurrence_room(occurrence_id), counts_room(occurrence_id)])
+
+
+#: How long the first page asking for an occurrence's snapshot waits for others to ask
+#: too (seconds), before the one computation they share starts.
+GATHER = 0.05
+
+
+class _Flight:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class SharedSnapshots:
+    """Pages that ask for an occurrence's snapshot at about the same time share one
+    computation, which starts after every one of them asked.
+
+    When a lecture starts, a hundred room screens join within a second or two, and each
+    asked for the whole occurrence's snapshot (every expected member, every event so far):
+    a hundred computations at once held the database pool's connections for seconds, and
+    screens behind them waited past its timeout (bench/stack.py, 10,000 connections). A
+    page joins its rooms before it asks, and the computation it shares starts after it
+    asked, so every update it does not see in the snapshot reaches it in the rooms.
+    """
+
+    def __init__(self, gather: float = GATHER) -> None:
+        self.gather = gather
+        self._lock = threading.Lock()
+        #: Flights not started yet: a page asking now may board.
+        self._boarding: dict[Any, _Flight] = {}
+        self.computed = 0
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """The result of a `compute` started after this call began (shared; read only)."""
+        with self._lock:
+            flight = self._boarding.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._boarding[key] = _Flight()
+        if leader:
+            time.sleep(self.gather)
+            with self._lock:
+                del self._boarding[key]  # from now on, askers take the next flight
+            try:
+                flight.value = compute()
+                self.computed += 1
+            except BaseException as exc:
+                flight.error = exc
+                raise
+            finally:
+                flight.done.set()
+            return flight.value
+        flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        return flight.value
+
+
+def shared_snapshots(app: Flask | None = None) -> SharedSnapshots:
+    """This app's shared snapshots (made by `init_app`)."""
+    return (app or current_app).extensions["attendance_snapshots"]

@@ -70,3 +70,66 @@ def test_the_outbox_sends_each_rooms_list_once_and_then_rests(app):
             time.sleep(0.02)
         assert not box._rooms._running  # nothing left: the task ended
         assert box.flush() == 0  # everything went
+
+
+def test_screens_joining_at_once_share_one_snapshot_started_after_they_all_asked():
+    import threading
+
+    shared = live.SharedSnapshots(gather=0.05)
+    started: list[float] = []
+
+    def compute():
+        started.append(time.monotonic())
+        n = len(started)
+        time.sleep(0.2)
+        return {"n": n}
+
+    asked: list[float] = []
+    got: list[dict] = []
+
+    def join():
+        asked.append(time.monotonic())
+        got.append(shared.get(7, compute))
+
+    first = [threading.Thread(target=join) for _ in range(5)]
+    for t in first:
+        t.start()
+    time.sleep(0.1)  # the computation has started: a screen joining now takes the next
+    late = threading.Thread(target=join)
+    late.start()
+    for t in [*first, late]:
+        t.join(5)
+    assert shared.computed == 2
+    assert [g["n"] for g in got].count(1) == 5
+    assert [g["n"] for g in got].count(2) == 1
+    assert max(asked[:5]) <= started[0]  # every sharer asked before it started
+    assert asked[5] <= started[1]
+    assert shared.get(8, lambda: "other") == "other"  # one flight per occurrence
+
+
+def test_a_failed_shared_snapshot_fails_every_sharer():
+    import threading
+
+    import pytest
+
+    shared = live.SharedSnapshots(gather=0.05)
+
+    def compute():
+        raise RuntimeError("database away")
+
+    errors: list[BaseException] = []
+
+    def join():
+        try:
+            shared.get(7, compute)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=join) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(errors) == 3
+    with pytest.raises(RuntimeError):  # the next asker computes again (and fails again)
+        shared.get(7, compute)
