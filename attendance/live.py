@@ -176,10 +176,9 @@ class SharedSnapshots:
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
         """The result of a `compute` started after this call began (shared; read only)."""
         with self._lock:
-            flight = self._boarding.get(key)
-            leader = flight is None
-            if leader:
-                flight = self._boarding[key] = _Flight()
+            boarding = self._boarding.get(key)
+            leader = boarding is None
+            flight = self._boarding[key] = _Flight() if boarding is None else boarding
         if leader:
             time.sleep(self.gather)
             with self._lock:

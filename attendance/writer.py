@@ -93,9 +93,9 @@ def _idle_callers_session() -> None:
     from the same pool once its queue has run dry, waited for one of theirs until the
     pool's timeout (30 s: `QueuePool limit ... reached` in bench/stack.py at 5,000
     connections a process). A session with changes of its own is left alone."""
-    if not has_app_context() or not db.session.registry.has():
+    if not has_app_context() or not db.session.registry.has():  # type: ignore[attr-defined]
         return
-    session = db.session()
+    session = db.session()  # type: ignore[operator]
     if session.in_transaction() and not (session.new or session.dirty or session.deleted):
         session.rollback()
 
