@@ -86,6 +86,10 @@ class Settings:
     # Empty: the deployment's key prefix's (YUANJIAO_REDIS_PREFIX, else one per database),
     # so that two deployments on one Redis never hear each other's rooms.
     socketio_channel: str = _setting("", str)
+    # The first part of every Redis key of this deployment (and of its Socket.IO channel);
+    # empty: one made from the database's address, so processes sharing a database share
+    # it and two deployments on one Redis do not.
+    redis_prefix: str = _setting("", str)
     # Seconds between Engine.IO's pings of each socket (a dead screen is noticed within
     # this plus as long again); thousands of idle phones cost a ping each per interval.
     socketio_ping_interval: int = _setting(20, int)

@@ -28,6 +28,7 @@ SAMPLES = {
     "YUANJIAO_FORWARD": ("off", "off"),
     "YUANJIAO_FAST_SEND": ("0", False),
     "YUANJIAO_SOCKETIO_CHANNEL": ("yuanjiao-bench", "yuanjiao-bench"),
+    "YUANJIAO_REDIS_PREFIX": ("oilfield", "oilfield"),
     "YUANJIAO_SOCKETIO_PING_INTERVAL": ("40", 40),
     "YUANJIAO_MEDIA_NODES": ("http://a:1, http://b:2", ["http://a:1", "http://b:2"]),
     "YUANJIAO_MEDIA_NODE_SECRET": ("s3cret", "s3cret"),

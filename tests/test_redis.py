@@ -26,7 +26,9 @@ def test_emit_from_another_process_reaches_a_client_through_redis(live_server_fa
                                                                    redis_url):
     """An emitter outside the web process (a worker, another web process) reaches the
     browsers connected to this one, because the app uses the Redis message queue."""
-    server = live_server_factory({"YUANJIAO_MEDIA": "off", "REDIS_URL": redis_url})
+    prefix = f"yuanjiao-test-{uuid.uuid4().hex[:12]}"
+    server = live_server_factory({"YUANJIAO_MEDIA": "off", "REDIS_URL": redis_url,
+                                  "YUANJIAO_REDIS_PREFIX": prefix})
     received = threading.Event()
     marker = uuid.uuid4().hex
     got: list = []
@@ -41,7 +43,8 @@ def test_emit_from_another_process_reaches_a_client_through_redis(live_server_fa
 
     client.connect(server.url, transports=["websocket"], wait_timeout=10)
     try:
-        emitter = socketio_client.RedisManager(redis_url, channel="flask-socketio",
+        # The deployment's channel: its key prefix's (YUANJIAO_SOCKETIO_CHANNEL unset).
+        emitter = socketio_client.RedisManager(redis_url, channel=f"{prefix}:socketio",
                                                write_only=True)
         # The subscriber in the server may need a moment after connect; retry briefly.
         for _ in range(20):

@@ -59,13 +59,9 @@ def edges(app: Flask | None = None) -> janus.Edges:
 
 
 def _prefix(app: Flask) -> str:
-    import hashlib
+    from core.rediskeys import redis_prefix
 
-    given = app.config.get("YUANJIAO_REDIS_PREFIX")
-    if given:
-        return given
-    digest = hashlib.sha1(str(app.config["SQLALCHEMY_DATABASE_URI"]).encode()).hexdigest()
-    return f"yuanjiao:{digest[:12]}"
+    return redis_prefix(app.config)
 
 
 @pages.errorhandler(DomainError)
