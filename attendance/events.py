@@ -23,7 +23,7 @@ from accounts.models import User
 from attendance import live, presence, watching
 from attendance import service as svc
 from attendance.errors import Conflict, DomainError, Forbidden, Unauthorized
-from attendance.writer import Append, Request, writer_for
+from attendance.writer import Append, Request, idle_callers_session, writer_for
 from config import settings
 from core import authepoch, policy
 from core.api import SiteScreen
@@ -218,7 +218,11 @@ def _in_turn(handler):
 
 
 def _append(req: Request) -> list:
-    """Queue appends in this connection's turn, hand the turn on, wait for the commit."""
+    """Queue appends in this connection's turn, hand the turn on, wait for the commit.
+
+    The event's read transaction ends first: neither the turn nor the commit is waited
+    for holding a pooled connection (`idle_callers_session`)."""
+    idle_callers_session()
     turn = g.get("attendance_turn")
     if turn is not None:
         turn[0].wait(turn[1])
@@ -305,10 +309,6 @@ def site_join(data: Any) -> dict[str, Any]:
     policy.require(_caller(), "roll_call.mark", (occurrence, site))
     key = occurrence_id, site_id = occurrence.id, site.id
     _grant(("operate", *key), True, at_epoch)
-    # End the read transaction before waiting on the writer: after this, touching an ORM
-    # row would reload it and hold a pooled connection for the whole wait (with many
-    # screens joining at once, the writer then found no connection left).
-    db.session.rollback()
     online = _site_presence(occurrence_id, site_id, online=True)
     join_room(live.site_room(occurrence_id, site_id))
     conn = _conn()

@@ -84,7 +84,7 @@ EVENTS = cast(Table, AttendanceEvent.__table__)
 OPENING_OR_CLOSING = tuple(R.OPENING | {"check_out"})
 
 
-def _idle_callers_session() -> None:
+def idle_callers_session() -> None:
     """Before a caller waits for the writer, its database session gives its pooled
     connection back (the read transaction ends; rows it loaded reload when next read).
 
@@ -295,7 +295,7 @@ class GroupWriter:
         """Submit and wait until committed; raises the request's DomainError if refused.
 
         `on_queued` runs once the request is in the queue, before the wait."""
-        _idle_callers_session()
+        idle_callers_session()
         future = self.submit(request)
         if on_queued is not None:
             on_queued()
@@ -306,7 +306,7 @@ class GroupWriter:
 
     def run(self, task: Task, timeout: float = WAIT_SECONDS) -> Any:
         """Submit a task and wait until it is committed; raises its DomainError."""
-        _idle_callers_session()
+        idle_callers_session()
         self.queue.put(task)
         self._ensure_thread()
         try:
@@ -737,4 +737,5 @@ def writer_for(app: Flask | None = None) -> GroupWriter:
 _create_lock = threading.Lock()
 
 __all__ = ["Append", "Busy", "GroupWriter", "QrRefused", "Request", "Task",
-           "lock_occurrence", "serialized_write", "writer_for", "writer_quiet"]
+           "idle_callers_session", "lock_occurrence", "serialized_write", "writer_for",
+           "writer_quiet"]

@@ -32,6 +32,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from core import policy
 from core.api import SiteScreen, current_principal
 from core.appctx import app_object
+from core.rediskeys import redis_prefix
 from extensions import csrf, db
 from sessions import service as sessions_service
 from video import janus, media, service
@@ -54,14 +55,8 @@ def edges(app: Flask | None = None) -> janus.Edges:
             app.config["YUANJIAO_JANUS_SECRET"],
             app.config["YUANJIAO_JANUS_ADMIN_KEY"],
             int(app.config["YUANJIAO_ORIGIN_MAX_SITES"]),
-            app.config.get("REDIS_URL"), _prefix(app)))
+            app.config.get("REDIS_URL"), redis_prefix(app.config)))
     return state
-
-
-def _prefix(app: Flask) -> str:
-    from core.rediskeys import redis_prefix
-
-    return redis_prefix(app.config)
 
 
 @pages.errorhandler(DomainError)

@@ -47,16 +47,16 @@ def test_a_task_runs_while_its_caller_had_read_the_database(app, scene):
 
 
 def test_a_caller_with_changes_of_its_own_keeps_its_transaction(app, scene):
-    from attendance.writer import _idle_callers_session
+    from attendance.writer import idle_callers_session
 
     m = scene.members[2]
     m.name = "改名未提交"
     session = db.session()
     before = session.get_transaction()
-    _idle_callers_session()
+    idle_callers_session()
     assert session.get_transaction() is before
     assert m in session.dirty
     db.session.rollback()
     _read_something()
-    _idle_callers_session()  # a read only: its transaction ends
+    idle_callers_session()  # a read only: its transaction ends
     assert not session.in_transaction()
