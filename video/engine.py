@@ -225,6 +225,10 @@ class Subscriber:
         #: Second copies of packets whose first copy was lost (`RETRANSMIT_DOUBLE_WINDOW`).
         self.retransmits_doubled = 0
         self._rtx_asked_again: set[int] = set()
+        #: Re-sent packets a NACK still listed although it knew of a packet first sent
+        #: after the copy: on a link that keeps order the copy was lost too, whatever the
+        #: round trip (`queue_retransmits`). They go again at once, far behind or not.
+        self._rtx_copy_lost: set[int] = set()
         self._last_probe = 0.0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
@@ -277,6 +281,7 @@ class Subscriber:
         for seq in [s for s, at in self._rtx_sent.items() if now - at > RETRANSMIT_MAX_AGE + 1]:
             del self._rtx_sent[seq]
             self._rtx_tries.pop(seq, None)
+            self._rtx_copy_lost.discard(seq)
         ready: list[int] = []
         later: list[int] = []
         wake = 1.0
@@ -307,7 +312,7 @@ class Subscriber:
                 continue
             since = now - self._rtx_sent.get(seq, -1e9)
             far = timed is not None and (newest - seq) % 65536 >= RETRANSMIT_UNASKED_WINDOW
-            if far and since < 2 * rtt + 0.1:
+            if far and since < 2 * rtt + 0.1 and seq not in self._rtx_copy_lost:
                 # Re-sent lately and far behind: the NACK may predate the copy's arrival,
                 # and a duplicate this far back resets an aiortc receiver's jitter buffer.
                 # Only a NACK well after the copy (it was lost too) sends it again; until
@@ -342,6 +347,7 @@ class Subscriber:
 
     def retransmitted(self, lost: list[int], now: float) -> None:
         for seq in lost:
+            self._rtx_copy_lost.discard(seq)
             self._rtx_sent[seq] = now
             self._rtx_tries[seq] = self._rtx_tries.get(seq, 0) + 1
 
@@ -356,21 +362,44 @@ class Subscriber:
             # The video is paused for this link: repairing it would only crowd the audio.
             self._rtx_backlog.clear()
             self._rtx_unconfirmed.clear()
+            self._rtx_copy_lost.clear()
             return
         if self.pacer is not None and self.pacer.probe_seq is not None:
             now, rtt = time.monotonic(), getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
             pacer = self.pacer  # the late packet's own NACK: it came right after
             lost = [seq for seq in lost if not pacer.probe_in_flight(seq, now, rtt)]
         self._confirm(sender, set(lost), time.monotonic())
+        known_after = self._nack_knows_after(sender, lost)
         for seq in lost:
             if seq in self._rtx_sent:
                 self.retransmits_repeated += 1
                 self._rtx_asked_again.add(seq)
+                if self._rtx_sent[seq] < known_after:
+                    self._rtx_copy_lost.add(seq)
             self._rtx_unconfirmed.pop(seq, None)
             self._rtx_backlog.setdefault(seq, None)
         self._rtx_wake.set()
         if self._rtx_task is None or self._rtx_task.done():
             self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
+
+    @staticmethod
+    def _nack_knows_after(sender: RTCRtpSender, listed: list[int]) -> float:
+        """When the newest packet a NACK lists was first sent (0.0 when unknown).
+
+        A receiver lists a hole only once a later packet has arrived, and that packet left
+        after the listed one: a copy re-sent before it (copies skip the pacer, media waits
+        in it after being recorded) reached the receiver first on a link that keeps order.
+        So a copy sent before this moment and still listed was lost, not late — no round
+        trip estimate needed (at 800 kb/s the queue doubles the real one)."""
+        history = getattr(sender, "_RTCRtpSender__rtp_history", None)
+        if not isinstance(history, RetransmitHistory):
+            return 0.0
+        known = 0.0
+        for seq in listed:
+            entry = history.lookup(seq)
+            if entry is not None and entry[0] > known:
+                known = entry[0]
+        return known
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until a copy falls due, or until a NACK brings new packets."""
@@ -436,6 +465,7 @@ class Subscriber:
                 if self.video_track is not None and self.video_track.layer == AUDIO:
                     self._rtx_backlog.clear()  # moved to audio only: no more video repairs
                     self._rtx_unconfirmed.clear()
+                    self._rtx_copy_lost.clear()
                     break
                 now = time.monotonic()
                 due_at = self._due_unasked(sender, now)
@@ -483,6 +513,7 @@ class Subscriber:
         except (ConnectionError, asyncio.CancelledError):
             self._rtx_backlog.clear()
             self._rtx_unconfirmed.clear()
+            self._rtx_copy_lost.clear()
 
     def close(self) -> None:
         if self._rtx_task is not None:

@@ -622,6 +622,51 @@ def test_a_held_back_repair_is_followed_by_a_probe_and_goes_once_asked_again():
     run(scenario())
 
 
+def test_a_repair_far_behind_goes_again_at_once_when_the_nack_knows_a_later_packet():
+    """A NACK lists a hole only once a later packet has arrived. When it still lists a
+    packet whose copy went before the newest packet it lists was first sent, the copy was
+    lost (a link keeps order), however short ago: the repair goes at once, not held back
+    for two estimated round trips (at 800 kb/s the real one is twice the estimate, and a
+    held repair fell out of the probe's window: a 7 s freeze). A NACK that knows of no
+    later packet is still held back."""
+    from aiortc.rtp import RtpPacket
+
+    from video.engine import Subscriber as Site
+    from video.relay import BurstPacer, RetransmitHistory
+
+    async def scenario():
+        class Sender:
+            _RTCRtpSender__rtt = 0.05
+
+            def __init__(self):
+                self.sent: list[int] = []
+                self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
+
+            async def _retransmit(self, seq: int) -> None:
+                self.sent.append(seq)
+
+        sender = Sender()
+        history = sender._RTCRtpSender__rtp_history
+        for seq in range(1000, 1200):
+            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
+        site = Site("r", None, {}, "vp8")
+        site.pacer = BurstPacer(lambda: 360, {1})
+        site.queue_retransmits(sender, [1110], lambda: 360)  # 89 behind: far
+        await wait_for(lambda: sender.sent == [1110], 1)
+        site.queue_retransmits(sender, [1110], lambda: 360)  # knows of nothing later
+        await asyncio.sleep(0.02)
+        assert site.retransmits_held == 1 and sender.sent == [1110]
+        await asyncio.sleep(0.005)
+        history[1200 % 128] = RtpPacket(sequence_number=1200, timestamp=1200 * 3000)
+        history[1201 % 128] = RtpPacket(sequence_number=1201, timestamp=1201 * 3000)
+        site.queue_retransmits(sender, [1110, 1200], lambda: 360)  # 1200 left after the copy
+        assert await wait_for(lambda: sender.sent.count(1110) == 2, 1), sender.sent
+        assert site.retransmits_held == 1
+        site._rtx_task.cancel()
+
+    run(scenario())
+
+
 def test_a_nack_probe_sends_one_video_packet_a_position_late():
     """To learn which far holes a receiver still has (it NACKs only on a new gap), the
     pacer sends one video packet after the next one; alone, it goes after 100 ms."""
