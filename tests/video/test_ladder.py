@@ -655,7 +655,8 @@ def test_a_repair_far_behind_goes_again_at_once_when_the_nack_knows_a_later_pack
         await wait_for(lambda: sender.sent == [1110], 1)
         site.queue_retransmits(sender, [1110], lambda: 360)  # knows of nothing later
         await asyncio.sleep(0.02)
-        assert site.retransmits_held == 1 and sender.sent == [1110]
+        assert site.retransmits_held == 1
+        assert sender.sent == [1110]
         await asyncio.sleep(0.005)
         history[1200 % 128] = RtpPacket(sequence_number=1200, timestamp=1200 * 3000)
         history[1201 % 128] = RtpPacket(sequence_number=1201, timestamp=1201 * 3000)
