@@ -77,10 +77,10 @@ class Settings:
     # site on the top layer (codec, size, bitrate), "off" always decodes and encodes once.
     forward: str = _setting("auto", str)
     # The sites' fast send path (video/fastsend.py: packetized once per layer, batched
-    # sends): 3-4x cheaper per site than aiortc's sender loop; off by default until the
-    # 800 kb/s poor-link profile is shown to pass on it under load (docs/media.md); a
-    # broadcast's `fast_send` option overrides.
-    fast_send: bool = _setting(False, _bool)
+    # sends): 3-4x cheaper per site than aiortc's sender loop; on by default since the
+    # poor-link profiles pass on it on a starved machine (docs/media.md); 0 keeps aiortc's
+    # sender loop; a broadcast's `fast_send` option overrides.
+    fast_send: bool = _setting(True, _bool)
     # The Redis pub/sub channel of Socket.IO's message queue: one per deployment sharing a
     # Redis (channels ignore Redis's database numbers), e.g. a benchmark beside a stack.
     # Empty: the deployment's key prefix's (YUANJIAO_REDIS_PREFIX, else one per database),

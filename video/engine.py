@@ -578,8 +578,8 @@ class Broadcast:
                 self.bitrate_kbps, on_frame=self.on_forwarded, needs_decode=self.needs_decode)
         self.frames_forwarded = 0
         #: The sites' send path (`video.fastsend`): packetized once per layer, batched
-        #: datagrams; on with `YUANJIAO_FAST_SEND=1` or a broadcast's `fast_send: true`
-        #: (`false` keeps aiortc's own sender loop for every site; the option wins).
+        #: datagrams; on unless `YUANJIAO_FAST_SEND=0` or a broadcast's `fast_send: false`
+        #: (which keeps aiortc's own sender loop for every site; the option wins).
         self.send_hub: SendHub | None = None
         if self.mode == "encoded" and options.get("fast_send", engine.fast_send_setting) is True:
             self.send_hub = SendHub()
@@ -934,7 +934,7 @@ class MediaEngine:
     def __init__(self, *, ice_servers: list[dict[str, Any]] | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
                  relay_mode: str = "encoded", forward: str = "auto",
-                 fast_send: bool = False) -> None:
+                 fast_send: bool = True) -> None:
         self.ice_servers = list(ice_servers or [])
         self.on_event = on_event
         self.relay_mode = relay_mode

@@ -321,7 +321,7 @@ class MediaRuntime:
             self.backend = MediaEngine(ice_servers=app.config.get("YUANJIAO_ICE_SERVERS") or [],
                                        on_event=self.events.put,
                                        forward=app.config.get("YUANJIAO_FORWARD", "auto"),
-                                       fast_send=bool(app.config.get("YUANJIAO_FAST_SEND", False))
+                                       fast_send=bool(app.config.get("YUANJIAO_FAST_SEND", True))
                                        ).start()
         self.worker = threading.Thread(target=self._work, name="media-events", daemon=True)
         self.worker.start()

@@ -198,7 +198,7 @@ def make_handler(engine: MediaEngine, events: EventLog, secret: str) -> type:
 
 
 def serve(host: str, port: int, secret: str, *, ice_servers: list[dict[str, Any]],
-          relay_mode: str = "encoded", forward: str = "auto", fast_send: bool = False) -> None:
+          relay_mode: str = "encoded", forward: str = "auto", fast_send: bool = True) -> None:
     """Run a node until SIGTERM/SIGINT; ends every broadcast (closing recordings) on exit."""
     events = EventLog()
     engine = MediaEngine(ice_servers=ice_servers, on_event=events.append,
@@ -232,10 +232,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="auto: forward the publisher's own frames when they suit the "
                              "sites (forward mode); off: always decode and encode once")
     parser.add_argument("--fast-send", action=argparse.BooleanOptionalAction,
-                        default=os.environ.get("YUANJIAO_FAST_SEND", "0").lower()
+                        default=os.environ.get("YUANJIAO_FAST_SEND", "1").lower()
                         in ("1", "true", "yes", "on"),
-                        help="the sites' fast send path (video/fastsend.py; off by default: "
-                             "aiortc's sender loop; YUANJIAO_FAST_SEND=1 turns it on)")
+                        help="the sites' fast send path (video/fastsend.py; on by default; "
+                             "YUANJIAO_FAST_SEND=0 keeps aiortc's sender loop)")
     parser.add_argument("--log-level", default=os.environ.get("YUANJIAO_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level,

@@ -240,10 +240,10 @@ async def _call(fn):
 @pytest.mark.media
 @pytest.mark.parametrize("setting", [None, False, True])
 def test_the_fast_path_follows_the_setting_unless_the_broadcast_says(setting):
-    """The fast path is off by default; `YUANJIAO_FAST_SEND` (the engine's `fast_send`)
+    """The fast path is on by default; `YUANJIAO_FAST_SEND` (the engine's `fast_send`)
     decides for a broadcast that names no `fast_send` of its own; one that does wins."""
     eng = (MediaEngine() if setting is None else MediaEngine(fast_send=setting)).start()
-    on = setting is True
+    on = setting is not False
     try:
         async def scenario():
             paths = []
