@@ -117,9 +117,11 @@ def start_jobs(app: Flask) -> None:
     open-ended recurrences materialized ahead once a day (sessions/jobs.py), and the
     collector's upkeep, its full collections at moments without a roll call
     (core/gctune.py)."""
+    from attendance.presence import site_counts
     from attendance.writer import writer_quiet
     from sessions.jobs import start_horizon_job
 
+    site_counts(app)  # counted among the web processes alive from the start
     start_horizon_job(app)
     start_gc_upkeep(lambda: writer_quiet(app))
 

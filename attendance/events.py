@@ -39,17 +39,8 @@ _lock = threading.Lock()
 
 
 def _site_count() -> presence.LocalSiteCounts | presence.RedisSiteCounts:
-    """This app's (occurrence_id, site_id) -> how many open connections joined that site's
-    room: across every web process through Redis when REDIS_URL is set, else in this
-    process (per app: ids repeat across apps, e.g. in tests)."""
-    counts = current_app.extensions.get("attendance_site_count")
-    if counts is None:
-        with _lock:
-            counts = current_app.extensions.get("attendance_site_count")
-            if counts is None:
-                counts = presence.site_counts_for(current_app.config)
-                current_app.extensions["attendance_site_count"] = counts
-    return counts
+    """This app's site counts (`presence.site_counts`)."""
+    return presence.site_counts(current_app)
 
 
 def _auth_ttl() -> float:

@@ -9,7 +9,9 @@ In Redis each process counts in its own field of the site's hash
 (``<prefix>:site:<occurrence>:<site>`` -> {process token: count}) and keeps a key
 ``<prefix>:proc:<token>`` alive while it runs. The remaining count is the sum over
 processes still alive, so a process that was killed does not keep its sites online for
-ever. Both steps are Lua scripts: atomic, one round trip.
+ever. Both steps are Lua scripts: atomic, one round trip. The processes alive are also
+members of the sorted set ``<prefix>:procs`` (scored by their last renewal), which counts
+them in one round trip (the attendance writer spreads its batches by that number).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ Key = tuple[int, int]
 #: A process's liveness key expires this long after its last renewal.
 PROCESS_TTL_SECONDS = 30
 RENEW_SECONDS = 10
+#: The app's counts (`site_counts`) are made once.
+_made = threading.Lock()
 
 
 class LocalSiteCounts:
@@ -117,9 +121,16 @@ class RedisSiteCounts:
         return f"{self.prefix}:site:{key[0]}:{key[1]}"
 
     def _renew(self) -> None:
-        self.redis.set(f"{self.prefix}:proc:{self.token}", "1", ex=PROCESS_TTL_SECONDS)
-        alive = sum(1 for _ in self.redis.scan_iter(f"{self.prefix}:proc:*", count=1000))
-        self.processes = max(1, alive)
+        now = time.time()
+        procs = f"{self.prefix}:procs"
+        pipe = self.redis.pipeline()
+        pipe.set(f"{self.prefix}:proc:{self.token}", "1", ex=PROCESS_TTL_SECONDS)
+        pipe.zadd(procs, {self.token: now})
+        pipe.zremrangebyscore(procs, "-inf", now - PROCESS_TTL_SECONDS)
+        pipe.zcard(procs)
+        pipe.expire(procs, PROCESS_TTL_SECONDS)
+        alive = pipe.execute()[3]
+        self.processes = max(1, int(alive))
 
     def _keep_alive(self) -> None:
         while not self._alive.wait(RENEW_SECONDS):
@@ -170,7 +181,10 @@ class RedisSiteCounts:
         """Stop renewing and forget this process (its connections are gone)."""
         self._alive.set()
         with contextlib.suppress(Exception):
-            self.redis.delete(f"{self.prefix}:proc:{self.token}")
+            pipe = self.redis.pipeline()
+            pipe.delete(f"{self.prefix}:proc:{self.token}")
+            pipe.zrem(f"{self.prefix}:procs", self.token)
+            pipe.execute()
 
 
 def site_counts_for(config: Any) -> LocalSiteCounts | RedisSiteCounts:
@@ -179,6 +193,22 @@ def site_counts_for(config: Any) -> LocalSiteCounts | RedisSiteCounts:
     if not url:
         return LocalSiteCounts()
     return RedisSiteCounts(url, redis_prefix(config))
+
+
+def site_counts(app: Any) -> LocalSiteCounts | RedisSiteCounts:
+    """This app's (occurrence_id, site_id) -> open connections in that site's room, made
+    on first use: across every web process through Redis when REDIS_URL is set, else in
+    this process (per app: ids repeat across apps, e.g. in tests). A serving process makes
+    it at start (`app.start_jobs`), so it counts among the processes alive before its
+    first screen joins."""
+    counts = app.extensions.get("attendance_site_count")
+    if counts is None:
+        with _made:
+            counts = app.extensions.get("attendance_site_count")
+            if counts is None:
+                counts = site_counts_for(app.config)
+                app.extensions["attendance_site_count"] = counts
+    return counts
 
 
 # --- media sessions of members watching alone ------------------------------------------------

@@ -58,6 +58,7 @@ from attendance.errors import (
 )
 from attendance.log import MEMBER_EVENT_TYPES, bound_time, offline_max, queued_payload
 from attendance.models import EVENT_TYPES, AttendanceEvent, OccurrenceReview
+from attendance.presence import site_counts
 from config import settings
 from core.appctx import app_object
 from extensions import db
@@ -383,8 +384,7 @@ class GroupWriter:
         trips for the same load (two processes cost 1.23x the CPU per check-in of one,
         bench/stack.py). Lingering n times longer keeps the batches the database sees,
         and their number, as with one process, for n x the default 10 ms of latency."""
-        counts = self.app.extensions.get("attendance_site_count")
-        return max(1, min(MAX_SPREAD, getattr(counts, "processes", 1)))
+        return max(1, min(MAX_SPREAD, site_counts(self.app).processes))
 
     def _run_task(self, task: Task) -> None:
         """One task in its own transaction, in queue order (see `Task`)."""

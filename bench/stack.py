@@ -201,18 +201,18 @@ class Tier:
 
 def profile(args, n: int, pids: list[int], phase: str = "") -> list[subprocess.Popen]:
     """py-spy (`--py-spy`) records each web process through the idle phase and the burst:
-    flame graphs `<dir>/web<n>-<i>[-idle].svg` and collapsed stacks beside them."""
+    collapsed stacks `<dir>/web<n>-<i>[-idle].txt` (one sampler per process: two doubled
+    the profiler's own load on the two cores; `flamegraph.pl` or speedscope draw them)."""
     if not args.py_spy:
         return []
     out = Path(args.profile_dir)
     out.mkdir(parents=True, exist_ok=True)
     spies = []
     for i, pid in enumerate(pids):
-        for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
-            spies.append(subprocess.Popen(
-                [args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", fmt,
-                 "--output", str(out / f"web{n}-{i}{phase}.{ext}"), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        spies.append(subprocess.Popen(
+            [args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+             "--output", str(out / f"web{n}-{i}{phase}.txt"), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1)
     return spies
 

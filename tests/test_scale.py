@@ -16,7 +16,12 @@ import requests
 import socketio as socketio_client
 import socketio as socketio_server
 
-from attendance.presence import LocalSiteCounts, RedisMediaSessions, RedisSiteCounts
+from attendance.presence import (
+    PROCESS_TTL_SECONDS,
+    LocalSiteCounts,
+    RedisMediaSessions,
+    RedisSiteCounts,
+)
 from core.socketqueue import BatchedRedisManager
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -244,6 +249,12 @@ def test_redis_counts_span_processes_and_forget_a_dead_one(redis_url):
         assert a.count((7, 3)) == 0
         a._renew()
         assert a.processes == 1
+        # A process killed without closing stops counting once its renewal is too old.
+        r = redis.Redis.from_url(redis_url)
+        r.zadd(f"{prefix}:procs", {"killed": time.time() - PROCESS_TTL_SECONDS - 1,
+                                   "renewed": time.time() - 1})
+        a._renew()
+        assert a.processes == 2
         assert a.add((7, 3)) == 1
     finally:
         a.close()
