@@ -6,14 +6,18 @@ when one fell into a roll call (1,000 check-ins a second) it was the acks' p99.
 
 - `tune_gc` (at start): the startup objects frozen out of the collector's walks; young
   collections rarer (every 20,000 allocations), full ones after 100 middle ones.
-- `GcUpkeep` (a background task of each serving process): every `FREEZE_SECONDS` a
-  middle collection, then `gc.freeze()`, so what has lived that long (connections, their
-  greenlets, cached rights) leaves the walks too: the collections the interpreter starts
-  by itself walk only what came since, a few milliseconds. What is frozen is never
-  collected, so every `FULL_SECONDS`, at a moment without a roll call (`quiet`: no
-  check-in for 30 s), everything is unfrozen and collected once (the garbage cycles of
-  connections that have gone), and frozen again; at the latest after `FULL_LATEST_SECONDS`
-  even if no moment was quiet.
+- `GcUpkeep` (a background task of each serving process): every `FREEZE_SECONDS`
+  `gc.freeze()`, so what has lived that long (connections, their greenlets, cached
+  rights) leaves the walks too: the collections the interpreter starts by itself walk
+  only what came since, a few milliseconds. Before freezing, at a moment without a roll
+  call (`quiet`: no check-in for 30 s), a middle collection, so that young garbage is not
+  frozen; during a roll call the freeze alone (the middle collection of 30 s of a
+  10,000-connection process's survivors took 120-370 ms, the whole process waiting,
+  bench/stack.py with py-spy: it was the acks' p99 and 7 % of each process's CPU in the
+  burst). What is frozen is never collected, so every `FULL_SECONDS`, at a quiet moment,
+  everything is unfrozen and collected once (the garbage cycles of connections that have
+  gone, and what a roll call froze), and frozen again; at the latest after
+  `FULL_LATEST_SECONDS` even if no moment was quiet.
 """
 
 from __future__ import annotations
@@ -96,11 +100,12 @@ class GcUpkeep:
         self.fulls = 0
 
     def step(self, now: float) -> str:
-        """One turn: "full" (unfreeze, collect all) or "young" (collect the young
-        generations); then freeze whatever survived."""
+        """One turn: "full" (unfreeze, collect all), "young" (collect the young
+        generations: quiet) or "freeze" (a roll call is on: no collection); then freeze
+        whatever is left."""
         since = now - self.last_full
-        if since >= self.full_seconds and (since >= self.full_latest_seconds
-                                           or self.quiet()):
+        quiet = self.quiet()
+        if since >= self.full_seconds and (since >= self.full_latest_seconds or quiet):
             gc.unfreeze()
             _in_upkeep.on = True
             try:
@@ -110,9 +115,16 @@ class GcUpkeep:
             self.last_full = now
             self.fulls += 1
             kind = "full"
-        else:
+        elif quiet:
+            started = time.perf_counter()
             gc.collect(1)
+            ms = (time.perf_counter() - started) * 1000
+            if ms >= GC_STALL_WARN_MS:
+                log.info("garbage collector upkeep at a quiet moment: young collection "
+                         "%.0f ms", ms)
             kind = "young"
+        else:
+            kind = "freeze"
         gc.freeze()
         return kind
 

@@ -30,24 +30,37 @@ def test_young_turns_freeze_survivors_and_a_quiet_full_turn_frees_their_cycles(c
     gone = Cycle()
     ref = weakref.ref(gone)
     frozen_before = gc.get_freeze_count()
-    assert upkeep.step(30) == "young"
+    middle_before = gc.get_stats()[1]["collections"]
+    assert upkeep.step(30) == "freeze"  # a roll call is on: no collection stalls it
+    assert gc.get_stats()[1]["collections"] == middle_before
     assert gc.get_freeze_count() > frozen_before  # the survivors left the walks
     assert gc.is_tracked(kept)
     del gone  # a cycle that died after it was frozen: no collection can free it now
     gc.collect()
     assert ref() is not None
-    assert upkeep.step(600) == "young"  # due, but a roll call is on
+    assert upkeep.step(600) == "freeze"  # due, but a roll call is on
     assert ref() is not None
     quiet[0] = True
     assert upkeep.step(630) == "full"  # quiet: unfrozen, collected, frozen again
     assert ref() is None
     assert upkeep.fulls == 1
     assert upkeep.step(660) == "young"  # the next one is 600 s away
+    assert gc.get_stats()[1]["collections"] > middle_before  # quiet: young garbage first
+
+
+def test_a_quiet_young_turn_collects_young_garbage_before_freezing_the_rest(collector):
+    upkeep = GcUpkeep(lambda: True, full_seconds=600, full_latest_seconds=1800, now=0)
+    gc.collect()
+    gone = Cycle()
+    ref = weakref.ref(gone)
+    del gone
+    assert upkeep.step(30) == "young"
+    assert ref() is None  # collected, not frozen
 
 
 def test_a_full_turn_comes_at_the_latest_even_without_a_quiet_moment(collector):
     upkeep = GcUpkeep(lambda: False, full_seconds=600, full_latest_seconds=1800, now=0)
-    assert upkeep.step(1799) == "young"
+    assert upkeep.step(1799) == "freeze"
     assert upkeep.step(1800) == "full"
     assert upkeep.last_full == 1800
 
