@@ -19,10 +19,12 @@ graceful_timeout = 20
 
 
 def post_worker_init(worker) -> None:
-    """The app is loaded: keep its startup objects out of the collector's way, and start
-    its daily jobs."""
+    """The app is loaded: keep its startup objects out of the collector's way, unmask
+    websocket frames in C, and start its daily jobs."""
     from app import start_jobs
     from core.gctune import tune_gc
+    from core.wsframes import speed_up_gevent_websocket
 
+    speed_up_gevent_websocket()
     tune_gc()
     start_jobs(worker.wsgi)
