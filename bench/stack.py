@@ -218,12 +218,14 @@ def profile(args, n: int, pids: list[int], phase: str = "") -> list[subprocess.P
 
 
 def gc_stalls(folder: Path) -> list[float]:
-    """The full garbage collections the web processes logged (core.gctune.watch_gc), in ms."""
+    """The full and middle garbage collections the web processes logged as stalls
+    (core.gctune.watch_gc), in ms."""
     import re
 
     found: list[float] = []
     for path in folder.glob("web*.log"):
-        for m in re.finditer(r"full garbage collection stalled the process for (\d+) ms",
+        for m in re.finditer(r"(?:full|middle) garbage collection stalled the process for "
+                             r"(\d+) ms",
                              path.read_text(errors="replace")):
             found.append(float(m.group(1)))
     return found
@@ -367,7 +369,7 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
             log.info("  web processes logged %d× %s", count, line)
         collections = gc_stalls(folder)
         if collections:
-            log.info("  full garbage collections logged by the web processes: %d, longest "
+            log.info("  garbage collection stalls logged by the web processes: %d, longest "
                      "%.0f ms", len(collections), max(collections))
         slow = stalls(sent_at)
         if slow:

@@ -64,27 +64,39 @@ def tune_gc() -> None:
 
 
 def watch_gc() -> None:
-    """Log each full garbage collection that stalled the process (every connection waits
-    for it): the first thing to look at when acks have a long tail (bench/stack.py prints
-    these lines)."""
+    """Log each full or middle garbage collection that stalled the process (every
+    connection waits for it): the first thing to look at when acks have a long tail
+    (bench/stack.py prints these lines)."""
     started = [0.0]
 
     def timed(phase: str, info: dict) -> None:
-        if info.get("generation") != 2:
+        generation = info.get("generation")
+        if generation not in (1, 2):
             return
         if phase == "start":
             started[0] = time.perf_counter()
             return
         ms = (time.perf_counter() - started[0]) * 1000
+        kind = "full" if generation == 2 else "middle"
         if getattr(_in_upkeep, "on", False):
-            log.info("full garbage collection at a quiet moment: %.0f ms (%d collected)",
-                     ms, info.get("collected", 0))
+            if generation == 2 or ms >= GC_STALL_WARN_MS:
+                log.info("%s garbage collection at a quiet moment: %.0f ms (%d collected)",
+                         kind, ms, info.get("collected", 0))
         elif ms >= GC_STALL_WARN_MS:
-            log.warning("full garbage collection stalled the process for %.0f ms (%d "
-                        "collected)", ms, info.get("collected", 0))
+            log.warning("%s garbage collection stalled the process for %.0f ms (%d "
+                        "collected)", kind, ms, info.get("collected", 0))
 
     if not any(getattr(cb, "__name__", "") == "timed" for cb in gc.callbacks):
         gc.callbacks.append(timed)
+
+
+def _collect(generation: int) -> None:
+    """The upkeep's own collection (`watch_gc` logs it as such, not as a stall)."""
+    _in_upkeep.on = True
+    try:
+        gc.collect(generation)
+    finally:
+        _in_upkeep.on = False
 
 
 class GcUpkeep:
@@ -107,21 +119,12 @@ class GcUpkeep:
         quiet = self.quiet()
         if since >= self.full_seconds and (since >= self.full_latest_seconds or quiet):
             gc.unfreeze()
-            _in_upkeep.on = True
-            try:
-                gc.collect()
-            finally:
-                _in_upkeep.on = False
+            _collect(2)
             self.last_full = now
             self.fulls += 1
             kind = "full"
         elif quiet:
-            started = time.perf_counter()
-            gc.collect(1)
-            ms = (time.perf_counter() - started) * 1000
-            if ms >= GC_STALL_WARN_MS:
-                log.info("garbage collector upkeep at a quiet moment: young collection "
-                         "%.0f ms", ms)
+            _collect(1)
             kind = "young"
         else:
             kind = "freeze"

@@ -85,3 +85,24 @@ def test_tests_and_commands_start_no_upkeep():
     from core.gctune import start_gc_upkeep
 
     assert start_gc_upkeep(lambda: True) is None  # no tune_gc: not a serving process
+
+
+def test_a_middle_collection_that_stalls_is_logged_and_the_upkeeps_own_is_not_a_stall(
+        caplog, monkeypatch):
+    import logging
+
+    import core.gctune as gctune
+
+    monkeypatch.setattr(gctune, "GC_STALL_WARN_MS", 0)  # every collection "stalls"
+    before = list(gc.callbacks)
+    gctune.watch_gc()
+    try:
+        with caplog.at_level(logging.INFO, logger="core.gctune"):
+            gc.collect(1)
+            assert "middle garbage collection stalled the process" in caplog.text
+            caplog.clear()
+            gctune._collect(1)
+            assert "middle garbage collection at a quiet moment" in caplog.text
+            assert "stalled" not in caplog.text
+    finally:
+        gc.callbacks[:] = before
