@@ -576,6 +576,44 @@ def test_a_resent_packet_no_nack_confirms_goes_again_unasked():
     run(scenario())
 
 
+class _RecordingSender:
+    """An aiortc sender's parts the retransmission rules use: its round trip, a timed
+    history (packets 1000-1199), and `_retransmit`, which records what it re-sends."""
+
+    _RTCRtpSender__rtt = 0.05
+
+    def __init__(self):
+        from video.relay import RetransmitHistory
+
+        self.sent: list[int] = []
+        self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
+        for seq in range(1000, 1200):
+            self.add(seq)
+
+    def add(self, seq: int) -> None:
+        """Packet `seq` first sent now."""
+        from aiortc.rtp import RtpPacket
+
+        self._RTCRtpSender__rtp_history[seq % 128] = RtpPacket(sequence_number=seq,
+                                                               timestamp=seq * 3000)
+
+    async def _retransmit(self, seq: int) -> None:
+        self.sent.append(seq)
+
+
+async def _far_repair_sent():
+    """A site whose NACK asked for packet 1110 (89 behind the newest: far), re-sent once."""
+    from video.engine import Subscriber as Site
+    from video.relay import BurstPacer
+
+    sender = _RecordingSender()
+    site = Site("r", None, {}, "vp8")
+    site.pacer = BurstPacer(lambda: 360, {1})
+    site.queue_retransmits(sender, [1110], lambda: 360)
+    await wait_for(lambda: sender.sent == [1110], 1)
+    return sender, site
+
+
 def test_a_held_back_repair_is_followed_by_a_probe_and_goes_once_asked_again():
     """A NACK that lists a packet far behind whose copy went lately may predate the copy's
     arrival: the repair is held back (a duplicate there would reset an aiortc receiver's
@@ -583,30 +621,9 @@ def test_a_held_back_repair_is_followed_by_a_probe_and_goes_once_asked_again():
     gap, so a lost copy would leave a hole for good (a 4.6 s freeze at 800 kb/s once).
     The packet stays unconfirmed, a NACK probe asks about it, and the probe's NACK, well
     after the copy, re-sends it."""
-    from aiortc.rtp import RtpPacket
-
-    from video.engine import Subscriber as Site
-    from video.relay import BurstPacer, RetransmitHistory
 
     async def scenario():
-        class Sender:
-            _RTCRtpSender__rtt = 0.05
-
-            def __init__(self):
-                self.sent: list[int] = []
-                self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
-
-            async def _retransmit(self, seq: int) -> None:
-                self.sent.append(seq)
-
-        sender = Sender()
-        history = sender._RTCRtpSender__rtp_history
-        for seq in range(1000, 1200):
-            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
-        site = Site("r", None, {}, "vp8")
-        site.pacer = BurstPacer(lambda: 360, {1})
-        site.queue_retransmits(sender, [1110], lambda: 360)  # 89 behind: far
-        await wait_for(lambda: sender.sent == [1110], 1)
+        sender, site = await _far_repair_sent()
         site.queue_retransmits(sender, [1110], lambda: 360)  # again, at once: held back
         await asyncio.sleep(0.02)
         assert site.retransmits_held == 1
@@ -629,37 +646,16 @@ def test_a_repair_far_behind_goes_again_at_once_when_the_nack_knows_a_later_pack
     for two estimated round trips (at 800 kb/s the real one is twice the estimate, and a
     held repair fell out of the probe's window: a 7 s freeze). A NACK that knows of no
     later packet is still held back."""
-    from aiortc.rtp import RtpPacket
-
-    from video.engine import Subscriber as Site
-    from video.relay import BurstPacer, RetransmitHistory
 
     async def scenario():
-        class Sender:
-            _RTCRtpSender__rtt = 0.05
-
-            def __init__(self):
-                self.sent: list[int] = []
-                self._RTCRtpSender__rtp_history = RetransmitHistory(4.5)
-
-            async def _retransmit(self, seq: int) -> None:
-                self.sent.append(seq)
-
-        sender = Sender()
-        history = sender._RTCRtpSender__rtp_history
-        for seq in range(1000, 1200):
-            history[seq % 128] = RtpPacket(sequence_number=seq, timestamp=seq * 3000)
-        site = Site("r", None, {}, "vp8")
-        site.pacer = BurstPacer(lambda: 360, {1})
-        site.queue_retransmits(sender, [1110], lambda: 360)  # 89 behind: far
-        await wait_for(lambda: sender.sent == [1110], 1)
+        sender, site = await _far_repair_sent()
         site.queue_retransmits(sender, [1110], lambda: 360)  # knows of nothing later
         await asyncio.sleep(0.02)
         assert site.retransmits_held == 1
         assert sender.sent == [1110]
         await asyncio.sleep(0.005)
-        history[1200 % 128] = RtpPacket(sequence_number=1200, timestamp=1200 * 3000)
-        history[1201 % 128] = RtpPacket(sequence_number=1201, timestamp=1201 * 3000)
+        sender.add(1200)
+        sender.add(1201)
         site.queue_retransmits(sender, [1110, 1200], lambda: 360)  # 1200 left after the copy
         assert await wait_for(lambda: sender.sent.count(1110) == 2, 1), sender.sent
         assert site.retransmits_held == 1
