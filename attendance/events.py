@@ -47,17 +47,6 @@ def _auth_ttl() -> float:
     return float(settings().attendance_auth_ttl)
 
 
-def _granted_value(key: tuple) -> tuple[bool, Any]:
-    """A right this connection passed, while it holds: until what it rests on changes
-    (core/authepoch.py) or YUANJIAO_ATTENDANCE_GRANT_MAX_AGE passes; only for
-    YUANJIAO_ATTENDANCE_AUTH_TTL while the epoch cannot be known (Redis away)."""
-    hit = _conn().granted.get(key)
-    if hit is None:
-        return False, None
-    checked, at_epoch, value = hit
-    return _holds(checked, at_epoch), value
-
-
 def _holds(checked: float, at_epoch: Any) -> bool:
     """Whether what was checked at `checked` (monotonic) and `at_epoch` still holds."""
     age = time.monotonic() - checked
@@ -71,23 +60,33 @@ def _grant(key: tuple, value: Any = True, at_epoch: Any = None) -> None:
     _conn().granted[key] = (time.monotonic(), at_epoch, value)
 
 
-def _granted_or_check(key: tuple, check: Callable[[], Any]) -> Any:
-    """The connection's cached value for `key`, else `check()`'s, cached for the TTL.
+def _cached(cache: dict, key: Any, lock: Any, compute: Callable[[], Any]) -> Any:
+    """`cache[key]` while it holds (`_holds`: until what it rests on changes,
+    core/authepoch.py, or YUANJIAO_ATTENDANCE_GRANT_MAX_AGE passes; only for
+    YUANJIAO_ATTENDANCE_AUTH_TTL while the epoch cannot be known, Redis away), else
+    `compute()`'s, kept with when and at which epoch it was computed.
 
-    One re-check at a time per connection: when a cached right expires, the events already
-    in flight on that connection (a greenlet each under gevent) wait for the one re-check
-    instead of each taking a pooled connection for the same queries."""
-    fresh, value = _granted_value(key)
-    if fresh:
+    One computation at a time per `lock`: when a cached value expires, the events already
+    in flight (a greenlet each under gevent) wait for the one computation instead of each
+    taking a pooled connection for the same queries."""
+    hit = cache.get(key)
+    if hit is not None and _holds(hit[0], hit[1]):
+        return hit[2]
+    with lock:
+        hit = cache.get(key)
+        if hit is not None and _holds(hit[0], hit[1]):
+            return hit[2]
+        at_epoch = authepoch.epoch().current()  # before computing: a move during it
+        value = compute()                       # makes the next event compute again
+        db.session.rollback()
+        cache[key] = (time.monotonic(), at_epoch, value)
         return value
-    with _conn().check_lock:
-        fresh, value = _granted_value(key)
-        if not fresh:
-            at_epoch = authepoch.epoch().current()  # before the check: a move during it
-            value = check()                         # makes the next event check again
-            db.session.rollback()
-            _grant(key, value, at_epoch)
-    return value
+
+
+def _granted_or_check(key: tuple, check: Callable[[], Any]) -> Any:
+    """The right `key` this connection passed (`check()`'s value), while it holds."""
+    conn = _conn()
+    return _cached(conn.granted, key, conn.check_lock, check)
 
 
 def init_app(app: Flask) -> None:
@@ -348,20 +347,12 @@ def _expected_ids(occurrence_id: int) -> frozenset[int]:
     """The occurrence's expected members, computed once per auth TTL for the whole app
     (not per connection: fifty rooms starting a roll call at once would each read the
     whole roster, and the readers stall the event loop for everyone)."""
-    cache = current_app.extensions.setdefault("attendance_expected", {})
-    hit = cache.get(occurrence_id)
-    if hit is not None and _holds(hit[0], hit[1]):
-        return hit[2]
-    with _expected_lock:  # one reader at a time; the others take its answer
-        hit = cache.get(occurrence_id)
-        if hit is not None and _holds(hit[0], hit[1]):
-            return hit[2]
-        at_epoch = authepoch.epoch().current()
+    def read() -> frozenset[int]:
         occurrence = svc.get_occurrence(db.session, occurrence_id)
-        ids = frozenset(svc.expected_member_ids(db.session, occurrence))
-        db.session.rollback()
-        cache[occurrence_id] = (time.monotonic(), at_epoch, ids)
-        return ids
+        return frozenset(svc.expected_member_ids(db.session, occurrence))
+
+    cache = current_app.extensions.setdefault("attendance_expected", {})
+    return _cached(cache, occurrence_id, _expected_lock, read)
 
 
 def _require_check_in_scope(occurrence_id: int, site_id: int, member_ids: list[int]) -> None:
