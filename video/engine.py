@@ -225,10 +225,12 @@ class Subscriber:
         #: Second copies of packets whose first copy was lost (`RETRANSMIT_DOUBLE_WINDOW`).
         self.retransmits_doubled = 0
         self._rtx_asked_again: set[int] = set()
-        #: Re-sent packets a NACK still listed although it knew of a packet first sent
+        #: Re-sent packets a NACK still listed although it knew of a packet that left
         #: after the copy: on a link that keeps order the copy was lost too, whatever the
         #: round trip (`queue_retransmits`). They go again at once, far behind or not.
         self._rtx_copy_lost: set[int] = set()
+        #: seq -> the newest packet that had left when its last copy went.
+        self._rtx_newest: dict[int, int] = {}
         self._last_probe = 0.0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
@@ -282,6 +284,7 @@ class Subscriber:
             del self._rtx_sent[seq]
             self._rtx_tries.pop(seq, None)
             self._rtx_copy_lost.discard(seq)
+            self._rtx_newest.pop(seq, None)
         ready: list[int] = []
         later: list[int] = []
         wake = 1.0
@@ -364,17 +367,19 @@ class Subscriber:
             self._rtx_unconfirmed.clear()
             self._rtx_copy_lost.clear()
             return
+        knows = self._nack_knows(sender, lost)  # the probe's late packet included
         if self.pacer is not None and self.pacer.probe_seq is not None:
             now, rtt = time.monotonic(), getattr(sender, "_RTCRtpSender__rtt", None) or 0.05
             pacer = self.pacer  # the late packet's own NACK: it came right after
             lost = [seq for seq in lost if not pacer.probe_in_flight(seq, now, rtt)]
         self._confirm(sender, set(lost), time.monotonic())
-        known_after = self._nack_knows_after(sender, lost)
         for seq in lost:
             if seq in self._rtx_sent:
                 self.retransmits_repeated += 1
                 self._rtx_asked_again.add(seq)
-                if self._rtx_sent[seq] < known_after:
+                went_with = self._rtx_newest.get(seq)
+                if knows is not None and went_with is not None \
+                        and 0 < (knows - went_with) % 65536 < 32768:
                     self._rtx_copy_lost.add(seq)
             self._rtx_unconfirmed.pop(seq, None)
             self._rtx_backlog.setdefault(seq, None)
@@ -383,23 +388,21 @@ class Subscriber:
             self._rtx_task = asyncio.ensure_future(self._drain_retransmits(sender, bitrate_kbps))
 
     @staticmethod
-    def _nack_knows_after(sender: RTCRtpSender, listed: list[int]) -> float:
-        """When the newest packet a NACK lists was first sent (0.0 when unknown).
+    def _nack_knows(sender: RTCRtpSender, listed: list[int]) -> int | None:
+        """The newest packet a NACK lists (None without a timed history).
 
-        A receiver lists a hole only once a later packet has arrived, and that packet left
-        after the listed one: a copy re-sent before it (copies skip the pacer, media waits
-        in it after being recorded) reached the receiver first on a link that keeps order.
-        So a copy sent before this moment and still listed was lost, not late — no round
-        trip estimate needed (at 800 kb/s the queue doubles the real one)."""
+        A receiver lists a hole only once a later packet has arrived. If that hole left
+        after a copy did (it is newer than the newest packet that had left when the copy
+        went: the history's `newest` counts packets that have left, on both send paths),
+        the copy reached the receiver first on a link that keeps order. So a copy still
+        listed then was lost, not late: no round-trip estimate needed (at 800 kb/s the
+        queue doubles the real one). Sequence numbers, not times: on the fast path a
+        packet is made long before it leaves behind a narrow link."""
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
-        if not isinstance(history, RetransmitHistory):
-            return 0.0
-        known = 0.0
-        for seq in listed:
-            entry = history.lookup(seq)
-            if entry is not None and entry[0] > known:
-                known = entry[0]
-        return known
+        if not isinstance(history, RetransmitHistory) or history.newest is None or not listed:
+            return None
+        newest = history.newest
+        return min(listed, key=lambda seq: (newest - seq) % 65536)
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until a copy falls due, or until a NACK brings new packets."""
@@ -429,7 +432,6 @@ class Subscriber:
         history = getattr(sender, "_RTCRtpSender__rtp_history", None)
         newest = history.newest if isinstance(history, RetransmitHistory) else None
         due_at = None
-        probe_after = 2 * rtt + 0.1
         for seq, unasked in list(self._rtx_unconfirmed.items()):
             sent = self._rtx_sent.get(seq)
             behind = (newest - seq) % 65536 if newest is not None else None
@@ -441,11 +443,15 @@ class Subscriber:
                 if self.pacer is None:
                     del self._rtx_unconfirmed[seq]
                     continue
-                ready_at = max(sent, self._last_probe) + probe_after
+                # The probe's packet leaves after the copy, so its NACK settles whether the
+                # copy arrived (`_nack_knows`): no need to wait round trips for it, only
+                # one probe per round trip. (Waiting 2 RTT + 100 ms, a packet held back
+                # when ~100 behind left the window before its probe: a hole for good.)
+                ready_at = max(sent + 0.005, self._last_probe + rtt)
                 if now >= ready_at:
                     self._last_probe = now
                     self.pacer.probe_requested = True
-                    ready_at = now + probe_after
+                    ready_at = now + rtt
                 due_at = min(due_at or 1e18, ready_at)
             elif now - sent >= after:
                 self._rtx_unconfirmed[seq] = unasked + 1
@@ -494,6 +500,8 @@ class Subscriber:
                 for seq in send:
                     if isinstance(history, RetransmitHistory):
                         history.restore(seq, RTP_HISTORY_SIZE)
+                        if history.newest is not None:  # what had left when it went
+                            self._rtx_newest[seq] = history.newest
                     if timed:
                         self._rtx_unconfirmed.setdefault(seq, 0)
                     await sender._retransmit(seq)
