@@ -318,7 +318,8 @@ class Subscriber:
             if far and since < 2 * rtt + 0.1 and seq not in self._rtx_copy_lost:
                 # Re-sent lately and far behind: the NACK may predate the copy's arrival,
                 # and a duplicate this far back resets an aiortc receiver's jitter buffer.
-                # Only a NACK well after the copy (it was lost too) sends it again; until
+                # Only a NACK well after the copy, or one that knows of a packet that left
+                # after it (`_nack_knows`: the copy was lost too), sends it again; until
                 # one comes it stays unconfirmed, so that a probe asks the receiver about
                 # it (an aiortc receiver NACKs again only when a new packet goes missing:
                 # a packet dropped from every list here was a hole for good).
@@ -363,9 +364,7 @@ class Subscriber:
         a new one goes missing, so a packet refused once would leave a hole for good."""
         if self.video_track is not None and self.video_track.layer == AUDIO:
             # The video is paused for this link: repairing it would only crowd the audio.
-            self._rtx_backlog.clear()
-            self._rtx_unconfirmed.clear()
-            self._rtx_copy_lost.clear()
+            self._forget_repairs()
             return
         knows = self._nack_knows(sender, lost)  # the probe's late packet included
         if self.pacer is not None and self.pacer.probe_seq is not None:
@@ -403,6 +402,13 @@ class Subscriber:
             return None
         newest = history.newest
         return min(listed, key=lambda seq: (newest - seq) % 65536)
+
+    def _forget_repairs(self) -> None:
+        """No more repairs for now (the site is on the audio layer, or gone): the queued,
+        the unconfirmed and those proven lost are dropped."""
+        self._rtx_backlog.clear()
+        self._rtx_unconfirmed.clear()
+        self._rtx_copy_lost.clear()
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until a copy falls due, or until a NACK brings new packets."""
@@ -469,9 +475,7 @@ class Subscriber:
         try:
             while self._rtx_backlog or self._rtx_unconfirmed:
                 if self.video_track is not None and self.video_track.layer == AUDIO:
-                    self._rtx_backlog.clear()  # moved to audio only: no more video repairs
-                    self._rtx_unconfirmed.clear()
-                    self._rtx_copy_lost.clear()
+                    self._forget_repairs()  # moved to audio only: no more video repairs
                     break
                 now = time.monotonic()
                 due_at = self._due_unasked(sender, now)
@@ -519,9 +523,7 @@ class Subscriber:
                 elif later:
                     await self._nap(wake)
         except (ConnectionError, asyncio.CancelledError):
-            self._rtx_backlog.clear()
-            self._rtx_unconfirmed.clear()
-            self._rtx_copy_lost.clear()
+            self._forget_repairs()
 
     def close(self) -> None:
         if self._rtx_task is not None:
