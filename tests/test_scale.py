@@ -267,7 +267,7 @@ def test_redis_counts_span_processes_and_forget_a_dead_one(redis_url):
 def test_the_writer_lingers_longer_the_more_processes_share_the_load(app, redis_url):
     """n processes each get 1/n of the check-ins: each writer waits n x its linger for a
     batch (at most 4 x), so that the database sees batches of one process's size."""
-    from attendance.writer import MAX_SPREAD, GroupWriter, Request
+    from attendance.writer import MAX_COMMIT_WAIT, MAX_SPREAD, GroupWriter, Request
     from core.types import utcnow
 
     prefix = f"yuanjiao-test:{uuid.uuid4().hex}"
@@ -284,10 +284,17 @@ def test_the_writer_lingers_longer_the_more_processes_share_the_load(app, redis_
             other.close()
         counts[0]._renew()
         assert writer._linger(check_in) == pytest.approx(3 * writer.linger)
+        # Each of three writers gets a third of the check-ins and also waits for what the
+        # other two's commits take (their batches then hold what one writer's would).
+        writer.commit_seconds = 0.006
+        assert writer._linger(check_in) == pytest.approx(3 * writer.linger + 2 * 0.006)
+        writer.commit_seconds = 5.0  # a database this slow: counted at most MAX_COMMIT_WAIT
+        assert writer._linger(check_in) == pytest.approx(3 * writer.linger
+                                                         + 2 * MAX_COMMIT_WAIT)
         for other in counts[1:3]:
             other.close()
         counts[0]._renew()
-        assert writer._linger(check_in) == writer.linger
+        assert writer._linger(check_in) == writer.linger  # alone: no other commits to wait
     finally:
         app.extensions.pop("attendance_site_count", None)
         for c in counts:
