@@ -217,18 +217,14 @@ def profile(args, n: int, pids: list[int], phase: str = "") -> list[subprocess.P
     return spies
 
 
-def gc_stalls(folder: Path) -> list[float]:
-    """The full and middle garbage collections the web processes logged as stalls
-    (core.gctune.watch_gc), in ms."""
+def gc_stalls(folder: Path) -> dict[str, list[float]]:
+    """The full and middle garbage collections each web process logged as stalls
+    (core.gctune.watch_gc), in ms, in the order logged, by log file."""
     import re
 
-    found: list[float] = []
-    for path in folder.glob("web*.log"):
-        for m in re.finditer(r"(?:full|middle) garbage collection stalled the process for "
-                             r"(\d+) ms",
-                             path.read_text(errors="replace")):
-            found.append(float(m.group(1)))
-    return found
+    return {path.name: [float(m.group(1)) for m in re.finditer(
+        r"(?:full|middle) garbage collection stalled the process for (\d+) ms",
+        path.read_text(errors="replace"))] for path in folder.glob("web*.log")}
 
 
 def logged(folder: Path, worst: int = 5) -> list[tuple[str, int]]:
@@ -303,6 +299,7 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                 spy.wait(30)
         log.info("  idle for %.0f s: web processes %.0f %% of a core (heartbeats, pings)",
                  args.idle, idle_cpu * 100)
+        before_burst = gc_stalls(folder)  # while the connections arrived, and idling
         go.set()
         pings: list[float] = []
         for _ in workers:
@@ -367,10 +364,16 @@ def run_tier(n: int, args, cfg: dict, members: list[int], url: str, channel: str
                  out["p50"], out["p99"])
         for line, count in logged(folder):
             log.info("  web processes logged %d× %s", count, line)
-        collections = gc_stalls(folder)
-        if collections:
-            log.info("  garbage collection stalls logged by the web processes: %d, longest "
-                     "%.0f ms", len(collections), max(collections))
+        by_file = gc_stalls(folder)
+        connecting = [ms for found in before_burst.values() for ms in found]
+        in_burst = [ms for name, found in by_file.items()
+                    for ms in found[len(before_burst.get(name, [])):]]
+        out["gc_stalls"] = {"connecting": connecting, "burst": in_burst}
+        if connecting or in_burst:
+            log.info("  garbage collection stalls logged by the web processes while the "
+                     "connections arrived and idled: %d, longest %.0f ms; in the pings and "
+                     "the burst: %d, longest %.0f ms", len(connecting),
+                     max(connecting, default=0), len(in_burst), max(in_burst, default=0))
         slow = stalls(sent_at)
         if slow:
             log.info("  slowest half-seconds of the burst (sent at: check-ins, ack p99): %s",
