@@ -36,18 +36,6 @@ FREEZE_SECONDS = 30.0
 FULL_SECONDS = 600.0
 FULL_LATEST_SECONDS = 1800.0
 
-#: Young collections every 20,000 allocations instead of 700: an event's objects live for
-#: its commit (~10 ms) and die young instead of being promoted. Measured at 2,000
-#: connections and 1,000 check-ins a second (bench/attendance.py, SQLite): ack p99 179 ms
-#: with the defaults, 32 ms with (700, 10, 100), 27 ms with (20000, 10, 100), at the same
-#: memory. A middle collection after 3 young ones instead of 10: it walks what the young
-#: ones since the last left alive, and while 10,000 connections arrive nearly all of it
-#: survives (every middle collection stalled the process 200-300 ms, bench/stack.py);
-#: each object is walked there once either way, so a third of the stall three times as
-#: often is the same work (bench/gcstorm.py). A full collection after 300 middle ones,
-#: as often as before (900 young ones; the upkeep's turns do most of them anyway).
-GC_THRESHOLDS = (20_000, 3, 300)
-
 _tuned = False
 _upkeep: GcUpkeep | None = None
 #: Set while the upkeep's own full collection runs (logged as upkeep, not as a stall).
@@ -65,7 +53,12 @@ def tune_gc() -> None:
     global _tuned
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    # Young collections every 20,000 allocations instead of 700: an event's objects live
+    # for its commit (~10 ms) and die young instead of being promoted; a full collection
+    # after 100 middle ones instead of 10. Measured at 2,000 connections and 1,000
+    # check-ins a second (bench/attendance.py, SQLite): ack p99 179 ms with the defaults,
+    # 32 ms with (700, 10, 100), 27 ms with (20000, 10, 100), at the same memory.
+    gc.set_threshold(20_000, 10, 100)
     watch_gc()
     _tuned = True
 
