@@ -793,6 +793,7 @@ def impaired_profile(node: Node, name: str, profile: dict, seconds: float,
                      "skipped": site.get("retransmits_skipped"),
                      "repeated": site.get("retransmits_repeated"),
                      "unasked": site.get("retransmits_unasked"),
+                     "unasked_late": site.get("retransmits_unasked_late"),
                      "held": site.get("retransmits_held"),
                      "doubled": site.get("retransmits_doubled"),
                      "probes": site.get("nack_probes"),
@@ -850,7 +851,8 @@ def run_impair(names: list[str], seconds: float, tbf: bool = False) -> None:
                   f"{' → '.join(row['layers_seen'])}), loss {imp['loss']} %, "
                   f"rtt {imp['rtt_ms']} ms, REMB {imp['estimate_kbps']} kb/s, "
                   f"rtx {imp['retransmits']} ({imp['deferred']} waited for the budget, "
-                  f"{imp['repeated']} asked again, {imp['unasked']} again unasked, "
+                  f"{imp['repeated']} asked again, {imp['unasked']} again unasked "
+                  f"({imp['unasked_late']} of them too far behind when due), "
                   f"{imp['held']} held back, {imp['doubled']} sent twice, "
                   f"{imp['probes']} NACK probes, "
                   f"{imp['skipped']} given up: too old or tried 8 times "

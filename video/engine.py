@@ -89,6 +89,12 @@ RETRANSMIT_UNASKED_WINDOW = 75
 #: Nor is any packet re-sent this far behind the newest: an aiortc receiver has given up
 #: on a hole 512 packets back, and the late copy would reset its jitter buffer.
 RETRANSMIT_MAX_BEHIND = 400
+#: A copy that may duplicate one that arrived (not proven lost) goes only while fewer than
+#: this many packets behind the newest that has left: a link keeps order, so the receiver
+#: then holds nothing newer, and an aiortc receiver resets its jitter buffer only on a
+#: packet 100 or more behind the one it waits for (then waits 512 packets: copies 101-109
+#: behind froze the 800 kb/s profile 8-10 s after "two round trips + 100 ms" let them go).
+RETRANSMIT_DUPLICATE_BEHIND = 100
 #: A packet asked for again after its copy went (the copy was lost too) goes twice, a few
 #: milliseconds apart, while this close to the newest packet (a second copy of a packet
 #: that arrived is dropped by the receiver this near). At 5 % loss and 150 ms a third
@@ -231,6 +237,13 @@ class Subscriber:
         self._rtx_copy_lost: set[int] = set()
         #: seq -> the newest packet that had left when its last copy went.
         self._rtx_newest: dict[int, int] = {}
+        #: Copies queued unasked (no NACK listed them since their last copy went), until
+        #: they go: they may duplicate a copy that arrived, so they go only while near the
+        #: newest packet (`RETRANSMIT_UNASKED_WINDOW`) when they leave, not only when
+        #: queued (a copy that waited for the budget went 101 behind: a 9.7 s freeze).
+        self._rtx_unasked_queued: set[int] = set()
+        #: Unasked copies that fell too far behind while queued (probed for instead).
+        self.retransmits_unasked_late = 0
         self._last_probe = 0.0
         self._rtx_tokens = 0.0
         self._rtx_refill_at = time.monotonic()
@@ -257,6 +270,7 @@ class Subscriber:
             "retransmits_exhausted": self.retransmits_exhausted,
             "retransmits_repeated": self.retransmits_repeated,
             "retransmits_unasked": self.retransmits_unasked,
+            "retransmits_unasked_late": self.retransmits_unasked_late,
             "retransmits_held": self.retransmits_held,
             "retransmits_doubled": self.retransmits_doubled,
             "nack_probes": self.pacer.probes if self.pacer else 0,
@@ -285,6 +299,7 @@ class Subscriber:
             self._rtx_tries.pop(seq, None)
             self._rtx_copy_lost.discard(seq)
             self._rtx_newest.pop(seq, None)
+            self._rtx_unasked_queued.discard(seq)
         ready: list[int] = []
         later: list[int] = []
         wake = 1.0
@@ -315,14 +330,25 @@ class Subscriber:
                 continue
             since = now - self._rtx_sent.get(seq, -1e9)
             far = timed is not None and (newest - seq) % 65536 >= RETRANSMIT_UNASKED_WINDOW
-            if far and since < 2 * rtt + 0.1 and seq not in self._rtx_copy_lost:
+            if far and seq in self._rtx_unasked_queued:
+                # Queued unasked near the newest, it waited until it was far behind: its
+                # last copy may have arrived, and a duplicate this far back resets an
+                # aiortc receiver's jitter buffer. It stays unconfirmed: a probe asks.
+                self._rtx_unasked_queued.discard(seq)
+                self.retransmits_unasked_late += 1
+                continue
+            duplicate_harms = seq in self._rtx_sent \
+                and (newest - seq) % 65536 >= RETRANSMIT_DUPLICATE_BEHIND
+            if far and seq not in self._rtx_copy_lost \
+                    and (since < 2 * rtt + 0.1 or duplicate_harms):
                 # Re-sent lately and far behind: the NACK may predate the copy's arrival,
                 # and a duplicate this far back resets an aiortc receiver's jitter buffer.
-                # Only a NACK well after the copy, or one that knows of a packet that left
-                # after it (`_nack_knows`: the copy was lost too), sends it again; until
-                # one comes it stays unconfirmed, so that a probe asks the receiver about
-                # it (an aiortc receiver NACKs again only when a new packet goes missing:
-                # a packet dropped from every list here was a hole for good).
+                # Only a NACK well after the copy (while a duplicate could do no harm), or
+                # one that knows of a packet that left after it (`_nack_knows`: the copy
+                # was lost too), sends it again; until one comes it stays unconfirmed, so
+                # that a probe asks the receiver about it (an aiortc receiver NACKs again
+                # only when a new packet goes missing: a packet dropped from every list
+                # here was a hole for good).
                 self.retransmits_held += 1
                 self._rtx_unconfirmed.setdefault(seq, 0)
                 continue
@@ -352,6 +378,7 @@ class Subscriber:
     def retransmitted(self, lost: list[int], now: float) -> None:
         for seq in lost:
             self._rtx_copy_lost.discard(seq)
+            self._rtx_unasked_queued.discard(seq)
             self._rtx_sent[seq] = now
             self._rtx_tries[seq] = self._rtx_tries.get(seq, 0) + 1
 
@@ -381,6 +408,7 @@ class Subscriber:
                         and 0 < (knows - went_with) % 65536 < 32768:
                     self._rtx_copy_lost.add(seq)
             self._rtx_unconfirmed.pop(seq, None)
+            self._rtx_unasked_queued.discard(seq)  # asked for: a hole the receiver has
             self._rtx_backlog.setdefault(seq, None)
         self._rtx_wake.set()
         if self._rtx_task is None or self._rtx_task.done():
@@ -409,6 +437,7 @@ class Subscriber:
         self._rtx_backlog.clear()
         self._rtx_unconfirmed.clear()
         self._rtx_copy_lost.clear()
+        self._rtx_unasked_queued.clear()
 
     async def _nap(self, seconds: float) -> None:
         """Sleep until a copy falls due, or until a NACK brings new packets."""
@@ -463,6 +492,7 @@ class Subscriber:
                 self._rtx_unconfirmed[seq] = unasked + 1
                 self.retransmits_unasked += 1
                 self._rtx_backlog.setdefault(seq, None)
+                self._rtx_unasked_queued.add(seq)
             else:
                 due_at = min(due_at or 1e18, sent + after)
         return due_at

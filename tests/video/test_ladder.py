@@ -619,6 +619,43 @@ async def _far_repair_sent():
     return sender, site
 
 
+def test_an_unasked_copy_that_fell_far_behind_while_queued_is_probed_for_not_sent():
+    """A copy no NACK asked for (its last copy may have arrived) is queued while near the
+    newest packet; if it waits (for the retransmission budget) until it is far behind, it
+    must not go: a duplicate 100 behind resets an aiortc receiver's jitter buffer, and it
+    then waits 512 packets (a 9.7 s freeze at 800 kb/s). It stays unconfirmed, for a probe
+    to ask; a NACK that lists it makes it a hole the receiver has, and it goes."""
+
+    async def scenario():
+        from video.engine import Subscriber as Site
+        from video.relay import BurstPacer
+
+        sender = _RecordingSender()
+        history = sender._RTCRtpSender__rtp_history
+        history.newest = 1199
+        site = Site("r", None, {}, "vp8")
+        site.pacer = BurstPacer(lambda: 360, {1})
+        now = time.monotonic()
+        for seq in (1110, 1150):  # each re-sent once, a second ago, and queued unasked
+            site._rtx_sent[seq] = now - 1.0
+            site._rtx_unconfirmed[seq] = 1
+            site._rtx_unasked_queued.add(seq)
+        ready, later, _ = site.worth_retransmitting(sender, [1110, 1150], now)
+        assert ready == [1150]  # 49 behind: near enough for a duplicate
+        assert not later
+        assert site.retransmits_unasked_late == 1  # 1110, 89 behind: not sent ...
+        assert 1110 in site._rtx_unconfirmed  # ... but probed for
+        del site._rtx_unconfirmed[1150]  # (it went, and arrived: a NACK left it out)
+        site._due_unasked(sender, now)
+        assert site.pacer.probe_requested
+        site.queue_retransmits(sender, [1110], lambda: 360)  # the probe's NACK lists it
+        assert await wait_for(lambda: sender.sent == [1110], 1), sender.sent
+        assert site.retransmits_unasked_late == 1
+        site._rtx_task.cancel()
+
+    run(scenario())
+
+
 def test_a_held_back_repair_is_followed_by_a_probe_and_goes_once_asked_again():
     """A NACK that lists a packet far behind whose copy went lately may predate the copy's
     arrival: the repair is held back (a duplicate there would reset an aiortc receiver's
@@ -638,6 +675,30 @@ def test_a_held_back_repair_is_followed_by_a_probe_and_goes_once_asked_again():
         site.pacer.probe_requested = False
         await asyncio.sleep(0.25)  # the probe's NACK, 2 round trips + 100 ms after the copy
         site.queue_retransmits(sender, [1110], lambda: 360)
+        assert await wait_for(lambda: sender.sent == [1110, 1110], 1), sender.sent
+        site._rtx_task.cancel()
+
+    run(scenario())
+
+
+def test_a_copy_100_behind_goes_again_only_when_a_nack_proves_it_lost():
+    """A copy 100 or more packets behind the newest that left may duplicate one that
+    arrived (a receiver whose loop lags lists holes whose copies wait in its socket), and
+    a duplicate there resets an aiortc receiver's jitter buffer (it then waits 512
+    packets: copies 101-109 behind froze the 800 kb/s profile 8-10 s). Time alone does not
+    send it again there, only a NACK that knows of a packet that left after the copy."""
+
+    async def scenario():
+        sender, site = await _far_repair_sent()  # 1110's copy went when 1199 was newest
+        history = sender._RTCRtpSender__rtp_history
+        history.newest = 1215  # 105 behind now
+        await asyncio.sleep(0.25)  # two round trips + 100 ms after the copy
+        site.queue_retransmits(sender, [1110], lambda: 360)  # knows of nothing later
+        await asyncio.sleep(0.05)
+        assert sender.sent == [1110]
+        assert site.retransmits_held == 1
+        assert 1110 in site._rtx_unconfirmed  # a probe asks
+        site.queue_retransmits(sender, [1110, 1210], lambda: 360)  # 1210 left after it
         assert await wait_for(lambda: sender.sent == [1110, 1110], 1), sender.sent
         site._rtx_task.cancel()
 
