@@ -240,7 +240,7 @@ class Subscriber:
         #: Copies queued unasked (no NACK listed them since their last copy went), until
         #: they go: they may duplicate a copy that arrived, so they go only while near the
         #: newest packet (`RETRANSMIT_UNASKED_WINDOW`) when they leave, not only when
-        #: queued (a copy that waited for the budget went 101 behind: a 9.7 s freeze).
+        #: queued (one that waits for the budget can be far behind by then).
         self._rtx_unasked_queued: set[int] = set()
         #: Unasked copies that fell too far behind while queued (probed for instead).
         self.retransmits_unasked_late = 0
