@@ -305,10 +305,11 @@ class Subscriber:
         wake = 1.0
         newest = timed.newest if timed is not None and timed.newest is not None else 0
         for seq in lost:
+            behind = (newest - seq) % 65536 if timed is not None else 0
             if timed is not None:
                 entry = timed.lookup(seq)
                 if entry is None or now - entry[0] > max_age \
-                        or (newest - seq) % 65536 >= RETRANSMIT_MAX_BEHIND:
+                        or behind >= RETRANSMIT_MAX_BEHIND:
                     self.retransmits_skipped += 1  # too old: the receiver has moved on
                     self.gave_up = True
                     self._rtx_unconfirmed.pop(seq, None)
@@ -329,7 +330,7 @@ class Subscriber:
                 self._rtx_unconfirmed.pop(seq, None)
                 continue
             since = now - self._rtx_sent.get(seq, -1e9)
-            far = timed is not None and (newest - seq) % 65536 >= RETRANSMIT_UNASKED_WINDOW
+            far = behind >= RETRANSMIT_UNASKED_WINDOW  # (0 without a timed history)
             if far and seq in self._rtx_unasked_queued:
                 # Queued unasked near the newest, it waited until it was far behind: its
                 # last copy may have arrived, and a duplicate this far back resets an
@@ -337,8 +338,7 @@ class Subscriber:
                 self._rtx_unasked_queued.discard(seq)
                 self.retransmits_unasked_late += 1
                 continue
-            duplicate_harms = seq in self._rtx_sent \
-                and (newest - seq) % 65536 >= RETRANSMIT_DUPLICATE_BEHIND
+            duplicate_harms = seq in self._rtx_sent and behind >= RETRANSMIT_DUPLICATE_BEHIND
             if far and seq not in self._rtx_copy_lost \
                     and (since < 2 * rtt + 0.1 or duplicate_harms):
                 # Re-sent lately and far behind: the NACK may predate the copy's arrival,
